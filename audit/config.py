@@ -1,0 +1,321 @@
+"""The audit config: YAML, validated by pydantic, every key documented.
+
+``load_config(path, overrides)`` is the one entry point. Errors name the key, the file and what
+was expected, and suggest the nearest valid key for a typo. ``docs/config.md`` documents every
+key; a test keeps it in step with these models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from audit.errors import ConfigError
+
+InputKind = Literal["image", "tabular", "text", "sequence"]
+ModelFormat = Literal["auto", "torchscript", "export", "safetensors", "state_dict", "huggingface", "onnx", "pickle"]
+DataFormat = Literal["auto", "npz", "csv", "parquet", "image_folder", "hf_dataset"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Preprocessing(StrictModel):
+    """Preprocessing the adapter applies inside the model, so checks work in raw input space."""
+
+    mean: list[float] | None = Field(default=None, description="Per-channel (or per-feature) mean subtracted from inputs.")
+    std: list[float] | None = Field(default=None, description="Per-channel (or per-feature) standard deviation divided by.")
+    input_range: tuple[float, float] | None = Field(
+        default=None, description="Valid range of raw inputs, e.g. [0, 1] for images; attacks clip to it."
+    )
+
+
+class ModelSpec(StrictModel):
+    """Which model to audit and how to load it."""
+
+    path: Path = Field(description="Model file or Hugging Face model folder.")
+    format: ModelFormat = Field(default="auto", description="Model file format; 'auto' detects it from the file.")
+    model_class: str | None = Field(
+        default=None,
+        alias="class",
+        description="For safetensors and state dicts: the model class as 'path/to/file.py:ClassName'.",
+    )
+    init_args: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments of model_class.")
+    allow_pickle: bool = Field(
+        default=False,
+        description="Allow loading a pickled model (torch.load without weights_only, joblib). "
+        "Pickles can run arbitrary code: enable only for files you trust.",
+    )
+    input_kind: InputKind | None = Field(default=None, description="image, tabular, text or sequence; inferred when omitted.")
+    class_names: list[str] | None = Field(default=None, description="Class names in logit order.")
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+
+
+class DataSpec(StrictModel):
+    """One data set. The same keys serve the evaluation, reference and OOD sets."""
+
+    path: Path = Field(description="Data file or folder: .npz, .csv, .parquet, an image folder, or a saved HF dataset.")
+    format: DataFormat = Field(default="auto", description="Data format; 'auto' detects it from the path.")
+    features: str | list[str] | None = Field(
+        default=None,
+        description="npz: name of the input array (default 'x'). CSV/Parquet: feature columns "
+        "(default: every column that is not the target, a sensitive feature or the text column). "
+        "HF dataset: the input column (default 'image', 'x' or 'text', whichever exists).",
+    )
+    target: str | None = Field(default="y", description="Label array (npz) or column (tables, HF datasets); null for unlabelled data.")
+    text_column: str | None = Field(default=None, description="Column holding raw text, for text models.")
+    sensitive_features: list[str] = Field(
+        default_factory=list, description="Arrays (npz) or columns holding group membership, e.g. [sex, race]."
+    )
+    split: str | None = Field(default=None, description="Split of a saved HF DatasetDict (default: 'test' if present, else the only split).")
+    image_size: tuple[int, int] | None = Field(default=None, description="Resize image-folder images to (height, width).")
+    image_mode: Literal["auto", "RGB", "L"] = Field(default="auto", description="Colour mode for image folders.")
+    max_samples: int | None = Field(default=None, gt=0, description="Use a random subset of at most this many samples (seeded).")
+
+
+class DataSets(StrictModel):
+    """The data sets of an audit. Only ``eval`` is required."""
+
+    eval: DataSpec = Field(description="Evaluation set: the data every check is judged on.")
+    reference: DataSpec | None = Field(default=None, description="Reference (e.g. training) set, for drift and OOD fitting.")
+    ood: DataSpec | None = Field(default=None, description="Out-of-distribution set.")
+
+
+class OutputSpec(StrictModel):
+    """Where and what to write."""
+
+    dir: Path = Field(default=Path("deepaudit-out"), description="Output folder for results.json and report.html.")
+    html: bool = Field(default=True, description="Write report.html.")
+    junit: Path | None = Field(default=None, description="Also write JUnit XML here (relative to the working directory).")
+    markdown: Path | None = Field(default=None, description="Also write a Markdown summary here.")
+
+
+class ThresholdSpec(StrictModel):
+    """A threshold on one metric: the value must lie in [min, max]."""
+
+    min: float | None = Field(default=None, description="Lowest acceptable value.")
+    max: float | None = Field(default=None, description="Highest acceptable value.")
+    level: Literal["fail", "warn"] = Field(default="fail", description="Status when the threshold is missed.")
+
+
+class CheckConfig(StrictModel):
+    """Keys every check accepts. Each check's own ``Config`` subclasses this."""
+
+    enabled: bool = Field(default=True, description="Run this check.")
+    thresholds: dict[str, ThresholdSpec] = Field(
+        default_factory=dict, description="Thresholds by metric name; they decide pass, warn or fail."
+    )
+
+
+class AuditConfig(StrictModel):
+    """The whole config file."""
+
+    version: Literal[1] = Field(default=1, description="Config format version.")
+    model: ModelSpec
+    data: DataSets
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
+    batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    checks: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-check settings by check id; a check left out runs with its defaults if it is on by default.",
+    )
+    attestations: dict[str, Any] = Field(
+        default_factory=dict, description="Human statements (intended purpose, oversight...) copied into the report."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys at the location of an unknown key, for suggestions."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> str:
+    """One line naming the key, the file and what was expected."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = prefix + ".".join(str(p) for p in loc)
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        options = _fields_at(model, loc)
+        return f"{source}: unknown key '{key}'.{_suggest(str(loc[-1]), options)}"
+    if etype == "missing":
+        return f"{source}: missing required key '{key}'."
+    got = err.get("input")
+    got_s = json.dumps(got, default=str) if not isinstance(got, (dict, list)) or len(str(got)) < 60 else type(got).__name__
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"{source}: key '{key}': {msg[0].lower() + msg[1:]}; got {got_s}.{more}"
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating levels as needed."""
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key.path=value`` with the value parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set checks.performance.thresholds.accuracy.min=0.9")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML file into a dict, with one-line errors."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist. Create one with 'deepaudit init {path}'.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}).") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values, got {type(data).__name__}.")
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Paths in a config file are relative to the file, not to the working directory."""
+    model = data.get("model")
+    if isinstance(model, dict):
+        for key in ("path",):
+            if isinstance(model.get(key), str):
+                model[key] = str(base / model[key])
+        cls = model.get("class")
+        if isinstance(cls, str) and ":" in cls:
+            file, name = cls.rsplit(":", 1)
+            model["class"] = f"{base / file}:{name}"
+    datas = data.get("data")
+    if isinstance(datas, dict):
+        for spec in datas.values():
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                spec["path"] = str(base / spec["path"])
+    out = data.get("output")
+    if isinstance(out, dict):
+        for key in ("dir", "junit", "markdown"):
+            if isinstance(out.get(key), str):
+                out[key] = str(base / out[key])
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> AuditConfig:
+    """Build a validated config from a YAML file, flag overrides and ``--set`` items.
+
+    Flags win over the file. Relative paths in the file are relative to the file; relative
+    paths from flags are relative to the working directory.
+    """
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        data = read_config_file(path)
+        _resolve_paths(data, path.parent)
+        source = str(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
+    for item in sets or []:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
+    """Validate a dict, including each check's own config, with one-line errors."""
+    if "model" not in data or "path" not in (data.get("model") or {}):
+        raise ConfigError(f"{source}: no model given. Pass --model PATH or set 'model.path' in the config.")
+    if "data" not in data or "eval" not in (data.get("data") or {}):
+        raise ConfigError(f"{source}: no evaluation data given. Pass --data PATH or set 'data.eval.path' in the config.")
+    try:
+        cfg = AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, AuditConfig, source)) from None
+    # Each check validates its own section against its typed Config.
+    from audit.registry import check_config_class, list_checks
+
+    known = list_checks()
+    for check_id, section in cfg.checks.items():
+        if check_id not in known:
+            raise ConfigError(f"{source}: unknown check 'checks.{check_id}'.{_suggest(check_id, known)} Known checks: {', '.join(known)}.")
+        validate_check_config(check_id, section or {}, source)
+    return cfg
+
+
+def validate_check_config(check_id: str, section: dict[str, Any], source: str = "config") -> CheckConfig:
+    from audit.registry import check_config_class, get_check
+
+    config_cls = check_config_class(check_id)
+    try:
+        conf = config_cls.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, config_cls, source, prefix=f"checks.{check_id}.")) from None
+    names = get_check(check_id).metric_names
+    for metric, spec in conf.thresholds.items():
+        if metric not in names:
+            raise ConfigError(
+                f"{source}: key 'checks.{check_id}.thresholds.{metric}': {check_id} has no metric {metric!r}."
+                f"{_suggest(metric, list(names))} Metrics: {', '.join(names)}."
+            )
+        if spec.min is None and spec.max is None:
+            raise ConfigError(f"{source}: key 'checks.{check_id}.thresholds.{metric}': give 'min', 'max' or both.")
+    return conf

@@ -1,0 +1,183 @@
+"""Result objects: plain, frozen, JSON-serialisable data.
+
+Everything a report shows comes from these objects, so any report can be re-rendered from
+``results.json`` alone. The JSON Schema in ``audit/schema/results.schema.json`` is generated from
+these models (``python -m audit.schema``) and a test keeps the two in step.
+
+Versioning: ``SCHEMA_VERSION`` is ``MAJOR.MINOR``. Adding an optional field or a new check bumps
+MINOR; renaming or removing a field, a check id or a metric name bumps MAJOR.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+Status = Literal["pass", "warn", "fail", "error", "skipped"]
+#: Order of severity, used to summarise many statuses into one.
+STATUS_ORDER: dict[str, int] = {"pass": 0, "skipped": 1, "warn": 2, "fail": 3, "error": 4}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Metric(_Frozen):
+    """One number, with how it was obtained and how sure we are of it."""
+
+    name: str = Field(description="Stable metric name, e.g. 'accuracy'.")
+    value: float | None = Field(description="Point estimate; null when undefined (e.g. no samples).")
+    ci_low: float | None = Field(default=None, description="Lower end of the confidence interval.")
+    ci_high: float | None = Field(default=None, description="Upper end of the confidence interval.")
+    ci_level: float | None = Field(default=None, description="Confidence level of the interval, e.g. 0.95.")
+    n: int = Field(description="Number of samples the value was computed on.")
+    method: str = Field(description="How the value and its interval were obtained.")
+    provenance: Literal["measured", "estimated"] = Field(
+        default="measured", description="'estimated' for modelled numbers (e.g. energy from TDP)."
+    )
+    unit: str | None = None
+    higher_is_better: bool | None = None
+    group: str | None = Field(default=None, description="Subgroup or class the value refers to, if any.")
+
+
+class ThresholdOutcome(_Frozen):
+    """A threshold from the config and what the metric did against it."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    level: Literal["fail", "warn"] = "fail"
+    observed: float | None
+    passed: bool
+    source: str = Field(description="Where the threshold came from: 'config' or 'default'.")
+
+
+class Table(_Frozen):
+    """Tabular evidence."""
+
+    type: Literal["table"] = "table"
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str | None = None
+
+
+class Figure(_Frozen):
+    """Figure evidence: the data to draw it from, never pixels. ``kind`` picks the renderer."""
+
+    type: Literal["figure"] = "figure"
+    kind: Literal["reliability_diagram", "confusion_matrix", "bar", "line", "image_grid"]
+    title: str
+    data: dict[str, Any]
+    caption: str | None = None
+
+
+Evidence = Annotated[Table | Figure, Field(discriminator="type")]
+
+
+class CheckResult(_Frozen):
+    """What one check found."""
+
+    id: str = Field(description="Stable check id, e.g. 'performance'.")
+    category: str
+    title: str
+    status: Status
+    summary: str = Field(description="One plain-language sentence.")
+    dataset: str | None = Field(default=None, description="Name of the data set the check ran on.")
+    n_samples: int | None = None
+    metrics: list[Metric] = Field(default_factory=list)
+    thresholds: list[ThresholdOutcome] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list)
+    method: str = ""
+    limitations: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict, description="The check's validated config.")
+    duration_s: float = 0.0
+    error: str | None = Field(default=None, description="Message of the exception when status is 'error'.")
+    skip_reason: str | None = None
+
+    def metric(self, name: str, group: str | None = None) -> Metric:
+        for m in self.metrics:
+            if m.name == name and m.group == group:
+                return m
+        raise KeyError(f"check {self.id!r} has no metric {name!r}" + (f" for group {group!r}" if group else ""))
+
+
+class FileRecord(_Frozen):
+    """A file (or folder) the audit read, identified by its SHA-256."""
+
+    role: str = Field(description="'model', 'data.eval', 'data.reference', 'data.ood', 'config', ...")
+    path: str
+    sha256: str
+    format: str | None = None
+    n_samples: int | None = None
+
+
+class Provenance(_Frozen):
+    """Everything needed to say how, where and on what the audit ran."""
+
+    report_id: str
+    tool_version: str
+    started_at: str
+    finished_at: str
+    seed: int
+    device: str
+    hardware: dict[str, str]
+    python: str
+    platform: str
+    libraries: dict[str, str]
+    files: list[FileRecord]
+    config: dict[str, Any]
+    config_sha256: str
+    model: dict[str, Any] = Field(description="Model facts from the adapter: kind, classes, parameters.")
+
+
+class Summary(_Frozen):
+    status: Status
+    counts: dict[str, int]
+    exit_code: int = Field(description="0 passed (warnings allowed), 1 a threshold failed, 3 a check errored.")
+
+
+class AuditResult(_Frozen):
+    """The whole audit, as written to ``results.json``."""
+
+    schema_version: str = SCHEMA_VERSION
+    provenance: Provenance
+    checks: list[CheckResult]
+    summary: Summary
+    attestations: dict[str, Any] = Field(
+        default_factory=dict, description="Human statements copied from the config (not evidenced by the tool)."
+    )
+
+    def check(self, check_id: str) -> CheckResult:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(f"no check {check_id!r} in this result")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditResult:
+        return cls.model_validate_json(text)
+
+
+def summarise(checks: list[CheckResult]) -> Summary:
+    """Overall status and exit code from the check statuses (DESIGN.md, exit codes)."""
+    counts = {s: 0 for s in STATUS_ORDER}
+    for c in checks:
+        counts[c.status] += 1
+    if counts["error"]:
+        status, code = "error", 3
+    elif counts["fail"]:
+        status, code = "fail", 1
+    elif counts["warn"]:
+        status, code = "warn", 0
+    elif counts["pass"]:
+        status, code = "pass", 0
+    else:
+        status, code = "skipped", 0
+    return Summary(status=status, counts=counts, exit_code=code)

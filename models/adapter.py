@@ -1,0 +1,413 @@
+"""ModelAdapter: one interface over every model kind.
+
+Checks talk only to this interface. An adapter gives logits for a batch on its device, in the
+*raw* input space (any normalisation lives inside the adapter, so attacks and explanations see
+the inputs a user would), and says what else the model offers: input gradients
+(``differentiable``), penultimate features, attention maps.
+
+Three implementations cover the formats people ship:
+
+- :class:`TorchAdapter` — any ``torch.nn.Module``: eager models, TorchScript, ``torch.export``
+  programs.
+- :class:`HFTextAdapter` — Hugging Face sequence classifiers with their tokenizer; inputs are
+  raw strings, gradients are taken with respect to the input embeddings.
+- :class:`OnnxAdapter` — ONNX through onnxruntime, a black box without gradients.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import ModelInputError
+
+InputKind = Literal["image", "tabular", "text", "sequence"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device is a clear error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelInputError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelInputError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu or auto.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelInputError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+            )
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelInputError(f"device {device!r} was asked for but MPS is not available here; use --device cpu or auto.")
+    return dev
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` over the channel (images) or feature (tabular) axis."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channel_dim: int = 1) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ModelInputError(f"preprocessing: mean has {len(mean)} values but std has {len(std)}; give one per channel.")
+        if any(s == 0 for s in std):
+            raise ModelInputError("preprocessing: std must not contain 0.")
+        self.channel_dim = channel_dim
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.channel_dim] = -1
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+class ModelAdapter(abc.ABC):
+    """The interface every check talks to.
+
+    Attributes
+    ----------
+    input_kind : {"image", "tabular", "text", "sequence"}
+    class_names : list of str
+        One name per logit, in logit order.
+    device : torch.device
+    differentiable : bool
+        Whether gradients of the logits with respect to the inputs exist (for text models:
+        with respect to the input embeddings).
+    input_range : tuple of float, optional
+        Valid range of raw inputs (e.g. ``(0, 1)`` for images); attacks clip to it.
+    format : str
+        The file format the model came from.
+    """
+
+    input_kind: InputKind
+    class_names: list[str]
+    device: torch.device
+    differentiable: bool = False
+    input_range: tuple[float, float] | None = None
+    format: str = "unknown"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_features(self) -> bool:
+        return False
+
+    @property
+    def has_attention(self) -> bool:
+        return False
+
+    # ---------------------------------------------------------------- one batch, on the device
+    @abc.abstractmethod
+    def logits(self, inputs: Any) -> torch.Tensor:
+        """Logits of one batch, on ``self.device``; keeps the graph when inputs require grad."""
+
+    def features(self, inputs: Any) -> torch.Tensor:
+        """Penultimate features of one batch (the input of the classification layer)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) exposes no penultimate features.")
+
+    def attention(self, inputs: Any) -> list[torch.Tensor]:
+        """Attention maps of one batch: one ``(batch, heads, tokens, tokens)`` tensor per layer."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) has no attention maps.")
+
+    # ---------------------------------------------------------------- whole data sets, batched
+    def to_batch(self, inputs: Any) -> Any:
+        """Move a slice of a data set (numpy, tensor, list of str) to what ``logits`` takes."""
+        if isinstance(inputs, torch.Tensor):
+            return inputs.to(self.device)
+        if isinstance(inputs, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(inputs))
+            if t.is_floating_point():
+                t = t.float()
+            return t.to(self.device)
+        return inputs
+
+    @torch.no_grad()
+    def predict_logits(self, inputs: Any, batch_size: int = 256, progress: Any = None) -> torch.Tensor:
+        """Logits of a whole data set, in batches of ``batch_size``; returned on the CPU as float32."""
+        return self._batched(self.logits, inputs, batch_size, progress)
+
+    @torch.no_grad()
+    def predict_features(self, inputs: Any, batch_size: int = 256, progress: Any = None) -> torch.Tensor:
+        """Penultimate features of a whole data set, batched; returned on the CPU."""
+        return self._batched(self.features, inputs, batch_size, progress)
+
+    def _batched(self, fn: Any, inputs: Any, batch_size: int, progress: Any) -> torch.Tensor:
+        n = len(inputs)
+        outs = []
+        for start in range(0, n, batch_size):
+            batch = self.to_batch(inputs[start : start + batch_size])
+            outs.append(fn(batch).detach().float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, n))
+        if not outs:
+            raise ModelInputError("the data set is empty: there is nothing to run the model on.")
+        return torch.cat(outs)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for the provenance block."""
+        return {
+            "adapter": type(self).__name__,
+            "format": self.format,
+            "input_kind": self.input_kind,
+            "class_names": list(self.class_names),
+            "n_classes": self.n_classes,
+            "differentiable": self.differentiable,
+            "has_features": self.has_features,
+            "has_attention": self.has_attention,
+            "input_range": list(self.input_range) if self.input_range else None,
+            "device": str(self.device),
+        }
+
+
+def _last_linear(module: nn.Module) -> nn.Module | None:
+    last = None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+class TorchAdapter(ModelAdapter):
+    """Adapter for a ``torch.nn.Module`` (eager, TorchScript, or a ``torch.export`` program's module).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Maps (preprocessed) inputs to logits.
+    input_kind : str
+    class_names : list of str, optional
+        Defaults to ``["0", "1", ...]`` from the model's output width, found on the first call.
+    device : torch.device
+    preprocess : torch.nn.Module, optional
+        Applied before ``module``; part of the differentiable graph.
+    fixed_batch_size : int, optional
+        For programs exported with a static batch dimension: batches are padded to this size.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        input_kind: InputKind,
+        device: torch.device,
+        class_names: list[str] | None = None,
+        preprocess: nn.Module | None = None,
+        input_range: tuple[float, float] | None = None,
+        format: str = "torch",
+        fixed_batch_size: int | None = None,
+        differentiable: bool = True,
+    ) -> None:
+        self.device = device
+        self.input_kind = input_kind
+        self.format = format
+        self.input_range = input_range
+        self.fixed_batch_size = fixed_batch_size
+        self.differentiable = differentiable
+        self.module = module.to(device)
+        self.preprocess = preprocess.to(device) if preprocess is not None else None
+        _set_eval(self.module)
+        self._head = None if isinstance(module, torch.jit.ScriptModule) else _last_linear(module)
+        self.class_names = list(class_names) if class_names else []
+
+    @property
+    def has_features(self) -> bool:
+        return self._head is not None
+
+    @property
+    def has_attention(self) -> bool:
+        return callable(getattr(self.module, "attention_maps", None))
+
+    def as_module(self) -> nn.Module:
+        """A module from raw inputs to logits (preprocessing included), for Captum and ART."""
+        return nn.Sequential(self.preprocess, self.module) if self.preprocess is not None else self.module
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        if x.is_floating_point():
+            x = x.float()
+        return self.preprocess(x) if self.preprocess is not None else x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_batch_size is None or x.shape[0] == self.fixed_batch_size:
+            out = self.module(x)
+        else:
+            chunks = []
+            b = self.fixed_batch_size
+            for start in range(0, x.shape[0], b):
+                part = x[start : start + b]
+                pad = b - part.shape[0]
+                if pad:
+                    part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
+                chunks.append(_as_logits(self.module(part))[: b - pad])
+            out = torch.cat(chunks)
+        return _as_logits(out)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = self._forward(self._prepare(inputs))
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(out.shape[-1])]
+        return out
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self._head is None:
+            return super().features(inputs)
+        captured: list[torch.Tensor] = []
+        handle = self._head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+        try:
+            self._forward(self._prepare(inputs))
+        finally:
+            handle.remove()
+        return captured[-1].flatten(1)
+
+    def attention(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        if not self.has_attention:
+            return super().attention(inputs)
+        return list(self.module.attention_maps(self._prepare(inputs)))
+
+
+class HFTextAdapter(ModelAdapter):
+    """Adapter for a Hugging Face sequence classifier; inputs are raw strings.
+
+    Gradients (``differentiable``) are with respect to the input embeddings: see
+    :meth:`embed` and :meth:`logits_from_embeddings`.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, device: torch.device, class_names: list[str] | None = None,
+                 max_length: int = 128, format: str = "huggingface") -> None:
+        self.model = model.to(device)
+        _set_eval(self.model)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.input_kind = "text"
+        self.format = format
+        self.max_length = max_length
+        self.differentiable = True
+        id2label = getattr(model.config, "id2label", None) or {}
+        n = int(getattr(model.config, "num_labels", len(id2label) or 2))
+        self.class_names = list(class_names) if class_names else [str(id2label.get(i, i)) for i in range(n)]
+        self._head = _last_linear(model)
+
+    @property
+    def has_features(self) -> bool:
+        return self._head is not None
+
+    @property
+    def has_attention(self) -> bool:
+        return True
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise on the host and move the batch to the device."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def embed(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input embeddings of an encoded batch (the space gradients are taken in)."""
+        return self.model.get_input_embeddings()(encoded["input_ids"])
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        rest = {k: v for k, v in encoded.items() if k != "input_ids"}
+        return self.model(inputs_embeds=embeddings, **rest).logits
+
+    def logits(self, inputs: Sequence[str]) -> torch.Tensor:
+        return self.model(**self.encode(inputs)).logits
+
+    def features(self, inputs: Sequence[str]) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = self._head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+        try:
+            self.model(**self.encode(inputs))
+        finally:
+            handle.remove()
+        feats = captured[-1]
+        return feats[:, 0] if feats.dim() == 3 else feats
+
+    def attention(self, inputs: Sequence[str]) -> list[torch.Tensor]:
+        out = self.model(**self.encode(inputs), output_attentions=True)
+        if not out.attentions:
+            return super().attention(inputs)
+        return list(out.attentions)
+
+    def to_batch(self, inputs: Any) -> Any:
+        return [str(t) for t in inputs]
+
+
+class OnnxAdapter(ModelAdapter):
+    """A black-box adapter over an onnxruntime session: logits only, no gradients."""
+
+    def __init__(self, session: Any, *, input_kind: InputKind, device: torch.device, class_names: list[str] | None = None,
+                 preprocess: Normalize | None = None, input_range: tuple[float, float] | None = None) -> None:
+        self.session = session
+        self.input_kind = input_kind
+        self.device = device
+        self.format = "onnx"
+        self.differentiable = False
+        self.input_range = input_range
+        self.preprocess = preprocess.to(device) if preprocess is not None else None
+        inp = session.get_inputs()[0]
+        self._input_name = inp.name
+        self._np_dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                          "tensor(int32)": np.int32, "tensor(float16)": np.float16}.get(inp.type, np.float32)
+        dim0 = inp.shape[0] if inp.shape else None
+        self.fixed_batch_size = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        self.class_names = list(class_names) if class_names else []
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self._input_name: x})[0])
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self.preprocess is not None:
+            x = self.preprocess(x.to(self.device).float())
+        arr = x.detach().cpu().numpy().astype(self._np_dtype, copy=False)
+        b = self.fixed_batch_size
+        if b is None or arr.shape[0] == b:
+            out = self._run(arr)
+        else:
+            parts = []
+            for start in range(0, arr.shape[0], b):
+                part = arr[start : start + b]
+                pad = b - part.shape[0]
+                if pad:
+                    part = np.concatenate([part, np.repeat(part[:1], pad, axis=0)])
+                parts.append(self._run(part)[: b - pad])
+            out = np.concatenate(parts)
+        t = torch.from_numpy(np.ascontiguousarray(out)).float().to(self.device)
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(t.shape[-1])]
+        return t
+
+
+def _as_logits(out: Any) -> torch.Tensor:
+    """Models return a tensor, a tuple whose first item is the logits, or an object with ``.logits``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    raise ModelInputError(f"the model returned {type(out).__name__}; it must return a logits tensor of shape (batch, classes).")
+
+
+def _set_eval(module: nn.Module) -> None:
+    """Eval mode where the module supports it (a GraphModule from torch.export does not)."""
+    try:
+        module.eval()
+    except (NotImplementedError, RuntimeError):
+        pass
