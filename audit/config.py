@@ -319,3 +319,55 @@ def validate_check_config(check_id: str, section: dict[str, Any], source: str = 
         if spec.min is None and spec.max is None:
             raise ConfigError(f"{source}: key 'checks.{check_id}.thresholds.{metric}': give 'min', 'max' or both.")
     return conf
+
+
+STARTER_CONFIG = """\
+# deepaudit config. Every key is documented in docs/config.md.
+# Relative paths are relative to this file. Command-line flags override these values.
+version: 1
+
+model:
+  path: model.pt                # TorchScript, torch.export (.pt2), safetensors, state dict, HF folder, ONNX
+  format: auto                  # auto | torchscript | export | safetensors | state_dict | huggingface | onnx | pickle
+  # class: my_model.py:MyNet    # for safetensors / state dicts: the nn.Module class
+  # init_args: {n_classes: 10}  # its constructor arguments
+  allow_pickle: false           # pickles can run arbitrary code; enable only for files you trust
+  # input_kind: image           # image | tabular | text | sequence (inferred from the data when omitted)
+  # class_names: [cat, dog]     # names in logit order
+  preprocessing: {}             # e.g. {mean: [0.5], std: [0.25], input_range: [0, 1]}: applied inside the model
+
+data:
+  eval:
+    path: test.npz              # .npz | .csv | .parquet | image folder | saved HF dataset
+    target: y                   # label array or column
+    sensitive_features: []      # group columns, e.g. [sex, race]
+    # text_column: text         # for text models
+    # max_samples: 2000         # audit a seeded random subset
+  # reference: {path: train.npz}
+  # ood: {path: other.npz, target: null}
+
+device: auto                    # auto | cpu | cuda | cuda:N
+seed: 0
+batch_size: 256
+
+output:
+  dir: deepaudit-out            # results.json and report.html go here
+  html: true
+  # junit: deepaudit-out/junit.xml
+  # markdown: deepaudit-out/summary.md
+
+checks:
+  performance:
+    n_resamples: 1000           # bootstrap resamples for 95% intervals
+    n_bins: 15                  # ECE bins
+    thresholds:
+      accuracy: {min: 0.9}                 # fail below 0.9
+      ece: {max: 0.1, level: warn}         # warn above 0.1
+
+attestations: {}                # human statements: intended_purpose, human_oversight, ...
+"""
+
+
+def starter_config() -> str:
+    """The commented config ``deepaudit init`` writes; a test checks that it validates."""
+    return STARTER_CONFIG

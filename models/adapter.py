@@ -337,7 +337,16 @@ class HFTextAdapter(ModelAdapter):
         return feats[:, 0] if feats.dim() == 3 else feats
 
     def attention(self, inputs: Sequence[str]) -> list[torch.Tensor]:
-        out = self.model(**self.encode(inputs), output_attentions=True)
+        # Fused attention kernels (sdpa, flash) return no weights: switch to eager for this call.
+        previous = getattr(self.model.config, "_attn_implementation", None)
+        switch = previous not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
+        if switch:
+            self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(**self.encode(inputs), output_attentions=True)
+        finally:
+            if switch:
+                self.model.set_attn_implementation(previous)
         if not out.attentions:
             return super().attention(inputs)
         return list(out.attentions)

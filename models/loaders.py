@@ -104,8 +104,10 @@ def _torch_save_kind(path: Path) -> str:
     """A ``torch.save`` file: a state dict if the safe loader reads it, otherwise a pickle."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return "pickle"
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" in str(exc).lower():  # a real pickle of objects the safe loader refused
+            return "pickle"
+        raise ModelInputError(f"model file {path} cannot be read ({_one_line(exc)}).") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
         raise ModelInputError(f"model file {path} cannot be read ({_one_line(exc)}).") from None
     if _extract_state_dict(obj) is not None:
@@ -163,7 +165,13 @@ def _instantiate(cls: type, init_args: dict[str, Any]) -> nn.Module:
 
 
 def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), _one_line(exc))
+        raise ModelInputError(
+            f"weights in {path} do not match {type(module).__name__}: {detail} Check the class and model.init_args."
+        ) from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {len(result.missing_keys)} key(s) e.g. {result.missing_keys[0]!r}")

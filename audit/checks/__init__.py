@@ -1,0 +1,6 @@
+"""Check modules, imported explicitly in this order. To add a check: write one module here,
+add it to this list, and add its test under ``tests/audit/checks/``."""
+
+CHECK_MODULES = (
+    "audit.checks.performance",
+)

@@ -1,0 +1,217 @@
+"""Performance: accuracy, balanced accuracy, macro-F1, per-class precision and recall, confusion
+matrix, expected calibration error with a reliability diagram — each with a bootstrap 95% interval.
+
+Point estimates come from scikit-learn on the full evaluation set. Intervals come from a
+vectorised percentile bootstrap over the same predictions (``audit.stats``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score
+
+from audit.config import CheckConfig
+from audit.context import AuditContext
+from audit.registry import Check, CheckOutput, register_check
+from audit.results import Figure, Metric, Table
+from audit.stats import binned_sums, bootstrap_index_chunks, confusion_counts, percentile_interval
+
+
+class PerformanceConfig(CheckConfig):
+    """Settings of the ``performance`` check."""
+
+    n_resamples: int = Field(default=1000, ge=0, description="Bootstrap resamples for the 95% intervals (0: none).")
+    ci_level: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    n_bins: int = Field(default=15, ge=2, le=100, description="Equal-width confidence bins for ECE and the reliability diagram.")
+
+
+# ----------------------------------------------------------------- metrics from confusion matrices
+# Each takes counts of shape (..., K, K) and follows scikit-learn's definitions exactly, including
+# which classes count: those present in y_true (balanced accuracy) or in y_true ∪ y_pred (macro-F1).
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def accuracy_from_counts(cm: np.ndarray) -> np.ndarray:
+    return np.trace(cm, axis1=-2, axis2=-1) / cm.sum(axis=(-2, -1))
+
+
+def recall_from_counts(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall; NaN for classes absent from y_true."""
+    return _safe_div(np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(axis=-1))
+
+
+def precision_from_counts(cm: np.ndarray) -> np.ndarray:
+    """Per-class precision; NaN for classes never predicted."""
+    return _safe_div(np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(axis=-2))
+
+
+def balanced_accuracy_from_counts(cm: np.ndarray) -> np.ndarray:
+    return np.nanmean(recall_from_counts(cm), axis=-1)
+
+
+def macro_f1_from_counts(cm: np.ndarray) -> np.ndarray:
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
+    support, predicted = cm.sum(axis=-1), cm.sum(axis=-2)
+    present = (support + predicted) > 0
+    denom = support + predicted  # = 2tp + fp + fn
+    f1 = np.where(present, _safe_div(2 * tp, denom), np.nan)
+    return np.nanmean(f1, axis=-1)
+
+
+def ece_from_bins(counts: np.ndarray, correct: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Expected calibration error, sum over bins of (n_b / n) * |acc_b - conf_b|."""
+    n = counts.sum(axis=-1)
+    return np.abs(correct - confidence).sum(axis=-1) / n
+
+
+def confidence_bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bins on [0, 1], right-closed: bin i holds (i/n, (i+1)/n], bin 0 also holds 0."""
+    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of top-1 confidence (Guo et al. 2017) with equal-width bins."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    counts, acc_sum, conf_sum = binned_sums(confidence_bins(conf, n_bins), [correct, conf], n_bins)
+    return float(ece_from_bins(counts, acc_sum, conf_sum))
+
+
+@register_check("performance")
+class Performance(Check):
+    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall, confusion matrix and
+    calibration on the evaluation set.
+
+    References
+    ----------
+    Guo, Pleiss, Sun, Weinberger. "On Calibration of Modern Neural Networks", ICML 2017.
+    Efron, Tibshirani. "An Introduction to the Bootstrap", 1993 (percentile intervals).
+    """
+
+    category = "performance"
+    title = "Predictive performance and calibration"
+    Config = PerformanceConfig
+    metric_names = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "min_class_recall", "precision", "recall")
+
+    def run(self, ctx: AuditContext) -> CheckOutput:
+        cfg: PerformanceConfig = self.config  # type: ignore[assignment]
+        y_true = ctx.y_true()
+        probs = ctx.probs()
+        y_pred = ctx.y_pred()
+        names = ctx.class_names
+        k, n = len(names), len(y_true)
+        labels = list(range(k))
+        conf = probs.max(axis=1)
+        correct = (y_pred == y_true).astype(np.float64)
+        bins = confidence_bins(conf, cfg.n_bins)
+
+        # Point estimates: scikit-learn, the reference.
+        recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+        precision = precision_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+        point = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+            "ece": expected_calibration_error(probs, y_true, cfg.n_bins),
+            "min_class_recall": float(np.nanmin(recall)),
+        }
+
+        # Bootstrap replicates, vectorised over resamples.
+        reps: dict[str, list[np.ndarray]] = {m: [] for m in (*point, "precision", "recall")}
+        rng = ctx.rng(self.id)
+        for idx in bootstrap_index_chunks(n, cfg.n_resamples, rng):
+            cm = confusion_counts(y_true, y_pred, k, idx)
+            counts, acc_sum, conf_sum = binned_sums(bins, [correct, conf], cfg.n_bins, idx)
+            rec = recall_from_counts(cm)
+            reps["accuracy"].append(accuracy_from_counts(cm))
+            reps["balanced_accuracy"].append(balanced_accuracy_from_counts(cm))
+            reps["macro_f1"].append(macro_f1_from_counts(cm))
+            reps["ece"].append(ece_from_bins(counts, acc_sum, conf_sum))
+            with np.errstate(all="ignore"):
+                reps["min_class_recall"].append(np.nanmin(np.where(np.isnan(rec), np.inf, rec), axis=1))
+            reps["recall"].append(rec)
+            reps["precision"].append(precision_from_counts(cm))
+
+        def interval(samples: list[np.ndarray], column: int | None = None) -> tuple[float | None, float | None]:
+            if not samples:
+                return None, None
+            arr = np.concatenate(samples)
+            if column is not None:
+                arr = arr[:, column]
+            return percentile_interval(np.where(np.isinf(arr), np.nan, arr), cfg.ci_level)
+
+        ci_text = (f"{cfg.ci_level:.0%} percentile bootstrap interval ({cfg.n_resamples} resamples of the {n} "
+                   "evaluation samples)" if cfg.n_resamples else "no interval (n_resamples = 0)")
+        methods = {
+            "accuracy": "sklearn.metrics.accuracy_score",
+            "balanced_accuracy": "sklearn.metrics.balanced_accuracy_score (mean recall over classes present)",
+            "macro_f1": "sklearn.metrics.f1_score(average='macro')",
+            "ece": f"expected calibration error of top-1 confidence, {cfg.n_bins} equal-width bins",
+            "min_class_recall": "lowest per-class recall (sklearn.metrics.recall_score)",
+        }
+        level = cfg.ci_level if cfg.n_resamples else None
+        metrics = []
+        for name, value in point.items():
+            lo, hi = interval(reps[name])
+            metrics.append(Metric(name=name, value=value, ci_low=lo, ci_high=hi, ci_level=level, n=n,
+                                  method=f"{methods[name]}; {ci_text}", higher_is_better=name != "ece"))
+        support = np.bincount(y_true, minlength=k)
+        predicted = np.bincount(y_pred, minlength=k)
+        for c, cname in enumerate(names):
+            for mname, values, count, ref in (("precision", precision, predicted, "precision_score"),
+                                              ("recall", recall, support, "recall_score")):
+                v = float(values[c])
+                lo, hi = interval(reps[mname], c)
+                metrics.append(Metric(name=mname, group=cname, value=None if np.isnan(v) else v, ci_low=lo,
+                                      ci_high=hi, ci_level=level, n=int(count),
+                                      method=f"sklearn.metrics.{ref}(average=None), one-vs-rest for class {cname}; {ci_text}",
+                                      higher_is_better=True))
+
+        cm_full = confusion_counts(y_true, y_pred, k)
+        counts, acc_sum, conf_sum = binned_sums(bins, [correct, conf], cfg.n_bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bin_acc = np.where(counts > 0, acc_sum / np.maximum(counts, 1), np.nan)
+            bin_conf = np.where(counts > 0, conf_sum / np.maximum(counts, 1), np.nan)
+        evidence = [
+            Figure(kind="confusion_matrix", title="Confusion matrix",
+                   data={"labels": names, "matrix": cm_full.tolist()},
+                   caption=f"Counts on {n} evaluation samples; rows are the true class, columns the predicted class."),
+            Figure(kind="reliability_diagram", title="Reliability diagram",
+                   data={"bin_edges": np.linspace(0, 1, cfg.n_bins + 1).round(6).tolist(),
+                         "accuracy": [None if np.isnan(a) else float(a) for a in bin_acc],
+                         "confidence": [None if np.isnan(c) else float(c) for c in bin_conf],
+                         "count": counts.astype(int).tolist()},
+                   caption="Accuracy against mean top-1 confidence per bin; a calibrated model lies on the diagonal."),
+            Table(title="Per-class precision and recall",
+                  columns=["class", "support", "predicted", "precision", "recall"],
+                  rows=[[cname, int(support[c]), int(predicted[c]),
+                         None if np.isnan(precision[c]) else round(float(precision[c]), 6),
+                         None if np.isnan(recall[c]) else round(float(recall[c]), 6)] for c, cname in enumerate(names)]),
+        ]
+        limitations = [
+            "Measured on the evaluation set as given; it says nothing of data unlike it (see the OOD and shift checks).",
+            "ECE depends on the binning; equal-width bins with few samples per bin are noisy.",
+        ]
+        small = [names[c] for c in range(k) if 0 < support[c] < 30]
+        if small:
+            limitations.append(f"Classes with fewer than 30 samples have wide intervals: {', '.join(small[:10])}.")
+        absent = [names[c] for c in range(k) if support[c] == 0]
+        if absent:
+            limitations.append(f"Classes absent from the evaluation set (recall undefined): {', '.join(absent[:10])}.")
+        acc = point["accuracy"]
+        lo, hi = metrics[0].ci_low, metrics[0].ci_high
+        ci = f" (95% CI {lo:.3f}–{hi:.3f})" if lo is not None else ""
+        summary = (f"Accuracy {acc:.3f}{ci} on {n} samples; balanced accuracy {point['balanced_accuracy']:.3f}, "
+                   f"macro-F1 {point['macro_f1']:.3f}, ECE {point['ece']:.3f}.")
+        return CheckOutput(
+            summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=n, limitations=limitations,
+            method=("Predictions are the argmax of the model's logits, computed once in batches. Point estimates use "
+                    f"scikit-learn on all {n} samples; intervals resample the samples with replacement "
+                    f"{cfg.n_resamples} times (seeded) and take percentiles. ECE bins the top-1 confidence into "
+                    f"{cfg.n_bins} equal-width bins."),
+        )

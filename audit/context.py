@@ -1,0 +1,113 @@
+"""AuditContext: the model adapter, the data sets and a cache shared by every check.
+
+Logits, probabilities, predictions and features are computed once per data set, batched on the
+adapter's device, and shared: checks ask the context, they do not recompute.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from audit.data import AuditDataset
+from audit.errors import SkipCheck
+from models.adapter import ModelAdapter
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _done: None
+
+
+class AuditContext:
+    """Everything a check may use.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+    datasets : dict of str to AuditDataset
+        ``"eval"`` is required; ``"reference"`` and ``"ood"`` are optional.
+    seed : int
+    batch_size : int
+    progress : callable, optional
+        ``progress(description, total)`` returns an ``advance(done)`` callback; the CLI passes a
+        rich progress bar, the library default is silent.
+    """
+
+    def __init__(self, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *, seed: int = 0,
+                 batch_size: int = 256, progress: ProgressFactory | None = None) -> None:
+        if "eval" not in datasets:
+            raise ValueError("AuditContext needs an 'eval' data set")
+        self.adapter = adapter
+        self.datasets = datasets
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress or _no_progress
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.device
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.adapter.class_names
+
+    def dataset(self, name: str = "eval") -> AuditDataset:
+        """A data set by role; a check that needs a missing one is skipped with the reason."""
+        if name not in self.datasets:
+            raise SkipCheck(f"no '{name}' data set was given (set data.{name} in the config).")
+        return self.datasets[name]
+
+    def rng(self, key: str) -> np.random.Generator:
+        """A generator seeded from the audit seed and ``key`` (e.g. the check id), so a check's
+        random draws do not depend on which other checks ran before it."""
+        return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+
+    def _cached(self, kind: str, name: str, compute: Callable[[], Any]) -> Any:
+        key = (kind, name)
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def logits(self, name: str = "eval") -> torch.Tensor:
+        """Logits of a whole data set (CPU, float32), computed once."""
+        ds = self.dataset(name)
+
+        def compute() -> torch.Tensor:
+            advance = self.progress(f"model logits on '{name}' ({len(ds)} samples)", len(ds))
+            return self.adapter.predict_logits(ds.inputs, batch_size=self.batch_size, progress=advance)
+
+        return self._cached("logits", name, compute)
+
+    def probs(self, name: str = "eval") -> np.ndarray:
+        """Softmax probabilities, ``(n, classes)`` float64."""
+        return self._cached("probs", name, lambda: torch.softmax(self.logits(name).double(), dim=1).numpy())
+
+    def y_pred(self, name: str = "eval") -> np.ndarray:
+        """Predicted class indices (argmax of the logits)."""
+        return self._cached("y_pred", name, lambda: self.logits(name).argmax(dim=1).numpy().astype(np.int64))
+
+    def y_true(self, name: str = "eval") -> np.ndarray:
+        """True class indices; a check that needs labels is skipped when the data has none."""
+        ds = self.dataset(name)
+        if ds.target is None:
+            raise SkipCheck(f"the '{name}' data set has no labels (set data.{name}.target).")
+        return ds.target
+
+    def features(self, name: str = "eval") -> torch.Tensor:
+        """Penultimate features (CPU), computed once; skipped when the model exposes none."""
+        if not self.adapter.has_features:
+            raise SkipCheck(f"the model ({self.adapter.format}) exposes no penultimate features.")
+        ds = self.dataset(name)
+
+        def compute() -> torch.Tensor:
+            advance = self.progress(f"features on '{name}' ({len(ds)} samples)", len(ds))
+            return self.adapter.predict_features(ds.inputs, batch_size=self.batch_size, progress=advance)
+
+        return self._cached("features", name, compute)

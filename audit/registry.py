@@ -1,0 +1,115 @@
+"""The check registry and the ``Check`` base class.
+
+A check is one file in ``audit/checks/``: a class with a typed ``Config``, the metric names it
+reports, and ``run(ctx)`` holding only its method. Eval mode, device, timing, error capture and
+threshold evaluation belong to the runner. Check modules are imported explicitly, in the list
+``audit.checks.CHECK_MODULES``, not by star-import side effects.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from audit.config import CheckConfig
+from audit.errors import ConfigError
+from audit.results import Evidence, Metric
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext
+
+_REGISTRY: dict[str, type[Check]] = {}
+_loaded = False
+
+
+@dataclass
+class CheckOutput:
+    """What ``Check.run`` returns; the runner adds id, timing, thresholds and status."""
+
+    summary: str
+    metrics: list[Metric] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    method: str = ""
+    limitations: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    n_samples: int | None = None
+    #: A check may ask for at least this status (e.g. "warn" for groups too small to judge).
+    status_floor: Literal["pass", "warn"] = "pass"
+
+
+class Check(abc.ABC):
+    """Base class of every check.
+
+    Class attributes
+    ----------------
+    id : str
+        Stable id, used in the config (``checks.<id>``), results.json and JUnit.
+    category : str
+        Report section: performance, fairness, explainability, robustness, ood, energy.
+    title : str
+        Human title.
+    Config : type
+        Pydantic model of the check's settings (subclass of ``CheckConfig``).
+    metric_names : tuple of str
+        Names of the metrics ``run`` reports; thresholds may name any of them.
+    default_enabled : bool
+        Whether the check runs when the config does not mention it.
+    """
+
+    id: ClassVar[str]
+    category: ClassVar[str]
+    title: ClassVar[str]
+    Config: ClassVar[type[CheckConfig]] = CheckConfig
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    default_enabled: ClassVar[bool] = True
+
+    def __init__(self, config: CheckConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @abc.abstractmethod
+    def run(self, ctx: AuditContext) -> CheckOutput:
+        """Run the method on the context and return its findings."""
+
+
+def register_check(check_id: str) -> Callable[[type[Check]], type[Check]]:
+    """Class decorator: register a check under ``check_id``."""
+
+    def deco(cls: type[Check]) -> type[Check]:
+        if check_id in _REGISTRY and _REGISTRY[check_id] is not cls:
+            raise ValueError(f"check {check_id!r} is registered twice")
+        cls.id = check_id
+        _REGISTRY[check_id] = cls
+        return cls
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        from audit.checks import CHECK_MODULES
+
+        for mod in CHECK_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+
+
+def list_checks() -> list[str]:
+    """Ids of every registered check, in registration order."""
+    _ensure_loaded()
+    return list(_REGISTRY)
+
+
+def get_check(check_id: str) -> type[Check]:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[check_id]
+    except KeyError:
+        raise ConfigError(f"unknown check {check_id!r}; known checks: {', '.join(_REGISTRY)}.") from None
+
+
+def check_config_class(check_id: str) -> type[CheckConfig]:
+    return get_check(check_id).Config

@@ -1,0 +1,270 @@
+"""The runner: from a validated config to an :class:`~audit.results.AuditResult`.
+
+It owns the cross-cutting work once: seeding, device, loading and validating model and data,
+timing each check, turning a crash into ``error`` and a non-applicable check into ``skipped``,
+and judging metrics against thresholds. It never renders and never writes files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import random
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audit.config import AuditConfig, DataSpec, ThresholdSpec, validate_check_config
+from audit.context import AuditContext, ProgressFactory
+from audit.data import AuditDataset, file_sha256, load_dataset
+from audit.errors import InputError, SkipCheck
+from audit.registry import Check, CheckOutput, get_check, list_checks
+from audit.results import (
+    STATUS_ORDER,
+    AuditResult,
+    CheckResult,
+    FileRecord,
+    Provenance,
+    ThresholdOutcome,
+    summarise,
+)
+from models.adapter import ModelAdapter
+from models.errors import ModelInputError
+from models.loaders import load_model
+
+TOOL_NAME = "deepaudit"
+LIBRARIES = ("torch", "numpy", "scikit-learn", "transformers", "captum", "shap", "fairlearn",
+             "adversarial-robustness-toolbox", "onnxruntime", "pydantic")
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version(TOOL_NAME)
+    except metadata.PackageNotFoundError:
+        return "0.1.0+checkout"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_inputs(cfg: AuditConfig) -> tuple[ModelAdapter, dict[str, AuditDataset]]:
+    """Load the model and every data set, and check that they fit together.
+
+    Raises
+    ------
+    InputError
+        With one line naming the problem, for every mismatch the runner can detect before any
+        check runs: unreadable files, shapes, labels, classes.
+    """
+    spec = cfg.model
+    try:
+        adapter = load_model(
+            spec.path, format=spec.format, model_class=spec.model_class, init_args=spec.init_args,
+            allow_pickle=spec.allow_pickle, device=cfg.device, input_kind=spec.input_kind,
+            class_names=spec.class_names, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
+            input_range=spec.preprocessing.input_range,
+        )
+    except ModelInputError as exc:
+        raise InputError(str(exc)) from None
+    model_names = adapter.class_names or None
+    datasets: dict[str, AuditDataset] = {}
+    for role in ("eval", "reference", "ood"):
+        dspec: DataSpec | None = getattr(cfg.data, role)
+        if dspec is not None:
+            datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed)
+    ev = datasets["eval"]
+    if adapter.input_kind is None:
+        if ev.input_kind is None:
+            raise InputError("cannot tell the input kind from the data; set model.input_kind (image, tabular, text, sequence).")
+        adapter.input_kind = ev.input_kind
+    if adapter.input_kind == "text" and not isinstance(ev.inputs, list):
+        raise InputError("the model takes text but data.eval has no text; set data.eval.text_column.")
+    if isinstance(ev.inputs, np.ndarray) and not np.issubdtype(ev.inputs.dtype, np.floating):
+        adapter.differentiable = False  # integer token ids: no input gradients
+    _dry_run(adapter, ev)
+    if not model_names and ev.class_names:
+        if len(ev.class_names) != adapter.n_classes:
+            raise InputError(
+                f"data.eval has {len(ev.class_names)} classes {ev.class_names[:10]} but the model outputs "
+                f"{adapter.n_classes} logits; set model.class_names."
+            )
+        adapter.class_names = list(ev.class_names)
+    for role, ds in datasets.items():
+        if ds.target is not None and ds.target.size and int(ds.target.max()) >= adapter.n_classes:
+            bad = sorted({int(v) for v in ds.target[ds.target >= adapter.n_classes]})[:10]
+            raise InputError(
+                f"data.{role}: labels {bad} are outside the model's {adapter.n_classes} classes (0..{adapter.n_classes - 1}); "
+                "fix the target column or check that this is the right model."
+            )
+    return adapter, datasets
+
+
+def _dry_run(adapter: ModelAdapter, ds: AuditDataset) -> None:
+    """Run two samples through the model, so a shape mismatch is a clear input error."""
+    sample = ds.inputs[:2]
+    shape = f"{len(sample)} texts" if isinstance(sample, list) else f"inputs of shape {tuple(sample.shape)}"
+    try:
+        with torch.no_grad():
+            out = adapter.logits(adapter.to_batch(sample))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"the model cannot take data.eval ({shape}, kind {adapter.input_kind}): {first}. "
+            "Check that the data matches the model's expected input shape."
+        ) from None
+    if out.dim() != 2 or out.shape[0] != len(sample):
+        raise InputError(f"the model returned shape {tuple(out.shape)} for {shape}; it must return logits (batch, classes).")
+    if adapter.class_names and out.shape[1] != len(adapter.class_names):
+        raise InputError(
+            f"the model outputs {out.shape[1]} logits but {len(adapter.class_names)} class names are given; fix model.class_names."
+        )
+
+
+def enabled_checks(cfg: AuditConfig) -> list[str]:
+    """Check ids to run, in registry order."""
+    out = []
+    for check_id in list_checks():
+        section = cfg.checks.get(check_id)
+        cls = get_check(check_id)
+        enabled = section.get("enabled", True) if section is not None else cls.default_enabled
+        if enabled:
+            out.append(check_id)
+    return out
+
+
+def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: dict[str, ThresholdSpec]
+          ) -> tuple[str, list[ThresholdOutcome]]:
+    """Status from the thresholds: missing a ``fail`` threshold fails, a ``warn`` one warns."""
+    outcomes = []
+    status = output.status_floor
+    merged = {**{k: (v, "default") for k, v in defaults.items()}, **{k: (v, "config") for k, v in thresholds.items()}}
+    for metric_name, (spec, source) in merged.items():
+        metric = next((m for m in output.metrics if m.name == metric_name and m.group is None), None)
+        observed = metric.value if metric is not None else None
+        passed = observed is not None and not np.isnan(observed) and (
+            (spec.min is None or observed >= spec.min) and (spec.max is None or observed <= spec.max))
+        outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=spec.level,
+                                         observed=observed, passed=passed, source=source))
+        if not passed and STATUS_ORDER[spec.level] > STATUS_ORDER[status]:
+            status = spec.level
+    return status, outcomes
+
+
+def run_check(check: Check, ctx: AuditContext) -> CheckResult:
+    """Run one check; a crash becomes ``error``, a non-applicable check ``skipped``."""
+    cls = type(check)
+    base = {"id": cls.id, "category": cls.category, "title": cls.title,
+            "config": check.config.model_dump(mode="json")}
+    start = time.perf_counter()
+    try:
+        output = check.run(ctx)
+    except SkipCheck as exc:
+        return CheckResult(**base, status="skipped", summary=f"Skipped: {exc}", skip_reason=str(exc),
+                           duration_s=time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - the runner's job: one crash never aborts the audit
+        message = f"{type(exc).__name__}: {exc}".strip()
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return CheckResult(**base, status="error", summary=f"The check crashed: {message}",
+                           error=f"{message} (at {Path(where.filename).name}:{where.lineno})",
+                           duration_s=time.perf_counter() - start)
+    duration = time.perf_counter() - start
+    status, outcomes = judge(output, check.config.thresholds, getattr(cls, "default_thresholds", {}))
+    return CheckResult(**base, status=status, summary=output.summary, dataset=output.dataset,
+                       n_samples=output.n_samples, metrics=output.metrics, thresholds=outcomes,
+                       evidence=output.evidence, method=output.method, limitations=output.limitations,
+                       duration_s=duration)
+
+
+def _hardware(device: torch.device) -> dict[str, str]:
+    hw = {"machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": str(torch.get_num_threads())}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+        hw["cuda"] = str(torch.version.cuda)
+    return hw
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _libraries() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
+              on_check: Any = None) -> AuditResult:
+    """Run every enabled check of ``cfg`` and return the result.
+
+    Parameters
+    ----------
+    cfg : AuditConfig
+        A validated config (``audit.config.load_config``).
+    progress : callable, optional
+        Progress factory for long loops (see ``AuditContext``).
+    on_check : callable, optional
+        Called with each ``CheckResult`` as it completes.
+
+    Raises
+    ------
+    InputError
+        Bad input: nothing has been written.
+    """
+    started = _now()
+    seed_everything(cfg.seed)
+    check_ids = enabled_checks(cfg)
+    checks = [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in check_ids]
+    adapter, datasets = load_inputs(cfg)
+    ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress)
+    results = []
+    for check in checks:
+        seed_everything(cfg.seed)
+        result = run_check(check, ctx)
+        results.append(result)
+        if on_check is not None:
+            on_check(result)
+    config_dump = cfg.model_dump(mode="json", by_alias=True)
+    config_sha = hashlib.sha256(json.dumps(config_dump, sort_keys=True).encode()).hexdigest()
+    files = [FileRecord(role="model", path=str(cfg.model.path), sha256=file_sha256(Path(cfg.model.path)),
+                        format=adapter.format)]
+    files += [FileRecord(role=f"data.{role}", path=ds.path, sha256=ds.sha256, format=ds.format, n_samples=len(ds))
+              for role, ds in datasets.items()]
+    model_facts = adapter.describe()
+    module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
+    if isinstance(module, torch.nn.Module):
+        model_facts["n_parameters"] = int(sum(p.numel() for p in module.parameters()))
+    finished = _now()
+    report_id = hashlib.sha256(f"{config_sha}{files[0].sha256}{started}".encode()).hexdigest()[:16]
+    provenance = Provenance(
+        report_id=report_id, tool_version=tool_version(), started_at=started, finished_at=finished,
+        seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
+        python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
+        files=files, config=config_dump, config_sha256=config_sha, model=model_facts,
+    )
+    return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
+                       attestations=cfg.attestations)

@@ -1,0 +1,253 @@
+"""deepaudit command line. Thin: parses arguments, calls the library, prints, maps outcomes to
+exit codes.
+
+Exit codes: 0 all checks passed (warnings allowed), 1 a check failed a threshold, 2 bad input
+or usage (one line on stderr, no traceback), 3 internal error (a crash, or a check that errored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+app = typer.Typer(
+    name="deepaudit",
+    help="Audit a trained deep learning model and write the evidence as reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    from audit.errors import InputError
+    from models.errors import ModelInputError
+
+    return (InputError, ModelInputError)
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Library raises, CLI translates: bad input → 2, anything unexpected → 3."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _stderr("deepaudit: interrupted; nothing half-written was left behind.")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the one place exceptions become exit codes
+        if isinstance(exc, _input_errors()):
+            _stderr(f"deepaudit: error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+        if os.environ.get("DEEPAUDIT_DEBUG"):
+            raise
+        _stderr(f"deepaudit: internal error: {type(exc).__name__}: {exc} (set DEEPAUDIT_DEBUG=1 for the traceback)")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+class _Progress:
+    """A rich progress display on stderr; silent with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._progress = None
+
+    def __enter__(self) -> _Progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def factory(self, description: str, total: int) -> Any:
+        if self._progress is None:
+            return lambda _done: None
+        task = self._progress.add_task(description, total=total)
+        return lambda done: self._progress.update(task, completed=done)
+
+    def step(self, text: str) -> None:
+        if not self.quiet:
+            _stderr(text)
+
+
+def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"deepaudit: {result.summary.status.upper()}", show_lines=False)
+    for col in ("check", "status", "summary"):
+        table.add_column(col)
+    for c in result.checks:
+        table.add_row(c.id, c.status.upper(), c.summary)
+    console = Console()
+    console.print(table)
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+
+
+def _audit_and_write(cfg: Any, quiet: bool) -> int:
+    from audit.runner import run_audit
+    from reports import write_reports
+
+    with _Progress(quiet) as progress:
+        result = run_audit(cfg, progress=progress.factory,
+                           on_check=lambda r: progress.step(f"  {r.status.upper():8s} {r.id}"))
+    written = write_reports(result, cfg.output.dir, html=cfg.output.html, junit=cfg.output.junit,
+                            markdown=cfg.output.markdown)
+    _print_summary(result, written, quiet)
+    return result.summary.exit_code
+
+
+@app.command()
+def audit(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (see 'deepaudit init')."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file or Hugging Face folder."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Evaluation data: .npz, .csv, .parquet, image folder, saved HF dataset."),
+    model_class: Optional[str] = typer.Option(None, "--model-class", help="For weights-only files: path/to/file.py:ClassName."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments of --model-class as JSON."),
+    model_format: Optional[str] = typer.Option(None, "--model-format", help="Model format; default auto."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow unpickling the model file (runs code; trusted files only)."),
+    input_kind: Optional[str] = typer.Option(None, "--input-kind", help="image, tabular, text or sequence."),
+    target: Optional[str] = typer.Option(None, "--target", help="Label array/column (default 'y')."),
+    sensitive: Optional[list[str]] = typer.Option(None, "--sensitive", help="Sensitive feature column; repeat for several."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column, for text models."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Audit a seeded random subset of this size."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Reference (training) data, same columns."),
+    ood: Optional[Path] = typer.Option(None, "--ood", help="Out-of-distribution data."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random choice."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of every loop over data."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default deepaudit-out)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
+    no_html: bool = typer.Option(False, "--no-html", help="Do not write report.html."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key: --set checks.performance.thresholds.accuracy.min=0.9"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Audit a model: write results.json, report.html and, if asked, JUnit and Markdown."""
+    with _translate_errors():
+        from audit.config import load_config
+        from audit.errors import ConfigError
+
+        args: Any = None
+        if model_args is not None:
+            try:
+                args = json.loads(model_args)
+            except ValueError as exc:
+                raise ConfigError(f"--model-args must be a JSON object, e.g. '{{\"n_classes\": 10}}' ({exc}).") from None
+            if not isinstance(args, dict):
+                raise ConfigError("--model-args must be a JSON object, e.g. '{\"n_classes\": 10}'.")
+        data_keys = {"target": target, "sensitive_features": sensitive or None, "text_column": text_column,
+                     "max_samples": max_samples}
+        overrides: dict[str, Any] = {
+            "model.path": str(model) if model else None, "model.class": model_class, "model.init_args": args,
+            "model.format": model_format, "model.allow_pickle": True if allow_pickle else None,
+            "model.input_kind": input_kind, "data.eval.path": str(data) if data else None,
+            "device": device, "seed": seed, "batch_size": batch_size,
+            "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
+            "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
+        }
+        for key, value in data_keys.items():
+            overrides[f"data.eval.{key}"] = value
+        for role, path in (("reference", reference), ("ood", ood)):
+            if path is not None:
+                overrides[f"data.{role}.path"] = str(path)
+                for key in ("target", "sensitive_features", "text_column"):
+                    overrides[f"data.{role}.{key}"] = data_keys[key]
+        cfg = load_config(config, overrides, set_)
+        code = _audit_and_write(cfg, quiet)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("deepaudit-demo"), "--out", "-o", help="Output folder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: int = typer.Option(0, "--seed", help="Seed for training and the audit."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Where trained demo models are kept (default ~/.cache/deepaudit)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train small models on bundled data, audit them and write the full report."""
+    with _translate_errors():
+        from audit.demo import demo_config
+
+        progress = _Progress(quiet)
+        progress.step("deepaudit demo: training (or reusing) a small CNN on scikit-learn's digits ...")
+        cfg = demo_config(out_dir=out, device=device, seed=seed, cache_dir=cache)
+        code = _audit_and_write(cfg, quiet)
+        print(f"report: {(Path(cfg.output.dir) / 'report.html').resolve()}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path("deepaudit.yaml"), help="Where to write the starter config."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented starter config."""
+    with _translate_errors():
+        from audit.config import starter_config
+        from audit.errors import InputError
+        from reports.io import atomic_write_text
+
+        if path.exists() and not force:
+            raise InputError(f"{path} exists; pass --force to overwrite it.")
+        atomic_write_text(path, starter_config())
+        print(f"wrote {path}; edit model.path and data.eval.path, then run: deepaudit audit --config {path}")
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="A results.json written by 'deepaudit audit'."),
+    out: Path = typer.Option(Path("deepaudit-out"), "--out", "-o", help="Output folder."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
+) -> None:
+    """Re-render reports from a results.json, without running any model."""
+    with _translate_errors():
+        from audit.errors import InputError
+        from audit.results import AuditResult
+        from reports import write_reports
+
+        if not results.is_file():
+            raise InputError(f"results file {results} does not exist.")
+        try:
+            result = AuditResult.from_json(results.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            first = str(exc).splitlines()[0]
+            raise InputError(f"{results} is not a deepaudit results.json ({first}).") from None
+        written = write_reports(result, out, junit=junit, markdown=markdown)
+        for kind, p in written.items():
+            print(f"{kind}: {p}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

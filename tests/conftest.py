@@ -1,0 +1,82 @@
+"""Tiny seeded models and data files, in every format the loaders accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_models import TinyCNN, TinyMLP
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def tiny_mlp() -> TinyMLP:
+    torch.manual_seed(0)
+    return TinyMLP().eval()
+
+
+@pytest.fixture
+def image_npz(tmp_path: Path) -> Path:
+    """60 random 1×8×8 images in [0, 1], labels 0..2, and a group array."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "images.npz"
+    np.savez(path, x=rng.random((60, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 3, 60),
+             group=rng.choice(["a", "b"], 60))
+    return path
+
+
+@pytest.fixture
+def tabular_csv(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(50, 4)).astype(np.float32), columns=["f1", "f2", "f3", "f4"])
+    frame["label"] = rng.integers(0, 2, 50)
+    frame["sex"] = rng.choice(["f", "m"], 50)
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def torchscript_file(tmp_path: Path, tiny_cnn: TinyCNN) -> Path:
+    path = tmp_path / "model.ts.pt"
+    torch.jit.save(torch.jit.script(tiny_cnn), str(path))
+    return path
+
+
+@pytest.fixture
+def safetensors_file(tmp_path: Path, tiny_cnn: TinyCNN) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file(tiny_cnn.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture
+def state_dict_file(tmp_path: Path, tiny_cnn: TinyCNN) -> Path:
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_cnn.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def pickle_file(tmp_path: Path, tiny_cnn: TinyCNN) -> Path:
+    path = tmp_path / "whole_model.pt"
+    torch.save(tiny_cnn, path)
+    return path
