@@ -56,7 +56,7 @@ class ModelSpec(StrictModel):
     )
     input_kind: InputKind | None = Field(default=None, description="image, tabular, text or sequence; inferred when omitted.")
     class_names: list[str] | None = Field(default=None, description="Class names in logit order.")
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Normalisation applied inside the model (section `model.preprocessing`).")
 
 
 class DataSpec(StrictModel):
@@ -119,12 +119,12 @@ class AuditConfig(StrictModel):
     """The whole config file."""
 
     version: Literal[1] = Field(default=1, description="Config format version.")
-    model: ModelSpec
-    data: DataSets
+    model: ModelSpec = Field(description="The model to audit (section `model`).")
+    data: DataSets = Field(description="The data sets (section `data`); `data.eval` is required.")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
     batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec, description="What to write, and where (section `output`).")
     checks: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-check settings by check id; a check left out runs with its defaults if it is on by default.",
@@ -168,9 +168,20 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
+MISSING_HINTS = {
+    "model": " Pass --model PATH or set model.path in the config.",
+    "model.path": " Pass --model PATH or set model.path in the config.",
+    "data": " Pass --data PATH or set data.eval.path in the config.",
+    "data.eval": " Pass --data PATH or set data.eval.path in the config.",
+    "data.eval.path": " Pass --data PATH or set data.eval.path in the config.",
+}
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> str:
     """One line naming the key, the file and what was expected."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A typo'd key usually also makes a required key "missing": report the typo first.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = prefix + ".".join(str(p) for p in loc)
     etype = err["type"]
@@ -178,7 +189,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         options = _fields_at(model, loc)
         return f"{source}: unknown key '{key}'.{_suggest(str(loc[-1]), options)}"
     if etype == "missing":
-        return f"{source}: missing required key '{key}'."
+        hint = MISSING_HINTS.get(key, "")
+        return f"{source}: missing required key '{key}'.{hint}"
     got = err.get("input")
     got_s = json.dumps(got, default=str) if not isinstance(got, (dict, list)) or len(str(got)) < 60 else type(got).__name__
     msg = err["msg"]
@@ -282,16 +294,12 @@ def load_config(
 
 def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
     """Validate a dict, including each check's own config, with one-line errors."""
-    if "model" not in data or "path" not in (data.get("model") or {}):
-        raise ConfigError(f"{source}: no model given. Pass --model PATH or set 'model.path' in the config.")
-    if "data" not in data or "eval" not in (data.get("data") or {}):
-        raise ConfigError(f"{source}: no evaluation data given. Pass --data PATH or set 'data.eval.path' in the config.")
     try:
         cfg = AuditConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, AuditConfig, source)) from None
     # Each check validates its own section against its typed Config.
-    from audit.registry import check_config_class, list_checks
+    from audit.registry import list_checks
 
     known = list_checks()
     for check_id, section in cfg.checks.items():
@@ -371,3 +379,70 @@ attestations: {}                # human statements: intended_purpose, human_over
 def starter_config() -> str:
     """The commented config ``deepaudit init`` writes; a test checks that it validates."""
     return STARTER_CONFIG
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if getattr(annotation, "__args__", None) is None else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "audit.config.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("PosixPath", "Path").replace("WindowsPath", "Path").replace("|", "\\|")
+
+
+def _default_text(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "`{}`" if value == {} else "`[]`" if value == [] else "see below"
+    return f"`{json.dumps(field.default, default=str)}`"
+
+
+def config_reference_markdown() -> str:
+    """The key-by-key config reference (``docs/config.md``), generated from the models."""
+    from audit.registry import get_check, list_checks
+
+    sections: list[tuple[str, type[BaseModel], str]] = [
+        ("Top level", AuditConfig, ""),
+        ("`model`", ModelSpec, "model."),
+        ("`model.preprocessing`", Preprocessing, "model.preprocessing."),
+        ("`data`", DataSets, "data."),
+        ("`data.eval`, `data.reference`, `data.ood`", DataSpec, "data.eval."),
+        ("`output`", OutputSpec, "output."),
+        ("Keys every check accepts: `checks.<id>`", CheckConfig, "checks.<id>."),
+        ("A threshold: `checks.<id>.thresholds.<metric>`", ThresholdSpec, "checks.<id>.thresholds.<metric>."),
+    ]
+    lines = [
+        "# Config reference",
+        "",
+        "<!-- Generated from audit/config.py and the check configs by "
+        "`python -c \"from audit.config import config_reference_markdown as m; print(m(), end='')\" > docs/config.md`; "
+        "a test fails while this file is out of date. -->",
+        "",
+        "A config is YAML. Relative paths in it are relative to the config file; command-line flags override it,",
+        "and `--set key.path=value` overrides any key. `deepaudit init` writes a commented starter config.",
+        "Unknown keys are errors (with a suggestion), so a typo never silently does nothing.",
+        "",
+    ]
+
+    def table(model: type[BaseModel], prefix: str) -> None:
+        lines.extend(["| key | type | default | meaning |", "|---|---|---|---|"])
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if key in {"enabled", "thresholds"} and model is not CheckConfig and issubclass(model, CheckConfig):
+                continue
+            desc = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default_text(field)} | {desc} |")
+        lines.append("")
+
+    for title, model, prefix in sections:
+        lines.extend([f"## {title}", ""])
+        table(model, prefix)
+    lines.extend(["## Checks", "",
+                  "Each check's own keys, beside `enabled` and `thresholds`. Thresholds may name any metric listed.", ""])
+    for check_id in list_checks():
+        cls = get_check(check_id)
+        lines.extend([f"### `checks.{check_id}` — {cls.title}", "",
+                      "Metrics: " + ", ".join(f"`{m}`" for m in cls.metric_names) + ".", ""])
+        table(cls.Config, f"checks.{check_id}.")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""The performance check against scikit-learn on the same predictions, and known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+)
+
+from audit.checks.performance import (
+    Performance,
+    PerformanceConfig,
+    accuracy_from_counts,
+    balanced_accuracy_from_counts,
+    confidence_bins,
+    expected_calibration_error,
+    macro_f1_from_counts,
+)
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from audit.stats import confusion_counts
+from models.adapter import ModelAdapter
+
+
+class FixedLogits(ModelAdapter):
+    """Returns a fixed logits row per sample; inputs are sample indices."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.class_names = [f"c{i}" for i in range(table.shape[1])]
+        self.device = torch.device("cpu")
+        self.input_kind = "tabular"
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.table[inputs[:, 0].long()]
+
+
+def make_ctx(logits: np.ndarray, y: np.ndarray, seed: int = 0) -> AuditContext:
+    n = len(y)
+    ds = AuditDataset(name="eval", inputs=np.arange(n, dtype=np.float32)[:, None], target=y.astype(np.int64),
+                      class_names=None, sensitive_features=None, feature_names=None, input_kind="tabular",
+                      path="mem", format="npz", sha256="0")
+    return AuditContext(FixedLogits(logits), {"eval": ds}, seed=seed, batch_size=7)
+
+
+@pytest.fixture
+def noisy() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    n, k = 400, 4
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += rng.normal(1.0, 1.0, n)  # better than chance, imperfect
+    return logits, y
+
+
+def test_point_estimates_equal_sklearn(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    logits, y = noisy
+    out = Performance(PerformanceConfig(n_resamples=200)).run(make_ctx(logits, y))
+    pred = logits.argmax(1)
+    m = {(x.name, x.group): x.value for x in out.metrics}
+    assert m[("accuracy", None)] == pytest.approx(accuracy_score(y, pred))
+    assert m[("balanced_accuracy", None)] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m[("macro_f1", None)] == pytest.approx(f1_score(y, pred, average="macro"))
+    rec = recall_score(y, pred, average=None)
+    prec = precision_score(y, pred, average=None)
+    for c in range(4):
+        assert m[("recall", f"c{c}")] == pytest.approx(rec[c])
+        assert m[("precision", f"c{c}")] == pytest.approx(prec[c])
+    assert m[("min_class_recall", None)] == pytest.approx(rec.min())
+    cm = next(e for e in out.evidence if getattr(e, "kind", None) == "confusion_matrix")
+    assert cm.data["matrix"] == confusion_matrix(y, pred, labels=range(4)).tolist()
+
+
+def test_vectorised_count_metrics_equal_sklearn_on_every_resample(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    logits, y = noisy
+    pred = logits.argmax(1)
+    idx = np.random.default_rng(0).integers(0, len(y), size=(25, len(y)))
+    cms = confusion_counts(y, pred, 4, idx)
+    acc, bal, f1 = accuracy_from_counts(cms), balanced_accuracy_from_counts(cms), macro_f1_from_counts(cms)
+    for b in range(25):
+        yt, yp = y[idx[b]], pred[idx[b]]
+        assert acc[b] == pytest.approx(accuracy_score(yt, yp))
+        assert bal[b] == pytest.approx(balanced_accuracy_score(yt, yp))
+        assert f1[b] == pytest.approx(f1_score(yt, yp, average="macro"))
+
+
+def test_macro_f1_and_balanced_accuracy_with_absent_classes() -> None:
+    # Class 2 never appears in y_true, class 3 in neither: sklearn's label sets must be matched.
+    y = np.array([0, 0, 1, 1, 1, 0])
+    pred = np.array([0, 2, 1, 1, 0, 0])
+    cm = confusion_counts(y, pred, 4)
+    assert macro_f1_from_counts(cm) == pytest.approx(f1_score(y, pred, average="macro"))
+    with pytest.warns(UserWarning):
+        expected = balanced_accuracy_score(y, pred)
+    assert balanced_accuracy_from_counts(cm) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_contains_estimate_and_is_seeded(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    logits, y = noisy
+    a = Performance(PerformanceConfig(n_resamples=300)).run(make_ctx(logits, y, seed=1))
+    b = Performance(PerformanceConfig(n_resamples=300)).run(make_ctx(logits, y, seed=1))
+    c = Performance(PerformanceConfig(n_resamples=300)).run(make_ctx(logits, y, seed=2))
+    acc_a, acc_b, acc_c = (o.metrics[0] for o in (a, b, c))
+    assert acc_a.ci_low < acc_a.value < acc_a.ci_high
+    assert (acc_a.ci_low, acc_a.ci_high) == (acc_b.ci_low, acc_b.ci_high)
+    assert (acc_a.ci_low, acc_a.ci_high) != (acc_c.ci_low, acc_c.ci_high)
+    # Binomial sanity: the 95% interval width is close to 2 * 1.96 * sqrt(p(1-p)/n).
+    p, n = acc_a.value, len(y)
+    assert acc_a.ci_high - acc_a.ci_low == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / n), rel=0.2)
+
+
+def test_ece_known_answers() -> None:
+    # Perfectly calibrated: confidence 0.75 in one bin and exactly 75% correct.
+    probs = np.tile([0.75, 0.25], (8, 1))
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(0.0)
+    # Always confident (0.9) and always wrong: ECE = 0.9.
+    assert expected_calibration_error(np.tile([0.9, 0.1], (5, 1)), np.ones(5, int), n_bins=10) == pytest.approx(0.9)
+    # Two bins: half at conf 0.6 all right (gap 0.4), half at conf 0.9 half right (gap 0.4) -> 0.4.
+    probs = np.array([[0.6, 0.4]] * 2 + [[0.9, 0.1]] * 2)
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1]), n_bins=10) == pytest.approx(0.4)
+
+
+def test_ece_equals_loop_definition(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    logits, y = noisy
+    probs = torch.softmax(torch.tensor(logits), 1).numpy()
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, 16)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.mean() * abs((pred[mask] == y[mask]).mean() - conf[mask].mean())
+    assert expected_calibration_error(probs, y, 15) == pytest.approx(ece)
+    assert confidence_bins(np.array([0.0, 1 / 15, 0.5, 1.0]), 15).tolist() == [0, 0, 7, 14]
+
+
+def test_perfect_classifier() -> None:
+    y = np.array([0, 1, 2, 0, 1, 2])
+    logits = np.eye(3)[y] * 50
+    out = Performance(PerformanceConfig(n_resamples=50)).run(make_ctx(logits, y))
+    values = {m.name: m.value for m in out.metrics if m.group is None}
+    assert values["accuracy"] == values["balanced_accuracy"] == values["macro_f1"] == 1.0
+    assert values["ece"] == pytest.approx(0.0, abs=1e-9)
+    assert out.metrics[0].ci_low == out.metrics[0].ci_high == 1.0
+
+
+def test_logits_computed_once(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    logits, y = noisy
+    ctx = make_ctx(logits, y)
+    calls = []
+    original = ctx.adapter.logits
+    ctx.adapter.logits = lambda x: calls.append(1) or original(x)  # type: ignore[method-assign]
+    Performance(PerformanceConfig(n_resamples=10)).run(ctx)
+    Performance(PerformanceConfig(n_resamples=10)).run(ctx)
+    assert len(calls) == int(np.ceil(len(y) / 7))  # one pass in batches of 7, shared by both runs

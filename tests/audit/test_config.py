@@ -1,0 +1,113 @@
+"""Config validation: every error names the key and the file; flags override the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audit.config import AuditConfig, load_config, starter_config
+from audit.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deepaudit.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "model: {path: m.pt}\ndata: {eval: {path: d.npz}}\n"
+
+
+def test_minimal_config_and_relative_paths(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.model.path == tmp_path / "m.pt"  # relative to the config file
+    assert cfg.data.eval.path == tmp_path / "d.npz"
+    assert cfg.device == "auto" and cfg.seed == 0 and cfg.data.eval.target == "y"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE + "sed: 3\n", r"unknown key 'sed'\. Did you mean 'seed'\?"),
+        ("modle: {path: m.pt}\ndata: {eval: {path: d.npz}}\n", r"unknown key 'modle'\. Did you mean 'model'\?"),
+        (BASE.replace("path: d.npz", "path: d.npz, targte: y"), r"unknown key 'data\.eval\.targte'\. Did you mean 'target'\?"),
+        (BASE + "seed: many\n", r"key 'seed': .*integer.*got \"many\""),
+        (BASE + "batch_size: 0\n", r"key 'batch_size': .*greater than 0"),
+        (BASE + "device: gpu\n", r"key 'device': must be auto, cpu, cuda, cuda:N or mps"),
+        ("data: {eval: {path: d.npz}}\n", r"missing required key 'model'\. Pass --model PATH"),
+        ("model: {path: m.pt}\n", r"missing required key 'data'\. Pass --data PATH"),
+        (BASE + "checks: {perfomance: {}}\n", r"unknown check 'checks\.perfomance'\. Did you mean 'performance'\?"),
+        (BASE + "checks: {performance: {n_bins: 1}}\n", r"key 'checks\.performance\.n_bins': .*greater than or equal to 2"),
+        (BASE + "checks: {performance: {n_bootstrap: 5}}\n", r"unknown key 'checks\.performance\.n_bootstrap'"),
+        (BASE + "checks: {performance: {thresholds: {acuracy: {min: 0.9}}}}\n",
+         r"performance has no metric 'acuracy'\. Did you mean 'accuracy'\?"),
+        (BASE + "checks: {performance: {thresholds: {accuracy: {}}}}\n", r"give 'min', 'max' or both"),
+        (BASE + "checks: {performance: {thresholds: {accuracy: {min: 0.9, level: fatal}}}}\n",
+         r"key 'checks\.performance\.thresholds\.accuracy\.level'"),
+        ("model: [1, 2\n", r"is not valid YAML"),
+        ("- a\n- b\n", r"must be a mapping"),
+    ],
+)
+def test_errors_name_key_and_file(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    text_out = str(info.value)
+    assert text_out.startswith(str(path)), "the message names the file"
+    assert "\n" not in text_out, "one line"
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"does not exist\. Create one with 'deepaudit init"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_flags_and_sets_override_file(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "seed: 1\n")
+    cfg = load_config(path, {"seed": 7, "device": None, "model.path": "other.pt"},
+                      ["checks.performance.thresholds.accuracy.min=0.95", "batch_size=32"])
+    assert cfg.seed == 7 and cfg.batch_size == 32 and cfg.device == "auto"
+    assert cfg.model.path == Path("other.pt")  # flag paths are relative to the working directory
+    assert cfg.checks["performance"]["thresholds"]["accuracy"]["min"] == 0.95
+
+
+def test_flags_alone_without_file() -> None:
+    cfg = load_config(None, {"model.path": "m.pt", "data.eval.path": "d.npz", "data.eval.sensitive_features": ["sex"]})
+    assert cfg.data.eval.sensitive_features == ["sex"]
+    with pytest.raises(ConfigError, match=r"^command line: missing required key 'data'"):
+        load_config(None, {"model.path": "m.pt"})
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, {"model.path": "m.pt", "data.eval.path": "d"}, ["seed"])
+
+
+def test_starter_config_is_valid_and_documents_keys() -> None:
+    data = yaml.safe_load(starter_config())
+    cfg = AuditConfig.model_validate(data)
+    assert cfg.checks["performance"]["thresholds"]["accuracy"]["min"] == 0.9
+
+
+def test_config_reference_documents_every_key() -> None:
+    """docs/config.md lists every key of every config model, so the docs stay in step."""
+    from audit.config import CheckConfig, DataSpec, ModelSpec, OutputSpec, Preprocessing, ThresholdSpec
+    from audit.registry import get_check, list_checks
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    models = [AuditConfig, ModelSpec, DataSpec, OutputSpec, Preprocessing, ThresholdSpec, CheckConfig]
+    models += [get_check(c).Config for c in list_checks()]
+    missing = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if not re.search(rf"`{re.escape(key)}`", doc):
+                missing.append(f"{model.__name__}.{key}")
+    assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_config_reference_is_generated_from_the_models() -> None:
+    from audit.config import config_reference_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    assert doc == config_reference_markdown(), "docs/config.md is stale: regenerate it (command at its top)"
