@@ -168,7 +168,7 @@ class Performance(Check):
                 v = float(values[c])
                 lo, hi = interval(reps[mname], c)
                 metrics.append(Metric(name=mname, group=cname, value=None if np.isnan(v) else v, ci_low=lo,
-                                      ci_high=hi, ci_level=level, n=int(count),
+                                      ci_high=hi, ci_level=level, n=int(count[c]),
                                       method=f"sklearn.metrics.{ref}(average=None), one-vs-rest for class {cname}; {ci_text}",
                                       higher_is_better=True))
 
