@@ -1,0 +1,231 @@
+"""Formatting shared by every output format: numbers, intervals, thresholds, the verdict.
+
+Every renderer (HTML, JUnit, Markdown) formats through these functions so one number reads the
+same everywhere. They return plain text; escaping is the job of each renderer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import yaml
+
+from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome
+
+#: Shown for a missing value (``None``).
+MISSING = "—"
+#: Order the statuses are listed in (most severe last, as in ``audit.results.STATUS_ORDER``).
+STATUSES = ("pass", "warn", "fail", "error", "skipped")
+#: Confidence level the reports assume when a metric does not say otherwise.
+DEFAULT_CI_LEVEL = 0.95
+
+
+def fmt_num(value: Any) -> str:
+    """Format a number the same way in every report.
+
+    Parameters
+    ----------
+    value : Any
+        ``None``, a bool, an int or a float (anything else is returned as ``str(value)``).
+
+    Returns
+    -------
+    str
+        ``"—"`` for ``None``; ``"yes"``/``"no"`` for bools; ints as ints; floats with four
+        decimals (``0.9123``), or four significant digits in exponent form when tiny or huge
+        (``1.235e-05``); ``"NaN"``, ``"∞"`` and ``"−∞"`` for non-finite floats.
+    """
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        magnitude = abs(value)
+        if value != 0 and (magnitude < 1e-3 or magnitude >= 1e6):
+            return f"{value:.4g}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def fmt_cell(value: Any) -> str:
+    """Format one cell of an evidence table: numbers via :func:`fmt_num`, containers as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return fmt_num(value)
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def fmt_value(metric: Metric) -> str:
+    """A metric's value with its unit, e.g. ``"12.5000 J"``."""
+    text = fmt_num(metric.value)
+    if metric.unit and metric.value is not None:
+        text = f"{text} {metric.unit}"
+    return text
+
+
+def fmt_ci(metric: Metric) -> str:
+    """A metric's interval as ``"[low, high]"``, with its level when it is not 95 %.
+
+    Returns ``"—"`` when the metric has no interval.
+    """
+    if metric.ci_low is None and metric.ci_high is None:
+        return MISSING
+    text = f"[{fmt_num(metric.ci_low)}, {fmt_num(metric.ci_high)}]"
+    if metric.ci_level is not None and not math.isclose(metric.ci_level, DEFAULT_CI_LEVEL):
+        text += f" ({metric.ci_level:.0%})"
+    return text
+
+
+def fmt_metric(metric: Metric) -> str:
+    """One-line summary of a metric: ``"accuracy (group a) 0.9100 [0.8800, 0.9300] n=500"``."""
+    name = metric.name if metric.group is None else f"{metric.name} ({metric.group})"
+    text = f"{name} {fmt_value(metric)}"
+    if metric.ci_low is not None or metric.ci_high is not None:
+        text += f" {fmt_ci(metric)}"
+    return f"{text} n={metric.n}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A check's duration, e.g. ``"1.23 s"``."""
+    return f"{seconds:.2f} s"
+
+
+def fmt_bound(threshold: ThresholdOutcome) -> str:
+    """The bound a threshold sets: ``"≥ 0.9000"``, ``"≤ 0.0500"`` or ``"0.1000 … 0.2000"``."""
+    if threshold.min is not None and threshold.max is not None:
+        return f"{fmt_num(threshold.min)} … {fmt_num(threshold.max)}"
+    if threshold.min is not None:
+        return f"≥ {fmt_num(threshold.min)}"
+    if threshold.max is not None:
+        return f"≤ {fmt_num(threshold.max)}"
+    return "no bound"
+
+
+def describe_threshold(threshold: ThresholdOutcome) -> str:
+    """Plain sentence for a threshold, e.g. ``"accuracy = 0.8100, required ≥ 0.9000 (fail level): missed"``."""
+    outcome = "met" if threshold.passed else "missed"
+    return (f"{threshold.metric} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
+            f"({threshold.level} level): {outcome}")
+
+
+def missed_thresholds(check: CheckResult, level: str | None = None) -> list[ThresholdOutcome]:
+    """Thresholds of ``check`` that were not met, optionally only those of one ``level``."""
+    return [t for t in check.thresholds if not t.passed and (level is None or t.level == level)]
+
+
+def key_metrics(check: CheckResult, limit: int = 5) -> list[Metric]:
+    """The metrics worth showing in a one-line overview of ``check``.
+
+    Overall (ungrouped) metrics that a threshold refers to come first, then the other overall
+    metrics, in the check's order. When a check reports only per-group metrics, its first ones
+    are used.
+
+    Parameters
+    ----------
+    check : CheckResult
+        The check.
+    limit : int
+        At most this many metrics are returned.
+
+    Returns
+    -------
+    list of Metric
+    """
+    overall = [m for m in check.metrics if m.group is None]
+    if not overall:
+        return list(check.metrics[:limit])
+    gated = {t.metric for t in check.thresholds}
+    ordered = [m for m in overall if m.name in gated] + [m for m in overall if m.name not in gated]
+    return ordered[:limit]
+
+
+def status_word(status: str) -> str:
+    """The status as the word every report writes: ``"PASS"``, ``"FAIL"``, ..."""
+    return status.upper()
+
+
+def _count(result: AuditResult, status: str) -> int:
+    counts = result.summary.counts
+    if status in counts:
+        return int(counts[status])
+    return sum(1 for c in result.checks if c.status == status)
+
+
+def _of(k: int, n: int, noun: str = "check") -> str:
+    return f"{k} of {n} {noun}{'' if n == 1 else 's'}"
+
+
+def verdict(result: AuditResult) -> str:
+    """The overall verdict as one sentence, e.g. ``"FAIL — 1 of 3 checks missed a threshold"``.
+
+    Parameters
+    ----------
+    result : AuditResult
+        The audit; its ``summary.status`` decides the word, the counts the rest.
+
+    Returns
+    -------
+    str
+    """
+    n = len(result.checks)
+    status = result.summary.status
+    word = status_word(status)
+    if n == 0:
+        return f"{word} — no checks ran"
+    counts = {s: _count(result, s) for s in STATUSES}
+    extra = [f"{counts[s]} {label}" for s, label in
+             (("fail", "failed"), ("warn", "warned"), ("skipped", "skipped")) if counts[s] and s != status]
+    if status == "error":
+        text = f"{_of(counts['error'], n)} could not be completed"
+    elif status == "fail":
+        text = f"{_of(counts['fail'], n)} missed a threshold"
+    elif status == "warn":
+        text = f"{_of(counts['warn'], n)} raised a warning; no fail threshold was missed"
+    elif status == "pass":
+        text = f"{_of(counts['pass'], n)} passed" if counts["pass"] != n else f"all {n} checks passed"
+        if n == 1 and counts["pass"] == 1:
+            text = "the only check passed"
+    else:
+        text = f"{_of(counts['skipped'], n)} were skipped"
+    if extra:
+        text += f" ({', '.join(extra)})"
+    return f"{word} — {text}"
+
+
+def model_path(result: AuditResult) -> str:
+    """The audited model's path(s) from the file records, or the adapter's facts, or ``"—"``."""
+    paths = [f.path for f in result.provenance.files if f.role == "model"]
+    if paths:
+        return ", ".join(paths)
+    for key in ("path", "name", "kind"):
+        value = result.provenance.model.get(key)
+        if value:
+            return str(value)
+    return MISSING
+
+
+def to_yaml(data: Any) -> str:
+    """Dump ``data`` as block YAML (keys in their given order), falling back to JSON."""
+    try:
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False).rstrip("\n")
+    except yaml.YAMLError:
+        return json.dumps(data, indent=2, default=str, ensure_ascii=False)
+
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def anchor(index: int, check_id: str) -> str:
+    """A unique, HTML-safe fragment id for the ``index``-th check."""
+    slug = _SLUG.sub("-", check_id.lower()).strip("-")[:60]
+    return f"check-{index}-{slug}" if slug else f"check-{index}"

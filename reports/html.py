@@ -1,0 +1,96 @@
+"""The HTML report: one self-contained, offline, printable file a compliance officer can file.
+
+The page is a Jinja2 template (``templates/report.html.j2``, with its macros in ``_macros.html.j2``
+and its CSS in ``_style.css.j2``) rendered with autoescaping on, so every string that comes from
+the result (model paths, summaries, table cells, attestations) is escaped. Figures are inline PNG
+``data:`` URIs; the page loads nothing from the network and contains no script.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from audit.results import AuditResult, Figure
+
+from . import _format as fmt
+from .figures import render_figure
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+#: Rows of an evidence table shown in the report; the full table stays in ``results.json``.
+MAX_TABLE_ROWS = 200
+
+
+def _figure_html(fig: Figure) -> Markup:
+    # render_figure escapes everything it takes from the figure, so its output is safe markup.
+    return Markup(render_figure(fig))
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    """The Jinja2 environment for the report templates (autoescaping on, strict undefined).
+
+    Returns
+    -------
+    Environment
+        Shared and cached; templates that extend ``report.html.j2`` can be loaded from it.
+    """
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        num=fmt.fmt_num,
+        cell=fmt.fmt_cell,
+        value=fmt.fmt_value,
+        ci=fmt.fmt_ci,
+        bound=fmt.fmt_bound,
+        duration=fmt.fmt_duration,
+        word=fmt.status_word,
+        yaml=fmt.to_yaml,
+        figure=_figure_html,
+    )
+    env.globals.update(
+        key_metrics=fmt.key_metrics,
+        missed=fmt.missed_thresholds,
+        anchor=fmt.anchor,
+        statuses=fmt.STATUSES,
+        max_table_rows=MAX_TABLE_ROWS,
+        missing=fmt.MISSING,
+    )
+    return env
+
+
+def render_html(result: AuditResult, *, template: str = "report.html.j2") -> str:
+    """Render the audit as one self-contained HTML page.
+
+    Parameters
+    ----------
+    result : AuditResult
+        The audit to show; nothing else is read, so a report can be re-rendered from
+        ``results.json`` alone.
+    template : str
+        Template name in ``reports/templates``; a template that extends the default one can
+        override its blocks (e.g. to add a compliance mapping).
+
+    Returns
+    -------
+    str
+        The page. Rendering the same result twice gives the same text.
+    """
+    verdict = fmt.verdict(result)
+    return environment().get_template(template).render(
+        result=result,
+        prov=result.provenance,
+        summary=result.summary,
+        verdict=verdict,
+        verdict_detail=verdict.partition(" ")[2],
+        model_path=fmt.model_path(result),
+    )

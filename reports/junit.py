@@ -1,0 +1,105 @@
+"""JUnit XML for CI test tabs: one test case per check.
+
+A missed fail-level threshold is a ``<failure>``, a crashed check an ``<error>``, a check that did
+not apply ``<skipped>``; a warning passes, with the warning in ``<system-out>``. Nothing that
+matters is hidden in ``<system-out>`` alone.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from audit.results import AuditResult, CheckResult
+
+from . import _format as fmt
+
+#: Characters XML 1.0 cannot carry, even escaped; they are replaced by U+FFFD.
+_INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MESSAGE_CHARS = 500
+
+
+def _clean(text: object) -> str:
+    return _INVALID_XML.sub("\ufffd", str(text))
+
+
+def _message(text: str) -> str:
+    """One-line attribute text, shortened; the element's text keeps the whole story."""
+    line = " ".join(text.split())
+    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _element(parent: ET.Element, tag: str, text: str | None = None, **attrs: object) -> ET.Element:
+    node = ET.SubElement(parent, tag, {k: _clean(v) for k, v in attrs.items()})
+    if text is not None:
+        node.text = _clean(text)
+    return node
+
+
+def _details(check: CheckResult) -> str:
+    """Summary, thresholds and key metrics of a check, as plain text lines."""
+    lines = [f"{fmt.status_word(check.status)}: {check.summary}"]
+    lines += [f"threshold {fmt.describe_threshold(t)}" for t in check.thresholds]
+    lines += [f"metric {fmt.fmt_metric(m)}" for m in fmt.key_metrics(check)]
+    return "\n".join(lines)
+
+
+def _add_testcase(suite: ET.Element, check: CheckResult) -> None:
+    case = _element(suite, "testcase", classname=f"deepaudit.{check.category}", name=check.id,
+                    time=f"{max(check.duration_s, 0.0):.3f}")
+    details = _details(check)
+    if check.status == "fail":
+        missed = fmt.missed_thresholds(check, "fail") or fmt.missed_thresholds(check)
+        if missed:
+            message = "; ".join(f"{t.metric} = {fmt.fmt_num(t.observed)}, required {fmt.fmt_bound(t)}"
+                                for t in missed)
+            message = f"{len(missed)} threshold{'s' if len(missed) != 1 else ''} missed: {message}"
+            text = "\n".join(f"missed: {fmt.describe_threshold(t)}" for t in missed) + f"\n{check.summary}"
+        else:
+            message, text = check.summary, check.summary
+        _element(case, "failure", text, message=_message(message), type="threshold")
+    elif check.status == "error":
+        error = check.error or "the check raised an error without a message"
+        _element(case, "error", error, message=_message(error), type="error")
+    elif check.status == "skipped":
+        _element(case, "skipped", message=_message(check.skip_reason or "no reason given"))
+    out = details
+    if check.status == "warn":
+        warnings = [f"WARNING: {fmt.describe_threshold(t)}" for t in fmt.missed_thresholds(check)]
+        out = "\n".join(warnings or [f"WARNING: {check.summary}"]) + "\n\n" + details
+    _element(case, "system-out", out)
+
+
+def render_junit(result: AuditResult) -> str:
+    """Render the audit as JUnit XML, one ``<testcase>`` per check.
+
+    Parameters
+    ----------
+    result : AuditResult
+        The audit.
+
+    Returns
+    -------
+    str
+        ``<testsuites>`` holding one ``<testsuite name="deepaudit">`` whose ``tests``,
+        ``failures``, ``errors`` and ``skipped`` count the checks by status; each check is a
+        ``<testcase classname="deepaudit.<category>" name="<check id>" time="<seconds>">``.
+    """
+    checks = result.checks
+    counts = {s: sum(1 for c in checks if c.status == s) for s in fmt.STATUSES}
+    total_time = f"{sum(max(c.duration_s, 0.0) for c in checks):.3f}"
+    attrs = {"tests": len(checks), "failures": counts["fail"], "errors": counts["error"],
+             "skipped": counts["skipped"], "time": total_time}
+    root = ET.Element("testsuites", {k: str(v) for k, v in {"name": "deepaudit", **attrs}.items()})
+    prov = result.provenance
+    suite = _element(root, "testsuite", name="deepaudit", **attrs, timestamp=prov.started_at)
+    props = _element(suite, "properties")
+    for name, value in (("report_id", prov.report_id), ("tool_version", prov.tool_version),
+                        ("schema_version", result.schema_version), ("model", fmt.model_path(result)),
+                        ("seed", prov.seed), ("device", prov.device), ("config_sha256", prov.config_sha256),
+                        ("status", result.summary.status), ("exit_code", result.summary.exit_code)):
+        _element(props, "property", name=name, value=value)
+    for check in checks:
+        _add_testcase(suite, check)
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,256 @@
+"""The CLI through its real entry point: outputs, exit codes, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TINY_CNN_CLASS, TINY_MLP_CLASS
+from typer.testing import CliRunner
+
+import cli
+from audit.schema import validate_results
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli.app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
+            "--set", "checks.performance.n_resamples=50", *extra]
+
+
+def load(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_torchscript_with_npz_from_flags(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(*audit_flags(torchscript_file, image_npz, out, "--junit", str(tmp_path / "j.xml"),
+                                               "--markdown", str(tmp_path / "s.md")))
+    assert code == 0, stderr
+    data = load(out)
+    validate_results(data)
+    assert data["checks"][0]["id"] == "performance" and data["checks"][0]["status"] == "pass"
+    assert data["provenance"]["model"]["format"] == "torchscript"
+    assert {f["role"] for f in data["provenance"]["files"]} == {"model", "data.eval"}
+    assert (out / "report.html").is_file() and (tmp_path / "j.xml").is_file() and (tmp_path / "s.md").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temp files left"
+
+
+def test_safetensors_with_class_from_config(tmp_path: Path, safetensors_file: Path, image_npz: Path) -> None:
+    cfg = tmp_path / "audit.yaml"
+    cfg.write_text(
+        f"model: {{path: {safetensors_file.name}, class: '{TINY_CNN_CLASS}', init_args: {{n_classes: 3}}}}\n"
+        f"data: {{eval: {{path: {image_npz.name}, sensitive_features: [group]}}}}\n"
+        "device: cpu\noutput: {dir: out}\n"
+        "checks: {performance: {n_resamples: 50, thresholds: {accuracy: {min: 0.0}}}}\n"
+    )
+    code, _, stderr = invoke("audit", "--config", cfg, "--quiet")
+    assert code == 0, stderr
+    data = load(tmp_path / "out")
+    validate_results(data)
+    perf = data["checks"][0]
+    assert perf["thresholds"][0] == {"metric": "accuracy", "min": 0.0, "max": None, "level": "fail",
+                                     "observed": perf["metrics"][0]["value"], "passed": True, "source": "config"}
+
+
+def test_safetensors_with_class_from_flags(tmp_path: Path, safetensors_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(*audit_flags(safetensors_file, image_npz, out, "--model-class", TINY_CNN_CLASS,
+                                          "--model-args", '{"n_classes": 3}'))
+    assert code == 0, stderr
+    assert load(out)["provenance"]["model"]["format"] == "safetensors"
+
+
+def test_missed_threshold_exits_1_and_junit_has_failure(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    import junitparser
+
+    out = tmp_path / "out"
+    code, _, _ = invoke(*audit_flags(torchscript_file, image_npz, out, "--set",
+                                     "checks.performance.thresholds.accuracy.min=0.99", "--junit", str(out / "j.xml")))
+    assert code == 1
+    assert load(out)["summary"] == {"status": "fail", "counts": {"pass": 0, "skipped": 0, "warn": 0, "fail": 1, "error": 0},
+                                    "exit_code": 1}
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(out / "j.xml"))))
+    case = next(iter(suite))
+    assert isinstance(case.result[0], junitparser.Failure)
+
+
+def test_warn_threshold_exits_0(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    code, _, _ = invoke(*audit_flags(torchscript_file, image_npz, out, "--set",
+                                     "checks.performance.thresholds.accuracy={min: 0.99, level: warn}"))
+    assert code == 0
+    assert load(out)["checks"][0]["status"] == "warn"
+
+
+def test_crashing_check_is_error_and_others_still_run(tmp_path: Path, torchscript_file: Path, image_npz: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from audit import registry
+    from audit.registry import Check
+
+    registry.list_checks()
+
+    class Boom(Check):
+        category, title = "test", "Crashes"
+
+        def run(self, ctx):  # noqa: ANN001, ANN201
+            raise ValueError("kaput")
+
+    monkeypatch.setitem(registry._REGISTRY, "boom", Boom)
+    Boom.id = "boom"
+    out = tmp_path / "out"
+    code, _, _ = invoke(*audit_flags(torchscript_file, image_npz, out))
+    assert code == 3
+    checks = {c["id"]: c for c in load(out)["checks"]}
+    assert checks["boom"]["status"] == "error" and checks["boom"]["error"].startswith("ValueError: kaput")
+    assert checks["performance"]["status"] == "pass"
+
+
+def test_same_seed_same_results(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    def run(out: Path) -> dict:
+        assert invoke(*audit_flags(torchscript_file, image_npz, out))[0] == 0
+        data = load(out)
+        for key in ("started_at", "finished_at", "report_id", "config", "config_sha256"):
+            data["provenance"].pop(key)
+        for c in data["checks"]:
+            c.pop("duration_s")
+        return data
+
+    assert run(tmp_path / "a") == run(tmp_path / "b")
+
+
+def test_init_writes_valid_config(tmp_path: Path) -> None:
+    path = tmp_path / "deepaudit.yaml"
+    code, stdout, _ = invoke("init", path)
+    assert code == 0 and path.is_file() and "deepaudit audit --config" in stdout
+    code, _, stderr = invoke("init", path)
+    assert code == 2 and "exists; pass --force" in stderr
+
+
+def test_report_rerenders_from_json(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    invoke(*audit_flags(torchscript_file, image_npz, out))
+    code, stdout, stderr = invoke("report", out / "results.json", "--out", tmp_path / "again")
+    assert code == 0, stderr
+    assert (tmp_path / "again" / "report.html").read_text() == (out / "report.html").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    code, _, stderr = invoke("report", bad)
+    assert code == 2 and "is not a deepaudit results.json" in stderr
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def _npz(tmp_path: Path, name: str = "d.npz", **arrays: np.ndarray) -> Path:
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _images(n: int = 10, k: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x": rng.random((n, 1, 8, 8), dtype=np.float32), "y": np.arange(n) % k}
+
+
+BAD_INPUTS = {
+    "missing model": (lambda t, m, d: ["--model", t / "nope.pt", "--data", d], "model file .*nope.pt does not exist"),
+    "missing data": (lambda t, m, d: ["--model", m, "--data", t / "nope.npz"], "data.eval: .*does not exist"),
+    "unsupported model format": (lambda t, m, d: ["--model", _write(t / "m.txt", b"hi"), "--data", d], "unsupported format"),
+    "corrupt data": (lambda t, m, d: ["--model", m, "--data", _write(t / "bad.npz", b"garbage")], "data.eval: "),
+    "config typo": (lambda t, m, d: ["--model", m, "--data", d, "--set", "sed=1"], r"unknown key 'sed'\. Did you mean 'seed'"),
+    "wrong type": (lambda t, m, d: ["--model", m, "--data", d, "--set", "batch_size=big"], "key 'batch_size'"),
+    "bad model args": (lambda t, m, d: ["--model", m, "--data", d, "--model-args", "{oops"], "--model-args must be a JSON object"),
+    "missing target": (lambda t, m, d: ["--model", m, "--data", d, "--target", "label"], "data.eval: .*label"),
+    "missing sensitive": (lambda t, m, d: ["--model", m, "--data", d, "--sensitive", "race"], "data.eval: .*race"),
+    "shape mismatch": (lambda t, m, d: ["--model", m, "--data", _npz(t, "s.npz", x=np.zeros((4, 3, 5, 5), np.float32),
+                                                                       y=np.zeros(4, int))], "the model cannot take data.eval"),
+    "nan inputs": (lambda t, m, d: ["--model", m, "--data", _npz(t, "n.npz", x=np.full((4, 1, 8, 8), np.nan, np.float32),
+                                                                    y=np.zeros(4, int))], "data.eval: .*NaN"),
+    "labels outside classes": (lambda t, m, d: ["--model", m, "--data", _npz(t, "l.npz", **_images(10, 7))],
+                               r"labels \[3, 4, 5, 6\] are outside the model's 3 classes"),
+    "empty data": (lambda t, m, d: ["--model", m, "--data", _npz(t, "e.npz", x=np.zeros((0, 1, 8, 8), np.float32),
+                                                                    y=np.zeros(0, int))], "data.eval: .*holds 0 samples"),
+    "weights without class": (lambda t, m, d: ["--model", _safetensors(t), "--data", d], "--model-class"),
+    "no cuda": (lambda t, m, d: ["--model", m, "--data", d, "--device", "cuda:7"], "cuda:7"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _safetensors(tmp_path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, tmp_path: Path, torchscript_file: Path,
+                                                            image_npz: Path) -> None:
+    if case == "no cuda" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    make_args, pattern = BAD_INPUTS[case]
+    out = tmp_path / "out"
+    args = [str(a) for a in make_args(tmp_path, torchscript_file, image_npz)]
+    if "--device" not in args:
+        args += ["--device", "cpu"]
+    code, stdout, stderr = invoke("audit", *args, "--out", out, "--quiet")
+    assert code == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepaudit: error: "), stderr
+    assert "Traceback" not in stderr
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not out.exists(), "bad input writes nothing"
+
+
+def test_pickle_refused_then_allowed(tmp_path: Path, pickle_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(*audit_flags(pickle_file, image_npz, out))
+    assert code == 2 and "is a pickle, and unpickling can run arbitrary code" in stderr and "--allow-pickle" in stderr
+    assert not out.exists()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'assets'}"}  # the pickled class must be importable
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *audit_flags(pickle_file, image_npz, out, "--allow-pickle")],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "results.json").is_file()
+
+
+def test_python_cli_py_from_checkout_and_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "audit", "--bogus-flag"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "No such option" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_tabular_csv_with_mlp(tmp_path: Path, tabular_csv: Path, tiny_mlp: torch.nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "mlp.safetensors"
+    save_file(tiny_mlp.state_dict(), str(weights))
+    out = tmp_path / "out"
+    code, _, stderr = invoke(*audit_flags(weights, tabular_csv, out, "--model-class", TINY_MLP_CLASS,
+                                          "--target", "label", "--sensitive", "sex"))
+    assert code == 0, stderr
+    data = load(out)
+    assert data["provenance"]["model"]["input_kind"] == "tabular"
+    assert data["checks"][0]["n_samples"] == 50
