@@ -161,8 +161,10 @@ def _count(result: AuditResult, status: str) -> int:
     return sum(1 for c in result.checks if c.status == status)
 
 
-def _of(k: int, n: int, noun: str = "check") -> str:
-    return f"{k} of {n} {noun}{'' if n == 1 else 's'}"
+def _of(k: int, n: int) -> str:
+    if k == n:
+        return "the only check" if n == 1 else f"all {n} checks"
+    return f"{k} of {n} check{'' if n == 1 else 's'}"
 
 
 def verdict(result: AuditResult) -> str:
@@ -176,30 +178,29 @@ def verdict(result: AuditResult) -> str:
     Returns
     -------
     str
+        The status word, a dash, what the checks of that status did, and in brackets how many
+        checks had each other notable status.
     """
     n = len(result.checks)
     status = result.summary.status
-    word = status_word(status)
     if n == 0:
-        return f"{word} — no checks ran"
+        return f"{status_word(status)} — no checks ran"
     counts = {s: _count(result, s) for s in STATUSES}
+    k = counts.get(status, 0)
+    was = "was" if k == 1 else "were"
+    what = {
+        "error": "could not be completed",
+        "fail": "missed a threshold",
+        "warn": "raised a warning; no fail threshold was missed",
+        "pass": "passed",
+        "skipped": f"{was} skipped",
+    }[status]
+    text = f"{_of(k, n)} {what}"
     extra = [f"{counts[s]} {label}" for s, label in
              (("fail", "failed"), ("warn", "warned"), ("skipped", "skipped")) if counts[s] and s != status]
-    if status == "error":
-        text = f"{_of(counts['error'], n)} could not be completed"
-    elif status == "fail":
-        text = f"{_of(counts['fail'], n)} missed a threshold"
-    elif status == "warn":
-        text = f"{_of(counts['warn'], n)} raised a warning; no fail threshold was missed"
-    elif status == "pass":
-        text = f"{_of(counts['pass'], n)} passed" if counts["pass"] != n else f"all {n} checks passed"
-        if n == 1 and counts["pass"] == 1:
-            text = "the only check passed"
-    else:
-        text = f"{_of(counts['skipped'], n)} were skipped"
     if extra:
         text += f" ({', '.join(extra)})"
-    return f"{word} — {text}"
+    return f"{status_word(status)} — {text}"
 
 
 def model_path(result: AuditResult) -> str:

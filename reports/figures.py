@@ -35,6 +35,9 @@ _DPI = 100
 _RC = {"font.size": 9.0, "axes.titlesize": 10.0, "axes.labelsize": 9.0, "figure.dpi": _DPI,
        "savefig.dpi": _DPI, "font.family": "DejaVu Sans"}
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_DASHES = ("-", "--", ":", "-.")
+
 Drawer = Callable[[MplFigure, dict[str, Any], str], str]
 
 
@@ -257,11 +260,13 @@ def _draw_line(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
         raise ValueError("'series' must be a non-empty mapping of name to values")
     ax = mpl.subplots()
     items = []
-    for name, ys in series.items():
+    for i, (name, ys) in enumerate(series.items()):
         y = np.asarray(ys, dtype=float)
         if y.shape != x.shape:
             raise ValueError(f"series {str(name)!r} has {y.size} values for {x.size} x values")
-        ax.plot(x, y, marker="o", markersize=3, linewidth=1.5, label=str(name))
+        # Marker and dash differ per series too, so the lines stay apart without colour.
+        ax.plot(x, y, marker=_MARKERS[i % len(_MARKERS)], linestyle=_DASHES[i % len(_DASHES)], markersize=4,
+                linewidth=1.5, label=str(name))
         finite = y[np.isfinite(y)]
         span = (f"from {fmt_num(float(finite[0]))} to {fmt_num(float(finite[-1]))}" if finite.size
                 else "no finite values")
@@ -308,19 +313,22 @@ def _draw_image_grid(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
     mpl.set_size_inches(1.6 * cols + 0.4, 1.75 * rows + (0.4 if title else 0.1))
     axes = np.atleast_1d(mpl.subplots(rows, cols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < len(images):
+        if i >= len(images):
+            ax.set_axis_off()
+        else:
             img = images[i]
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
             if titles:
                 ax.set_title(titles[i], fontsize=7)
     if title:
         mpl.suptitle(title)
     shape = "×".join(str(s) for s in images[0].shape[:2])
-    alt = f"{_titled('Image grid', title)} of {given} images ({shape} pixels"
-    alt += ", greyscale)" if images[0].ndim == 2 else ", colour)"
+    facts = [f"{shape} pixels", "greyscale" if images[0].ndim == 2 else "colour"]
     if given > len(images):
-        alt += f", the first {len(images)} drawn"
+        facts.append(f"the first {len(images)} drawn")
+    alt = f"{_titled('Image grid', title)} of {given} images ({', '.join(facts)})"
     if titles:
         alt += f": {_listing(titles)}"
     return alt + "."

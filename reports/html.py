@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
@@ -68,6 +69,31 @@ def environment() -> Environment:
     return env
 
 
+def template_context(result: AuditResult) -> dict[str, Any]:
+    """The variables the report templates are rendered with.
+
+    Parameters
+    ----------
+    result : AuditResult
+        The audit.
+
+    Returns
+    -------
+    dict
+        ``result``, ``prov`` (its provenance), ``summary``, the ``verdict`` sentence, the
+        ``verdict_detail`` (the sentence without its status word) and the ``model_path``.
+    """
+    verdict = fmt.verdict(result)
+    return {
+        "result": result,
+        "prov": result.provenance,
+        "summary": result.summary,
+        "verdict": verdict,
+        "verdict_detail": verdict.partition(" ")[2],
+        "model_path": fmt.model_path(result),
+    }
+
+
 def render_html(result: AuditResult, *, template: str = "report.html.j2") -> str:
     """Render the audit as one self-contained HTML page.
 
@@ -78,19 +104,11 @@ def render_html(result: AuditResult, *, template: str = "report.html.j2") -> str
         ``results.json`` alone.
     template : str
         Template name in ``reports/templates``; a template that extends the default one can
-        override its blocks (e.g. to add a compliance mapping).
+        override its blocks (e.g. ``compliance``, to add a compliance mapping).
 
     Returns
     -------
     str
         The page. Rendering the same result twice gives the same text.
     """
-    verdict = fmt.verdict(result)
-    return environment().get_template(template).render(
-        result=result,
-        prov=result.provenance,
-        summary=result.summary,
-        verdict=verdict,
-        verdict_detail=verdict.partition(" ")[2],
-        model_path=fmt.model_path(result),
-    )
+    return environment().get_template(template).render(template_context(result))
