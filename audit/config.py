@@ -94,7 +94,7 @@ class OutputSpec(StrictModel):
 
     dir: Path = Field(default=Path("deepaudit-out"), description="Output folder for results.json and report.html.")
     html: bool = Field(default=True, description="Write report.html.")
-    junit: Path | None = Field(default=None, description="Also write JUnit XML here (relative to the working directory).")
+    junit: Path | None = Field(default=None, description="Also write JUnit XML to this path.")
     markdown: Path | None = Field(default=None, description="Also write a Markdown summary here.")
 
 

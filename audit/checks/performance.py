@@ -155,6 +155,8 @@ class Performance(Check):
             "min_class_recall": "lowest per-class recall (sklearn.metrics.recall_score)",
         }
         level = cfg.ci_level if cfg.n_resamples else None
+        per_class_ci = (f"{cfg.ci_level:.0%} percentile bootstrap, {cfg.n_resamples} resamples"
+                        if cfg.n_resamples else "no interval")
         metrics = []
         for name, value in point.items():
             lo, hi = interval(reps[name])
@@ -169,7 +171,7 @@ class Performance(Check):
                 lo, hi = interval(reps[mname], c)
                 metrics.append(Metric(name=mname, group=cname, value=None if np.isnan(v) else v, ci_low=lo,
                                       ci_high=hi, ci_level=level, n=int(count[c]),
-                                      method=f"sklearn.metrics.{ref}(average=None), one-vs-rest for class {cname}; {ci_text}",
+                                      method=f"sklearn.metrics.{ref} for class {cname} (one-vs-rest); {per_class_ci}",
                                       higher_is_better=True))
 
         cm_full = confusion_counts(y_true, y_pred, k)
