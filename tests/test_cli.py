@@ -81,8 +81,8 @@ def test_missed_threshold_exits_1_and_junit_has_failure(tmp_path: Path, torchscr
     code, _, _ = invoke(*audit_flags(torchscript_file, image_npz, out, "--set",
                                      "checks.performance.thresholds.accuracy.min=0.99", "--junit", str(out / "j.xml")))
     assert code == 1
-    assert load(out)["summary"] == {"status": "fail", "counts": {"pass": 0, "skipped": 0, "warn": 0, "fail": 1, "error": 0},
-                                    "exit_code": 1}
+    summary = load(out)["summary"]
+    assert (summary["status"], summary["exit_code"], summary["counts"]["fail"]) == ("fail", 1, 1)
     suite = next(iter(junitparser.JUnitXml.fromfile(str(out / "j.xml"))))
     case = next(iter(suite))
     assert isinstance(case.result[0], junitparser.Failure)
