@@ -98,9 +98,13 @@ def _ensure_loaded() -> None:
 
 
 def list_checks() -> list[str]:
-    """Ids of every registered check, in registration order."""
+    """Ids of every registered check, in the order of ``CHECK_MODULES`` (whatever imported them first)."""
     _ensure_loaded()
-    return list(_REGISTRY)
+    from audit.checks import CHECK_MODULES
+
+    order = {mod: i for i, mod in enumerate(CHECK_MODULES)}
+    ids = list(_REGISTRY)
+    return sorted(ids, key=lambda cid: (order.get(_REGISTRY[cid].__module__, len(order)), ids.index(cid)))
 
 
 def get_check(check_id: str) -> type[Check]:

@@ -4,4 +4,5 @@ add it to this list, and add its test under ``tests/audit/checks/``."""
 CHECK_MODULES = (
     "audit.checks.performance",
     "audit.checks.ood",
+    "audit.checks.drift",
 )
