@@ -5,4 +5,5 @@ CHECK_MODULES = (
     "audit.checks.performance",
     "audit.checks.ood",
     "audit.checks.drift",
+    "audit.checks.efficiency",
 )

@@ -1,0 +1,176 @@
+"""Efficiency: latency, throughput, size, FLOPs, and energy and carbon per 1,000 inferences.
+
+Latency is timed over repeated batches after warm-up (with device synchronisation on GPUs);
+energy comes from CodeCarbon's offline tracker around the same timed loop (``audit.energy``),
+labelled measured or estimated by its source. Yearly projections from a configured inference
+volume are always estimates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from audit.config import CheckConfig
+from audit.context import AuditContext
+from audit.registry import Check, CheckOutput, register_check
+from audit.results import Metric, Table
+
+
+class EfficiencyConfig(CheckConfig):
+    """Settings of the ``efficiency`` check."""
+
+    n_repeats: int = Field(default=20, ge=3, description="Timed batches (after warm-up) for latency percentiles.")
+    n_warmup: int = Field(default=3, ge=0, description="Untimed warm-up batches.")
+    min_seconds: float = Field(default=2.0, ge=0, description="Keep timing batches until at least this long has passed, "
+                               "so the energy tracker samples a meaningful span (at most 10,000 batches).")
+    batch_size: int | None = Field(default=None, gt=0, description="Batch size of the timed loop (default: the audit's).")
+    measure_energy: bool = Field(default=True, description="Track energy with CodeCarbon's offline tracker.")
+    country_iso_code: str = Field(default="USA", min_length=3, max_length=3,
+                                  description="ISO 3166 alpha-3 country whose grid carbon intensity CodeCarbon uses.")
+    inferences_per_year: float | None = Field(default=None, gt=0, description="Expected yearly inference volume, for projections.")
+    training_watts: float | None = Field(default=None, gt=0, description="Average power of the training hardware (W), if known.")
+    training_hours: float | None = Field(default=None, gt=0, description="Training time in hours, if known.")
+
+
+def count_flops(module: torch.nn.Module, example: Any) -> int | None:
+    """FLOPs of one forward pass (``torch.utils.flop_counter``); None where it cannot count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            module(**example) if isinstance(example, dict) else module(example)
+    except Exception:  # noqa: BLE001 - some graphs (TorchScript, exported) cannot be traced by the counter
+        return None
+    return int(counter.get_total_flops())
+
+
+def _module_of(adapter: Any) -> torch.nn.Module | None:
+    mod = getattr(adapter, "model", None) or getattr(adapter, "module", None)
+    return mod if isinstance(mod, torch.nn.Module) else None
+
+
+@register_check("efficiency")
+class Efficiency(Check):
+    """Inference cost of the model on this machine."""
+
+    category = "energy"
+    title = "Efficiency, energy and carbon"
+    Config = EfficiencyConfig
+    metric_names = ("latency_p50_ms", "latency_p95_ms", "throughput", "energy_per_1000_wh", "co2_per_1000_g",
+                    "n_parameters", "model_size_mb", "flops_per_sample", "yearly_energy_kwh", "yearly_co2_kg",
+                    "training_energy_kwh")
+
+    def run(self, ctx: AuditContext) -> CheckOutput:
+        cfg: EfficiencyConfig = self.config  # type: ignore[assignment]
+        adapter, ev = ctx.adapter, ctx.dataset("eval")
+        bs = min(cfg.batch_size or ctx.batch_size, len(ev))
+        batch = adapter.to_batch(ev.inputs[:bs])
+        sync = torch.cuda.synchronize if adapter.device.type == "cuda" else (lambda: None)
+        with torch.no_grad():
+            for _ in range(cfg.n_warmup):
+                adapter.logits(batch)
+            sync()
+            meter = None
+            if cfg.measure_energy:
+                from audit.energy import EnergyMeter
+
+                meter = EnergyMeter(cfg.country_iso_code).__enter__()
+            times = []
+            try:
+                start = time.perf_counter()
+                while len(times) < cfg.n_repeats or (time.perf_counter() - start < cfg.min_seconds and len(times) < 10_000):
+                    t0 = time.perf_counter()
+                    adapter.logits(batch)
+                    sync()
+                    times.append(time.perf_counter() - t0)
+            finally:
+                if meter is not None:
+                    meter.__exit__(None, None, None)
+        times_ms = np.array(times) * 1000
+        n_inf = bs * len(times)
+        device = f"{adapter.device}" + (f" ({torch.cuda.get_device_name(adapter.device)})" if adapter.device.type == "cuda" else "")
+        timing = f"{len(times)} timed batches of {bs} after {cfg.n_warmup} warm-up batches on {device}"
+        p50, p95 = (float(v) for v in np.percentile(times_ms, [50, 95]))
+        metrics = [
+            Metric(name="latency_p50_ms", value=p50, n=len(times), unit="ms/batch", higher_is_better=False,
+                   method=f"median wall time per batch; {timing}"),
+            Metric(name="latency_p95_ms", value=p95, n=len(times), unit="ms/batch", higher_is_better=False,
+                   method=f"95th percentile wall time per batch; {timing}"),
+            Metric(name="throughput", value=float(n_inf / times_ms.sum() * 1000), n=n_inf, unit="samples/s",
+                   higher_is_better=True, method=f"samples over total timed wall time; {timing}"),
+        ]
+        rows = [["device", device], ["batch size", bs]]
+        limitations = ["Timings are for this machine, batch size and load; other hardware differs."]
+        module = _module_of(adapter)
+        if module is not None:
+            n_params = sum(p.numel() for p in module.parameters())
+            size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+            metrics += [
+                Metric(name="n_parameters", value=float(n_params), n=1, unit="parameters", higher_is_better=False,
+                       method="sum of parameter element counts"),
+                Metric(name="model_size_mb", value=size / 2**20, n=1, unit="MiB", higher_is_better=False,
+                       method="bytes of parameters and buffers in memory (dense storage)"),
+            ]
+            example = adapter.encode(ev.inputs[:1]) if hasattr(adapter, "encode") else adapter.to_batch(ev.inputs[:1])
+            if not isinstance(example, dict) and getattr(adapter, "preprocess", None) is not None:
+                example = adapter.preprocess(example.float())
+            flops = count_flops(module, example)
+            if flops is not None:
+                metrics.append(Metric(name="flops_per_sample", value=float(flops), n=1, unit="FLOP",
+                                      higher_is_better=False, provenance="estimated",
+                                      method="torch.utils.flop_counter on one sample (matmul/conv FLOPs; elementwise ops not counted)"))
+            else:
+                limitations.append("FLOPs could not be counted for this model format.")
+        else:
+            limitations.append(f"Parameter count, size and FLOPs are not available for a {adapter.format} model.")
+
+        reading = meter.reading if meter is not None else None
+        if reading is not None and reading.energy_kwh > 0:
+            per_1000_wh = reading.energy_kwh * 1000 / n_inf * 1000
+            per_1000_g = reading.co2_kg * 1000 / n_inf * 1000
+            src = "; ".join(f"{k}: {v}" for k, v in reading.sources.items())
+            how = (f"CodeCarbon offline tracker around the timed loop ({reading.duration_s:.2f} s, {n_inf} inferences); "
+                   f"{src}")
+            metrics += [
+                Metric(name="energy_per_1000_wh", value=per_1000_wh, n=n_inf, unit="Wh/1000 inferences",
+                       higher_is_better=False, provenance=reading.provenance, method=how),
+                Metric(name="co2_per_1000_g", value=per_1000_g, n=n_inf, unit="gCO2eq/1000 inferences",
+                       higher_is_better=False, provenance="estimated",
+                       method=f"energy times the grid carbon intensity of {reading.country_iso_code} "
+                              f"({reading.carbon_intensity_g_per_kwh or 0:.0f} g/kWh, CodeCarbon data)"),
+            ]
+            rows += [[f"energy source: {k}", v] for k, v in reading.sources.items()]
+            if reading.provenance == "estimated":
+                limitations.append("Energy is estimated, not measured: no readable hardware energy counter "
+                                   "(RAPL/NVML) covered every component; CodeCarbon modelled the rest.")
+            if cfg.inferences_per_year:
+                yearly_kwh = per_1000_wh / 1000 * cfg.inferences_per_year / 1000
+                metrics += [
+                    Metric(name="yearly_energy_kwh", value=yearly_kwh, n=n_inf, unit="kWh/year", higher_is_better=False,
+                           provenance="estimated",
+                           method=f"energy per inference times {cfg.inferences_per_year:g} inferences/year (projection)"),
+                    Metric(name="yearly_co2_kg", value=per_1000_g / 1000 * cfg.inferences_per_year / 1000, n=n_inf,
+                           unit="kgCO2eq/year", higher_is_better=False, provenance="estimated",
+                           method=f"CO2 per inference times {cfg.inferences_per_year:g} inferences/year (projection)"),
+                ]
+        elif cfg.measure_energy:
+            limitations.append("CodeCarbon returned no energy for the timed loop (too short to sample).")
+        if cfg.training_watts and cfg.training_hours:
+            metrics.append(Metric(name="training_energy_kwh", value=cfg.training_watts * cfg.training_hours / 1000, n=1,
+                                  unit="kWh", higher_is_better=False, provenance="estimated",
+                                  method=f"stated hardware power {cfg.training_watts:g} W times {cfg.training_hours:g} h"))
+        summary = f"{p50:.2f} ms per batch of {bs} (p95 {p95:.2f} ms), {metrics[2].value:.0f} samples/s on {adapter.device}"
+        energy = next((m for m in metrics if m.name == "energy_per_1000_wh"), None)
+        if energy is not None:
+            summary += f"; {energy.value:.3g} Wh per 1,000 inferences ({energy.provenance})"
+        return CheckOutput(summary=summary + ".", metrics=metrics, dataset="eval", n_samples=n_inf,
+                           evidence=[Table(title="Measurement set-up", columns=["item", "value"], rows=rows)],
+                           method=("Batches are taken from the evaluation set and run through the adapter (preprocessing "
+                                   "included) with gradients off. " + timing + "."),
+                           limitations=limitations)

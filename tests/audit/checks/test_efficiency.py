@@ -1,0 +1,55 @@
+"""Efficiency: FLOPs against a hand count, sizes against known answers, energy labelled honestly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audit.checks.efficiency import Efficiency, EfficiencyConfig, count_flops
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from models.adapter import TorchAdapter
+
+
+def mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def test_flops_match_hand_count() -> None:
+    # Two matmuls: 2*4*8 + 2*8*2 = 96 FLOPs per sample (multiply-adds counted as 2).
+    assert count_flops(mlp(), torch.zeros(1, 4)) == 96
+    conv = torch.nn.Conv2d(1, 2, 3, bias=False)  # 2 out ch * 6*6 positions * 9 taps * 2 = 1296
+    assert count_flops(conv, torch.zeros(1, 1, 8, 8)) == 1296
+
+
+def ctx() -> AuditContext:
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    ds = AuditDataset(name="eval", inputs=x, target=np.zeros(32, np.int64), class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="tabular", path="mem", format="npz", sha256="0")
+    adapter = TorchAdapter(mlp(), input_kind="tabular", device=torch.device("cpu"))
+    return AuditContext(adapter, {"eval": ds}, batch_size=16)
+
+
+def test_metrics_and_projection() -> None:
+    out = Efficiency(EfficiencyConfig(n_repeats=5, min_seconds=0.5, inferences_per_year=1e6, training_watts=300,
+                                      training_hours=2)).run(ctx())
+    m = {x.name: x for x in out.metrics}
+    assert m["n_parameters"].value == 4 * 8 + 8 + 8 * 2 + 2
+    assert m["model_size_mb"].value == pytest.approx(58 * 4 / 2**20)
+    assert m["flops_per_sample"].value == 96 and m["flops_per_sample"].provenance == "estimated"
+    assert 0 < m["latency_p50_ms"].value <= m["latency_p95_ms"].value
+    assert m["training_energy_kwh"].value == pytest.approx(0.6)
+    if "energy_per_1000_wh" in m:
+        energy = m["energy_per_1000_wh"]
+        # No RAPL/NVML on CI machines: the energy must then be labelled an estimate, with its source.
+        assert energy.provenance in ("measured", "estimated") and "cpu:" in energy.method
+        assert m["yearly_energy_kwh"].value == pytest.approx(energy.value / 1000 * 1e6 / 1000)
+        assert m["yearly_energy_kwh"].provenance == "estimated"
+
+
+def test_without_energy() -> None:
+    out = Efficiency(EfficiencyConfig(n_repeats=3, min_seconds=0, measure_energy=False)).run(ctx())
+    assert "energy_per_1000_wh" not in {x.name for x in out.metrics}
+    assert out.metrics[0].n == 3  # exactly n_repeats batches when no minimum duration is asked
