@@ -115,6 +115,14 @@ class CheckConfig(StrictModel):
     )
 
 
+class EnergySpec(StrictModel):
+    """Energy and carbon accounting of the audit itself (CodeCarbon's offline tracker)."""
+
+    track: bool = Field(default=True, description="Record the energy of every check and of the whole audit.")
+    country_iso_code: str = Field(default="USA", min_length=3, max_length=3,
+                                  description="ISO 3166 alpha-3 code of the grid whose carbon intensity applies.")
+
+
 class AuditConfig(StrictModel):
     """The whole config file."""
 
@@ -125,6 +133,7 @@ class AuditConfig(StrictModel):
     seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
     batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What to write, and where (section `output`).")
+    energy: EnergySpec = Field(default_factory=EnergySpec, description="Energy tracking (section `energy`).")
     checks: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-check settings by check id; a check left out runs with its defaults if it is on by default.",
@@ -409,6 +418,7 @@ def config_reference_markdown() -> str:
         ("`data`", DataSets, "data."),
         ("`data.eval`, `data.reference`, `data.ood`", DataSpec, "data.eval."),
         ("`output`", OutputSpec, "output."),
+        ("`energy`", EnergySpec, "energy."),
         ("Keys every check accepts: `checks.<id>`", CheckConfig, "checks.<id>."),
         ("A threshold: `checks.<id>.thresholds.<metric>`", ThresholdSpec, "checks.<id>.thresholds.<metric>."),
     ]

@@ -40,7 +40,8 @@ class AuditContext:
     """
 
     def __init__(self, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *, seed: int = 0,
-                 batch_size: int = 256, progress: ProgressFactory | None = None) -> None:
+                 batch_size: int = 256, progress: ProgressFactory | None = None,
+                 country_iso_code: str = "USA") -> None:
         if "eval" not in datasets:
             raise ValueError("AuditContext needs an 'eval' data set")
         self.adapter = adapter
@@ -48,6 +49,7 @@ class AuditContext:
         self.seed = seed
         self.batch_size = batch_size
         self.progress = progress or _no_progress
+        self.country_iso_code = country_iso_code
         self._cache: dict[tuple[str, str], Any] = {}
 
     @property

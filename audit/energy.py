@@ -2,79 +2,36 @@
 
 Every reading says whether it was **measured** (RAPL or another hardware counter for the CPU,
 NVML for NVIDIA GPUs) or **estimated** (CodeCarbon's model from the CPU's TDP and load, or its
-fixed RAM power), and which source CodeCarbon used.
+RAM power model), and which source CodeCarbon used for each component.
+
+- :class:`EnergyMeter` measures one span (the efficiency check's inference benchmark).
+- :class:`AuditTracker` measures the whole audit and each check inside it, with one tracker and
+  CodeCarbon's task API, so the per-check cost is one measurement, not one tracker start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
 from typing import Any
+
+from audit.results import EnergyRecord
 
 #: CodeCarbon CPU modes that read a hardware energy counter.
 MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "apple_powermetrics", "windows_emi"}
 
 
-@dataclass(frozen=True)
-class EnergyReading:
-    """Energy of one measured span."""
+def _new_tracker(country_iso_code: str, output_dir: str) -> Any:
+    from codecarbon import OfflineEmissionsTracker
 
-    duration_s: float
-    energy_kwh: float
-    cpu_kwh: float
-    gpu_kwh: float
-    ram_kwh: float
-    co2_kg: float
-    provenance: str  # "measured" or "estimated"
-    sources: dict[str, str]  # component -> how it was obtained
-    country_iso_code: str
-    carbon_intensity_g_per_kwh: float | None
-
-
-class EnergyMeter:
-    """Context manager around CodeCarbon's ``OfflineEmissionsTracker``.
-
-    >>> with EnergyMeter("DEU") as meter:
-    ...     run_inference()
-    >>> meter.reading.energy_kwh
-    """
-
-    def __init__(self, country_iso_code: str = "USA") -> None:
-        self.country_iso_code = country_iso_code
-        self.reading: EnergyReading | None = None
-        self._tracker: Any = None
-
-    def __enter__(self) -> EnergyMeter:
-        from codecarbon import OfflineEmissionsTracker
-
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        self._tmp = tempfile.TemporaryDirectory(prefix="deepaudit-cc-")
-        self._tracker = OfflineEmissionsTracker(
-            country_iso_code=self.country_iso_code, log_level="error", save_to_file=False, tracking_mode="process",
-            measure_power_secs=1, output_dir=self._tmp.name, allow_multiple_runs=True,
-        )
-        self._tracker.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        tracker = self._tracker
-        try:
-            emissions = tracker.stop() or 0.0
-            data = tracker.final_emissions_data
-            sources = _sources(tracker)
-            parts = {"cpu": data.cpu_energy, "gpu": data.gpu_energy, "ram": data.ram_energy}
-            measured = all(sources.get(c, "").startswith("measured") for c, e in parts.items() if e > 0)
-            self.reading = EnergyReading(
-                duration_s=float(data.duration), energy_kwh=float(data.energy_consumed),
-                cpu_kwh=float(data.cpu_energy), gpu_kwh=float(data.gpu_energy), ram_kwh=float(data.ram_energy),
-                co2_kg=float(emissions), provenance="measured" if measured else "estimated",
-                sources=sources, country_iso_code=self.country_iso_code,
-                carbon_intensity_g_per_kwh=(1000 * emissions / data.energy_consumed) if data.energy_consumed else None,
-            )
-        finally:
-            self._tmp.cleanup()
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    return OfflineEmissionsTracker(
+        country_iso_code=country_iso_code, log_level="error", save_to_file=False, tracking_mode="process",
+        measure_power_secs=1, output_dir=output_dir, allow_multiple_runs=True,
+    )
 
 
 def _sources(tracker: Any) -> dict[str, str]:
@@ -89,11 +46,101 @@ def _sources(tracker: Any) -> dict[str, str]:
             out["gpu"] = "measured (NVML)"
         elif name == "ram":
             out["ram"] = "estimated (CodeCarbon's RAM power model)"
-    if "cpu" not in out:
-        out["cpu"] = "estimated (CodeCarbon default)"
+    out.setdefault("cpu", "estimated (CodeCarbon default)")
     return out
 
 
-def rapl_readable() -> bool:
-    """Whether the Linux RAPL energy counters exist (CodeCarbon then measures the CPU)."""
-    return os.path.isdir("/sys/class/powercap/intel-rapl")
+def to_record(data: Any, tracker: Any, country_iso_code: str, method: str) -> EnergyRecord:
+    """An ``EnergyRecord`` from CodeCarbon's ``EmissionsData``; measured only if every
+    component that used energy was read from a hardware counter."""
+    sources = _sources(tracker)
+    parts = {"cpu": data.cpu_energy, "gpu": data.gpu_energy, "ram": data.ram_energy}
+    measured = all(sources.get(c, "").startswith("measured") for c, e in parts.items() if e > 0)
+    return EnergyRecord(duration_s=float(data.duration), energy_kwh=float(data.energy_consumed),
+                        co2_kg=float(data.emissions), provenance="measured" if measured else "estimated",
+                        sources=sources, country_iso_code=country_iso_code, method=method)
+
+
+class EnergyMeter:
+    """Measure one span: ``with EnergyMeter("DEU") as m: ...``, then ``m.record``."""
+
+    def __init__(self, country_iso_code: str = "USA") -> None:
+        self.country_iso_code = country_iso_code
+        self.record: EnergyRecord | None = None
+
+    def __enter__(self) -> EnergyMeter:
+        self._tmp = tempfile.TemporaryDirectory(prefix="deepaudit-cc-")
+        self._tracker = _new_tracker(self.country_iso_code, self._tmp.name)
+        self._tracker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._tracker.stop()
+            self.record = to_record(self._tracker.final_emissions_data, self._tracker, self.country_iso_code,
+                                    "CodeCarbon offline tracker around the measured span")
+        finally:
+            self._tmp.cleanup()
+
+
+class AuditTracker:
+    """One tracker for a whole audit; ``task(name)`` measures a check inside it.
+
+    Energy accounting must never break an audit: if CodeCarbon cannot start, ``available`` is
+    False, ``error`` says why, and every record is None.
+    """
+
+    def __init__(self, country_iso_code: str = "USA") -> None:
+        self.country_iso_code = country_iso_code
+        self.error: str | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="deepaudit-cc-")
+        self._started = time.perf_counter()
+        try:
+            self._tracker = _new_tracker(country_iso_code, self._tmp.name)
+            self._tracker.start()
+        except Exception as exc:  # noqa: BLE001 - optional measurement; the audit goes on
+            self._tracker, self.error = None, f"{type(exc).__name__}: {exc}"
+
+    @property
+    def available(self) -> bool:
+        return self._tracker is not None
+
+    @contextlib.contextmanager
+    def task(self, name: str) -> Iterator[list[EnergyRecord]]:
+        """Yields a list that holds the record once the block ends."""
+        box: list[EnergyRecord] = []
+        if self._tracker is None:
+            yield box
+            return
+        try:
+            self._tracker.start_task(name)
+        except Exception as exc:  # noqa: BLE001
+            self.error = f"{type(exc).__name__}: {exc}"
+            yield box
+            return
+        try:
+            yield box
+        finally:
+            try:
+                data = self._tracker.stop_task(name)
+                if data is not None:
+                    box.append(to_record(data, self._tracker, self.country_iso_code,
+                                         f"CodeCarbon offline tracker, task '{name}'"))
+            except Exception as exc:  # noqa: BLE001
+                self.error = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> EnergyRecord | None:
+        """Stop tracking; the record of the whole audit."""
+        try:
+            if self._tracker is None:
+                return None
+            self._tracker.stop()
+            record = to_record(self._tracker.final_emissions_data, self._tracker, self.country_iso_code,
+                               "CodeCarbon offline tracker around the whole audit")
+            # CodeCarbon's duration after task mode is the last task's; the span is ours to time.
+            return record.model_copy(update={"duration_s": time.perf_counter() - self._started})
+        except Exception as exc:  # noqa: BLE001
+            self.error = f"{type(exc).__name__}: {exc}"
+            return None
+        finally:
+            self._tmp.cleanup()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 Status = Literal["pass", "warn", "fail", "error", "skipped"]
 #: Order of severity, used to summarise many statuses into one.
@@ -78,6 +78,18 @@ class Figure(_Frozen):
 Evidence = Annotated[Table | Figure, Field(discriminator="type")]
 
 
+class EnergyRecord(_Frozen):
+    """Energy and carbon of a span of the audit (a check, or the whole run), from CodeCarbon."""
+
+    duration_s: float
+    energy_kwh: float
+    co2_kg: float
+    provenance: Literal["measured", "estimated"]
+    sources: dict[str, str] = Field(description="Per component (cpu, gpu, ram): measured by what, or estimated how.")
+    country_iso_code: str
+    method: str = "CodeCarbon offline tracker (no network)"
+
+
 class CheckResult(_Frozen):
     """What one check found."""
 
@@ -97,6 +109,7 @@ class CheckResult(_Frozen):
     duration_s: float = 0.0
     error: str | None = Field(default=None, description="Message of the exception when status is 'error'.")
     skip_reason: str | None = None
+    energy: EnergyRecord | None = Field(default=None, description="Energy the check used, when energy tracking is on.")
 
     def metric(self, name: str, group: str | None = None) -> Metric:
         for m in self.metrics:
@@ -150,6 +163,7 @@ class AuditResult(_Frozen):
     attestations: dict[str, Any] = Field(
         default_factory=dict, description="Human statements copied from the config (not evidenced by the tool)."
     )
+    footprint: EnergyRecord | None = Field(default=None, description="Energy and carbon of the whole audit run.")
 
     def check(self, check_id: str) -> CheckResult:
         for c in self.checks:

@@ -24,6 +24,7 @@ import torch
 from audit.config import AuditConfig, DataSpec, ThresholdSpec, validate_check_config
 from audit.context import AuditContext, ProgressFactory
 from audit.data import AuditDataset, file_sha256, load_dataset
+from audit.energy import AuditTracker
 from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, get_check, list_checks
 from audit.results import (
@@ -240,14 +241,25 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
     check_ids = enabled_checks(cfg)
     checks = [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in check_ids]
     adapter, datasets = load_inputs(cfg)
-    ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress)
+    ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
+                       country_iso_code=cfg.energy.country_iso_code)
+    tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
     results = []
-    for check in checks:
-        seed_everything(cfg.seed)
-        result = run_check(check, ctx)
-        results.append(result)
-        if on_check is not None:
-            on_check(result)
+    try:
+        for check in checks:
+            seed_everything(cfg.seed)
+            if tracker is None:
+                result = run_check(check, ctx)
+            else:
+                with tracker.task(check.id) as record:
+                    result = run_check(check, ctx)
+                if record:
+                    result = result.model_copy(update={"energy": record[0]})
+            results.append(result)
+            if on_check is not None:
+                on_check(result)
+    finally:
+        footprint = tracker.close() if tracker is not None else None
     config_dump = cfg.model_dump(mode="json", by_alias=True)
     config_sha = hashlib.sha256(json.dumps(config_dump, sort_keys=True).encode()).hexdigest()
     files = [FileRecord(role="model", path=str(cfg.model.path), sha256=file_sha256(Path(cfg.model.path)),
@@ -267,4 +279,4 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
         files=files, config=config_dump, config_sha256=config_sha, model=model_facts,
     )
     return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
-                       attestations=cfg.attestations)
+                       attestations=cfg.attestations, footprint=footprint)

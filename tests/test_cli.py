@@ -29,7 +29,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
             "--set", "checks.performance.n_resamples=50", "--set", "checks.ood.n_synthetic=50", "--set", "checks.corruption={n_samples: 20, severities: [1, 5]}",
-            "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", *extra]
+            "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", "--set", "energy.track=false", *extra]
 
 
 def load(out: Path) -> dict:
@@ -39,10 +39,12 @@ def load(out: Path) -> dict:
 def test_torchscript_with_npz_from_flags(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
     out = tmp_path / "out"
     code, stdout, stderr = invoke(*audit_flags(torchscript_file, image_npz, out, "--junit", str(tmp_path / "j.xml"),
-                                               "--markdown", str(tmp_path / "s.md")))
+                                               "--markdown", str(tmp_path / "s.md"), "--set", "energy.track=true"))
     assert code == 0, stderr
     data = load(out)
     validate_results(data)
+    assert data["footprint"]["energy_kwh"] > 0 and data["footprint"]["provenance"] in ("measured", "estimated")
+    assert all(c["energy"] is not None for c in data["checks"])
     assert data["checks"][0]["id"] == "performance" and data["checks"][0]["status"] == "pass"
     assert data["provenance"]["model"]["format"] == "torchscript"
     assert {f["role"] for f in data["provenance"]["files"]} == {"model", "data.eval"}

@@ -30,8 +30,6 @@ class EfficiencyConfig(CheckConfig):
                                "so the energy tracker samples a meaningful span (at most 10,000 batches).")
     batch_size: int | None = Field(default=None, gt=0, description="Batch size of the timed loop (default: the audit's).")
     measure_energy: bool = Field(default=True, description="Track energy with CodeCarbon's offline tracker.")
-    country_iso_code: str = Field(default="USA", min_length=3, max_length=3,
-                                  description="ISO 3166 alpha-3 country whose grid carbon intensity CodeCarbon uses.")
     inferences_per_year: float | None = Field(default=None, gt=0, description="Expected yearly inference volume, for projections.")
     training_watts: float | None = Field(default=None, gt=0, description="Average power of the training hardware (W), if known.")
     training_hours: float | None = Field(default=None, gt=0, description="Training time in hours, if known.")
@@ -80,7 +78,7 @@ class Efficiency(Check):
             if cfg.measure_energy:
                 from audit.energy import EnergyMeter
 
-                meter = EnergyMeter(cfg.country_iso_code).__enter__()
+                meter = EnergyMeter(ctx.country_iso_code).__enter__()
             times = []
             try:
                 start = time.perf_counter()
@@ -130,7 +128,7 @@ class Efficiency(Check):
         else:
             limitations.append(f"Parameter count, size and FLOPs are not available for a {adapter.format} model.")
 
-        reading = meter.reading if meter is not None else None
+        reading = meter.record if meter is not None else None
         if reading is not None and reading.energy_kwh > 0:
             per_1000_wh = reading.energy_kwh * 1000 / n_inf * 1000
             per_1000_g = reading.co2_kg * 1000 / n_inf * 1000
@@ -143,7 +141,8 @@ class Efficiency(Check):
                 Metric(name="co2_per_1000_g", value=per_1000_g, n=n_inf, unit="gCO2eq/1000 inferences",
                        higher_is_better=False, provenance="estimated",
                        method=f"energy times the grid carbon intensity of {reading.country_iso_code} "
-                              f"({reading.carbon_intensity_g_per_kwh or 0:.0f} g/kWh, CodeCarbon data)"),
+                              f"({1000 * reading.co2_kg / reading.energy_kwh:.0f} g/kWh, CodeCarbon data; "
+                              "set energy.country_iso_code)"),
             ]
             rows += [[f"energy source: {k}", v] for k, v in reading.sources.items()]
             if reading.provenance == "estimated":
