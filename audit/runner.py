@@ -220,7 +220,7 @@ def _libraries() -> dict[str, str]:
 
 def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
               on_check: Any = None) -> AuditResult:
-    """Run every enabled check of ``cfg`` and return the result.
+    """Load the model and data of ``cfg``, run every enabled check and return the result.
 
     Parameters
     ----------
@@ -236,11 +236,27 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
     InputError
         Bad input: nothing has been written.
     """
+    checks = build_checks(cfg)
+    adapter, datasets = load_inputs(cfg)
+    return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check)
+
+
+def build_checks(cfg: AuditConfig) -> list[Check]:
+    """The enabled checks of ``cfg`` with their validated configs (config errors surface here)."""
+    return [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in enabled_checks(cfg)]
+
+
+def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *,
+                  checks: list[Check] | None = None, progress: ProgressFactory | None = None, on_check: Any = None,
+                  model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None) -> AuditResult:
+    """Run the checks on an already loaded adapter (``deepaudit compare`` audits variants this way).
+
+    ``model_file`` and ``model_facts`` describe the model in the provenance block when it is not
+    the file named in ``cfg`` (e.g. a variant built in memory).
+    """
     started = _now()
     seed_everything(cfg.seed)
-    check_ids = enabled_checks(cfg)
-    checks = [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in check_ids]
-    adapter, datasets = load_inputs(cfg)
+    checks = build_checks(cfg) if checks is None else checks
     ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
                        country_iso_code=cfg.energy.country_iso_code)
     tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
@@ -262,21 +278,24 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
         footprint = tracker.close() if tracker is not None else None
     config_dump = cfg.model_dump(mode="json", by_alias=True)
     config_sha = hashlib.sha256(json.dumps(config_dump, sort_keys=True).encode()).hexdigest()
-    files = [FileRecord(role="model", path=str(cfg.model.path), sha256=file_sha256(Path(cfg.model.path)),
-                        format=adapter.format)]
+    if model_file is None:
+        model_file = FileRecord(role="model", path=str(cfg.model.path), sha256=file_sha256(Path(cfg.model.path)),
+                                format=adapter.format)
+    files = [model_file]
     files += [FileRecord(role=f"data.{role}", path=ds.path, sha256=ds.sha256, format=ds.format, n_samples=len(ds))
               for role, ds in datasets.items()]
-    model_facts = adapter.describe()
+    facts = adapter.describe()
     module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
     if isinstance(module, torch.nn.Module):
-        model_facts["n_parameters"] = int(sum(p.numel() for p in module.parameters()))
+        facts["n_parameters"] = int(sum(p.numel() for p in module.parameters()))
+    facts.update(model_facts or {})
     finished = _now()
     report_id = hashlib.sha256(f"{config_sha}{files[0].sha256}{started}".encode()).hexdigest()[:16]
     provenance = Provenance(
         report_id=report_id, tool_version=tool_version(), started_at=started, finished_at=finished,
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
-        files=files, config=config_dump, config_sha256=config_sha, model=model_facts,
+        files=files, config=config_dump, config_sha256=config_sha, model=facts,
     )
     return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
                        attestations=cfg.attestations, footprint=footprint)
