@@ -244,6 +244,51 @@ def report(
             print(f"{kind}: {p}")
 
 
+@app.command()
+def compare(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config of the base audit."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Base model (if not in the config)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Evaluation data (if not in the config)."),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="Variant of the base to build and audit, e.g. int8_dynamic, pruned:0.5; repeat."),
+    with_: Optional[list[Path]] = typer.Option(None, "--with", help="Another model file to audit beside the base; repeat."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    out: Path = typer.Option(Path("deepaudit-compare"), "--out", "-o", help="Output folder."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Audit a base model and its variants (or other model files) side by side."""
+    with _translate_errors():
+        from audit.compare import run_compare
+        from audit.config import load_config
+        from reports.compare import comparison_rows, write_comparison
+
+        overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
+                     "device": device}
+        cfg = load_config(config, overrides, set_)
+        with _Progress(quiet) as progress:
+            comparison = run_compare(cfg, variants=variant or [], models=with_ or [], progress=progress.factory,
+                                     on_model=lambda e: progress.step(f"  audited {e.label}: {e.result.summary.status.upper()}"))
+        written = write_comparison(comparison, out)
+        if not quiet:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title="deepaudit compare")
+            table.add_column("check.metric")
+            for e in comparison.entries:
+                table.add_column(e.label)
+            for r in comparison_rows(comparison):
+                cells = ["—" if v is None else f"{v:.4g}" + (f" ({r.deltas[i]:+.3g} {r.verdicts[i]})".rstrip()
+                                                          if i and r.deltas[i] is not None else "")
+                         for i, v in enumerate(r.values)]
+                table.add_row(f"{r.check}.{r.metric}", *cells)
+            Console().print(table)
+        for kind, path in written.items():
+            print(f"{kind}: {path}")
+        code = max(e.result.summary.exit_code for e in comparison.entries)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -195,3 +195,27 @@ def summarise(checks: list[CheckResult]) -> Summary:
     else:
         status, code = "skipped", 0
     return Summary(status=status, counts=counts, exit_code=code)
+
+
+class CompareEntry(_Frozen):
+    """One model of a comparison: the base, a variant built from it, or another model file."""
+
+    label: str
+    kind: Literal["base", "variant", "model"]
+    spec: str | None = Field(default=None, description="Variant spec (e.g. 'pruned:0.5') or model path.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="What was done to build the variant.")
+    result: AuditResult
+
+
+class ComparisonResult(_Frozen):
+    """``deepaudit compare``: the same audit over a base model and its variants, side by side."""
+
+    schema_version: str = SCHEMA_VERSION
+    entries: list[CompareEntry]
+
+    @property
+    def base(self) -> CompareEntry:
+        return self.entries[0]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)

@@ -1,0 +1,96 @@
+"""``deepaudit compare``: one audit over a base model, its compressed variants and other model
+files, on the same data, with the same checks and seed, so the columns are comparable.
+
+Variants are built in memory from the base model by ``models.variants`` (quantised, pruned,
+distilled); other models are loaded from files like the base. Each gets a full ``AuditResult``;
+``reports.compare`` lines their metrics up side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from audit.config import AuditConfig
+from audit.context import ProgressFactory
+from audit.data import file_sha256
+from audit.errors import InputError
+from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecord
+from audit.runner import audit_adapter, build_checks, load_inputs
+from models.errors import ModelInputError
+from models.loaders import load_model
+
+
+def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path] = (),
+                progress: ProgressFactory | None = None, on_model: Any = None) -> ComparisonResult:
+    """Audit the base model of ``cfg``, each variant spec and each other model file.
+
+    Raises
+    ------
+    InputError
+        Bad input (including a variant that does not apply to the model); nothing was written.
+    """
+    if not variants and not models:
+        raise InputError("compare needs something to compare: pass --variant SPEC (e.g. int8_dynamic, pruned:0.5) "
+                         "or --with MODEL_FILE.")
+    checks = build_checks(cfg)
+    base, datasets = load_inputs(cfg)
+    plans: list[tuple[str, str, Any]] = []
+    if variants:
+        try:
+            from models import variants as V
+        except ImportError as exc:  # pragma: no cover - the module ships with the package
+            raise InputError(f"model variants are not available: {exc}.") from None
+        module = getattr(base, "module", None)
+        if module is None:
+            raise InputError(f"variants are built from a torch model; this model is {base.format}. Use --with FILE instead.")
+        example = base.to_batch(datasets["eval"].inputs[:2])
+        for spec in variants:
+            try:
+                built = V.make_variant(module, spec, example_inputs=example, device=str(base.device))
+                adapter = V.variant_adapter(built, base)
+            except ModelInputError as exc:
+                raise InputError(str(exc)) from None
+            plans.append((spec, "variant", (adapter, built.metadata)))
+    for path in models:
+        try:
+            other = load_model(path, device=str(base.device), input_kind=base.input_kind,
+                               class_names=base.class_names, input_range=base.input_range,
+                               mean=cfg.model.preprocessing.mean, std=cfg.model.preprocessing.std,
+                               model_class=cfg.model.model_class, init_args=cfg.model.init_args,
+                               allow_pickle=cfg.model.allow_pickle)
+        except ModelInputError as exc:
+            raise InputError(str(exc)) from None
+        plans.append((str(path), "model", (other, {"path": str(path)})))
+
+    entries = []
+    result = audit_adapter(cfg, base, datasets, checks=checks, progress=progress)
+    entries.append(CompareEntry(label="base", kind="base", spec=str(cfg.model.path), result=result))
+    if on_model is not None:
+        on_model(entries[-1])
+    for spec, kind, (adapter, meta) in plans:
+        if kind == "variant":
+            record = FileRecord(role="model", path=f"{cfg.model.path} [{spec}]", sha256=file_sha256(Path(cfg.model.path)),
+                                format=f"{base.format}+variant:{spec}")
+        else:
+            record = FileRecord(role="model", path=spec, sha256=file_sha256(Path(spec)), format=adapter.format)
+        result = audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, model_file=record,
+                               model_facts={"variant": meta} if kind == "variant" else None)
+        label = spec if kind == "variant" else Path(spec).stem
+        if any(e.label == label for e in entries):
+            label = f"{label}-{len(entries)}"
+        entries.append(CompareEntry(label=label, kind=kind, spec=spec,
+                                    metadata=_jsonable(meta), result=result))
+        if on_model is not None:
+            on_model(entries[-1])
+    return ComparisonResult(entries=entries)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

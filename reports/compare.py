@@ -1,0 +1,106 @@
+"""The side-by-side report of ``deepaudit compare``: every metric of every check as a row, one
+column per model, deltas against the base marked better or worse (in words, not only colour)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from audit.results import ComparisonResult
+
+from . import write_reports
+from .html import environment
+from .io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One metric across every model of a comparison."""
+
+    check: str
+    metric: str
+    group: str | None
+    unit: str | None
+    higher_is_better: bool | None
+    values: list[float | None]
+    deltas: list[float | None]  # against the base; None for the base itself
+    verdicts: list[str]  # "better", "worse", "same", "" (unknown direction or missing)
+
+
+def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = False,
+                    tolerance: float = 1e-9) -> list[CompareRow]:
+    """Line up every metric (headline metrics; per-group ones if asked) of every check."""
+    results = [e.result for e in comparison.entries]
+    keys: list[tuple[str, str, str | None]] = []
+    meta: dict[tuple[str, str, str | None], Any] = {}
+    for res in results:
+        for check in res.checks:
+            for m in check.metrics:
+                if m.group is not None and not include_groups:
+                    continue
+                key = (check.id, m.name, m.group)
+                if key not in meta:
+                    keys.append(key)
+                    meta[key] = m
+            if check.energy is not None and (check.id, "energy_kwh", None) not in meta:
+                keys.append((check.id, "energy_kwh", None))
+                meta[(check.id, "energy_kwh", None)] = None
+    rows = []
+    for key in keys:
+        check_id, name, group = key
+        values: list[float | None] = []
+        for res in results:
+            value = None
+            for check in res.checks:
+                if check.id != check_id:
+                    continue
+                if name == "energy_kwh" and meta[key] is None:
+                    value = check.energy.energy_kwh if check.energy else None
+                else:
+                    value = next((m.value for m in check.metrics if m.name == name and m.group == group), None)
+            values.append(value)
+        template = meta[key]
+        hib = False if template is None else template.higher_is_better
+        unit = "kWh" if template is None else template.unit
+        base = values[0]
+        deltas, verdicts = [None], [""]
+        for v in values[1:]:
+            if v is None or base is None:
+                deltas.append(None)
+                verdicts.append("")
+                continue
+            d = v - base
+            deltas.append(d)
+            if abs(d) <= tolerance or hib is None:
+                verdicts.append("same" if abs(d) <= tolerance else "")
+            else:
+                verdicts.append("better" if (d > 0) == hib else "worse")
+        rows.append(CompareRow(check_id, name, group, unit, hib, values, deltas, verdicts))
+    return rows
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
+
+
+def render_compare_html(comparison: ComparisonResult) -> str:
+    rows = comparison_rows(comparison)
+    template = environment().get_template("compare.html.j2")
+    return template.render(comparison=comparison, rows=rows, entries=comparison.entries,
+                            folders=[_safe(e.label) for e in comparison.entries])
+
+
+def write_comparison(comparison: ComparisonResult, out_dir: Path) -> dict[str, Path]:
+    """``compare.json`` and ``compare.html`` in ``out_dir``, plus each model's own reports in a subfolder."""
+    out_dir = Path(out_dir)
+    html = render_compare_html(comparison)
+    written: dict[str, Path] = {}
+    for entry in comparison.entries:
+        write_reports(entry.result, out_dir / _safe(entry.label))
+    atomic_write_text(out_dir / "compare.json", comparison.to_json())
+    atomic_write_text(out_dir / "compare.html", html)
+    written["json"] = out_dir / "compare.json"
+    written["html"] = out_dir / "compare.html"
+    return written

@@ -1,0 +1,70 @@
+"""deepaudit compare: the same audit over several models, lined up metric by metric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_models import TINY_CNN_CLASS
+from typer.testing import CliRunner
+
+import cli
+from audit.compare import run_compare
+from audit.config import load_config
+from audit.errors import InputError
+from reports.compare import comparison_rows
+
+FAST = ["checks.performance.n_resamples=20", "checks.ood.n_synthetic=20", "energy.track=false",
+        "checks.corruption={n_samples: 20, severities: [1, 5]}",
+        "checks.efficiency={min_seconds: 0, measure_energy: false}"]
+
+
+def cfg(model: Path, data: Path):
+    return load_config(None, {"model.path": str(model), "model.class": TINY_CNN_CLASS, "data.eval.path": str(data),
+                              "device": "cpu"}, FAST)
+
+
+def test_same_weights_in_another_format_compare_equal(safetensors_file: Path, torchscript_file: Path,
+                                                      image_npz: Path) -> None:
+    comparison = run_compare(cfg(safetensors_file, image_npz), models=[torchscript_file])
+    assert [e.kind for e in comparison.entries] == ["base", "model"]
+    rows = {(r.check, r.metric): r for r in comparison_rows(comparison)}
+    acc = rows[("performance", "accuracy")]
+    assert acc.values[0] == acc.values[1] and acc.deltas[1] == 0 and acc.verdicts[1] == "same"
+    assert rows[("corruption", "mce")].verdicts[1] == "same"
+
+
+def test_direction_of_deltas(safetensors_file: Path, image_npz: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from tiny_models import TinyCNN
+
+    torch.manual_seed(123)
+    other = tmp_path / "other.safetensors"
+    save_file(TinyCNN().state_dict(), str(other))
+    comparison = run_compare(cfg(safetensors_file, image_npz), models=[other])
+    for r in comparison_rows(comparison):
+        if r.deltas[1] not in (None, 0) and r.higher_is_better is not None:
+            assert r.verdicts[1] == ("better" if (r.deltas[1] > 0) == r.higher_is_better else "worse")
+
+
+def test_nothing_to_compare(safetensors_file: Path, image_npz: Path) -> None:
+    with pytest.raises(InputError, match="pass --variant SPEC"):
+        run_compare(cfg(safetensors_file, image_npz))
+
+
+def test_cli_writes_side_by_side_report(safetensors_file: Path, torchscript_file: Path, image_npz: Path,
+                                        tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    args = ["compare", "-m", str(safetensors_file), "-d", str(image_npz), "--with", str(torchscript_file),
+            "--device", "cpu", "--out", str(out), "-q", "--set", f"model.class={TINY_CNN_CLASS}"]
+    for item in FAST:
+        args += ["--set", item]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((out / "compare.json").read_text())
+    assert [e["label"] for e in data["entries"]] == ["base", "model.ts"]
+    html = (out / "compare.html").read_text()
+    assert "model.ts" in html and "accuracy" in html and "http" not in html.split("</head>")[1]
+    assert (out / "base" / "report.html").is_file() and (out / "model.ts" / "results.json").is_file()
