@@ -29,7 +29,8 @@ def invoke(*args: str) -> tuple[int, str, str]:
 def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
             "--set", "checks.performance.n_resamples=50", "--set", "checks.ood.n_synthetic=50", "--set", "checks.corruption={n_samples: 20, severities: [1, 5]}",
-            "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", "--set", "energy.track=false", *extra]
+            "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", "--set", "energy.track=false",
+            "--set", "checks.adversarial={n_samples: 16, black_box: never}", *extra]
 
 
 def load(out: Path) -> dict:

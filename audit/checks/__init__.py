@@ -4,6 +4,7 @@ add it to this list, and add its test under ``tests/audit/checks/``."""
 CHECK_MODULES = (
     "audit.checks.performance",
     "audit.checks.corruption",
+    "audit.checks.adversarial",
     "audit.checks.ood",
     "audit.checks.drift",
     "audit.checks.efficiency",

@@ -1,0 +1,91 @@
+"""Torch-native evasion attacks: FGSM and PGD under L∞ and L2, with random restarts.
+
+Every tensor stays on the model's device; only input gradients are computed (the model's
+parameters are never asked for gradients); no value leaves the device inside the attack loop.
+ART's implementations are the reference: ``tests/audit/test_attacks.py`` cross-checks both.
+
+References
+----------
+Goodfellow, Shlens, Szegedy. "Explaining and Harnessing Adversarial Examples", ICLR 2015 (FGSM).
+Madry et al. "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018 (PGD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Norm = Literal["linf", "l2"]
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    """Project perturbations onto the ε-ball of ``norm``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    factor = (eps / _flat_norm(delta)).clamp(max=1.0)
+    return delta * factor
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: Norm, generator: torch.Generator) -> torch.Tensor:
+    if norm == "linf":
+        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    direction = direction / _flat_norm(direction)
+    d = x[0].numel()
+    radius = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+    return direction * eps * radius ** (1.0 / d)
+
+
+def _step(grad: torch.Tensor, step_size: float, norm: Norm) -> torch.Tensor:
+    if norm == "linf":
+        return step_size * grad.sign()
+    return step_size * grad / _flat_norm(grad)
+
+
+def pgd(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm = "linf",
+        steps: int = 10, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
+        clip: tuple[float, float] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Projected gradient descent (untargeted, cross-entropy); returns adversarial inputs.
+
+    Over ``restarts`` random starts, each sample keeps the first perturbation that fools the
+    model, or the last one tried. ``steps=1, step_size=eps, random_start=False`` is FGSM.
+    """
+    if eps <= 0:
+        return x.detach().clone()
+    step_size = step_size if step_size is not None else 2.5 * eps / steps
+    generator = generator or torch.Generator(device=x.device).manual_seed(0)
+    x = x.detach()
+    best = x.clone()
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for restart in range(max(1, restarts)):
+        delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
+        if clip is not None:
+            delta = (x + delta).clamp(*clip) - x
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = F.cross_entropy(logits_fn(x + delta), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = project(delta.detach() + _step(grad, step_size, norm), eps, norm)
+            if clip is not None:
+                delta = (x + delta).clamp(*clip) - x
+        adv = x + delta
+        with torch.no_grad():
+            now = logits_fn(adv).argmax(dim=1) != y
+        take = now & ~fooled if restart else torch.ones_like(fooled)
+        best[take] = adv[take].detach()
+        fooled |= now
+    return best
+
+
+def fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm = "linf",
+         clip: tuple[float, float] | None = None) -> torch.Tensor:
+    """Fast gradient (sign) method: one step of size ε, no random start."""
+    return pgd(logits_fn, x, y, eps=eps, norm=norm, steps=1, step_size=eps, restarts=1, random_start=False, clip=clip)

@@ -1,0 +1,130 @@
+"""Evasion attacks against ART on the same model and data, invariants, and the safeguards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audit.attacks import fgsm, pgd
+from audit.checks.adversarial import AdversarialConfig, AdversarialRobustness
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from models.adapter import TorchAdapter
+
+
+@pytest.fixture(scope="module")
+def digits_mlp() -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """An MLP trained for a second on scikit-learn's digits (64 pixels in [0, 1])."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval(), x[1200:1400], y[1200:1400]
+
+
+def art_classifier(model: nn.Module):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=(64,), nb_classes=10,
+                             clip_values=(0.0, 1.0), device_type="cpu")
+
+
+@pytest.mark.parametrize(("norm", "art_norm", "eps"), [("linf", np.inf, 0.05), ("l2", 2, 0.5)])
+def test_fgsm_equals_art(digits_mlp, norm: str, art_norm: float, eps: float) -> None:
+    from art.attacks.evasion import FastGradientMethod
+
+    model, x, y = digits_mlp
+    ours = fgsm(model, torch.from_numpy(x), torch.from_numpy(y), eps=eps, norm=norm, clip=(0.0, 1.0)).numpy()
+    theirs = FastGradientMethod(art_classifier(model), norm=art_norm, eps=eps).generate(x, y=np.eye(10)[y])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_pgd_robust_accuracy_within_one_point_of_art(digits_mlp) -> None:
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+
+    model, x, y = digits_mlp
+    eps, steps = 0.08, 10
+    ours = pgd(model, torch.from_numpy(x), torch.from_numpy(y), eps=eps, steps=steps, step_size=2.5 * eps / steps,
+               random_start=False, clip=(0.0, 1.0))
+    art = ProjectedGradientDescentPyTorch(art_classifier(model), norm=np.inf, eps=eps, eps_step=2.5 * eps / steps,
+                                          max_iter=steps, num_random_init=0, verbose=False)
+    theirs = art.generate(x, y=np.eye(10)[y])
+    with torch.no_grad():
+        acc_ours = (model(ours).argmax(1).numpy() == y).mean()
+        acc_art = (model(torch.from_numpy(theirs)).argmax(1).numpy() == y).mean()
+    assert abs(acc_ours - acc_art) <= 0.01
+    assert acc_ours < (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_attacks_stay_in_the_ball_and_the_range(digits_mlp, norm: str) -> None:
+    model, x, y = digits_mlp
+    xt = torch.from_numpy(x)
+    eps = 0.1 if norm == "linf" else 1.0
+    adv = pgd(model, xt, torch.from_numpy(y), eps=eps, norm=norm, steps=5, restarts=2, clip=(0.0, 1.0))
+    delta = (adv - xt).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert float(size.max()) <= eps + 1e-5
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+
+
+class Masked(nn.Module):
+    """Gradient masking: rounding the input makes input gradients zero almost everywhere."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x * 4) / 4)
+
+
+def ctx_for(model: nn.Module, x: np.ndarray, y: np.ndarray) -> AuditContext:
+    adapter = TorchAdapter(model, input_kind="tabular", device=torch.device("cpu"), input_range=(0.0, 1.0))
+    ds = AuditDataset(name="eval", inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
+                      input_kind="tabular", path="mem", format="npz", sha256="0")
+    return AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64)
+
+
+def test_check_on_honest_model_passes_safeguards(digits_mlp) -> None:
+    model, x, y = digits_mlp
+    out = AdversarialRobustness(AdversarialConfig(n_samples=100, black_box="never")).run(ctx_for(model, x, y))
+    head = {m.name: m.value for m in out.metrics if m.group is None}
+    assert head["safeguards_tripped"] == 0 and out.status_floor == "pass"
+    assert head["robust_accuracy"] < head["clean_accuracy"]
+    pgd_curve = [m.value for m in out.metrics if m.name == "accuracy_under_attack" and m.group.startswith("pgd/")]
+    assert pgd_curve == sorted(pgd_curve, reverse=True)
+
+
+def test_gradient_masking_is_caught_and_black_box_finds_lower_accuracy(digits_mlp) -> None:
+    model, x, y = digits_mlp
+    masked = Masked(model).eval()
+    out = AdversarialRobustness(AdversarialConfig(n_samples=64, eps=[0.05, 0.3], black_box_queries=100)).run(
+        ctx_for(masked, x, y))
+    head = {m.name: m.value for m in out.metrics if m.group is None}
+    assert head["safeguards_tripped"] >= 1 and out.status_floor == "warn"
+    assert "Gradient masking suspected" in out.limitations[0]
+    pgd_at_headline = next(m.value for m in out.metrics if m.group == "pgd/linf/0.3")
+    assert head["robust_accuracy"] < pgd_at_headline  # the black-box attack found what PGD could not
+    assert "Square" in out.metrics[0].method
+
+
+def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
+    model, x, y = digits_mlp
+    ctx = ctx_for(model, x, y)
+    ctx.adapter.differentiable = False
+    out = AdversarialRobustness(AdversarialConfig(n_samples=32, eps=[0.2], black_box_queries=50)).run(ctx)
+    assert "no input gradients" in out.limitations[0]
+    assert not [m for m in out.metrics if m.name == "accuracy_under_attack"]
+    assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
