@@ -35,8 +35,10 @@ def fmt_num(value: Any) -> str:
     -------
     str
         ``"—"`` for ``None``; ``"yes"``/``"no"`` for bools; ints as ints; floats with four
-        decimals (``0.9123``), or four significant digits in exponent form when tiny or huge
-        (``1.235e-05``); ``"NaN"``, ``"∞"`` and ``"−∞"`` for non-finite floats.
+        decimals (``0.9123``); whole numbers and values from 1,000 up with grouped digits
+        (``13,706``, ``1,234.5``, ``110,510``); four significant digits in exponent form when
+        tiny or astronomically large (``1.235e-05``); ``"NaN"``, ``"∞"`` and ``"−∞"`` for
+        non-finite floats.
     """
     if value is None:
         return MISSING
@@ -50,8 +52,11 @@ def fmt_num(value: Any) -> str:
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
         magnitude = abs(value)
-        if value != 0 and (magnitude < 1e-3 or magnitude >= 1e6):
+        if magnitude >= 1e15 or (value != 0 and magnitude < 1e-3):
             return f"{value:.4g}"
+        if magnitude >= 1000 or (magnitude > 1 and value.is_integer()):
+            # Counts and large quantities (parameters, samples/s) read better as grouped digits.
+            return f"{value:,.0f}" if value.is_integer() or magnitude >= 1e5 else f"{value:,.1f}"
         return f"{value:.4f}"
     return str(value)
 

@@ -10,7 +10,7 @@ from reports import _format as fmt
 
 @pytest.mark.parametrize("value, text", [
     (None, "—"), (True, "yes"), (3, "3"), (0.91234, "0.9123"), (0.0, "0.0000"), (1.0, "1.0000"),
-    (1.2345e-5, "1.234e-05"), (2.5e7, "2.5e+07"), (float("nan"), "NaN"), (float("-inf"), "−∞"), ("x", "x"),
+    (1.2345e-5, "1.234e-05"), (2.5e7, "25,000,000"), (13706.0, "13,706"), (1234.56, "1,234.6"), (3.0, "3"), (2.5e15, "2.5e+15"), (float("nan"), "NaN"), (float("-inf"), "−∞"), ("x", "x"),
 ])
 def test_fmt_num(value: object, text: str) -> None:
     assert fmt.fmt_num(value) == text
