@@ -42,6 +42,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 @contextmanager
 def _translate_errors() -> Iterator[None]:
     """Library raises, CLI translates: bad input → 2, anything unexpected → 3."""
+    if not os.environ.get("DEEPAUDIT_DEBUG"):
+        # Warnings of the underlying libraries (captum, shap, ART) are noise on a CI log.
+        import warnings
+
+        warnings.filterwarnings("ignore")
     try:
         yield
     except typer.Exit:

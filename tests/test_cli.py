@@ -30,7 +30,8 @@ def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
             "--set", "checks.performance.n_resamples=50", "--set", "checks.ood.n_synthetic=50", "--set", "checks.corruption={n_samples: 20, severities: [1, 5]}",
             "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", "--set", "energy.track=false",
-            "--set", "checks.adversarial={n_samples: 16, black_box: never}", *extra]
+            "--set", "checks.adversarial={n_samples: 16, black_box: never}",
+            "--set", "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}", *extra]
 
 
 def load(out: Path) -> dict:

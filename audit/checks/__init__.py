@@ -5,6 +5,7 @@ CHECK_MODULES = (
     "audit.checks.performance",
     "audit.checks.corruption",
     "audit.checks.adversarial",
+    "audit.checks.explanations",
     "audit.checks.ood",
     "audit.checks.drift",
     "audit.checks.efficiency",

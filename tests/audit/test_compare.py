@@ -17,7 +17,8 @@ from reports.compare import comparison_rows
 
 FAST = ["checks.performance.n_resamples=20", "checks.ood.n_synthetic=20", "energy.track=false",
         "checks.corruption={n_samples: 20, severities: [1, 5]}",
-        "checks.efficiency={min_seconds: 0, measure_energy: false}", "checks.adversarial={n_samples: 16, black_box: never}"]
+        "checks.efficiency={min_seconds: 0, measure_energy: false}", "checks.adversarial={n_samples: 16, black_box: never}",
+        "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}"]
 
 
 def cfg(model: Path, data: Path):
