@@ -8,5 +8,6 @@ CHECK_MODULES = (
     "audit.checks.explanations",
     "audit.checks.ood",
     "audit.checks.drift",
+    "audit.checks.privacy",
     "audit.checks.efficiency",
 )
