@@ -355,6 +355,10 @@ def _load_onnx(path: Path, dev: torch.device, input_kind: InputKind | None, clas
 def _load_huggingface(path: Path, dev: torch.device, class_names: list[str] | None,
                       input_kind: InputKind | None) -> ModelAdapter:
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no loading bars on a CI log; errors still raise
+    hf_logging.set_verbosity_error()
 
     kwargs = {"local_files_only": True, "trust_remote_code": False}
     try:
