@@ -89,3 +89,61 @@ def fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
          clip: tuple[float, float] | None = None) -> torch.Tensor:
     """Fast gradient (sign) method: one step of size ε, no random start."""
     return pgd(logits_fn, x, y, eps=eps, norm=norm, steps=1, step_size=eps, restarts=1, random_start=False, clip=clip)
+
+
+# ------------------------------------------------------------------------------------- text
+
+
+def _char_edit(word: str, rng: "np.random.Generator") -> str:  # noqa: F821 - numpy imported lazily below
+    if not word:
+        return word
+    i = int(rng.integers(0, len(word)))
+    op = int(rng.integers(0, 3)) if len(word) > 1 else 2
+    letter = chr(int(rng.integers(97, 123)))
+    if op == 0 and i < len(word) - 1:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]  # swap neighbours
+    if op == 1:
+        return word[:i] + word[i + 1 :]  # delete
+    return word[:i] + letter + word[i:]  # insert
+
+
+def char_edit_attack(predict_proba: Callable[[list[str]], "np.ndarray"], texts: list[str], labels: "np.ndarray",  # noqa: F821
+                     *, budget: int = 3, candidates: int = 16, seed: int = 0) -> tuple[list[str], "np.ndarray"]:  # noqa: F821
+    """Greedy black-box character-edit attack under an edit budget.
+
+    Each round proposes ``candidates`` single-character edits (swap, deletion, insertion) per
+    text, scores all of them in one batch, and keeps the edit that lowers the true-class
+    probability most; it stops for a text once the prediction flips. Returns the adversarial
+    texts and the number of edits used per text (0 where the first prediction was already wrong).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    current = list(texts)
+    probs = predict_proba(current)
+    edits = np.zeros(len(texts), dtype=np.int64)
+    active = probs.argmax(1) == labels
+    for _ in range(budget):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        proposals, owner = [], []
+        for i in idx:
+            words = current[i].split(" ")
+            for _ in range(candidates):
+                j = int(rng.integers(0, len(words)))
+                cand = words.copy()
+                cand[j] = _char_edit(cand[j], rng)
+                proposals.append(" ".join(cand))
+                owner.append(i)
+        p = predict_proba(proposals)
+        owner_arr = np.array(owner)
+        true_p = p[np.arange(len(proposals)), labels[owner_arr]]
+        for i in idx:
+            mine = np.flatnonzero(owner_arr == i)
+            best = mine[np.argmin(true_p[mine])]
+            current[i] = proposals[best]
+            edits[i] += 1
+            if p[best].argmax() != labels[i]:
+                active[i] = False
+    return current, edits

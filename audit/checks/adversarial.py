@@ -45,6 +45,8 @@ class AdversarialConfig(CheckConfig):
     black_box_queries: int = Field(default=200, ge=10, description="Square attack iterations (queries per sample).")
     masking_margin: float = Field(default=0.05, ge=0, description="Black-box accuracy may undercut white-box by at most this.")
     near_zero: float = Field(default=0.1, ge=0, le=1, description="Accuracy an ε spanning the input range must fall below.")
+    text_edit_budget: int = Field(default=3, ge=1, description="Text models: character edits allowed per text.")
+    text_candidates: int = Field(default=16, ge=1, description="Text models: candidate edits scored per text and round.")
 
 
 @register_check("adversarial")
@@ -55,14 +57,13 @@ class AdversarialRobustness(Check):
     title = "Adversarial robustness"
     Config = AdversarialConfig
     metric_names = ("robust_accuracy", "clean_accuracy", "attack_success_rate", "safeguards_tripped",
-                    "accuracy_under_attack", "mean_perturbation")
+                    "accuracy_under_attack", "mean_perturbation", "flip_rate")
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: AdversarialConfig = self.config  # type: ignore[assignment]
         adapter, ev = ctx.adapter, ctx.dataset("eval")
         if isinstance(ev.inputs, list) or adapter.input_kind == "text":
-            raise SkipCheck("evasion attacks on text (word substitution, character edits) are not implemented yet; "
-                            "continuous-input attacks do not apply to raw text.")
+            return self._text(ctx, cfg)
         if not np.issubdtype(np.asarray(ev.inputs).dtype, np.floating):
             raise SkipCheck("inputs are integer token ids: L∞/L2 attacks need continuous inputs.")
         y_all = ctx.y_true()
@@ -236,6 +237,52 @@ class AdversarialRobustness(Check):
                                    "clipped to the input range. FGSM: one signed-gradient step of ε. PGD: "
                                    f"{cfg.steps} steps of 2.5ε/{cfg.steps} from a random start in the ε-ball, "
                                    f"{cfg.restarts} restart(s). Square (ART) when run: {cfg.black_box_queries} iterations."))
+
+    def _text(self, ctx: AuditContext, cfg: AdversarialConfig) -> CheckOutput:
+        """Character edits under an edit budget, black-box (greedy search on the predicted probabilities)."""
+        from audit.attacks import char_edit_attack
+
+        adapter, ev = ctx.adapter, ctx.dataset("eval")
+        y_all = ctx.y_true()
+        rng = ctx.rng(self.id)
+        n = len(ev)
+        rows = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)
+        texts = [str(ev.inputs[i]) for i in rows]
+        y = y_all[rows]
+        m = len(rows)
+
+        def proba(batch: list[str]) -> np.ndarray:
+            return torch.softmax(adapter.predict_logits(batch, batch_size=ctx.batch_size), dim=1).numpy()
+
+        adv, edits = char_edit_attack(proba, texts, y, budget=cfg.text_edit_budget, candidates=cfg.text_candidates,
+                                      seed=int(rng.integers(0, 2**31)))
+        clean = ctx.y_pred()[rows] == y
+        after = proba(adv).argmax(1) == y
+        flipped = clean & ~after
+        robust = float(after.mean())
+        lo, hi = wilson_interval(int(after.sum()), m)
+        n_clean = int(clean.sum())
+        metrics = [
+            Metric(name="robust_accuracy", value=robust, ci_low=lo, ci_high=hi, ci_level=0.95, n=m, higher_is_better=True,
+                   method=f"accuracy after a greedy character-edit attack with at most {cfg.text_edit_budget} edits per text "
+                          f"({cfg.text_candidates} candidates per round); Wilson 95% interval"),
+            Metric(name="clean_accuracy", value=float(clean.mean()), n=m, higher_is_better=True,
+                   method=f"accuracy on the same {m} unedited texts"),
+            Metric(name="flip_rate", value=float(flipped.sum() / n_clean) if n_clean else None, n=n_clean,
+                   higher_is_better=False, method="share of correctly classified texts whose prediction the edits flip"),
+        ]
+        examples = [[texts[i], adv[i], int(edits[i]), ctx.class_names[int(y[i])]]
+                    for i in np.flatnonzero(flipped)[:10]]
+        return CheckOutput(
+            summary=(f"Character edits (≤ {cfg.text_edit_budget} per text) flip {metrics[2].value or 0:.1%} of correct "
+                     f"predictions; robust accuracy {robust:.3f} (clean {clean.mean():.3f}) on {m} texts."),
+            metrics=metrics, dataset="eval", n_samples=m,
+            evidence=[Table(title="Texts whose prediction flipped", columns=["original", "edited", "edits", "true class"],
+                            rows=examples)],
+            method=("Black-box: each round proposes single-character swaps, deletions and insertions in random words, "
+                    "scores them in one batch and keeps the edit that lowers the true-class probability most."),
+            limitations=["Typo-style edits only; synonym substitution from an embedding neighbourhood is not implemented.",
+                         "A greedy search gives an upper bound on robust accuracy."])
 
     @staticmethod
     def _square(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,

@@ -128,3 +128,25 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     assert "no input gradients" in out.limitations[0]
     assert not [m for m in out.metrics if m.name == "accuracy_under_attack"]
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
+
+
+class WordModel(TorchAdapter.__mro__[1]):  # a ModelAdapter that says "pos" iff the word "good" is present
+    def __init__(self) -> None:
+        self.input_kind, self.class_names, self.device = "text", ["neg", "pos"], torch.device("cpu")
+
+    def logits(self, inputs):  # noqa: ANN001, ANN201
+        return torch.tensor([[0.0, 3.0] if "good" in t.split() else [3.0, 0.0] for t in inputs])
+
+
+def test_text_character_edits_flip_a_word_sensitive_model() -> None:
+    texts = ["a good film", "good", "a dull film", "dull and good"]
+    y = np.array([1, 1, 0, 1])
+    ds = AuditDataset(name="eval", inputs=texts, target=y, class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="text", path="mem", format="csv", sha256="0")
+    ctx = AuditContext(WordModel(), {"eval": ds}, seed=0)
+    out = AdversarialRobustness(AdversarialConfig(text_edit_budget=2, text_candidates=32)).run(ctx)
+    m = {x.name: x.value for x in out.metrics}
+    # Every "pos" text hinges on one word: one edit to "good" flips it; the "neg" text cannot be flipped.
+    assert m["clean_accuracy"] == 1.0 and m["flip_rate"] == pytest.approx(0.75) and m["robust_accuracy"] == 0.25
+    for original, edited, n_edits, _ in out.evidence[0].rows:
+        assert "good" in original.split() and "good" not in edited.split() and 1 <= n_edits <= 2
