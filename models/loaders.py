@@ -164,7 +164,20 @@ def _instantiate(cls: type, init_args: dict[str, Any]) -> nn.Module:
         raise ModelInputError(f"{cls.__name__}(**init_args) failed: {_one_line(exc)}. Check model.init_args.") from None
 
 
+def _shape(t: Any) -> str:
+    return "(" + ", ".join(str(d) for d in t.shape) + ")"
+
+
 def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = module.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if mismatched:
+        first = mismatched[0]
+        raise ModelInputError(
+            f"weights in {path} do not match {type(module).__name__}: key {first!r} has shape {_shape(state[first])} "
+            f"in the file but {_shape(own[first])} in the model ({len(mismatched)} mismatched key(s)). "
+            "Check the class and model.init_args."
+        )
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:

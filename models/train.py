@@ -1,29 +1,27 @@
-"""Training recipes: small models trained on data that ships inside PyPI packages.
+"""Training helpers: a seeded classifier fit loop and atomic file writes.
 
+The named recipes (data set + architecture + hyper-parameters) are in :mod:`models.recipes`;
+:func:`train_digits_cnn` is kept as the demo's entry point and runs the ``digits-lenet5`` recipe.
 Each recipe writes ``model.safetensors`` and ``model.json`` (architecture, constructor arguments,
 classes, preprocessing, data hash, metrics), which :func:`models.loaders.load_model` reads back
-without any code from the file, plus the held-out split as ``test.npz`` for auditing.
+without any code from the file, plus the held-out split for auditing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.zoo import create_model
-
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -37,28 +35,31 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_atomic_write_bytes = atomic_write_bytes  # the name other modules used before recipes existed
+
+
 def load_digits_split(seed: int = 0, test_size: float = 0.3) -> dict[str, np.ndarray]:
     """scikit-learn's bundled digits (1,797 8×8 images), scaled to [0, 1], stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from models.datasets import load_digits
 
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = digits.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
-    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+    d = load_digits(seed=seed, test_size=test_size)
+    return {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test}
 
 
 def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float = 1e-3,
                    batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
-                   preprocess: nn.Module | None = None) -> nn.Module:
-    """Plain cross-entropy training with Adam, seeded and batched on ``device``."""
+                   preprocess: nn.Module | None = None, weight_decay: float = 0.0) -> nn.Module:
+    """Plain cross-entropy training with Adam, seeded and batched on ``device``.
+
+    Only parameters with ``requires_grad`` are optimised (a frozen encoder stays as it is).
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     xt = torch.from_numpy(x).to(device)
     yt = torch.from_numpy(y).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen).to(device)
@@ -72,58 +73,10 @@ def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: in
 
 
 def train_digits_cnn(out_dir: Path, *, seed: int = 0, epochs: int = 15, device: str = "cpu") -> Path:
-    """Train ``lenet5`` on digits; write weights, metadata and the test split into ``out_dir``.
+    """Train ``lenet5`` on digits (the ``digits-lenet5`` recipe); returns the path of ``model.safetensors``.
 
-    Returns the path of ``model.safetensors``. Reuses an existing result with the same recipe,
-    seed and epochs (the metadata records them), so the demo trains once.
+    Reuses an existing result with the same recipe parameters, so the demo trains once.
     """
-    from safetensors.torch import save
+    from models.recipes import train_recipe
 
-    from models.adapter import Normalize
-
-    out_dir = Path(out_dir)
-    weights, meta_path = out_dir / "model.safetensors", out_dir / "model.json"
-    recipe = {"name": "digits-lenet5", "version": RECIPE_VERSION, "seed": seed, "epochs": epochs,
-              "torch": torch.__version__.split("+")[0]}
-    if weights.is_file() and meta_path.is_file() and (out_dir / "test.npz").is_file():
-        try:
-            if json.loads(meta_path.read_text()).get("recipe") == recipe:
-                return weights
-        except ValueError:
-            pass
-    data = load_digits_split(seed=seed)
-    mean, std = float(data["x_train"].mean()), float(data["x_train"].std())
-    init_args = {"in_channels": 1, "n_classes": 10, "image_size": 8}
-    torch.manual_seed(seed)
-    model = create_model("lenet5", **init_args)
-    norm = Normalize([mean], [std]).to(device)
-    fit_classifier(model, data["x_train"], data["y_train"], epochs=epochs, seed=seed, device=device, preprocess=norm)
-    with torch.no_grad():
-        logits = model(norm(torch.from_numpy(data["x_test"]).to(device)))
-    acc = float((logits.argmax(1).cpu().numpy() == data["y_test"]).mean())
-    data_hash = hashlib.sha256(data["x_train"].tobytes() + data["y_train"].tobytes()).hexdigest()
-    meta: dict[str, Any] = {
-        "architecture": "lenet5",
-        "init_args": init_args,
-        "input_kind": "image",
-        "class_names": [str(i) for i in range(10)],
-        "preprocessing": {"mean": [mean], "std": [std], "input_range": [0.0, 1.0]},
-        "training_data": {"source": "sklearn.datasets.load_digits", "n_train": int(len(data["y_train"])),
-                          "sha256": data_hash},
-        "metrics": {"test_accuracy": acc, "n_test": int(len(data["y_test"]))},
-        "recipe": recipe,
-    }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(weights, save(state))
-    buf = _npz_bytes(x=data["x_test"], y=data["y_test"])
-    _atomic_write_bytes(out_dir / "test.npz", buf)
-    _atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
-    return weights
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+    return train_recipe("digits-lenet5", out_dir, seed=seed, epochs=epochs, device=device).weights

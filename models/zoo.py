@@ -22,7 +22,15 @@ from models.errors import ModelInputError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 #: Modules that define architectures; imported once, in this order, on first use.
-_MODULES = ("models.architectures.cnn",)
+_MODULES = (
+    "models.architectures.cnn",
+    "models.architectures.resnet",
+    "models.architectures.mlp",
+    "models.architectures.rnn",
+    "models.architectures.transformer",
+    "models.architectures.vit",
+    "models.architectures.hf",
+)
 _loaded = False
 
 
