@@ -10,4 +10,6 @@ CHECK_MODULES = (
     "audit.checks.drift",
     "audit.checks.privacy",
     "audit.checks.efficiency",
+    "audit.checks.fairness",
+    "audit.checks.counterfactual",
 )

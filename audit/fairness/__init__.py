@@ -1,0 +1,1 @@
+"""Fairness helpers used by ``audit.checks.fairness``: mitigations."""

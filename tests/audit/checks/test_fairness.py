@@ -1,0 +1,277 @@
+"""fairness.group_metrics against fairlearn on the same predictions, known answers, bad input,
+thresholds, mitigation, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equal_opportunity_difference,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from sklearn.metrics import precision_score
+
+from audit.checks.fairness import FairnessConfig, GroupMetrics
+from audit.config import ThresholdSpec
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from audit.errors import InputError, SkipCheck
+from audit.runner import judge
+from models.adapter import ModelAdapter
+
+
+class FixedLogits(ModelAdapter):
+    """Fixed logits per sample (inputs are sample indices); features are given or the logits."""
+
+    def __init__(self, table: np.ndarray, features: np.ndarray | None = None) -> None:
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.feats = torch.tensor(features if features is not None else table, dtype=torch.float32)
+        self.class_names = [f"c{i}" for i in range(table.shape[1])]
+        self.device = torch.device("cpu")
+        self.input_kind = "tabular"
+
+    @property
+    def has_features(self) -> bool:
+        return True
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.table[inputs[:, 0].long()]
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.feats[inputs[:, 0].long()]
+
+
+def dataset(name: str, y: np.ndarray, sensitive: pd.DataFrame | None, offset: int = 0) -> AuditDataset:
+    n = len(y)
+    return AuditDataset(name=name, inputs=(np.arange(n) + offset).astype(np.float32)[:, None], target=y.astype(np.int64),
+                        class_names=None, sensitive_features=sensitive, feature_names=None, input_kind="tabular",
+                        path="mem", format="npz", sha256="0")
+
+
+def make_ctx(logits: np.ndarray, y: np.ndarray, sensitive: pd.DataFrame | None, reference: tuple | None = None,
+             features: np.ndarray | None = None) -> AuditContext:
+    datasets = {"eval": dataset("eval", y, sensitive)}
+    if reference is not None:
+        datasets["reference"] = dataset("reference", reference[0], reference[1], offset=len(y))
+    return AuditContext(FixedLogits(logits, features), datasets, seed=0, batch_size=64)
+
+
+def logits_for(pred: np.ndarray, k: int = 2, score: np.ndarray | None = None) -> np.ndarray:
+    if score is not None:  # binary, P(class 1) = score
+        s = np.clip(score, 1e-6, 1 - 1e-6)
+        return np.stack([np.zeros_like(s), np.log(s / (1 - s))], 1)
+    return np.eye(k)[pred] * 4.0
+
+
+def cfg(**kw) -> FairnessConfig:
+    return FairnessConfig(**{"n_resamples": 200, "mitigation": [], **kw})
+
+
+def values(out, group=None) -> dict[str, float | None]:
+    return {m.name: m.value for m in out.metrics if m.group == group}
+
+
+@pytest.fixture
+def noisy() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    n = 600
+    sex = rng.choice(["f", "m"], n)
+    race = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2])
+    y = rng.integers(0, 2, n)
+    score = np.clip(0.35 * y + 0.25 + 0.15 * (sex == "m") + rng.normal(0, 0.2, n), 0.01, 0.99)
+    return score, y, pd.DataFrame({"sex": sex, "race": race})
+
+
+def test_every_metric_equals_fairlearn(noisy) -> None:
+    score, y, sens = noisy
+    out = GroupMetrics(cfg(min_group_size=1)).run(make_ctx(logits_for(None, score=score), y, sens))
+    pred = (score > 0.5).astype(int)
+    for col in ("sex", "race"):
+        a = sens[col]
+        v = values(out, col)
+        assert v["demographic_parity_difference"] == pytest.approx(demographic_parity_difference(y, pred, sensitive_features=a))
+        assert v["demographic_parity_ratio"] == pytest.approx(demographic_parity_ratio(y, pred, sensitive_features=a))
+        assert v["equalized_odds_difference"] == pytest.approx(equalized_odds_difference(y, pred, sensitive_features=a))
+        assert v["equal_opportunity_difference"] == pytest.approx(equal_opportunity_difference(y, pred, sensitive_features=a))
+        mf = MetricFrame(metrics={"selection_rate": selection_rate, "tpr": true_positive_rate,
+                                  "fpr": false_positive_rate, "ppv": precision_score},
+                         y_true=y, y_pred=pred, sensitive_features=a)
+        assert v["predictive_parity_difference"] == pytest.approx(mf.difference()["ppv"])
+        for g, row in mf.by_group.iterrows():
+            gv = values(out, f"{col}={g}")
+            for k in ("selection_rate", "tpr", "fpr", "ppv"):
+                assert gv[k] == pytest.approx(row[k])
+            assert gv["mean_score"] == pytest.approx(score[a == g].mean(), abs=1e-5)
+    head = values(out)
+    assert head["demographic_parity_difference"] == pytest.approx(max(
+        demographic_parity_difference(y, pred, sensitive_features=sens[c]) for c in ("sex", "race")))
+    # Every gap has an interval around it, its n, and the pair of groups that drove it.
+    for m in out.metrics:
+        if m.name.endswith(("difference", "ratio")):
+            assert m.ci_low <= m.value + 1e-9 and m.value - 1e-9 <= m.ci_high and m.n == len(y)
+            assert "driven by" in m.method
+
+
+def test_known_answers_fair_unfair_and_disagreeing() -> None:
+    a = pd.DataFrame({"g": ["x"] * 40 + ["y"] * 40})
+    y = np.tile([0, 1], 40)
+    fair = GroupMetrics(cfg()).run(make_ctx(logits_for(y), y, a))
+    assert all(values(fair)[k] == 0 for k in ("demographic_parity_difference", "equalized_odds_difference"))
+    assert values(fair)["demographic_parity_ratio"] == 1.0
+    pred = np.array([1] * 40 + [0] * 40)
+    unfair = GroupMetrics(cfg()).run(make_ctx(logits_for(pred), y, a))
+    assert values(unfair)["demographic_parity_difference"] == 1.0
+    assert values(unfair)["demographic_parity_ratio"] == 0.0
+    # Different base rates, perfect predictor: equalized odds holds (0), demographic parity does not (0.5).
+    y2 = np.array([1] * 30 + [0] * 10 + [1] * 10 + [0] * 30)
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(y2), y2, a))
+    assert values(out)["equalized_odds_difference"] == 0.0
+    assert values(out)["demographic_parity_difference"] == pytest.approx(0.5)
+    # Defaults warn (the criteria conflict, as here); a threshold the user sets to fail fails.
+    status, outcomes = judge(out, {}, GroupMetrics.default_thresholds)
+    assert status == "warn"
+    assert {o.metric for o in outcomes if not o.passed} == {"demographic_parity_difference", "demographic_parity_ratio"}
+    strict = {"demographic_parity_difference": ThresholdSpec(max=0.1, level="fail")}
+    assert judge(out, strict, GroupMetrics.default_thresholds)[0] == "fail"
+    assert judge(out, {"equalized_odds_difference": ThresholdSpec(max=0.0, level="fail")}, {})[0] == "pass"
+    assert judge(fair, strict, GroupMetrics.default_thresholds)[0] == "pass"
+
+
+def test_small_group_warns_and_is_excluded(noisy) -> None:
+    score, y, sens = noisy
+    sens = sens.copy()
+    sens.loc[:4, "sex"] = "x"  # five members: below min_group_size, wildly different
+    score = score.copy()
+    score[:5] = 0.99
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(None, score=score), y, sens))
+    assert out.status_floor == "warn"
+    assert any("sex=x (n=5)" in t for t in out.limitations)
+    keep = sens["sex"] != "x"
+    pred = (score > 0.5).astype(int)
+    assert values(out, "sex")["demographic_parity_difference"] == pytest.approx(
+        demographic_parity_difference(y[keep], pred[keep], sensitive_features=sens["sex"][keep]))
+    assert values(out, "sex=x")["selection_rate"] == 1.0  # still shown
+
+
+def test_missing_values_form_their_own_group(noisy) -> None:
+    score, y, sens = noisy
+    sens = sens.copy().astype(object)
+    sens.loc[:49, "race"] = None
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(None, score=score), y, sens))
+    assert values(out, "race=<missing>")["selection_rate"] is not None
+    assert out.status_floor == "warn" and any("<missing>" in t for t in out.limitations)
+
+
+def test_bad_input() -> None:
+    y = np.tile([0, 1], 20)
+    with pytest.raises(SkipCheck, match="--sensitive COLUMN"):
+        GroupMetrics(cfg()).run(make_ctx(logits_for(y), y, None))
+    with pytest.raises(SkipCheck, match="only one group"):
+        GroupMetrics(cfg()).run(make_ctx(logits_for(y), y, pd.DataFrame({"g": ["x"] * 40})))
+    # One member in a group: shown, warned, not judged; with no second large group the gaps are undefined.
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(y), y, pd.DataFrame({"g": ["x"] * 39 + ["y"]})))
+    assert out.status_floor == "warn" and values(out)["demographic_parity_difference"] is None
+    assert judge(out, {}, GroupMetrics.default_thresholds)[0] == "warn"
+    y3 = np.arange(60) % 3
+    with pytest.raises(InputError, match="one-vs-rest"):
+        GroupMetrics(cfg(positive_class=1)).run(make_ctx(logits_for(y3, 3), y3, pd.DataFrame({"g": ["x", "y"] * 30})))
+    with pytest.raises(InputError, match="positive_class"):
+        GroupMetrics(cfg(positive_class="nope")).run(make_ctx(logits_for(y), y, pd.DataFrame({"g": ["x", "y"] * 20})))
+
+
+def test_multiclass_one_vs_rest_and_intersectional(noisy) -> None:
+    _, _, sens = noisy
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, len(sens))
+    pred = np.where(rng.random(len(y)) < 0.7, y, rng.integers(0, 3, len(y)))
+    out = GroupMetrics(cfg(intersectional=True, min_group_size=1)).run(make_ctx(logits_for(pred, 3), y, sens))
+    for c in range(3):
+        v = values(out, f"sex|class=c{c}")
+        assert v["demographic_parity_difference"] == pytest.approx(
+            demographic_parity_difference(y == c, pred == c, sensitive_features=sens["sex"]))
+    inter = values(out, "sex × race|class=c0")
+    joint = sens["sex"] + "|" + sens["race"]
+    assert inter["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(y == 0, pred == 0, sensitive_features=joint))
+    assert values(out)["demographic_parity_difference"] == max(
+        m.value for m in out.metrics if m.name == "demographic_parity_difference" and m.group)
+
+
+def test_mitigation_reduces_disparity(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+
+    def biased(n: int):
+        a = rng.choice(["f", "m"], n)
+        y = (rng.random(n) < np.where(a == "m", 0.7, 0.3)).astype(int)
+        feat = np.stack([y + rng.normal(0, 0.8, n), (a == "m") * 1.0 + rng.normal(0, 0.1, n)], 1)
+        return a, y, feat
+
+    a_ev, y_ev, f_ev = biased(400)
+    a_rf, y_rf, f_rf = biased(400)
+    feats = np.concatenate([f_ev, f_rf])
+    z = feats[:, 0] + 1.5 * feats[:, 1] - 1.2
+    logits = np.stack([np.zeros_like(z), z], 1)
+    ctx = make_ctx(logits, y_ev, pd.DataFrame({"sex": a_ev}), reference=(y_rf, pd.DataFrame({"sex": a_rf})),
+                   features=feats)
+    out = GroupMetrics(cfg(n_resamples=50, mitigation=["threshold_optimizer", "exponentiated_gradient", "reweighing"],
+                           save_dir=str(tmp_path / "heads"))).run(ctx)
+    table = next(e for e in out.evidence if e.title == "Mitigation: before and after")
+    rows = {r[0]: r for r in table.rows}
+    before = rows["original model"][2]
+    assert before > 0.3
+    for name in ("threshold_optimizer", "exponentiated_gradient"):
+        assert rows[name][2] < before / 2, rows
+    assert rows["reweighing"][2] < before
+    assert (tmp_path / "heads" / "fairness_reweighing_head.safetensors").is_file()
+    assert json.loads((tmp_path / "heads" / "fairness_exponentiated_gradient_head.json").read_text())["kind"]
+    assert any(e.type == "figure" and e.kind == "line" for e in out.evidence)
+
+
+def test_mitigation_without_reference_says_why(noisy) -> None:
+    score, y, sens = noisy
+    out = GroupMetrics(cfg(mitigation=["threshold_optimizer"])).run(make_ctx(logits_for(None, score=score), y, sens))
+    assert any("Mitigation was not run" in t and "reference" in t for t in out.limitations)
+
+
+def test_cli_end_to_end(tmp_path: Path, tabular_csv: Path, tiny_mlp: torch.nn.Module) -> None:
+    from safetensors.torch import save_file
+    from tiny_models import TINY_MLP_CLASS
+    from typer.testing import CliRunner
+
+    import cli
+    from audit.registry import list_checks
+
+    weights = tmp_path / "mlp.safetensors"
+    save_file(tiny_mlp.state_dict(), str(weights))
+    out = tmp_path / "out"
+    # One --set for the whole checks map: `--set checks.fairness.group_metrics.x=...` would split the dotted id.
+    checks = {c: {"enabled": False} for c in list_checks() if c != "fairness.group_metrics"}
+    checks["fairness.group_metrics"] = {"n_resamples": 100}
+    result = CliRunner().invoke(cli.app, [
+        "audit", "--model", str(weights), "--data", str(tabular_csv), "--out", str(out), "--quiet",
+        "--device", "cpu", "--model-class", TINY_MLP_CLASS, "--target", "label", "--sensitive", "sex",
+        "--reference", str(tabular_csv), "--set", "energy.track=false", "--set", f"checks={json.dumps(checks)}"])
+    assert result.exit_code in (0, 1), result.stderr
+    data = json.loads((out / "results.json").read_text())
+    check = next(c for c in data["checks"] if c["id"] == "fairness.group_metrics")
+    assert check["status"] in ("pass", "warn", "fail")
+    names = {m["name"] for m in check["metrics"] if m["group"] is None}
+    assert {"demographic_parity_difference", "equalized_odds_difference"} <= names
+    titles = {e["title"] for e in check["evidence"]}
+    assert {"Per-group metrics", "Fairness gaps", "Mitigation: before and after", "Accuracy against disparity"} <= titles
+    table = next(e for e in check["evidence"] if e["title"] == "Mitigation: before and after")
+    assert [r[0] for r in table["rows"]] == ["original model", "threshold_optimizer", "exponentiated_gradient",
+                                             "reweighing"]
+    html = (out / "report.html").read_text()
+    assert "Mitigation: before and after" in html and "figure could not be drawn" not in html
