@@ -113,15 +113,24 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
 
-def _audit_and_write(cfg: Any, quiet: bool) -> int:
+def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config") -> int:
+    """Run the audit and write its files; ``pdf="try"`` writes the PDF when Chromium is there (the demo)."""
     from audit.runner import run_audit
     from reports import write_reports
 
     with _Progress(quiet) as progress:
         result = run_audit(cfg, progress=progress.factory,
                            on_check=lambda r: progress.step(f"  {r.status.upper():8s} {r.id}"))
-    written = write_reports(result, cfg.output.dir, html=cfg.output.html, junit=cfg.output.junit,
-                            markdown=cfg.output.markdown)
+    from reports.pdf import ReportError
+
+    kwargs = dict(html=cfg.output.html, junit=cfg.output.junit, markdown=cfg.output.markdown, card=cfg.output.card)
+    try:
+        written = write_reports(result, cfg.output.dir, pdf=cfg.output.pdf or pdf == "try", **kwargs)
+    except ReportError as exc:
+        if pdf != "try":
+            raise
+        _stderr(f"deepaudit: skipped the PDF: {exc}")
+        written = write_reports(result, cfg.output.dir, **kwargs)
     _print_summary(result, written, quiet)
     return result.summary.exit_code
 
@@ -149,6 +158,8 @@ def audit(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
     no_html: bool = typer.Option(False, "--no-html", help="Do not write report.html."),
+    pdf: Optional[bool] = typer.Option(None, "--pdf/--no-pdf", help="Also write report.pdf (needs headless Chromium)."),
+    card: Optional[bool] = typer.Option(None, "--card/--no-card", help="Also write model_card.md and model_card.html."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key: --set checks.performance.thresholds.accuracy.min=0.9"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -174,6 +185,7 @@ def audit(
             "device": device, "seed": seed, "batch_size": batch_size,
             "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
             "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
+            "output.pdf": pdf, "output.card": card,
         }
         for key, value in data_keys.items():
             overrides[f"data.eval.{key}"] = value
@@ -202,7 +214,7 @@ def demo(
         progress = _Progress(quiet)
         progress.step("deepaudit demo: training (or reusing) a small CNN on scikit-learn's digits ...")
         cfg = demo_config(out_dir=out, device=device, seed=seed, cache_dir=cache)
-        code = _audit_and_write(cfg, quiet)
+        code = _audit_and_write(cfg, quiet, pdf="try")
         print(f"report: {(Path(cfg.output.dir) / 'report.html').resolve()}")
     raise typer.Exit(code)
 
@@ -230,6 +242,9 @@ def report(
     out: Path = typer.Option(Path("deepaudit-out"), "--out", "-o", help="Output folder."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
+    format_: Optional[list[str]] = typer.Option(
+        None, "--format", "-f", help="What to render: html, pdf, md, junit or card; repeat for several. "
+        "Default: html (plus --junit/--markdown where given)."),
 ) -> None:
     """Re-render reports from a results.json, without running any model."""
     with _translate_errors():
@@ -244,7 +259,16 @@ def report(
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise InputError(f"{results} is not a deepaudit results.json ({first}).") from None
-        written = write_reports(result, out, junit=junit, markdown=markdown)
+        formats = set(format_ or ["html"])
+        unknown = formats - {"html", "pdf", "md", "junit", "card"}
+        if unknown:
+            raise InputError(f"--format must be html, pdf, md, junit or card; got {', '.join(sorted(unknown))}.")
+        if "junit" in formats and junit is None:
+            junit = out / "junit.xml"
+        if "md" in formats and markdown is None:
+            markdown = out / "summary.md"
+        written = write_reports(result, out, html="html" in formats, junit=junit, markdown=markdown,
+                                pdf="pdf" in formats, card="card" in formats)
         for kind, p in written.items():
             print(f"{kind}: {p}")
 
@@ -292,6 +316,98 @@ def compare(
             print(f"{kind}: {path}")
         code = max(e.result.summary.exit_code for e in comparison.entries)
     raise typer.Exit(code)
+
+
+models_app = typer.Typer(
+    help="The model zoo: list registered architectures, train recipes on bundled real data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@models_app.command("list")
+def models_list(
+    pattern: str = typer.Argument("*", help="Shell-style pattern on model names, e.g. 'res*'."),
+) -> None:
+    """List registered models (name, family, input kind, parameters) and the training recipes."""
+    with _translate_errors():
+        from models.architectures.catalog import describe_models
+        from models.recipes import RECIPES
+
+        rows = describe_models(pattern)
+        if not rows:
+            raise typer.Exit(EXIT_OK)
+        print(f"{'name':<13} {'family':<19} {'input':<8} {'params':>11}  attention")
+        for r in rows:
+            print(f"{r.name:<13} {r.family:<19} {r.input_kind:<8} {r.n_params:>11,}  {'yes' if r.has_attention else 'no'}")
+        names = {r.name for r in rows}
+        recipes = [rc for rc in RECIPES.values() if rc.architecture in names]
+        if recipes:
+            print("\nrecipes (deepaudit models train NAME --out DIR):")
+            for rc in sorted(recipes, key=lambda rc: rc.name):
+                print(f"  {rc.name:<20} {rc.description}")
+
+
+@models_app.command("train")
+def models_train(
+    recipe: str = typer.Argument(..., help="Recipe name; see 'deepaudit models list'."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.safetensors, model.json and the test split."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the recipe's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the initialisation and the batch order."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    n_samples: Optional[int] = typer.Option(None, "--n-samples", min=1, help="Train/test on a stratified subsample."),
+    force: bool = typer.Option(False, "--force", help="Train again even when a cached result matches."),
+) -> None:
+    """Train a recipe on real data shipped in a PyPI package and print the files written."""
+    with _translate_errors():
+        from models.recipes import train_recipe
+
+        result = train_recipe(recipe, out, epochs=epochs, seed=seed, device=device, n_samples=n_samples, force=force)
+        metrics = result.meta.get("metrics", {})
+        state = "cached (same recipe parameters)" if result.cached else "trained"
+        print(f"{recipe}: {state}; test accuracy {metrics.get('test_accuracy', float('nan')):.4f} "
+              f"on {metrics.get('n_test', '?')} samples")
+        print(f"weights: {result.weights}")
+        print(f"metadata: {result.metadata}")
+        print(f"test data: {result.test_data}")
+
+
+app.add_typer(models_app, name="models")
+
+
+def _load_results(path: Path) -> Any:
+    from audit.errors import InputError
+    from audit.results import AuditResult
+
+    if not path.is_file():
+        raise InputError(f"results file {path} does not exist.")
+    try:
+        return AuditResult.from_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{path} is not a deepaudit results.json ({first}).") from None
+
+
+@app.command()
+def diff(
+    base: Path = typer.Argument(..., help="results.json of the reference audit (e.g. the last release)."),
+    new: Path = typer.Argument(..., help="results.json of the candidate."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest change of a metric in its bad direction that is not a regression."),
+) -> None:
+    """List regressions of NEW against BASE; exit 1 on any, 0 on none, 2 for bad files."""
+    with _translate_errors():
+        from audit.errors import InputError
+        from reports.diff import diff_results, render_diff_table
+
+        if not tolerance >= 0:
+            raise InputError(f"--tolerance must be a number >= 0; got {tolerance}.")
+        regressions = diff_results(_load_results(base), _load_results(new), tolerance)
+        print(render_diff_table(regressions))
+        if regressions:
+            print(f"{len(regressions)} regression(s) of {new} against {base}.")
+    raise typer.Exit(EXIT_FAIL if regressions else EXIT_OK)
 
 
 def main() -> None:

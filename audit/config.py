@@ -96,6 +96,8 @@ class OutputSpec(StrictModel):
     html: bool = Field(default=True, description="Write report.html.")
     junit: Path | None = Field(default=None, description="Also write JUnit XML to this path.")
     markdown: Path | None = Field(default=None, description="Also write a Markdown summary here.")
+    pdf: bool = Field(default=False, description="Also write report.pdf from report.html (needs headless Chromium).")
+    card: bool = Field(default=False, description="Also write model_card.md and model_card.html.")
 
 
 class ThresholdSpec(StrictModel):
@@ -123,6 +125,42 @@ class EnergySpec(StrictModel):
                                   description="ISO 3166 alpha-3 code of the grid whose carbon intensity applies.")
 
 
+class Attestation(StrictModel):
+    """A human statement the tool cannot evidence (section `attestations.<topic>`)."""
+
+    statement: str = Field(min_length=1, description="What the responsible person states, in plain words.")
+    owner: str | None = Field(default=None, description="Who makes the statement (name or role).")
+    date: str | None = Field(default=None, description="When it was made or last reviewed, e.g. 2026-11-24.")
+    status: Literal["stated", "approved", "open"] = Field(
+        default="stated", description="stated, approved (signed off) or open (still to be settled; counted on page one)."
+    )
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        # YAML reads 2026-11-24 as a date; keep it as the ISO text the person wrote.
+        return v.isoformat() if hasattr(v, "isoformat") else v
+
+
+#: Attestation topics the report always lists, missing or not; other keys are allowed.
+ATTESTATION_TOPICS = ("intended_purpose", "human_oversight", "data_governance", "logging", "post_market_monitoring")
+
+
+class Signatory(StrictModel):
+    """A person who signs the report (section `report.signatories`)."""
+
+    role: str = Field(min_length=1, description="e.g. 'Model owner', 'Compliance officer'.")
+    name: str = Field(default="", description="Printed under the signature line; blank to fill in by hand.")
+
+
+class ReportSpec(StrictModel):
+    """Report settings (section `report`)."""
+
+    signatories: list[Signatory] = Field(
+        default_factory=list, description="People who sign and date the report; blank signature lines are printed."
+    )
+
+
 class AuditConfig(StrictModel):
     """The whole config file."""
 
@@ -138,9 +176,13 @@ class AuditConfig(StrictModel):
         default_factory=dict,
         description="Per-check settings by check id; a check left out runs with its defaults if it is on by default.",
     )
-    attestations: dict[str, Any] = Field(
-        default_factory=dict, description="Human statements (intended purpose, oversight...) copied into the report."
+    attestations: dict[str, Attestation] = Field(
+        default_factory=dict,
+        description="Human statements by topic (intended_purpose, human_oversight, data_governance, logging, "
+                    "post_market_monitoring, or your own), each {statement, owner, date, status}; copied into "
+                    "the report as not evidenced by the tool.",
     )
+    report: ReportSpec = Field(default_factory=ReportSpec, description="Report settings (section `report`).")
 
     @field_validator("device")
     @classmethod
@@ -381,7 +423,12 @@ checks:
       accuracy: {min: 0.9}                 # fail below 0.9
       ece: {max: 0.1, level: warn}         # warn above 0.1
 
-attestations: {}                # human statements: intended_purpose, human_oversight, ...
+attestations: {}                # human statements, not evidenced by the tool; topics intended_purpose,
+                                #   human_oversight, data_governance, logging, post_market_monitoring, e.g.
+  # intended_purpose: {statement: "...", owner: "Jane Doe", date: 2026-01-31, status: approved}  # or stated | open
+
+# report:
+#   signatories: [{role: Model owner, name: Jane Doe}, {role: Compliance officer}]  # blank signature/date lines
 """
 
 
@@ -419,6 +466,9 @@ def config_reference_markdown() -> str:
         ("`data.eval`, `data.reference`, `data.ood`", DataSpec, "data.eval."),
         ("`output`", OutputSpec, "output."),
         ("`energy`", EnergySpec, "energy."),
+        ("An attestation: `attestations.<topic>`", Attestation, "attestations.<topic>."),
+        ("`report`", ReportSpec, "report."),
+        ("A signatory: `report.signatories[]`", Signatory, "report.signatories[]."),
         ("Keys every check accepts: `checks.<id>`", CheckConfig, "checks.<id>."),
         ("A threshold: `checks.<id>.thresholds.<metric>`", ThresholdSpec, "checks.<id>.thresholds.<metric>."),
     ]

@@ -28,7 +28,7 @@ def demo_config(out_dir: Path, *, device: str = "auto", seed: int = 0, cache_dir
         "device": device,
         "seed": seed,
         "output": {"dir": str(out_dir), "junit": str(Path(out_dir) / "junit.xml"),
-                   "markdown": str(Path(out_dir) / "summary.md")},
+                   "markdown": str(Path(out_dir) / "summary.md"), "card": True},
         "checks": {"performance": {"thresholds": {"accuracy": {"min": 0.9}, "ece": {"max": 0.1, "level": "warn"}}}},
         "attestations": {
             "intended_purpose": {"statement": "Demonstration only: a small CNN that reads 8x8 handwritten digits.",

@@ -298,4 +298,5 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         files=files, config=config_dump, config_sha256=config_sha, model=facts,
     )
     return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
-                       attestations=cfg.attestations, footprint=footprint)
+                       attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
+                       footprint=footprint)

@@ -2,7 +2,8 @@
 
 This package never runs a model and reads nothing but the result object, so every report can be
 re-rendered later from ``results.json`` alone. Formats: ``results.json`` (the result itself),
-a self-contained HTML report, JUnit XML for CI test tabs and a Markdown summary for CI job pages.
+a self-contained HTML report (and its PDF, :mod:`reports.pdf`), a model card (:mod:`reports.card`),
+JUnit XML for CI test tabs and a Markdown summary for CI job pages.
 """
 
 from __future__ import annotations
@@ -11,19 +12,25 @@ from pathlib import Path
 
 from audit.results import AuditResult
 
+from .card import render_card_html, render_card_markdown
 from .html import render_html
 from .io import atomic_write_text
 from .junit import render_junit
 from .markdown import render_markdown
+from .pdf import ReportError, render_pdf
 
-__all__ = ["atomic_write_text", "render_html", "render_junit", "render_markdown", "write_reports"]
+__all__ = ["ReportError", "atomic_write_text", "render_card_html", "render_card_markdown", "render_html",
+           "render_junit", "render_markdown", "render_pdf", "write_reports"]
 
 JSON_NAME = "results.json"
 HTML_NAME = "report.html"
+PDF_NAME = "report.pdf"
+CARD_MD_NAME = "model_card.md"
+CARD_HTML_NAME = "model_card.html"
 
 
 def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, junit: Path | None = None,
-                  markdown: Path | None = None) -> dict[str, Path]:
+                  markdown: Path | None = None, pdf: bool = False, card: bool = False) -> dict[str, Path]:
     """Write ``results.json`` (always) and ``report.html`` into ``out_dir``, plus JUnit/Markdown where asked.
 
     Every format is rendered before anything is written, so a rendering error leaves no partial
@@ -41,22 +48,34 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
         Where to write JUnit XML, if anywhere (used as given, not relative to ``out_dir``).
     markdown : Path or None
         Where to write the Markdown summary, if anywhere (used as given).
+    pdf : bool
+        Also print ``report.html`` to ``report.pdf`` with headless Chromium (implies writing the
+        HTML); raises :class:`reports.pdf.ReportError` when no Chromium is found, after the other
+        files were written.
+    card : bool
+        Write the model card, ``model_card.md`` and ``model_card.html``.
 
     Returns
     -------
     dict of str to Path
-        ``{"json": ..., "html": ..., "junit": ..., "markdown": ...}``, only for what was written.
+        ``{"json": ..., "html": ..., "junit": ..., "markdown": ..., "card": ..., "card_html": ...,
+        "pdf": ...}``, only for what was written.
     """
     out_dir = Path(out_dir)
     planned: dict[str, tuple[Path, str]] = {"json": (out_dir / JSON_NAME, result.model_dump_json(indent=2))}
-    if html:
+    if html or pdf:
         planned["html"] = (out_dir / HTML_NAME, render_html(result))
     if junit is not None:
         planned["junit"] = (Path(junit), render_junit(result))
     if markdown is not None:
         planned["markdown"] = (Path(markdown), render_markdown(result))
+    if card:
+        planned["card"] = (out_dir / CARD_MD_NAME, render_card_markdown(result))
+        planned["card_html"] = (out_dir / CARD_HTML_NAME, render_card_html(result))
     written: dict[str, Path] = {}
     for key, (path, text) in planned.items():
         atomic_write_text(path, text)
         written[key] = path
+    if pdf:
+        written["pdf"] = render_pdf(written["html"], out_dir / PDF_NAME)
     return written

@@ -18,6 +18,8 @@ from markupsafe import Markup
 from audit.results import AuditResult, Figure
 
 from . import _format as fmt
+from . import traceability
+from .attestations import attestation_rows, open_attestations
 from .figures import render_figure
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -65,8 +67,16 @@ def environment() -> Environment:
         statuses=fmt.STATUSES,
         max_table_rows=MAX_TABLE_ROWS,
         missing=fmt.MISSING,
+        requirements_for=traceability.requirements_for,
     )
     return env
+
+
+def signatories(result: AuditResult) -> list[dict[str, str]]:
+    """``report.signatories`` of the config the audit ran with (role, name); empty when none were set."""
+    report = result.provenance.config.get("report") or {}
+    items = report.get("signatories") or [] if isinstance(report, dict) else []
+    return [{"role": str(s.get("role", "")), "name": str(s.get("name", ""))} for s in items if isinstance(s, dict)]
 
 
 def template_context(result: AuditResult) -> dict[str, Any]:
@@ -91,6 +101,12 @@ def template_context(result: AuditResult) -> dict[str, Any]:
         "verdict": verdict,
         "verdict_detail": verdict.partition(" ")[2],
         "model_path": fmt.model_path(result),
+        "trace_rows": traceability.trace_rows(result),
+        "trace_sources": traceability.load_mapping().sources,
+        "unmapped": traceability.unmapped_checks(result),
+        "attestation_rows": attestation_rows(result),
+        "open_attestations": open_attestations(result),
+        "signatories": signatories(result),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,26 @@ def test_report_rerenders_from_json(tmp_path: Path, torchscript_file: Path, imag
     bad.write_text("{}")
     code, _, stderr = invoke("report", bad)
     assert code == 2 and "is not a deepaudit results.json" in stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
+def test_audit_writes_pdf_card_and_attestations(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, out, "--pdf", "--card",
+                                          "--set", "attestations.logging={statement: Kept 6 months, status: open}"))
+    assert code in (0, 1), stderr
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF-")
+    assert (out / "model_card.md").is_file() and (out / "model_card.html").is_file()
+    assert load(out)["attestations"] == {"logging": {"statement": "Kept 6 months", "status": "open"}}
+    assert "Logging — <strong>OPEN</strong>" in (out / "report.html").read_text()
+
+
+def test_missing_browser_for_pdf_exits_2(tmp_path: Path, torchscript_file: Path, image_npz: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "nothing"))
+    code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, tmp_path / "out", "--pdf"))
+    assert code == 2 and "apt-get install chromium" in stderr and "--no-pdf" in stderr
+    assert (tmp_path / "out" / "results.json").is_file()  # everything else was written first
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -95,7 +95,8 @@ def test_accessible_structure(html_report: str) -> None:
     parser = _parse(html_report)
     assert _named(parser, "html")[0].get("lang") == "en"
     assert len(_named(parser, "h1")) == 1
-    assert len(_named(parser, "h2")) == 5 + 3  # overview, one per check, provenance, attestations
+    # overview, traceability, control, one per check, provenance, attestations
+    assert len(_named(parser, "h2")) == 5 + 5
     assert all(a.get("scope") in ("col", "row") for a in _named(parser, "th"))
     assert all(_named(parser, tag) for tag in ("main", "header", "footer", "caption"))
     ids = [a["id"] for _, a in parser.tags if a.get("id")]
@@ -129,7 +130,8 @@ def test_empty_audit_and_no_attestations(audit_result: AuditResult) -> None:
     empty = audit_result.model_copy(update={"checks": [], "summary": summarise([]), "attestations": {}})
     page = render_html(empty)
     assert "No checks ran." in page
-    assert "None provided — not evidenced by the tool." in page
+    assert "Not evidenced by the tool: 5 open or missing attestations" in page
+    assert page.count("<strong>MISSING</strong>") == 5 + 5  # page one list and the attestations table
     assert len(_named(_parse(page), "h1")) == 1
 
 
