@@ -188,8 +188,8 @@ def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: lis
         raise InputError(f"{where}: for .npz, features is the name of one array (e.g. 'x'), not a list. Fix {where}.features.")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{where}: {path} is not a valid .npz file (not a zip archive). Write it with numpy.savez.")
-    x_name = spec.features or "x"
-    wanted = [(x_name, "features")] + ([(spec.target, "target")] if spec.target else [])
+    x_name = spec.text_column or spec.features or "x"
+    wanted = [(x_name, "text_column" if spec.text_column else "features")] + ([(spec.target, "target")] if spec.target else [])
     wanted += [(s, "sensitive_features") for s in spec.sensitive_features]
     try:
         with np.load(path, allow_pickle=False) as npz:

@@ -36,7 +36,7 @@ from audit.results import (
     ThresholdOutcome,
     summarise,
 )
-from models.adapter import ModelAdapter
+from models.adapter import ModelAdapter, TokenizedTextAdapter
 from models.errors import ModelInputError
 from models.loaders import load_model
 
@@ -88,6 +88,8 @@ def load_inputs(cfg: AuditConfig) -> tuple[ModelAdapter, dict[str, AuditDataset]
         if dspec is not None:
             datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed)
     ev = datasets["eval"]
+    if isinstance(adapter, TokenizedTextAdapter) and not isinstance(ev.inputs, list):
+        adapter = adapter.inner  # the data holds token ids: audit the model on ids, without its tokenizer
     if adapter.input_kind is None:
         if ev.input_kind is None:
             raise InputError("cannot tell the input kind from the data; set model.input_kind (image, tabular, text, sequence).")
@@ -149,19 +151,31 @@ def enabled_checks(cfg: AuditConfig) -> list[str]:
 
 def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: dict[str, ThresholdSpec]
           ) -> tuple[str, list[ThresholdOutcome]]:
-    """Status from the thresholds: missing a ``fail`` threshold fails, a ``warn`` one warns."""
+    """Status from the thresholds: missing a ``fail`` threshold fails, a ``warn`` one warns.
+
+    A metric the check reports as undefined (value ``None`` or NaN: too few samples, no groups large
+    enough) cannot be judged: the outcome is not passed, with a note, and it warns — it never fails
+    on its own. A metric the check did not report at all counts as missed.
+    """
     outcomes = []
     status = output.status_floor
     merged = {**{k: (v, "default") for k, v in defaults.items()}, **{k: (v, "config") for k, v in thresholds.items()}}
     for metric_name, (spec, source) in merged.items():
         metric = next((m for m in output.metrics if m.name == metric_name and m.group is None), None)
         observed = metric.value if metric is not None else None
-        passed = observed is not None and not np.isnan(observed) and (
+        level: str = spec.level
+        note = None
+        if metric is None:
+            note = "the check did not report this metric"
+        elif observed is None or np.isnan(observed):
+            observed, level = None, "warn"
+            note = "undefined for this data (too few samples or groups); not judged, reported as a warning"
+        passed = note is None and (
             (spec.min is None or observed >= spec.min) and (spec.max is None or observed <= spec.max))
         outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=spec.level,
-                                         observed=observed, passed=passed, source=source))
-        if not passed and STATUS_ORDER[spec.level] > STATUS_ORDER[status]:
-            status = spec.level
+                                         observed=observed, passed=passed, source=source, note=note))
+        if not passed and STATUS_ORDER[level] > STATUS_ORDER[status]:
+            status = level
     return status, outcomes
 
 
@@ -176,6 +190,8 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
     except SkipCheck as exc:
         return CheckResult(**base, status="skipped", summary=f"Skipped: {exc}", skip_reason=str(exc),
                            duration_s=time.perf_counter() - start)
+    except InputError:
+        raise  # bad input found by a check (a config value, a column): the audit cannot run, exit 2
     except Exception as exc:  # noqa: BLE001 - the runner's job: one crash never aborts the audit
         message = f"{type(exc).__name__}: {exc}".strip()
         where = traceback.extract_tb(exc.__traceback__)[-1]

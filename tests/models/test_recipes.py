@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from models.datasets import WordVocab, words
 from models.errors import ModelInputError
+from models.adapter import TokenizedTextAdapter
 from models.loaders import load_model
 from models.recipes import RECIPES, get_recipe, train_recipe
 
@@ -46,6 +47,13 @@ def _check_recipe(name: str, tmp_path: Path) -> None:
 
     x, y = _inputs(result)
     adapter = load_model(result.weights, device="cpu")  # no code, no arguments: the sidecar says everything
+    if "tokenizer" in meta:  # a token-id text model takes raw text through the tokenizer in its sidecar
+        assert isinstance(adapter, TokenizedTextAdapter) and adapter.input_kind == "text"
+        with np.load(result.test_data, allow_pickle=False) as npz:
+            texts = [str(t) for t in npz["text"]]
+        torch.testing.assert_close(adapter.predict_logits(texts, batch_size=64),
+                                   adapter.inner.predict_logits(x, batch_size=64), rtol=1e-4, atol=1e-4)
+        adapter = adapter.inner
     assert adapter.input_kind == meta["input_kind"] and adapter.class_names == meta["class_names"]
     logits = adapter.predict_logits(x, batch_size=64)
     with torch.no_grad():
