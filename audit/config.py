@@ -71,7 +71,7 @@ class DataSpec(StrictModel):
         "HF dataset: the input column (default 'image', 'x' or 'text', whichever exists).",
     )
     target: str | None = Field(default="y", description="Label array (npz) or column (tables, HF datasets); null for unlabelled data.")
-    text_column: str | None = Field(default=None, description="Column holding raw text, for text models.")
+    text_column: str | None = Field(default=None, description="Column (or .npz array) holding raw text, for text models.")
     sensitive_features: list[str] = Field(
         default_factory=list, description="Arrays (npz) or columns holding group membership, e.g. [sex, race]."
     )
@@ -252,8 +252,19 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict, creating levels as needed."""
+    """Set ``a.b.c`` in a nested dict, creating levels as needed.
+
+    Check ids may contain dots (``fairness.group_metrics``): after ``checks.`` the longest
+    registered check id that prefixes the rest is one level.
+    """
     parts = dotted.split(".")
+    if len(parts) > 2 and parts[0] == "checks":
+        from audit.registry import list_checks
+
+        rest = dotted[len("checks."):]
+        ids = sorted((c for c in list_checks() if rest == c or rest.startswith(c + ".")), key=len, reverse=True)
+        if ids:
+            parts = ["checks", ids[0], *[p for p in rest[len(ids[0]) + 1:].split(".") if p]]
     cur = data
     for p in parts[:-1]:
         nxt = cur.get(p)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 Status = Literal["pass", "warn", "fail", "error", "skipped"]
 #: Order of severity, used to summarise many statuses into one.
@@ -53,6 +53,7 @@ class ThresholdOutcome(_Frozen):
     observed: float | None
     passed: bool
     source: str = Field(description="Where the threshold came from: 'config' or 'default'.")
+    note: str | None = Field(default=None, description="Why the threshold could not be judged, when it could not.")
 
 
 class Table(_Frozen):

@@ -118,9 +118,14 @@ def fmt_bound(threshold: ThresholdOutcome) -> str:
 
 def describe_threshold(threshold: ThresholdOutcome) -> str:
     """Plain sentence for a threshold, e.g. ``"accuracy = 0.8100, required ≥ 0.9000 (fail level): missed"``."""
-    outcome = "met" if threshold.passed else "missed"
+    outcome = "met" if threshold.passed else ("not judged: " + threshold.note if threshold.note else "missed")
     return (f"{threshold.metric} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
             f"({threshold.level} level): {outcome}")
+
+
+def threshold_outcome(threshold: ThresholdOutcome) -> str:
+    """``"met"``, ``"missed"`` or ``"not judged"`` (an undefined or unreported metric)."""
+    return "met" if threshold.passed else ("not judged" if threshold.note else "missed")
 
 
 def missed_thresholds(check: CheckResult, level: str | None = None) -> list[ThresholdOutcome]:

@@ -50,6 +50,8 @@ class CounterfactualConfig(CheckConfig):
         default=None, ge=0, description="Class whose probability shift is reported (binary default: 1; multiclass "
                                         "default: the originally predicted class).")
     max_samples: int = Field(default=2000, ge=1, description="At most this many texts per pair (seeded subset).")
+    min_texts: int = Field(default=20, ge=1, description="Pairs with fewer texts to swap are shown but never decide "
+                                                         "the headline or the status on their own.")
     n_resamples: int = Field(default=1000, ge=0, description="Bootstrap resamples for the 95% intervals (0: none).")
     ci_level: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
 
@@ -172,11 +174,19 @@ class CounterfactualText(Check):
                         examples.append([label, texts[idx[j]][:200], swapped[j][:200]])
         if not metrics:
             raise SkipCheck("no eval text contains any identity term of the configured lists; nothing to swap.")
+        small = sorted({f"{m.group} (n={m.n})" for m in metrics if (m.n or 0) < cfg.min_texts})
         for name in self.metric_names:
-            cands = [m for m in metrics if m.name == name]
-            worst = max(cands, key=lambda m: abs(m.value))
-            metrics.append(worst.model_copy(update={"group": None, "method": f"worst pair ({worst.group}): " + worst.method}))
+            cands = [m for m in metrics if m.name == name and (m.n or 0) >= cfg.min_texts]
+            if cands:
+                worst = max(cands, key=lambda m: abs(m.value))
+                metrics.append(worst.model_copy(update={"group": None,
+                                                        "method": f"worst pair ({worst.group}): " + worst.method}))
+            else:
+                metrics.append(Metric(name=name, value=None, n=0, higher_is_better=False,
+                                      method=f"undefined: no pair of groups has at least min_texts={cfg.min_texts} "
+                                             "texts to swap"))
         head = {m.name: m for m in metrics if m.group is None}
+        worst_pair = head["counterfactual_flip_rate"].method.partition("(")[2].partition(")")[0]
         per_pair = [m for m in metrics if m.name == "counterfactual_flip_rate" and m.group]
         evidence = [
             Table(title="Counterfactual swaps per pair of groups",
@@ -192,12 +202,23 @@ class CounterfactualText(Check):
             evidence.append(Table(title="Examples of flipped predictions", columns=["swap", "original", "counterfactual"],
                                   rows=examples[:20]))
         fr = head["counterfactual_flip_rate"]
+        if fr.value is None:
+            summary = (f"Too few texts mention identity terms to judge: every pair has fewer than min_texts="
+                       f"{cfg.min_texts} texts ({', '.join(small[:4])}); per-pair results are shown.")
+        else:
+            ci = f", 95% CI {fr.ci_low:.1%}–{fr.ci_high:.1%}" if fr.ci_low is not None else ""
+            summary = (f"Swapping identity terms flips up to {fr.value:.1%} of predictions ({worst_pair}, n={fr.n}{ci}); "
+                       f"largest mean |score shift| {head['counterfactual_abs_score_shift'].value:.3f}.")
+        limitations = [
+            "Word lists are short and English-only; a swap can produce ungrammatical or implausible text "
+            "(e.g. 'her' maps to one of 'him'/'his').",
+            "Only texts that mention a group are tested; the result says nothing about implicit signals."]
+        if small:
+            limitations.append(f"Pairs with fewer than min_texts={cfg.min_texts} texts are shown but do not decide "
+                               f"the result: {', '.join(small[:10])}.")
         return CheckOutput(
-            summary=(f"Swapping identity terms flips up to {fr.value:.1%} of predictions ({fr.group}, n={fr.n}); "
-                     f"largest mean |score shift| {head['counterfactual_abs_score_shift'].value:.3f}."),
+            summary=summary,
             metrics=metrics, evidence=evidence, dataset="eval", n_samples=len(texts),
             method=("Whole-word, case-insensitive replacement of each group's terms by the aligned terms of the other "
                     "group, every ordered pair of groups per axis; the model scores both texts in batches."),
-            limitations=["Word lists are short and English-only; a swap can produce ungrammatical or implausible text "
-                         "(e.g. 'her' maps to one of 'him'/'his').",
-                         "Only texts that mention a group are tested; the result says nothing about implicit signals."])
+            limitations=limitations)

@@ -74,6 +74,16 @@ def test_flags_and_sets_override_file(tmp_path: Path) -> None:
     assert cfg.checks["performance"]["thresholds"]["accuracy"]["min"] == 0.95
 
 
+def test_sets_address_check_ids_with_dots(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    cfg = load_config(path, None, ["checks.fairness.group_metrics.thresholds.demographic_parity_difference.max=0.05",
+                                   "checks.fairness.counterfactual_text.min_texts=3"])
+    assert cfg.checks["fairness.group_metrics"]["thresholds"]["demographic_parity_difference"]["max"] == 0.05
+    assert cfg.checks["fairness.counterfactual_text"]["min_texts"] == 3
+    with pytest.raises(ConfigError, match="unknown check 'checks.fairness'"):
+        load_config(path, None, ["checks.fairness.nope.x=1"])
+
+
 def test_flags_alone_without_file() -> None:
     cfg = load_config(None, {"model.path": "m.pt", "data.eval.path": "d.npz", "data.eval.sensitive_features": ["sex"]})
     assert cfg.data.eval.sensitive_features == ["sex"]

@@ -10,7 +10,7 @@ from audit.checks.counterfactual import CounterfactualConfig, CounterfactualText
 from audit.context import AuditContext
 from audit.data import AuditDataset
 from audit.errors import InputError, SkipCheck
-from audit.runner import judge
+from audit.runner import judge, run_check
 from models.adapter import ModelAdapter
 
 
@@ -62,10 +62,24 @@ def test_known_flip_rates_and_shifts() -> None:
 
 
 def test_unbiased_words_do_not_flip() -> None:
-    out = CounterfactualText(CounterfactualConfig(terms={"x": {"a": ["cat"], "b": ["dog"]}}, n_resamples=50)).run(
-        make_ctx(["cat is good", "the Cat was bad"]))
+    out = CounterfactualText(CounterfactualConfig(terms={"x": {"a": ["cat"], "b": ["dog"]}}, n_resamples=50,
+                                                  min_texts=1)).run(make_ctx(["cat is good", "the Cat was bad"]))
     assert all(x.value == 0 for x in out.metrics)
     assert judge(out, {}, CounterfactualText.default_thresholds)[0] == "pass"
+
+
+def test_pairs_below_min_texts_never_decide() -> None:
+    # 2 texts flip 100% (she -> he), but 2 < min_texts: shown per pair, headline undefined, not judged (warn, not fail).
+    out = CounterfactualText(CounterfactualConfig(terms=TERMS, n_resamples=0, min_texts=5)).run(
+        make_ctx(["she is good", "she is good"]))
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("counterfactual_flip_rate", "gender:female->male")].value == 1.0
+    assert m[("counterfactual_flip_rate", None)].value is None
+    assert "Too few texts" in out.summary
+    fail = {"counterfactual_flip_rate": CounterfactualText.default_thresholds["counterfactual_flip_rate"].model_copy(
+        update={"level": "fail"})}
+    status, outcomes = judge(out, fail, {})
+    assert status == "warn" and not outcomes[0].passed and "not judged" in outcomes[0].note
 
 
 def test_swap_keeps_case_and_whole_words() -> None:
@@ -85,3 +99,9 @@ def test_bad_input() -> None:
         CounterfactualText(CounterfactualConfig(terms={"g": {"a": ["x", "y"], "b": ["z"]}})).run(make_ctx(TEXTS))
     with pytest.raises(InputError, match="not in"):
         CounterfactualText(CounterfactualConfig(axes=["nope"])).run(make_ctx(TEXTS))
+
+
+def test_bad_input_from_a_check_stops_the_audit() -> None:
+    """A config error a check finds is the user's to fix (exit 2), not a crashed check in a report."""
+    with pytest.raises(InputError, match="not in"):
+        run_check(CounterfactualText(CounterfactualConfig(axes=["nope"])), make_ctx(TEXTS))
