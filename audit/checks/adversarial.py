@@ -295,8 +295,12 @@ class AdversarialRobustness(Check):
         size = int(np.prod(shape))
         # ART's Square attack works on (N, C, H, W) images: other inputs are laid out on a square
         # grid, zero-padded; the padding is cut off again before the model sees the input.
-        side = int(np.ceil(np.sqrt(size)))
+        side = max(2, int(np.ceil(np.sqrt(size))))
         view = shape if len(shape) == 3 else (1, side, side)
+        # ART draws square positions with randint(0, side - tile), tile = round(side * sqrt(p)): on small
+        # grids (tabular rows) the default p_init = 0.8 makes tile == side and crashes. Keep tile < side.
+        short = int(min(view[-2:]))
+        p_init = min(0.8, 0.9 * ((short - 1) / short) ** 2) if short > 1 else 0.8
 
         def to_grid(arr: np.ndarray) -> np.ndarray:
             if len(shape) == 3:
@@ -314,6 +318,6 @@ class AdversarialRobustness(Check):
         clf = BlackBoxClassifierNeuralNetwork(predict, input_shape=view, nb_classes=adapter.n_classes, clip_values=lo_hi)
         np.random.seed(ctx.seed % 2**32)  # ART draws from numpy's global generator
         attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=cfg.black_box_queries, batch_size=ctx.batch_size,
-                              verbose=False)
+                              p_init=p_init, verbose=False)
         adv = attack.generate(to_grid(x.numpy()), y=np.eye(adapter.n_classes)[y])
         return float((predict(adv).argmax(1) == y).mean())

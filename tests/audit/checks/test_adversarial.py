@@ -130,6 +130,23 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
 
 
+def test_black_box_on_few_tabular_features() -> None:
+    """ART's Square attack crashed on tiny grids (7 features -> 3x3): p_init is kept below the grid size."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (40, 7)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    model = nn.Linear(7, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.weight[1, 0], model.weight[0, 0] = 10.0, -10.0
+        model.bias.zero_()
+    ctx = ctx_for(model.eval(), x, y)
+    ctx.adapter.differentiable = False
+    out = AdversarialRobustness(AdversarialConfig(n_samples=40, eps=[0.6], black_box_queries=30)).run(ctx)
+    head = {m.name: m.value for m in out.metrics if m.group is None}
+    assert head["robust_accuracy"] < 0.5  # eps 0.6 moves feature 0 across 0.5 for most rows
+
+
 class WordModel(TorchAdapter.__mro__[1]):  # a ModelAdapter that says "pos" iff the word "good" is present
     def __init__(self) -> None:
         self.input_kind, self.class_names, self.device = "text", ["neg", "pos"], torch.device("cpu")
