@@ -29,6 +29,7 @@ from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from models.adapter import ModelAdapter
 
 
 class AdversarialConfig(CheckConfig):
@@ -45,6 +46,9 @@ class AdversarialConfig(CheckConfig):
     black_box_queries: int = Field(default=200, ge=10, description="Square attack iterations (queries per sample).")
     masking_margin: float = Field(default=0.05, ge=0, description="Black-box accuracy may undercut white-box by at most this.")
     near_zero: float = Field(default=0.1, ge=0, le=1, description="Accuracy an ε spanning the input range must fall below.")
+    tabular_units: Literal["std", "raw"] = Field(
+        default="std", description="Tabular models: ε in units of each feature's standard deviation on the eval set "
+                                   "(std; features on different scales get comparable budgets) or in raw units.")
     text_edit_budget: int = Field(default=3, ge=1, description="Text models: character edits allowed per text.")
     text_candidates: int = Field(default=16, ge=1, description="Text models: candidate edits scored per text and round.")
 
@@ -73,6 +77,15 @@ class AdversarialRobustness(Check):
         x_all = torch.from_numpy(np.asarray(ev.inputs)[rows]).float()
         y_t = torch.from_numpy(y_all[rows]).long()
         m = len(rows)
+        units = "raw input units"
+        if adapter.input_kind == "tabular" and cfg.tabular_units == "std" and x_all.dim() == 2:
+            # Attack in standardised coordinates: ε is a number of standard deviations per feature.
+            full = torch.from_numpy(np.asarray(ev.inputs)).float()
+            mean, std = full.mean(0), full.std(0)
+            std = torch.where(std > 0, std, torch.ones_like(std))
+            adapter = _Standardised(adapter, mean, std)
+            x_all = (x_all - mean) / std
+            units = "standard deviations of each feature"
         clip = adapter.input_range
         width = (clip[1] - clip[0]) if clip else float(x_all.max() - x_all.min()) or 1.0
         clean_correct = ctx.y_pred()[rows] == y_all[rows]
@@ -200,7 +213,7 @@ class AdversarialRobustness(Check):
                                        data={"x": [e for e in eps_axis if e in cfg.eps] or eps_axis,
                                              "series": {k: [v for e, v in zip(eps_axis, vals) if e in cfg.eps]
                                                         for k, vals in series.items()},
-                                             "xlabel": "ε (raw input units)", "ylabel": "accuracy"},
+                                             "xlabel": f"ε ({units})", "ylabel": "accuracy"},
                                        caption=f"Accuracy of {m} samples under FGSM and PGD; it must fall as ε grows."))
         if examples is not None and adapter.input_kind == "image" and x_all.dim() == 4 and x_all.shape[1] in (1, 3):
             adv, eps = examples
@@ -233,8 +246,8 @@ class AdversarialRobustness(Check):
                       else "safeguards against gradient masking passed." if white_box else "black-box only."))
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=m,
                            limitations=limitations + notes, status_floor="warn" if masking else "pass",
-                           method=("Untargeted cross-entropy attacks on the raw inputs, preprocessing inside the model, "
-                                   "clipped to the input range. FGSM: one signed-gradient step of ε. PGD: "
+                           method=(f"Untargeted cross-entropy attacks on the inputs, ε in {units}, preprocessing "
+                                   "inside the model, clipped to the input range where one is declared. FGSM: one signed-gradient step of ε. PGD: "
                                    f"{cfg.steps} steps of 2.5ε/{cfg.steps} from a random start in the ε-ball, "
                                    f"{cfg.restarts} restart(s). Square (ART) when run: {cfg.black_box_queries} iterations."))
 
@@ -321,3 +334,23 @@ class AdversarialRobustness(Check):
                               p_init=p_init, verbose=False)
         adv = attack.generate(to_grid(x.numpy()), y=np.eye(adapter.n_classes)[y])
         return float((predict(adv).argmax(1) == y).mean())
+
+
+class _Standardised(ModelAdapter):
+    """A tabular model seen in standardised coordinates ``z = (x - mean) / std``: an L∞ ε on ``z`` is
+    ε standard deviations of every feature. Gradients flow through the affine map."""
+
+    def __init__(self, inner: ModelAdapter, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.inner = inner
+        self.device = inner.device
+        self.mean, self.std = mean.to(inner.device), std.to(inner.device)
+        self.input_kind = inner.input_kind
+        self.class_names = inner.class_names
+        self.differentiable = inner.differentiable
+        self.format = inner.format
+        self.input_range = None  # per-feature ranges do not map to one interval in z
+        twin = getattr(inner, "float_twin", None)
+        self.float_twin = _Standardised(twin, mean, std) if twin is not None else None
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.inner.logits(inputs.to(self.device) * self.std + self.mean)

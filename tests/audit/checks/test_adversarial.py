@@ -90,8 +90,8 @@ class Masked(nn.Module):
         return self.inner(torch.round(x * 4) / 4)
 
 
-def ctx_for(model: nn.Module, x: np.ndarray, y: np.ndarray) -> AuditContext:
-    adapter = TorchAdapter(model, input_kind="tabular", device=torch.device("cpu"), input_range=(0.0, 1.0))
+def ctx_for(model: nn.Module, x: np.ndarray, y: np.ndarray, clip: tuple[float, float] | None = (0.0, 1.0)) -> AuditContext:
+    adapter = TorchAdapter(model, input_kind="tabular", device=torch.device("cpu"), input_range=clip)
     ds = AuditDataset(name="eval", inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
                       input_kind="tabular", path="mem", format="npz", sha256="0")
     return AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64)
@@ -99,7 +99,7 @@ def ctx_for(model: nn.Module, x: np.ndarray, y: np.ndarray) -> AuditContext:
 
 def test_check_on_honest_model_passes_safeguards(digits_mlp) -> None:
     model, x, y = digits_mlp
-    out = AdversarialRobustness(AdversarialConfig(n_samples=100, black_box="never")).run(ctx_for(model, x, y))
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=100, black_box="never")).run(ctx_for(model, x, y))
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["safeguards_tripped"] == 0 and out.status_floor == "pass"
     assert head["robust_accuracy"] < head["clean_accuracy"]
@@ -110,7 +110,7 @@ def test_check_on_honest_model_passes_safeguards(digits_mlp) -> None:
 def test_gradient_masking_is_caught_and_black_box_finds_lower_accuracy(digits_mlp) -> None:
     model, x, y = digits_mlp
     masked = Masked(model).eval()
-    out = AdversarialRobustness(AdversarialConfig(n_samples=64, eps=[0.05, 0.3], black_box_queries=100)).run(
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=64, eps=[0.05, 0.3], black_box_queries=100)).run(
         ctx_for(masked, x, y))
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["safeguards_tripped"] >= 1 and out.status_floor == "warn"
@@ -124,7 +124,7 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     model, x, y = digits_mlp
     ctx = ctx_for(model, x, y)
     ctx.adapter.differentiable = False
-    out = AdversarialRobustness(AdversarialConfig(n_samples=32, eps=[0.2], black_box_queries=50)).run(ctx)
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=32, eps=[0.2], black_box_queries=50)).run(ctx)
     assert "no input gradients" in out.limitations[0]
     assert not [m for m in out.metrics if m.name == "accuracy_under_attack"]
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
@@ -142,9 +142,30 @@ def test_black_box_on_few_tabular_features() -> None:
         model.bias.zero_()
     ctx = ctx_for(model.eval(), x, y)
     ctx.adapter.differentiable = False
-    out = AdversarialRobustness(AdversarialConfig(n_samples=40, eps=[0.6], black_box_queries=30)).run(ctx)
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=40, eps=[0.6], black_box_queries=30)).run(ctx)
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["robust_accuracy"] < 0.5  # eps 0.6 moves feature 0 across 0.5 for most rows
+
+
+def test_tabular_eps_is_in_standard_deviations() -> None:
+    """Feature 0 is in thousands, feature 1 in units; the model thresholds feature 0 at its mean. An ε of
+    0.5 raw units cannot move feature 0; 0.5 standard deviations (about 290 units) flips most rows."""
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.uniform(0, 1000, 200), rng.uniform(0, 1, 200)], 1).astype(np.float32)
+    y = (x[:, 0] > 500).astype(np.int64)
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-0.01, 0.0], [0.01, 0.0]]))
+        model.bias.copy_(torch.tensor([5.0, -5.0]))
+    accs = {}
+    for units in ("raw", "std"):
+        out = AdversarialRobustness(AdversarialConfig(tabular_units=units, n_samples=200, eps=[0.5],
+                                                      black_box="never")).run(ctx_for(model.eval(), x, y, clip=None))
+        accs[units] = next(m.value for m in out.metrics if m.name == "robust_accuracy")
+        assert units != "std" or "standard deviations" in out.method
+    # rows within 0.5 std of the boundary flip: a uniform feature has std 1000/sqrt(12) ≈ 289
+    expected = float(np.mean(np.abs(x[:, 0] - 500) > 0.5 * x[:, 0].std(ddof=1)))
+    assert accs["raw"] > 0.99 and accs["std"] == pytest.approx(expected, abs=0.02)
 
 
 class WordModel(TorchAdapter.__mro__[1]):  # a ModelAdapter that says "pos" iff the word "good" is present
