@@ -62,7 +62,7 @@ class Efficiency(Check):
     Config = EfficiencyConfig
     metric_names = ("latency_p50_ms", "latency_p95_ms", "throughput", "energy_per_1000_wh", "co2_per_1000_g",
                     "n_parameters", "model_size_mb", "flops_per_sample", "yearly_energy_kwh", "yearly_co2_kg",
-                    "training_energy_kwh")
+                    "training_energy_kwh", "training_co2_kg")
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: EfficiencyConfig = self.config  # type: ignore[assignment]
@@ -161,9 +161,20 @@ class Efficiency(Check):
         elif cfg.measure_energy:
             limitations.append("CodeCarbon returned no energy for the timed loop (too short to sample).")
         if cfg.training_watts and cfg.training_hours:
-            metrics.append(Metric(name="training_energy_kwh", value=cfg.training_watts * cfg.training_hours / 1000, n=1,
+            train_kwh = cfg.training_watts * cfg.training_hours / 1000
+            metrics.append(Metric(name="training_energy_kwh", value=train_kwh, n=1,
                                   unit="kWh", higher_is_better=False, provenance="estimated",
                                   method=f"stated hardware power {cfg.training_watts:g} W times {cfg.training_hours:g} h"))
+            intensity, year = grid_carbon_intensity(ctx.country_iso_code)
+            if intensity is not None:
+                metrics.append(Metric(
+                    name="training_co2_kg", value=train_kwh * intensity / 1000, n=1, unit="kgCO2eq",
+                    higher_is_better=False, provenance="estimated",
+                    method=(f"stated training energy times the {year} grid carbon intensity of {ctx.country_iso_code} "
+                            f"({intensity:.0f} g/kWh, CodeCarbon's energy-mix data; set energy.country_iso_code)")))
+            else:
+                limitations.append(f"No grid carbon intensity for {ctx.country_iso_code!r} in CodeCarbon's data: "
+                                   "training CO2 is not estimated.")
         summary = f"{p50:.2f} ms per batch of {bs} (p95 {p95:.2f} ms), {metrics[2].value:.0f} samples/s on {adapter.device}"
         energy = next((m for m in metrics if m.name == "energy_per_1000_wh"), None)
         if energy is not None:
@@ -173,3 +184,17 @@ class Efficiency(Check):
                            method=("Batches are taken from the evaluation set and run through the adapter (preprocessing "
                                    "included) with gradients off. " + timing + "."),
                            limitations=limitations)
+
+
+def grid_carbon_intensity(country_iso_code: str) -> tuple[float | None, int | None]:
+    """Carbon intensity (gCO2eq/kWh) and data year of a country's grid from CodeCarbon's bundled energy-mix
+    data (offline); ``(None, None)`` when the country is not in it."""
+    try:
+        from codecarbon.input import DataSource
+
+        row = DataSource().get_global_energy_mix_data().get(country_iso_code.upper())
+    except Exception:  # noqa: BLE001 - an optional estimate; its absence is stated in the limitations
+        return None, None
+    if not row or row.get("carbon_intensity") is None:
+        return None, None
+    return float(row["carbon_intensity"]), int(row.get("year") or 0) or None

@@ -41,6 +41,10 @@ def test_metrics_and_projection() -> None:
     assert m["flops_per_sample"].value == 96 and m["flops_per_sample"].provenance == "estimated"
     assert 0 < m["latency_p50_ms"].value <= m["latency_p95_ms"].value
     assert m["training_energy_kwh"].value == pytest.approx(0.6)
+    from codecarbon.input import DataSource
+
+    usa = DataSource().get_global_energy_mix_data()["USA"]["carbon_intensity"]  # the context's default country
+    assert m["training_co2_kg"].value == pytest.approx(0.6 * usa / 1000) and m["training_co2_kg"].provenance == "estimated"
     if "energy_per_1000_wh" in m:
         energy = m["energy_per_1000_wh"]
         # No RAPL/NVML on CI machines: the energy must then be labelled an estimate, with its source.
