@@ -133,6 +133,30 @@ def missed_thresholds(check: CheckResult, level: str | None = None) -> list[Thre
     return [t for t in check.thresholds if not t.passed and (level is None or t.level == level)]
 
 
+def top_risks(result: AuditResult, limit: int = 5) -> list[dict[str, str]]:
+    """The most severe findings, for page one: each ``{"status", "check", "anchor", "text"}``.
+
+    Order: checks that errored (their evidence is missing), missed ``fail`` thresholds, missed
+    ``warn`` thresholds and thresholds that could not be judged, then warning checks without a
+    missed threshold (e.g. gradient masking suspected, small groups) with their summary.
+    """
+    ranked: list[tuple[int, int, dict[str, str]]] = []
+    for i, check in enumerate(result.checks, start=1):
+        where = {"check": check.title, "anchor": anchor(i, check.id)}
+        if check.status == "error":
+            ranked.append((0, i, {**where, "status": "error",
+                                  "text": "the check crashed, so this risk is not evidenced: " + (check.error or check.summary)}))
+            continue
+        missed = missed_thresholds(check)
+        for t in missed:
+            rank = 1 if t.level == "fail" and not t.note else 2
+            ranked.append((rank, i, {**where, "status": "fail" if rank == 1 else "warn", "text": describe_threshold(t)}))
+        if check.status == "warn" and not missed:
+            ranked.append((3, i, {**where, "status": "warn", "text": check.summary}))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in ranked[:limit]]
+
+
 def key_metrics(check: CheckResult, limit: int = 5) -> list[Metric]:
     """The metrics worth showing in a one-line overview of ``check``.
 

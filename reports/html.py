@@ -62,6 +62,7 @@ def environment() -> Environment:
     )
     env.globals.update(
         key_metrics=fmt.key_metrics,
+        top_risks=fmt.top_risks,
         missed=fmt.missed_thresholds,
         anchor=fmt.anchor,
         statuses=fmt.STATUSES,

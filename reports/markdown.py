@@ -76,6 +76,14 @@ def render_markdown(result: AuditResult) -> str:
         f"Model {escape_md(fmt.model_path(result))} · report {escape_md(prov.report_id)} · "
         f"deepaudit {escape_md(prov.tool_version)} · exit code {result.summary.exit_code}",
         "",
+    ]
+    risks = fmt.top_risks(result)
+    if risks:
+        lines += ["**Top risks**", ""]
+        lines += [f"{i}. **{r['status'].upper()}** {escape_md(r['check'])}: {escape_md(r['text'])}"
+                  for i, r in enumerate(risks, start=1)]
+        lines.append("")
+    lines += [
         "| Check | Status | Key metrics (value [95% CI], n) | Thresholds |",
         "| --- | --- | --- | --- |",
     ]

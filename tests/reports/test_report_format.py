@@ -57,3 +57,18 @@ def test_key_metrics_prefer_gated_overall_metrics(audit_result: AuditResult) -> 
 def test_anchor_is_safe_and_unique() -> None:
     assert fmt.anchor(2, 'fairness."<x>"') == "check-2-fairness-x"
     assert fmt.anchor(3, "!!!") == "check-3"
+
+
+def test_top_risks_order_and_page_one(audit_result: AuditResult) -> None:
+    """Error first (its evidence is missing), then missed fail thresholds, then warnings; passes never appear."""
+    from reports.html import render_html
+    from reports.markdown import render_markdown
+
+    risks = fmt.top_risks(audit_result)
+    statuses = [r["status"] for r in risks]
+    assert statuses == sorted(statuses, key=["error", "fail", "warn"].index) and statuses[:2] == ["error", "fail"]
+    assert "tpr_gap = 0.2100, required ≤ 0.1000 (fail level): missed" in risks[1]["text"]
+    assert all(r["check"] != "Predictive performance" for r in risks)
+    page_one = render_html(audit_result).split('id="traceability"')[0]
+    assert "Top risks" in page_one and risks[1]["anchor"] in page_one
+    assert "**Top risks**" in render_markdown(audit_result)
