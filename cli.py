@@ -44,9 +44,14 @@ def _translate_errors() -> Iterator[None]:
     """Library raises, CLI translates: bad input → 2, anything unexpected → 3."""
     if not os.environ.get("DEEPAUDIT_DEBUG"):
         # Warnings of the underlying libraries (captum, shap, ART) are noise on a CI log.
+        import logging
         import warnings
 
         warnings.filterwarnings("ignore")
+        # torchao logs every optional CUDA kernel library it cannot load on a CPU machine, and torch's
+        # pytree module logs deprecations: noise for a user, kept with DEEPAUDIT_DEBUG=1.
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield
     except typer.Exit:

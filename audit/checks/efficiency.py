@@ -50,7 +50,27 @@ def count_flops(module: torch.nn.Module, example: Any) -> int | None:
 
 def _module_of(adapter: Any) -> torch.nn.Module | None:
     mod = getattr(adapter, "model", None) or getattr(adapter, "module", None)
+    if mod is None and getattr(adapter, "inner", None) is not None:  # TokenizedTextAdapter
+        return _module_of(adapter.inner)
     return mod if isinstance(mod, torch.nn.Module) else None
+
+
+def state_dict_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``torch.save(module.state_dict())``: the size on disk, packed int8 weights included."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.tell()
+
+
+def weight_sparsity(module: torch.nn.Module) -> float | None:
+    """Fraction of exactly-zero weights of the dense Linear/Conv layers (None when there are none)."""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    ws = [m.weight.detach() for m in module.modules()
+          if isinstance(m, kinds) and type(getattr(m, "weight", None)) in (torch.Tensor, torch.nn.Parameter)]
+    total = sum(w.numel() for w in ws)
+    return float(sum(int((w == 0).sum()) for w in ws) / total) if total else None
 
 
 @register_check("efficiency")
@@ -62,7 +82,7 @@ class Efficiency(Check):
     Config = EfficiencyConfig
     metric_names = ("latency_p50_ms", "latency_p95_ms", "throughput", "energy_per_1000_wh", "co2_per_1000_g",
                     "n_parameters", "model_size_mb", "flops_per_sample", "yearly_energy_kwh", "yearly_co2_kg",
-                    "training_energy_kwh", "training_co2_kg")
+                    "training_energy_kwh", "training_co2_kg", "weight_sparsity")
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: EfficiencyConfig = self.config  # type: ignore[assignment]
@@ -108,13 +128,21 @@ class Efficiency(Check):
         module = _module_of(adapter)
         if module is not None:
             n_params = sum(p.numel() for p in module.parameters())
-            size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
             metrics += [
                 Metric(name="n_parameters", value=float(n_params), n=1, unit="parameters", higher_is_better=False,
                        method="sum of parameter element counts"),
-                Metric(name="model_size_mb", value=size / 2**20, n=1, unit="MiB", higher_is_better=False,
-                       method="bytes of parameters and buffers in memory (dense storage)"),
+                Metric(name="model_size_mb", value=state_dict_bytes(module) / 2**20, n=1, unit="MiB",
+                       higher_is_better=False,
+                       method="bytes of torch.save(state_dict): the size on disk (quantised weights packed, "
+                              "pruned zeros stored densely)"),
             ]
+            sparsity = weight_sparsity(module)
+            if sparsity is not None:
+                metrics.append(Metric(name="weight_sparsity", value=sparsity, n=1, higher_is_better=None,
+                                      method="fraction of exactly-zero weights in dense Linear/Conv layers"))
+                if sparsity >= 0.1:
+                    limitations.append(f"{sparsity:.0%} of the weights are zero but stored and multiplied densely: "
+                                       "no size or latency saving follows without a sparse format or kernel.")
             example = adapter.encode(ev.inputs[:1]) if hasattr(adapter, "encode") else adapter.to_batch(ev.inputs[:1])
             if not isinstance(example, dict) and getattr(adapter, "preprocess", None) is not None:
                 example = adapter.preprocess(example.float())

@@ -37,7 +37,8 @@ def test_metrics_and_projection() -> None:
                                       training_hours=2)).run(ctx())
     m = {x.name: x for x in out.metrics}
     assert m["n_parameters"].value == 4 * 8 + 8 + 8 * 2 + 2
-    assert m["model_size_mb"].value == pytest.approx(58 * 4 / 2**20)
+    assert 58 * 4 / 2**20 < m["model_size_mb"].value < (58 * 4 + 4096) / 2**20  # dense float32 + torch.save framing
+    assert m["weight_sparsity"].value == pytest.approx(0.0)
     assert m["flops_per_sample"].value == 96 and m["flops_per_sample"].provenance == "estimated"
     assert 0 < m["latency_p50_ms"].value <= m["latency_p95_ms"].value
     assert m["training_energy_kwh"].value == pytest.approx(0.6)
@@ -57,3 +58,20 @@ def test_without_energy() -> None:
     out = Efficiency(EfficiencyConfig(n_repeats=3, min_seconds=0, measure_energy=False)).run(ctx())
     assert "energy_per_1000_wh" not in {x.name for x in out.metrics}
     assert out.metrics[0].n == 3  # exactly n_repeats batches when no minimum duration is asked
+
+
+def test_size_is_on_disk_size_and_pruned_zeros_are_stated() -> None:
+    """int8 weights are packed (about a quarter of float32 on disk); unstructured pruning saves nothing
+    on disk and the check says so."""
+    from audit.checks.efficiency import state_dict_bytes, weight_sparsity
+    from models.variants import make_variant
+
+    torch.manual_seed(0)
+    big = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
+    base = state_dict_bytes(big)
+    assert base == pytest.approx((256 * 256 + 256 + 256 * 4 + 4) * 4, rel=0.02)
+    int8 = make_variant(big, "int8_weight").module
+    assert state_dict_bytes(int8) < 0.35 * base
+    pruned = make_variant(big, "pruned:0.5").module
+    assert weight_sparsity(pruned) == pytest.approx(0.5, abs=0.01)
+    assert state_dict_bytes(pruned) >= base * 0.98
