@@ -37,11 +37,14 @@ class AuditContext:
     progress : callable, optional
         ``progress(description, total)`` returns an ``advance(done)`` callback; the CLI passes a
         rich progress bar, the library default is silent.
+    model_meta : dict, optional
+        The model's ``model.json`` sidecar (architecture, init_args, preprocessing, ``recipe``), when
+        it has one; checks that retrain the model's pipeline read the recipe from it.
     """
 
     def __init__(self, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *, seed: int = 0,
                  batch_size: int = 256, progress: ProgressFactory | None = None,
-                 country_iso_code: str = "USA") -> None:
+                 country_iso_code: str = "USA", model_meta: dict[str, Any] | None = None) -> None:
         if "eval" not in datasets:
             raise ValueError("AuditContext needs an 'eval' data set")
         self.adapter = adapter
@@ -50,6 +53,7 @@ class AuditContext:
         self.batch_size = batch_size
         self.progress = progress or _no_progress
         self.country_iso_code = country_iso_code
+        self.model_meta = dict(model_meta or {})
         self._cache: dict[tuple[str, str], Any] = {}
 
     @property

@@ -38,7 +38,7 @@ from audit.results import (
 )
 from models.adapter import ModelAdapter, TokenizedTextAdapter
 from models.errors import ModelInputError
-from models.loaders import load_model
+from models.loaders import load_model, read_sidecar
 
 TOOL_NAME = "deepaudit"
 LIBRARIES = ("torch", "numpy", "scikit-learn", "transformers", "captum", "shap", "fairlearn",
@@ -273,8 +273,10 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     started = _now()
     seed_everything(cfg.seed)
     checks = build_checks(cfg) if checks is None else checks
+    model_path = Path(cfg.model.path)
+    meta = read_sidecar(model_path) if model_file is None and model_path.is_file() else None  # not for variants
     ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
-                       country_iso_code=cfg.energy.country_iso_code)
+                       country_iso_code=cfg.energy.country_iso_code, model_meta=meta)
     tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
     results = []
     try:

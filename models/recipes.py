@@ -194,3 +194,52 @@ def train_recipe(name: str, out_dir: str | Path, *, epochs: int | None = None, s
     meta_path = out_dir / "model.json"
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())  # last: its presence marks completion
     return RecipeResult(weights, meta_path, test_path, False, meta, model.cpu().eval())
+
+
+def fit_recipe(params: dict[str, Any] | str, x_train: np.ndarray, y_train: np.ndarray, *,
+               init_args: dict[str, Any], preprocessing: dict[str, Any] | None = None, epochs: int | None = None,
+               seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Train a recipe's architecture with its hyper-parameters on the given arrays; writes no files.
+
+    For audits that retrain the model's pipeline on modified data (e.g. a backdoor simulation).
+
+    Parameters
+    ----------
+    params : dict or str
+        The ``recipe`` block of a ``model.json`` sidecar (its ``name``, ``lr``, ``batch_size``,
+        ``weight_decay`` and ``epochs`` are used), or a recipe name.
+    x_train, y_train : ndarray
+        Raw training inputs (before normalisation) and class indices.
+    init_args : dict
+        Constructor arguments of the architecture (``init_args`` of the sidecar).
+    preprocessing : dict, optional
+        The sidecar's ``preprocessing``; its ``mean``/``std`` normalise the inputs during training.
+    epochs : int, optional
+        Defaults to the recipe's (the sidecar's when ``params`` is a dict).
+    seed : int
+    device : str or torch.device
+
+    Returns
+    -------
+    torch.nn.Module
+        The trained module in eval mode, on ``device``; it takes normalised inputs, like the module a
+        recipe writes.
+    """
+    from models.adapter import Normalize, resolve_device
+    from models.train import fit_classifier
+    from models.zoo import create_model
+
+    name = params if isinstance(params, str) else params.get("name")
+    recipe = get_recipe(str(name))
+    given = {} if isinstance(params, str) else params
+    epochs = epochs if epochs is not None else int(given.get("epochs", recipe.epochs))
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ModelInputError(f"The 'epochs' parameter of fit_recipe must be an int >= 1. Got {epochs!r} instead.")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = create_model(recipe.architecture, **init_args)
+    pre = preprocessing or {}
+    norm = Normalize(pre["mean"], pre["std"]).to(dev) if pre.get("mean") is not None else None
+    return fit_classifier(model, x_train, y_train, epochs=epochs, lr=float(given.get("lr", recipe.lr)),
+                          batch_size=int(given.get("batch_size", recipe.batch_size)), seed=seed, device=dev,
+                          preprocess=norm, weight_decay=float(given.get("weight_decay", recipe.weight_decay)))

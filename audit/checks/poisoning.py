@@ -1,0 +1,513 @@
+"""Data poisoning (EU AI Act Art. 15(5)): how easily does this training pipeline learn a backdoor, and
+does the given model already carry one?
+
+- ``poisoning.backdoor_simulation`` poisons a share of the training set (``data.reference``) with
+  ART's ``PoisoningAttackBackdoor`` (a pattern trigger on images, an out-of-range value on tabular
+  features; the label is switched to the target class), retrains — through the model's recipe when
+  its ``model.json`` names one, otherwise by fine-tuning a copy of the given model — and measures
+  the attack success rate and the clean accuracy at every poison rate.
+- ``poisoning.backdoor_scan`` looks for an existing backdoor: Neural Cleanse reverse-engineers the
+  smallest trigger for every class (a backdoor target needs an abnormally small one; MAD anomaly
+  index > 2), and ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` on the penultimate
+  features point at the training samples of a suspected class that carry it.
+
+References
+----------
+Gu, Dolan-Gavitt, Garg. "BadNets", 2017. Chen et al. "Detecting Backdoor Attacks on Deep Neural
+Networks by Activation Clustering", 2018. Tran, Li, Madry. "Spectral Signatures in Backdoor
+Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from audit.checks.corruption import wilson_interval
+from audit.config import CheckConfig, ThresholdSpec
+from audit.context import AuditContext
+from audit.errors import InputError, SkipCheck
+from audit.poisoning import (
+    Trigger,
+    feature_classifier,
+    flagged_by_anomaly,
+    image_trigger,
+    mad_anomaly_index,
+    poison_indices,
+    reverse_engineer_triggers,
+    tabular_trigger,
+)
+from audit.registry import Check, CheckOutput, register_check
+from audit.results import Figure, Metric, Table
+
+TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
+
+
+def _float_inputs(ctx: AuditContext, role: str) -> np.ndarray:
+    ds = ctx.dataset(role)
+    if isinstance(ds.inputs, list) or ctx.adapter.input_kind in ("text", "sequence"):
+        raise SkipCheck("backdoor triggers for text and token-id models (an inserted trigger token) are not "
+                        "implemented; only image and tabular models are covered.")
+    x = np.asarray(ds.inputs)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise SkipCheck(f"data.{role} holds integer inputs (token ids?): only image and tabular triggers are implemented.")
+    return x
+
+
+def build_trigger(ctx: AuditContext, x_ref: np.ndarray, option: TriggerOption, *, distance: int,
+                  features: list[int] | None, n_features: int, setting: str) -> Trigger:
+    """The trigger that fits the model's inputs, or one clear error when the config asks for one that does not."""
+    image = ctx.adapter.input_kind == "image" and x_ref.ndim in (3, 4)
+    if option in ("pattern", "pixel") and not image:
+        raise InputError(f"{setting}.trigger {option!r} is an image trigger but the model takes "
+                         f"{ctx.adapter.input_kind} inputs of shape {x_ref.shape[1:]}; use 'auto' or 'out_of_range'.")
+    if option == "out_of_range" and x_ref.ndim != 2:
+        raise InputError(f"{setting}.trigger 'out_of_range' needs tabular inputs (samples, features); these have "
+                         f"shape {x_ref.shape}; use 'auto', 'pattern' or 'pixel'.")
+    if image:
+        value = ctx.adapter.input_range[1] if ctx.adapter.input_range else float(x_ref.max())
+        return image_trigger(x_ref.shape[1:], "pixel" if option == "pixel" else "pattern", value=value, distance=distance)
+    if x_ref.ndim == 2:
+        return tabular_trigger(x_ref, features, n_features, feature_names=ctx.dataset("reference").feature_names)
+    raise SkipCheck(f"no trigger fits {ctx.adapter.input_kind} inputs of shape {x_ref.shape[1:]}.")
+
+
+def _n_classes(ctx: AuditContext) -> int:
+    """Number of classes from the (cached) logits: an adapter may learn its class names on the first call."""
+    return int(ctx.logits("eval").shape[1])
+
+
+def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, limit, replace=False)) if n > limit else np.arange(n)
+
+
+# ---------------------------------------------------------------------------------------- simulation
+
+class BackdoorSimulationConfig(CheckConfig):
+    """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
+
+    rates: list[float] = Field(default=[0.01, 0.05, 0.1], min_length=1,
+                               description="Poison rates: shares of the training samples given the trigger and the target label.")
+    target_class: int = Field(default=0, ge=0, description="Class index the backdoor sends triggered inputs to.")
+    trigger: TriggerOption = Field(
+        default="auto", description="auto (images: pattern; tabular: out_of_range), pattern or pixel (ART image "
+                                    "triggers), out_of_range (tabular: chosen features set beyond their training range).")
+    trigger_distance: int = Field(default=1, ge=0, description="Image triggers: pixels between the trigger and the bottom-right corner.")
+    trigger_features: list[int] | None = Field(default=None, description="Tabular trigger: feature indices (default: the highest-variance ones).")
+    trigger_n_features: int = Field(default=2, ge=1, description="Tabular trigger: how many features, when trigger_features is not set.")
+    retrain: Literal["auto", "recipe", "finetune"] = Field(
+        default="auto", description="auto: the model's recipe (model.json) when it names one, else fine-tune a copy "
+                                    "of the model; recipe or finetune to insist on one.")
+    recipe: str | None = Field(default=None, description="Recipe name to retrain with (overrides the one model.json names; needed without one).")
+    epochs: int = Field(default=5, ge=1, description="Training epochs of each retraining (recipe or fine-tuning).")
+    lr: float = Field(default=1e-3, gt=0, description="Fine-tuning learning rate (the recipe's own is used for recipes).")
+    max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference trained on.")
+    n_samples: int = Field(default=1000, ge=10, description="Seeded subset of the evaluation set measured on.")
+    max_parameters: int = Field(default=5_000_000, ge=1, description="Skip fine-tuning models with more parameters (budget).")
+    include_baseline: bool = Field(default=True, description="Also retrain at rate 0 (the pipeline's clean baseline).")
+
+
+@register_check("poisoning.backdoor_simulation")
+class BackdoorSimulation(Check):
+    """Attack success rate and clean accuracy of a retrained model against the poison rate."""
+
+    category = "poisoning"
+    title = "Backdoor poisoning simulation"
+    Config = BackdoorSimulationConfig
+    metric_names = ("asr_at_lowest_rate", "asr_at_highest_rate", "attack_success_rate", "clean_accuracy")
+    #: A pipeline that learns the backdoor from the smallest poison rate (1% by default) is easy to poison.
+    default_thresholds = {"asr_at_lowest_rate": ThresholdSpec(max=0.5, level="warn")}
+
+    def run(self, ctx: AuditContext) -> CheckOutput:
+        cfg: BackdoorSimulationConfig = self.config  # type: ignore[assignment]
+        setting = f"checks.{self.id}"
+        if "reference" not in ctx.datasets:
+            raise SkipCheck("the simulation poisons the training data: give it as data.reference.")
+        ref = ctx.datasets["reference"]
+        if ref.target is None:
+            raise SkipCheck("data.reference has no labels; poisoning switches training labels.")
+        x_ref_all = _float_inputs(ctx, "reference")
+        x_ev_all = _float_inputs(ctx, "eval")
+        k = _n_classes(ctx)
+        if not 0 <= cfg.target_class < k:
+            raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
+                             f"Got {cfg.target_class} instead.")
+        if any(not 0 < r < 1 for r in cfg.rates):
+            raise InputError(f"{setting}.rates must be shares in (0, 1). Got {cfg.rates} instead.")
+        y_ev_all = ctx.y_true()
+        trigger = build_trigger(ctx, x_ref_all, cfg.trigger, distance=cfg.trigger_distance,
+                                features=cfg.trigger_features, n_features=cfg.trigger_n_features, setting=setting)
+        train_fn, how = self._pipeline(ctx, cfg)
+        rng = ctx.rng(self.id)
+        tr = _subsample(len(x_ref_all), cfg.max_train_samples, rng)
+        ev = _subsample(len(x_ev_all), cfg.n_samples, rng)
+        x_tr, y_tr = x_ref_all[tr].astype(np.float32), ref.target[tr].astype(np.int64)
+        x_ev, y_ev = x_ev_all[ev].astype(np.float32), y_ev_all[ev]
+        victims = y_ev != cfg.target_class
+        if not victims.any():
+            raise SkipCheck(f"every sampled evaluation sample is of the target class {cfg.target_class}: no attack success to measure.")
+        x_trig = trigger.apply(x_ev[victims])
+        seed = int(rng.integers(0, 2**31))
+
+        rates = ([0.0] if cfg.include_baseline else []) + sorted(cfg.rates)
+        rows: list[list[Any]] = []
+        metrics: list[Metric] = []
+        asr_of: dict[float, float] = {}
+        acc_of: dict[float, float] = {}
+        for rate in rates:
+            x_p, y_p = x_tr.copy(), y_tr.copy()
+            idx = poison_indices(y_tr, cfg.target_class, rate, np.random.default_rng(seed)) if rate else np.zeros(0, int)
+            if len(idx):
+                x_p[idx], y_p[idx] = trigger.apply(x_p[idx]), cfg.target_class
+            predict = train_fn(x_p, y_p, seed)
+            correct = predict(x_ev) == y_ev
+            hits = predict(x_trig) == cfg.target_class
+            n_v, k_hit = int(victims.sum()), int(hits.sum())
+            asr, acc = k_hit / n_v, float(correct.mean())
+            a_lo, a_hi = wilson_interval(k_hit, n_v)
+            c_lo, c_hi = wilson_interval(int(correct.sum()), len(y_ev))
+            asr_of[rate], acc_of[rate] = asr, acc
+            group = f"rate={rate:g}"
+            metrics += [
+                Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi, ci_level=0.95,
+                       n=n_v, higher_is_better=False,
+                       method=f"share of {n_v} evaluation samples not of class {cfg.target_class}, with the trigger, "
+                              f"classified as {cfg.target_class}; {len(idx)} of {len(y_tr)} training samples poisoned; "
+                              "Wilson 95% interval"),
+                Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
+                       n=len(y_ev), higher_is_better=True,
+                       method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation samples; Wilson 95% interval"),
+            ]
+            rows.append([rate, len(idx), round(asr, 4), round(a_lo, 4), round(a_hi, 4), n_v,
+                         round(acc, 4), round(c_lo, 4), round(c_hi, 4), len(y_ev)])
+        low, high = min(cfg.rates), max(cfg.rates)
+        by_group = {m.group: m for m in metrics if m.name == "attack_success_rate"}
+        head = [by_group[f"rate={r:g}"].model_copy(update={
+                    "name": name, "group": None,
+                    "method": f"attack success rate after poisoning {r:.0%} of the training samples; Wilson 95% interval"})
+                for name, r in (("asr_at_lowest_rate", low), ("asr_at_highest_rate", high))]
+        shown = rates
+        evidence: list[Any] = [
+            Table(title="Backdoor attack success and clean accuracy per poison rate",
+                  columns=["poison rate", "poisoned samples", "attack success rate", "CI low", "CI high",
+                           "triggered samples", "clean accuracy", "CI low", "CI high", "clean samples"], rows=rows,
+                  caption=f"Retrained by {how}. Trigger: {trigger.description}. Rate 0 is the same pipeline without poison."),
+            Figure(kind="line", title="Attack success rate and clean accuracy against the poison rate",
+                   data={"x": shown, "series": {"attack success rate": [round(asr_of[r], 4) for r in shown],
+                                                "clean accuracy": [round(acc_of[r], 4) for r in shown]},
+                         "xlabel": "share of training samples poisoned", "ylabel": "rate"},
+                   caption="A steep attack-success curve at small rates means the pipeline learns a backdoor from few "
+                           "poisoned samples while clean accuracy, what a user would monitor, hardly moves."),
+        ]
+        summary = (f"Retrained by {how}: poisoning {low:.0%} of the training data gives an attack success rate of "
+                   f"{asr_of[low]:.3f}, {high:.0%} gives {asr_of[high]:.3f} (clean accuracy {acc_of[high]:.3f}"
+                   + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ").")
+        return CheckOutput(
+            summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval", n_samples=len(y_tr),
+            method=(f"BadNets-style backdoor (ART PoisoningAttackBackdoor): at each rate, that share of {len(y_tr)} "
+                    f"training samples from classes other than {cfg.target_class} get the trigger ({trigger.description}) "
+                    f"and the label {cfg.target_class}; a model is retrained by {how} for {cfg.epochs} epoch(s), then "
+                    "measured on triggered and clean evaluation samples."),
+            limitations=[
+                "A warning means this pipeline learns a backdoor from the smallest poison rate: whoever can slip that "
+                "share of samples into the training data controls the model's output on triggered inputs.",
+                f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} samples to keep the budget "
+                "small; the full pipeline may learn the backdoor from fewer samples.",
+                "One simple, visible trigger: blended, clean-label or input-aware triggers are not simulated.",
+            ] + (["Fine-tuning a model that is already trained, not the original training from scratch."]
+                 if how.startswith("fine-tuning") else []))
+
+    def _pipeline(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[Any, str]:
+        """``train(x, y, seed) -> predict`` and a description of how the model is retrained."""
+        from models.adapter import Normalize, TorchAdapter
+        from models.recipes import RECIPES, fit_recipe
+
+        adapter = ctx.adapter
+        meta = ctx.model_meta
+        recipe_params = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
+        if cfg.recipe is not None:
+            if cfg.recipe not in RECIPES:
+                raise InputError(f"checks.{self.id}.recipe {cfg.recipe!r} is not a recipe; known: {', '.join(sorted(RECIPES))}.")
+            recipe_params = {**(recipe_params or {}), "name": cfg.recipe}
+        use_recipe = recipe_params is not None and cfg.retrain in ("auto", "recipe")
+        if cfg.retrain == "recipe" and recipe_params is None:
+            raise SkipCheck("retrain is 'recipe' but the model's model.json names no recipe; set recipe: <name>.")
+        dev = adapter.device
+
+        def predictor(module: torch.nn.Module, preprocess: torch.nn.Module | None) -> Any:
+            wrapped = TorchAdapter(module, input_kind=adapter.input_kind, device=dev, preprocess=preprocess,
+                                   class_names=adapter.class_names)
+            return lambda x: wrapped.predict_logits(x, batch_size=ctx.batch_size).argmax(1).numpy()
+
+        if use_recipe:
+            assert recipe_params is not None
+            init_args = meta.get("init_args") or {}
+            pre = meta.get("preprocessing") or {}
+            norm = Normalize(pre["mean"], pre["std"]) if pre.get("mean") is not None else None
+
+            def train_recipe(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+                try:
+                    module = fit_recipe(recipe_params, x, y, init_args=init_args, preprocessing=pre,
+                                        epochs=cfg.epochs, seed=seed, device=dev)
+                except (TypeError, RuntimeError) as exc:  # init_args or data that do not fit the recipe's architecture
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                    raise InputError(f"recipe {recipe_params['name']!r} cannot be trained on data.reference with "
+                                     f"init_args {init_args}: {first}.") from None
+                return predictor(module, norm)
+
+            return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch)"
+        module = getattr(adapter, "module", None)
+        if not isinstance(module, torch.nn.Module) or not getattr(adapter, "differentiable", False):
+            raise SkipCheck(f"the model ({adapter.format}) has no recipe in a model.json and is not a trainable torch "
+                            "module, so it cannot be retrained; set recipe: <name> to retrain a known recipe.")
+        if isinstance(module, torch.jit.ScriptModule):
+            raise SkipCheck("a TorchScript model cannot be fine-tuned here; set recipe: <name> to retrain a known recipe.")
+        n_params = sum(p.numel() for p in module.parameters())
+        if n_params > cfg.max_parameters:
+            raise SkipCheck(f"fine-tuning a copy of a model with {n_params:,} parameters is over the budget "
+                            f"(max_parameters {cfg.max_parameters:,}); raise it to run the simulation.")
+        preprocess = getattr(adapter, "preprocess", None)
+
+        def finetune(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+            from models.train import fit_classifier
+
+            clone = copy.deepcopy(module)
+            if not any(p.requires_grad and p.is_floating_point() for p in clone.parameters()):
+                raise SkipCheck("the model has no trainable floating-point parameters (a quantised variant?).")
+            fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
+                           preprocess=preprocess)
+            return predictor(clone, preprocess)
+
+        return finetune, "fine-tuning a copy of the given model on the poisoned training set (no recipe in model.json)"
+
+
+# ---------------------------------------------------------------------------------------------- scan
+
+class BackdoorScanConfig(CheckConfig):
+    """Settings of ``poisoning.backdoor_scan``."""
+
+    n_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on.")
+    steps: int = Field(default=300, ge=10, description="Neural Cleanse optimisation steps (all classes at once).")
+    batch_size: int = Field(default=32, ge=1, description="Neural Cleanse samples per step and class.")
+    lr: float = Field(default=0.1, gt=0, description="Neural Cleanse Adam learning rate.")
+    init_cost: float = Field(default=1e-3, gt=0, description="Neural Cleanse initial weight of the mask's L1 norm.")
+    success_threshold: float = Field(default=0.99, gt=0, le=1, description="Trigger success a reverse-engineered trigger must reach.")
+    max_classes: int = Field(default=50, ge=5, description="Skip Neural Cleanse for models with more classes (it optimises one trigger per class).")
+    max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × batch_size forward and backward passes).")
+    anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes).")
+    max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference the ART defences examine.")
+    nb_dims: int = Field(default=10, ge=1, description="ActivationDefence: PCA dimensions of the penultimate features.")
+    expected_poison_rate: float = Field(default=0.1, gt=0, le=1, description="SpectralSignatureDefense: expected poisoned share of a class.")
+    reclassify_threshold: float | None = Field(
+        default=None, gt=0, description="ActivationDefence exclusionary reclassification threshold (retrains a copy "
+                                        "of the model; off by default, see the method notes).")
+
+
+@register_check("poisoning.backdoor_scan")
+class BackdoorScan(Check):
+    """Look for an existing backdoor: Neural Cleanse plus ART's activation-clustering and spectral-signature defences."""
+
+    category = "poisoning"
+    title = "Backdoor scan"
+    Config = BackdoorScanConfig
+    metric_names = ("anomaly_index", "suspected_classes", "flagged_samples", "trigger_mask_l1", "class_anomaly_index")
+    #: MAD anomaly index > 3 (Wang et al. 2019 use 2, which clean 10-class models reach by chance; see the method).
+    default_thresholds = {"anomaly_index": ThresholdSpec(max=3.0, level="warn")}
+
+    def run(self, ctx: AuditContext) -> CheckOutput:
+        cfg: BackdoorScanConfig = self.config  # type: ignore[assignment]
+        adapter = ctx.adapter
+        x_ev_all = _float_inputs(ctx, "eval")
+        k = _n_classes(ctx)
+        has_ref = "reference" in ctx.datasets and ctx.datasets["reference"].target is not None
+        if not adapter.differentiable and not (has_ref and adapter.has_features):
+            raise SkipCheck(f"the model ({adapter.format}) has neither input gradients (Neural Cleanse) nor penultimate "
+                            "features with a labelled data.reference (activation clustering, spectral signatures).")
+        rng = ctx.rng(self.id)
+        metrics: list[Metric] = []
+        limitations: list[str] = []
+        evidence: list[Any] = []
+        names = ctx.class_names
+        suspected: list[int] = []
+        per_class: dict[int, list[Any]] = {c: [names[c]] for c in range(k)}
+        # ------------------------------------------------------------------ Neural Cleanse
+        module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
+        n_params = sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
+        nc_ran = adapter.differentiable and 5 <= k <= cfg.max_classes and n_params <= cfg.max_parameters
+        if not adapter.differentiable:
+            limitations.append(f"Neural Cleanse did not run: the model ({adapter.format}) has no input gradients.")
+        elif k < 5:
+            limitations.append(f"Neural Cleanse did not run: the MAD anomaly index needs at least 5 classes (this model has {k}).")
+        elif k > cfg.max_classes:
+            limitations.append(f"Neural Cleanse did not run: {k} classes is over the budget (max_classes {cfg.max_classes}).")
+        elif n_params > cfg.max_parameters:
+            limitations.append(f"Neural Cleanse did not run: {n_params:,} parameters is over the budget (max_parameters "
+                               f"{cfg.max_parameters:,}); raise it to run.")
+        anomaly_value = None
+        if nc_ran:
+            rows = _subsample(len(x_ev_all), cfg.n_samples, rng)
+            x = x_ev_all[rows].astype(np.float32)
+            channel_axis = adapter.input_kind == "image" and x.ndim == 4
+            if adapter.input_kind == "image" or x.ndim != 2:
+                lo_v, hi_v = adapter.input_range or (float(x.min()), float(x.max()))
+                low, high = np.float32(lo_v), np.float32(hi_v)
+            else:  # tabular: each feature's range, widened by its width on both sides (out-of-range triggers)
+                span = np.maximum(x.max(0) - x.min(0), 1e-6)
+                low, high = x.min(0) - span, x.max(0) + span
+                limitations.append("On tabular data Neural Cleanse is weak: on a 6-class synthetic MLP with a 10% "
+                                   "out-of-range backdoor the target had the smallest trigger but an anomaly index of "
+                                   "only 2.0-2.4, below the threshold; read the per-class trigger sizes, not only the verdict.")
+            found = reverse_engineer_triggers(adapter.logits, x, k, low=low, high=high, channel_axis=channel_axis,
+                                              steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                              init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
+                                              device=adapter.device, seed=int(rng.integers(0, 2**31)))
+            index = mad_anomaly_index(found.mask_l1)
+            flags = flagged_by_anomaly(found.mask_l1, cfg.anomaly_threshold)
+            suspected = [int(c) for c in np.flatnonzero(flags)]
+            below = found.mask_l1 <= np.median(found.mask_l1)
+            anomaly_value = float(index[below].max())
+            size = int(np.prod(found.masks.shape[1:]))
+            metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=k, higher_is_better=False,
+                                  method=f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
+                                         f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
+                                         f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"))
+            for c in range(k):
+                metrics += [
+                    Metric(name="trigger_mask_l1", group=names[c], value=float(found.mask_l1[c]), n=len(rows),
+                           higher_is_better=None,
+                           method=f"L1 norm of the smallest mask (of {size} cells) that sends ≥ {cfg.success_threshold:.0%} "
+                                  f"of {len(rows)} clean samples to this class"
+                                  + ("" if found.reached[c] else f" (not reached: last mask, success {found.success[c]:.2f})")),
+                    Metric(name="class_anomaly_index", group=names[c], value=float(index[c]), n=k, higher_is_better=None,
+                           method="MAD anomaly index of this class's trigger mask L1 norm"),
+                ]
+                per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
+                                 round(float(found.success[c]), 3), "yes" if flags[c] else "no"]
+            if not found.reached.all():
+                limitations.append(f"{int((~found.reached).sum())} class(es) never reached the trigger success threshold "
+                                   f"in {cfg.steps} steps; their last mask is used (raise steps).")
+            evidence.append(Figure(kind="bar", title="Neural Cleanse anomaly index per class",
+                                   data={"labels": list(names), "values": [round(float(v), 4) for v in index],
+                                         "ylabel": "MAD anomaly index"},
+                                   caption=f"Classes below the median trigger size with an index above "
+                                           f"{cfg.anomaly_threshold:g} are suspected backdoor targets."))
+            if adapter.input_kind == "image" and found.patterns.ndim == 4 and found.patterns.shape[1] in (1, 3):
+                lo_s, hi_s = float(np.min(low)), float(np.max(high))
+                images, titles = [], []
+                for c in (suspected or [int(np.argmin(found.mask_l1))])[:4]:
+                    trig = (found.masks[c] * (found.patterns[c] - lo_s) / max(hi_s - lo_s, 1e-9)).clip(0, 1)
+                    arr = trig[0] if trig.shape[0] == 1 else np.moveaxis(trig, 0, -1)
+                    images.append(np.round(arr, 4).tolist())
+                    titles.append(f"class {names[c]} (L1 {found.mask_l1[c]:.2f})")
+                evidence.append(Figure(kind="image_grid", title="Reverse-engineered triggers",
+                                       data={"images": images, "titles": titles},
+                                       caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
+                                               "overall when none is suspected)."))
+        else:
+            metrics.append(Metric(name="anomaly_index", value=None, n=0, higher_is_better=False,
+                                  method=f"not measured: {limitations[-1]}"))
+            for c in range(k):
+                per_class[c] += [None, None, None, "not run"]
+        metrics.append(Metric(name="suspected_classes", value=float(len(suspected)), n=k, higher_is_better=False,
+                              method="classes Neural Cleanse flags (trigger mask below the median, anomaly index above "
+                                     f"{cfg.anomaly_threshold:g})"))
+        # ------------------------------------------------------------------ ART defences on the training set
+        flagged_rows: list[list[Any]] = []
+        n_flagged = 0
+        if has_ref and adapter.has_features:
+            flagged_rows, n_flagged, extra = self._training_set(ctx, cfg, suspected, rng, per_class)
+            limitations += extra
+        else:
+            limitations.append("Activation clustering and spectral signatures did not run: they need a labelled "
+                               "data.reference (the training set) and a model with penultimate features.")
+            for c in range(k):
+                per_class[c] += [None, None]
+        metrics.append(Metric(name="flagged_samples", value=float(n_flagged), n=min(len(ctx.datasets["reference"]), cfg.max_train_samples) if has_ref else 0,
+                              higher_is_better=False,
+                              method="training samples of suspected classes that both ART's ActivationDefence (smaller "
+                                     "cluster) and SpectralSignatureDefense (top outlier scores) flag"))
+        evidence.insert(0, Table(title="Backdoor evidence per class",
+                                 columns=["class", "trigger mask L1", "anomaly index", "trigger success", "suspected",
+                                          "smaller activation cluster share", "spectral-signature flagged"],
+                                 rows=[per_class[c] for c in range(k)]))
+        if flagged_rows:
+            evidence.append(Table(title="Flagged training samples (suspected target classes)",
+                                  columns=["index in data.reference", "label", "activation clustering",
+                                           "spectral signature", "spectral score"], rows=flagged_rows[:500],
+                                  caption=f"{len(flagged_rows)} samples flagged by at least one method"
+                                          + (" (first 500 shown)" if len(flagged_rows) > 500 else "") + "."))
+        verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; {n_flagged} training "
+                   "samples flagged by both ART defences" if suspected else "no class stands out as a backdoor target"
+                   if nc_ran else "no class could be tested as a backdoor target (see the limitations)")
+        summary = (f"Neural Cleanse anomaly index {anomaly_value:.2f} (> {cfg.anomaly_threshold:g} is suspicious): "
+                   if anomaly_value is not None else "Neural Cleanse did not run: ") + verdict + "."
+        return CheckOutput(
+            summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
+            n_samples=len(x_ev_all),
+            method=(f"Neural Cleanse: for every class, Adam ({cfg.steps} steps, lr {cfg.lr:g}) finds the smallest mask "
+                    "and pattern that send clean evaluation samples to it; a backdoor target needs a much smaller "
+                    "trigger, found by the MAD anomaly index of the mask L1 norms (ART's outlier rule). ART's "
+                    f"ActivationDefence (2-means on {cfg.nb_dims} PCA dimensions of the penultimate features per class, "
+                    "'smaller' cluster analysis) and SpectralSignatureDefense (top singular direction of the penultimate "
+                    f"features per class, expected poison rate {cfg.expected_poison_rate:g}) mark the training samples of "
+                    "suspected classes that carry the trigger. The anomaly threshold defaults to 3, not the paper's 2: "
+                    "clean LeNets on digits reached 2.2-2.5 on some seeds, planted backdoors 5-7."),
+            limitations=limitations + [
+                "Neural Cleanse finds small, localised triggers; large, blended or input-specific triggers may escape it.",
+                "Activation clustering splits every class in two; on its own it does not say whether a class is "
+                "poisoned (its 'relative-size' analysis raises in ART 1.20 when no cluster is small, and the "
+                "'silhouette-scores' and 'distance' analyses mislabel clusters), so its flags are reported only for "
+                "classes Neural Cleanse suspects.",
+                "Activation clustering assumes the poisoned samples are the minority of their labelled class.",
+            ])
+
+    def _training_set(self, ctx: AuditContext, cfg: BackdoorScanConfig, suspected: list[int], rng: np.random.Generator,
+                      per_class: dict[int, list[Any]]) -> tuple[list[list[Any]], int, list[str]]:
+        """ART's ActivationDefence and SpectralSignatureDefense on the penultimate features of data.reference."""
+        from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+
+        adapter = ctx.adapter
+        k = _n_classes(ctx)
+        ref = ctx.datasets["reference"]
+        rows = _subsample(len(ref), cfg.max_train_samples, rng)
+        x = np.ascontiguousarray(np.asarray(ref.inputs)[rows], dtype=np.float32)
+        y = np.asarray(ref.target)[rows].astype(np.int64)
+        feats = ctx.features("reference").numpy()[rows]
+        extra: list[str] = []
+        module = adapter.as_module() if hasattr(adapter, "as_module") else None
+        if module is None:
+            raise SkipCheck(f"the model ({adapter.format}) is not a torch module that ART can wrap.")
+        # ART moves the model it wraps to its own device: it gets a copy, so the adapter's stays where it is
+        clf = feature_classifier(copy.deepcopy(module), tuple(x.shape[1:]), k, x_reference=x, features=feats,
+                                 clip_values=adapter.input_range)
+        counts = np.bincount(y, minlength=k)
+        dims = min(cfg.nb_dims, feats.shape[1], int(counts.min()) - 1)
+        if dims >= 1:
+            np.random.seed(ctx.seed % 2**32)  # ART's MiniBatchKMeans draws from numpy's global generator
+            ac = ActivationDefence(clf, x, y, ex_re_threshold=cfg.reclassify_threshold)
+            _, ac_clean = ac.detect_poison(nb_clusters=2, nb_dims=dims, reduce="PCA", cluster_analysis="smaller")
+            ac_flag = np.asarray(ac_clean) == 0
+            if cfg.reclassify_threshold is not None:
+                extra.append("Exclusionary reclassification retrained a copy of the model on the unflagged clusters; on "
+                             "digits it cleared poisoned clusters whenever some poisoned samples stayed in the other cluster.")
+        else:
+            ac_flag = np.zeros(len(y), dtype=bool)
+            extra.append(f"Activation clustering did not run: a class has {int(counts.min())} sample(s) in the examined "
+                         "training subset (at least 2 per class needed).")
+        ss = SpectralSignatureDefense(clf, x, y, expected_pp_poison=cfg.expected_poison_rate, batch_size=ctx.batch_size)
+        report, ss_clean = ss.detect_poison()
+        ss_flag = np.asarray(ss_clean) == 0
+        scores: dict[int, float] = {int(i): float(np.ravel(v)[0]) for i, v in report.items()}  # ART scores flagged ones
+        for c in range(k):
+            in_c = y == c
+            share = float(ac_flag[in_c].mean()) if in_c.any() and dims >= 1 else None
+            per_class[c] += [share and round(share, 3), int(ss_flag[in_c].sum())]
+        in_suspected = np.isin(y, suspected)
+        either = np.flatnonzero(in_suspected & (ac_flag | ss_flag))
+        table = [[int(rows[i]), ctx.class_names[int(y[i])], bool(ac_flag[i]), bool(ss_flag[i]),
+                  round(scores[int(i)], 4) if int(i) in scores else None] for i in either]
+        return table, int((in_suspected & ac_flag & ss_flag).sum()), extra

@@ -1,0 +1,322 @@
+"""Backdoor simulation and scan: against ART (triggers, poisoning, spectral signatures, Neural Cleanse's
+outlier rule) and a planted backdoor that must be found, while a clean model is not flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audit.checks.poisoning import BackdoorScan, BackdoorScanConfig, BackdoorSimulation, BackdoorSimulationConfig
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from audit.errors import InputError, SkipCheck
+from audit.poisoning import (
+    feature_classifier,
+    flagged_by_anomaly,
+    image_trigger,
+    mad_anomaly_index,
+    poison_indices,
+    tabular_trigger,
+)
+from audit.runner import judge
+from models.adapter import Normalize, TorchAdapter
+
+TARGET = 0
+INIT = {"in_channels": 1, "n_classes": 10, "image_size": 8, "width": 8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models and 64-wide SVDs run fastest on one thread, above all on a machine shared with other jobs."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+def ds(name: str, x: np.ndarray, y: np.ndarray | None, kind: str = "image") -> AuditDataset:
+    return AuditDataset(name=name, inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
+                        input_kind=kind, path="mem", format="npz", sha256="0")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from models.datasets import load_digits
+
+    d = load_digits(seed=0, n_samples=900)
+    return d
+
+
+@pytest.fixture(scope="module")
+def meta(digits):
+    return {"recipe": {"name": "digits-lenet5", "lr": 3e-3, "batch_size": 32, "weight_decay": 0.0},
+            "init_args": INIT, "preprocessing": digits.preprocessing}
+
+
+def adapter_of(module: nn.Module, digits) -> TorchAdapter:
+    pre = digits.preprocessing
+    return TorchAdapter(module, input_kind="image", device=torch.device("cpu"),
+                        preprocess=Normalize(pre["mean"], pre["std"]), input_range=(0.0, 1.0))
+
+
+def train(digits, meta, x: np.ndarray, y: np.ndarray, epochs: int = 20) -> nn.Module:
+    from models.recipes import fit_recipe
+
+    return fit_recipe(meta["recipe"], x, y, init_args=INIT, preprocessing=digits.preprocessing, epochs=epochs, seed=0)
+
+
+@pytest.fixture(scope="module")
+def planted(digits, meta):
+    """A LeNet trained on digits with 12% of its training samples carrying ART's pattern trigger, labelled 0."""
+    x, y = digits.x_train.copy(), digits.y_train.copy()
+    rows = poison_indices(y, TARGET, 0.12, np.random.default_rng(1))
+    x[rows], y[rows] = image_trigger((1, 8, 8)).apply(x[rows]), TARGET
+    return train(digits, meta, x, y), x, y, rows
+
+
+@pytest.fixture(scope="module")
+def clean(digits, meta):
+    return train(digits, meta, digits.x_train, digits.y_train)
+
+
+# ------------------------------------------------------------------------------------------ triggers
+
+def test_image_triggers_are_arts_and_land_where_documented() -> None:
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32) * 0.5
+    pattern = image_trigger((1, 8, 8), "pattern", value=1.0, distance=1).apply(x)
+    np.testing.assert_array_equal(pattern, add_pattern_bd(x, distance=1, pixel_value=1, channels_first=True))
+    changed = np.argwhere((pattern != x)[0, 0])
+    assert sorted(map(tuple, changed)) == [(5, 7), (6, 6), (7, 5), (7, 7)]
+    pixel = image_trigger((3, 6, 6), "pixel", value=0.9, distance=2).apply(np.zeros((2, 3, 6, 6), np.float32))
+    assert pixel.sum() == pytest.approx(2 * 3 * 0.9) and np.all(pixel[:, :, 4, 4] == np.float32(0.9))
+
+
+def test_tabular_trigger_is_out_of_range_on_the_highest_variance_features() -> None:
+    ref = np.array([[0.0, 10.0, 5.0], [1.0, 30.0, 5.0], [2.0, 20.0, 5.0]], dtype=np.float32)
+    trig = tabular_trigger(ref, n_features=1)
+    out = trig.apply(ref)
+    np.testing.assert_allclose(out[:, 1], 30 + 20)  # max + 1·(max − min)
+    np.testing.assert_array_equal(out[:, [0, 2]], ref[:, [0, 2]])
+    with pytest.raises(InputError, match="feature indices in 0..2"):
+        tabular_trigger(ref, features=[3])
+
+
+def test_poison_indices_skip_the_target_class() -> None:
+    y = np.repeat(np.arange(4), 25)
+    idx = poison_indices(y, 2, 0.1, np.random.default_rng(0))
+    assert len(idx) == 10 and not np.any(y[idx] == 2) and len(set(idx)) == 10
+
+
+# ---------------------------------------------------------------------------------------- simulation
+
+def test_simulation_through_the_recipe_matches_an_independent_art_poisoning(digits, meta, clean) -> None:
+    from art.attacks.poisoning import PoisoningAttackBackdoor
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+    from audit.checks.corruption import wilson_interval
+    from models.recipes import fit_recipe
+
+    x_te, y_te = digits.x_test, digits.y_test
+    ctx = AuditContext(adapter_of(clean, digits), {"eval": ds("eval", x_te, y_te),
+                                                   "reference": ds("reference", digits.x_train, digits.y_train)},
+                       model_meta=meta)
+    cfg = BackdoorSimulationConfig(rates=[0.15], epochs=12)
+    out = BackdoorSimulation(cfg).run(ctx)
+    assert "recipe 'digits-lenet5'" in out.summary
+    m = {(x.name, x.group): x for x in out.metrics}
+    # the same poisoning, independently: ART's attack with ART's pattern, the recipe, the same seed
+    seed = int(ctx.rng("poisoning.backdoor_simulation").integers(0, 2**31))
+    attack = PoisoningAttackBackdoor(lambda a: add_pattern_bd(a, distance=1, pixel_value=1.0, channels_first=True))
+    x, y = digits.x_train.copy(), digits.y_train.copy()
+    rows = poison_indices(y, TARGET, 0.15, np.random.default_rng(seed))
+    x[rows], y[rows] = attack.poison(x[rows], y=np.full(len(rows), TARGET))
+    model = adapter_of(fit_recipe(meta["recipe"], x, y, init_args=INIT, preprocessing=digits.preprocessing,
+                                  epochs=12, seed=seed), digits)
+    victims = y_te != TARGET
+    hits = int((model.predict_logits(attack.poison(x_te[victims], y=np.zeros(victims.sum()))[0]).argmax(1).numpy()
+                == TARGET).sum())
+    asr = m[("attack_success_rate", "rate=0.15")]
+    assert asr.n == victims.sum() and asr.value == pytest.approx(hits / victims.sum())
+    assert (asr.ci_low, asr.ci_high) == pytest.approx(wilson_interval(hits, int(victims.sum())))
+    acc = float((model.predict_logits(x_te).argmax(1).numpy() == y_te).mean())
+    assert m[("clean_accuracy", "rate=0.15")].value == pytest.approx(acc)
+    # and the known shape: the backdoor is learnt at 15%, not without poison, and clean accuracy stays up
+    assert asr.value > 0.8 and m[("attack_success_rate", "rate=0")].value < 0.1
+    assert m[("clean_accuracy", "rate=0.15")].value > 0.85
+    assert m[("asr_at_highest_rate", None)].value == m[("asr_at_lowest_rate", None)].value == asr.value
+    status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)  # ASR > 0.5 at the lowest rate warns
+    assert status == "warn" and outcomes[0].metric == "asr_at_lowest_rate" and outcomes[0].source == "default"
+    assert out.evidence[1].data["x"] == [0.0, 0.15]
+
+
+def test_simulation_fine_tunes_a_copy_without_a_recipe(digits, clean) -> None:
+    adapter = adapter_of(clean, digits)
+    before = [p.detach().clone() for p in clean.parameters()]
+    ctx = AuditContext(adapter, {"eval": ds("eval", digits.x_test, digits.y_test),
+                                 "reference": ds("reference", digits.x_train, digits.y_train)})
+    out = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.2], epochs=8)).run(ctx)
+    assert "fine-tuning a copy" in out.method
+    assert all(torch.equal(a, b) for a, b in zip(before, clean.parameters()))  # the given model is untouched
+    m = {(x.name, x.group): x.value for x in out.metrics}
+    # fine-tuning on 20% poison implants the backdoor; fine-tuning on clean data does not
+    assert m[("attack_success_rate", "rate=0.2")] > 0.3 > 0.05 > m[("attack_success_rate", "rate=0")]
+
+
+def test_simulation_on_tabular_uses_an_out_of_range_trigger() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    adapter = TorchAdapter(model, input_kind="tabular", device=torch.device("cpu"))
+    ctx = AuditContext(adapter, {"eval": ds("eval", x[300:], y[300:], "tabular"),
+                                 "reference": ds("reference", x[:300], y[:300], "tabular")})
+    out = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.1], epochs=30, lr=1e-2, target_class=1)).run(ctx)
+    assert "outside their training range" in out.method
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("attack_success_rate", "rate=0.1")].value > 0.9 > m[("attack_success_rate", "rate=0")].value
+    with pytest.raises(InputError, match="image trigger but the model takes tabular"):
+        BackdoorSimulation(BackdoorSimulationConfig(trigger="pattern")).run(ctx)
+
+
+def test_simulation_bad_input(digits, clean) -> None:
+    adapter = adapter_of(clean, digits)
+    only_eval = AuditContext(adapter, {"eval": ds("eval", digits.x_test, digits.y_test)})
+    with pytest.raises(SkipCheck, match="data.reference"):
+        BackdoorSimulation().run(only_eval)
+    both = AuditContext(adapter, {"eval": ds("eval", digits.x_test, digits.y_test),
+                                  "reference": ds("reference", digits.x_train, digits.y_train)})
+    with pytest.raises(InputError, match="target_class must be a class index in 0..9"):
+        BackdoorSimulation(BackdoorSimulationConfig(target_class=10)).run(both)
+    with pytest.raises(InputError, match="out_of_range' needs tabular inputs"):
+        BackdoorSimulation(BackdoorSimulationConfig(trigger="out_of_range")).run(both)
+    with pytest.raises(SkipCheck, match="names no recipe"):
+        BackdoorSimulation(BackdoorSimulationConfig(retrain="recipe")).run(both)
+    text = AuditContext(adapter, {"eval": ds("eval", ["a b"] * 4, np.zeros(4, np.int64), "text"),
+                                  "reference": ds("reference", ["a b"] * 4, np.zeros(4, np.int64), "text")})
+    with pytest.raises(SkipCheck, match="text and token-id models"):
+        BackdoorSimulation().run(text)
+
+
+# ---------------------------------------------------------------------------------------------- scan
+
+def test_mad_anomaly_index_known_answer_and_arts_outlier_rule() -> None:
+    from art.estimators.poison_mitigation.neural_cleanse.neural_cleanse import NeuralCleanseMixin
+
+    norms = np.array([10.0, 11.0, 12.0, 9.0, 10.5, 2.0])
+    med = 10.25
+    mad = 1.4826 * np.median(np.abs(norms - med))
+    np.testing.assert_allclose(mad_anomaly_index(norms), np.abs(norms - med) / mad)
+
+    class Fake:  # ART's rule, fed the same mask norms
+        nb_classes = len(norms)
+
+        @staticmethod
+        def generate_backdoor(_x, _y, target):
+            return np.full(1, norms[int(np.argmax(target))]), None
+
+    art_flagged = [label for label, _, _ in NeuralCleanseMixin.outlier_detection(Fake(), None, None)]
+    assert art_flagged == list(np.flatnonzero(flagged_by_anomaly(norms))) == [5]
+
+
+def test_feature_classifier_feeds_arts_defences_the_penultimate_features(digits, clean) -> None:
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+
+    adapter = adapter_of(clean, digits)
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    feats = adapter.predict_features(x).numpy()
+    clf = feature_classifier(adapter.as_module(), (1, 8, 8), 10, x_reference=x, features=feats, clip_values=(0, 1))
+    ac = ActivationDefence(clf, x, y)
+    np.testing.assert_array_equal(ac._get_activations(), feats)
+    report, is_clean = SpectralSignatureDefense(clf, x, y, expected_pp_poison=0.1).detect_poison()
+    expected = np.ones(len(y), dtype=int)
+    for c in range(10):  # Tran et al.: per class, scores above the (1 − 1.5·ε) quantile are removed
+        rows = np.flatnonzero(y == c)
+        score = SpectralSignatureDefense.spectral_signature_scores(feats[rows]).ravel()
+        expected[rows[score >= np.quantile(score, 1 - 1.5 * 0.1)]] = 0
+    np.testing.assert_array_equal(np.asarray(is_clean), expected)
+    assert set(report) == set(np.flatnonzero(expected == 0))
+
+
+SCAN = BackdoorScanConfig(n_samples=200)
+
+
+def test_scan_finds_a_planted_backdoor(digits, planted) -> None:
+    model, x, y, rows = planted
+    ctx = AuditContext(adapter_of(model, digits), {"eval": ds("eval", digits.x_test, digits.y_test),
+                                                   "reference": ds("reference", x, y)})
+    out = BackdoorScan(SCAN).run(ctx)
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("anomaly_index", None)].value > 3 and m[("suspected_classes", None)].value == 1
+    assert m[("class_anomaly_index", "0")].value == m[("anomaly_index", None)].value
+    l1 = np.array([m[("trigger_mask_l1", str(c))].value for c in range(10)])
+    assert np.argmin(l1) == TARGET
+    flagged = [r[0] for r in out.evidence[-1].rows if r[2] and r[3]]
+    assert len(flagged) == m[("flagged_samples", None)].value > 0
+    precision = np.isin(flagged, rows).mean()
+    assert precision >= 0.5, precision  # most samples both ART defences flag are the planted ones
+    status, _ = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "warn" and "suspected backdoor target class(es): 0" in out.summary
+
+
+def test_scan_does_not_flag_a_clean_model(digits, clean) -> None:
+    ctx = AuditContext(adapter_of(clean, digits), {"eval": ds("eval", digits.x_test, digits.y_test),
+                                                   "reference": ds("reference", digits.x_train, digits.y_train)})
+    out = BackdoorScan(SCAN).run(ctx)
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("anomaly_index", None)].value <= 3 and m[("suspected_classes", None)].value == 0
+    assert m[("flagged_samples", None)].value == 0 and len(out.evidence) >= 2
+    status, _ = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "pass" and "no class stands out" in out.summary
+
+
+def test_scan_bad_input(digits, clean) -> None:
+    blind = adapter_of(clean, digits)
+    blind.differentiable = False
+    with pytest.raises(SkipCheck, match="neither input gradients"):
+        BackdoorScan().run(AuditContext(blind, {"eval": ds("eval", digits.x_test, digits.y_test)}))
+    torch.manual_seed(0)
+    binary = TorchAdapter(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), input_kind="tabular",
+                          device=torch.device("cpu"))
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    out = BackdoorScan(BackdoorScanConfig(steps=10)).run(
+        AuditContext(binary, {"eval": ds("eval", x, y, "tabular"), "reference": ds("reference", x, y, "tabular")}))
+    assert any("at least 5 classes" in lim for lim in out.limitations) and "could be tested" in out.summary
+    status, outcomes = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "warn" and outcomes[0].observed is None and outcomes[0].note  # never a silent pass
+    assert out.metrics[0].name == "anomaly_index" and out.metrics[0].value is None
+    assert out.metrics[1].name == "suspected_classes" and out.metrics[1].value == 0
+
+
+def test_runner_hands_the_model_json_recipe_to_the_simulation(tmp_path, digits, meta) -> None:
+    """Through the real runner: the sidecar beside model.safetensors names the recipe that is retrained."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from audit.config import load_config
+    from audit.registry import list_checks
+    from audit.runner import run_audit
+    from models.zoo import create_model
+
+    torch.manual_seed(0)
+    save_file(create_model("lenet5", **INIT).state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.json").write_text(json.dumps({"architecture": "lenet5", "input_kind": "image",
+                                                     "class_names": [str(i) for i in range(10)], **meta}))
+    np.savez(tmp_path / "test.npz", x=digits.x_test[:100], y=digits.y_test[:100])
+    np.savez(tmp_path / "train.npz", x=digits.x_train[:200], y=digits.y_train[:200])
+    off = [f"checks.{c}.enabled=false" for c in list_checks() if c != "poisoning.backdoor_simulation"]
+    cfg = load_config(None, {"model.path": str(tmp_path / "model.safetensors"), "data.eval.path": str(tmp_path / "test.npz"),
+                             "data.reference.path": str(tmp_path / "train.npz")},
+                      [*off, "energy.track=false", "checks.poisoning.backdoor_simulation.rates=[0.1]",
+                       "checks.poisoning.backdoor_simulation.epochs=1",
+                       "checks.poisoning.backdoor_simulation.include_baseline=false"])
+    result = run_audit(cfg).check("poisoning.backdoor_simulation")
+    assert result.status in ("pass", "warn") and "recipe 'digits-lenet5'" in result.summary
