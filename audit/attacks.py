@@ -2,7 +2,8 @@
 
 Every tensor stays on the model's device; only input gradients are computed (the model's
 parameters are never asked for gradients); no value leaves the device inside the attack loop.
-ART's implementations are the reference: ``tests/audit/test_attacks.py`` cross-checks both.
+ART's implementations are the reference: ``tests/audit/checks/test_adversarial.py`` cross-checks
+both, and ``tests/audit/test_attacks.py`` checks the fused L∞ step against the plain step-project-clip.
 
 References
 ----------
@@ -12,11 +13,13 @@ Madry et al. "Towards Deep Learning Models Resistant to Adversarial Attacks", IC
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 Norm = Literal["linf", "l2"]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -50,6 +53,38 @@ def _step(grad: torch.Tensor, step_size: float, norm: Norm) -> torch.Tensor:
     return step_size * grad / _flat_norm(grad)
 
 
+def _modules_of(logits_fn: LogitsFn) -> list[nn.Module]:
+    """The modules whose parameters ``logits_fn`` uses: itself, or an adapter's model and preprocessing."""
+    if isinstance(logits_fn, nn.Module):
+        return [logits_fn]
+    owner = getattr(logits_fn, "__self__", None)
+    return [m for m in (getattr(owner, "module", None), getattr(owner, "preprocess", None)) if isinstance(m, nn.Module)]
+
+
+@contextmanager
+def frozen_parameters(logits_fn: LogitsFn) -> Iterator[None]:
+    """Switch off ``requires_grad`` on the parameters behind ``logits_fn`` for the duration of an attack.
+
+    Only the input gradient is asked for, so nothing is lost; autograd then neither records the
+    parameters in the graph nor keeps the activations their gradients would need.
+    """
+    params = [p for m in _modules_of(logits_fn) for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _input_grad(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x.requires_grad_(True)
+    loss = F.cross_entropy(logits_fn(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
 def pgd(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
         clip: tuple[float, float] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -57,31 +92,54 @@ def pgd(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
 
     Over ``restarts`` random starts, each sample keeps the first perturbation that fools the
     model, or the last one tried. ``steps=1, step_size=eps, random_start=False`` is FGSM.
+
+    Each step is one forward and one input-gradient backward pass plus a few fused element-wise
+    operations: under L∞ the ε-ball and the input range are one box, precomputed per sample, so
+    the step and both projections are a single ``torch.clamp``. The parameters' ``requires_grad``
+    is off during the attack (:func:`frozen_parameters`), and nothing leaves the device.
     """
     if eps <= 0:
         return x.detach().clone()
     step_size = step_size if step_size is not None else 2.5 * eps / steps
     generator = generator or torch.Generator(device=x.device).manual_seed(0)
     x = x.detach()
-    best = x.clone()
-    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for restart in range(max(1, restarts)):
-        delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
-        if clip is not None:
-            delta = (x + delta).clamp(*clip) - x
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            loss = F.cross_entropy(logits_fn(x + delta), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = project(delta.detach() + _step(grad, step_size, norm), eps, norm)
+    with frozen_parameters(logits_fn):
+        if norm == "linf":
+            # the intersection of the ε-box and the input range (clamping x ± ε into the range keeps it
+            # exact for inputs that lie outside the range)
+            low, high = x - eps, x + eps
             if clip is not None:
-                delta = (x + delta).clamp(*clip) - x
-        adv = x + delta
-        with torch.no_grad():
-            now = logits_fn(adv).argmax(dim=1) != y
-        take = now & ~fooled if restart else torch.ones_like(fooled)
-        best[take] = adv[take].detach()
-        fooled |= now
+                low, high = low.clamp(*clip), high.clamp(*clip)
+        best: torch.Tensor | None = None
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for restart in range(max(1, restarts)):
+            start = _random_start(x, eps, norm, generator) if random_start else None
+            if norm == "linf":
+                adv = torch.clamp(x + start, low, high) if start is not None else x.clone()
+                for _ in range(steps):
+                    grad = _input_grad(logits_fn, adv, y)
+                    adv = torch.clamp(adv.detach().add_(grad.sign_(), alpha=step_size), low, high)
+            else:
+                delta = start if start is not None else torch.zeros_like(x)
+                if clip is not None:
+                    delta = (x + delta).clamp(*clip) - x
+                for _ in range(steps):
+                    grad = _input_grad(logits_fn, x + delta, y)
+                    delta = project(delta + _step(grad, step_size, norm), eps, norm)
+                    if clip is not None:
+                        delta = (x + delta).clamp(*clip) - x
+                adv = x + delta
+            adv = adv.detach()
+            if restarts <= 1:
+                return adv  # one start: every sample keeps its last iterate, no extra forward pass
+            with torch.no_grad():
+                now = logits_fn(adv).argmax(dim=1) != y
+            if best is None:
+                best = adv.clone()
+            else:
+                take = now & ~fooled
+                best[take] = adv[take]
+            fooled |= now
     return best
 
 

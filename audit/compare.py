@@ -2,8 +2,9 @@
 files, on the same data, with the same checks and seed, so the columns are comparable.
 
 Variants are built in memory from the base model by ``models.variants`` (quantised, pruned,
-distilled); other models are loaded from files like the base. Each gets a full ``AuditResult``;
-``reports.compare`` lines their metrics up side by side.
+distilled, adversarially trained; the last two train on ``data.reference``); other models are
+loaded from files like the base. Each gets a full ``AuditResult``; ``reports.compare`` lines their
+metrics up side by side.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
         example = base.to_batch(datasets["eval"].inputs[:2])
         for spec in variants:
             try:
-                built = V.make_variant(module, spec, example_inputs=example, device=str(base.device))
+                finetune = _training_data(V, spec, base, datasets, cfg.seed)
+                built = V.make_variant(module, spec, example_inputs=example, device=str(base.device), finetune=finetune)
                 adapter = V.variant_adapter(built, base)
             except ModelInputError as exc:
                 raise InputError(str(exc)) from None
@@ -84,6 +86,19 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
         if on_model is not None:
             on_model(entries[-1])
     return ComparisonResult(entries=entries)
+
+
+def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """For a variant built from training data (``pgd_at``, ``distilled``): data.reference, with the base's
+    preprocessing and input range; None for the others."""
+    name, _ = V.parse_variant(spec)
+    if not V.VARIANTS[name].needs_data:
+        return None
+    ref = datasets.get("reference")
+    if ref is None or ref.target is None:
+        raise InputError(f"variant {name!r} is trained on the training data: give it as data.reference, with labels.")
+    return {"x": ref.inputs, "y": ref.target, "preprocess": getattr(base, "preprocess", None),
+            "clip": base.input_range, "seed": seed}
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Compressed variants of a model: quantised, pruned, distilled (a registry in the spirit of timm).
+"""Variants of a model: quantised, pruned, distilled, adversarially trained (a registry in the spirit of timm).
 
 >>> from models.variants import list_variants, make_variant, parse_variant
 >>> parse_variant("pruned50")
@@ -44,6 +44,8 @@ class VariantSpec:
     devices: tuple[str, ...] = ("cpu", "cuda")
     #: the name of the parameter a bare value (``pruned:0.5``, ``pruned50``) sets
     positional: str | None = None
+    #: builds from training data (``finetune={'x': ..., 'y': ...}``); ``deepaudit compare`` passes data.reference
+    needs_data: bool = False
 
 
 @dataclass
@@ -293,6 +295,89 @@ def _build_distilled(model: nn.Module, *, width_ratio: float, temperature: float
                                          "loss": "KL(teacher || student) at temperature T, scaled by T^2"}}
 
 
+def _build_pgd_at(model: nn.Module, *, eps: float, steps: float, epochs: float, lr: float, device: torch.device,
+                  finetune: dict | None, **_: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Madry et al.'s PGD adversarial training: fine-tune on L∞ PGD examples of the training data.
+
+    The inner maximisation is :func:`audit.attacks.pgd` (random start, ``steps`` steps of
+    2.5·ε/steps, clipped to the input range), run in raw input space with the preprocessing in
+    the graph and the parameters' gradients switched off; the outer minimisation is Adam on the
+    cross-entropy of the adversarial batch. References: Madry, Makelov, Schmidt, Tsipras, Vladu,
+    "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+    """
+    if not finetune or "x" not in finetune or "y" not in finetune:
+        raise ModelInputError("variant pgd_at needs labelled training data: pass finetune={'x': inputs, 'y': labels} "
+                              "(deepaudit compare takes it from data.reference).")
+    # the attack is the audit's own PGD, so the defence is trained against what the audit measures
+    from audit.attacks import pgd
+
+    x = _to_numpy(finetune["x"])
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ModelInputError("variant pgd_at needs continuous inputs (images, tabular features): "
+                              f"the training inputs are {x.dtype}.")
+    xt = torch.from_numpy(x.astype(np.float32)).to(device)
+    yt = torch.from_numpy(_to_numpy(finetune["y"]).astype(np.int64)).to(device)
+    if len(xt) != len(yt) or len(xt) == 0:
+        raise ModelInputError(f"variant pgd_at: {len(xt)} training inputs but {len(yt)} labels.")
+    pre = finetune.get("preprocess")
+    clip = finetune.get("clip")
+    clip = (float(clip[0]), float(clip[1])) if clip is not None else None
+    steps_i, epochs_i = int(steps), int(epochs)
+    batch_size = int(finetune.get("batch_size", 64))
+    seed = int(finetune.get("seed", 0))
+
+    def logits(inputs: torch.Tensor) -> torch.Tensor:
+        return model(pre(inputs)) if pre is not None else model(inputs)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ModelInputError("variant pgd_at: the model has no trainable parameters.")
+    torch.manual_seed(seed)
+    order_gen = torch.Generator().manual_seed(seed)
+    attack_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    opt = torch.optim.Adam(params, lr=lr)
+    adv_correct = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per batch
+    clean_correct = torch.zeros((), dtype=torch.long, device=device)
+    for epoch in range(epochs_i):
+        order = torch.randperm(len(xt), generator=order_gen).to(device)
+        last = epoch == epochs_i - 1
+        for start in range(0, len(xt), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2 < len(xt):
+                continue  # a batch of one breaks batch normalisation in training mode
+            xb, yb = xt[idx], yt[idx]
+            model.eval()  # the attack sees fixed normalisation statistics and no dropout
+            for p in params:
+                p.requires_grad_(False)
+            try:
+                adv = pgd(logits, xb, yb, eps=eps, norm="linf", steps=steps_i, clip=clip, generator=attack_gen)
+            finally:
+                for p in params:
+                    p.requires_grad_(True)
+            if last:
+                with torch.no_grad():
+                    clean_correct += (logits(xb).argmax(1) == yb).sum()
+            model.train()
+            out = logits(adv)
+            loss = nn.functional.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if last:
+                adv_correct += (out.argmax(1) == yb).detach().sum()
+    model.eval()
+    return model, {"library": "torch", "library_version": torch.__version__, "bit_width": 32, "dtype": "float32",
+                   "attack": "audit.attacks.pgd",
+                   "adversarial_training": {
+                       "method": "PGD-AT (Madry et al. 2018): every training batch replaced by its L-inf PGD examples",
+                       "norm": "linf", "eps": eps, "steps": steps_i, "step_size": 2.5 * eps / steps_i,
+                       "random_start": True, "clip": list(clip) if clip else None, "epochs": epochs_i, "lr": lr,
+                       "optimizer": "Adam", "batch_size": batch_size, "n_samples": int(len(xt)), "seed": seed,
+                       "eps_units": "raw input units (before the model's preprocessing)",
+                       "train_clean_accuracy_last_epoch": int(clean_correct) / len(xt),
+                       "train_adversarial_accuracy_last_epoch": int(adv_correct) / len(xt)}}
+
+
 # ---------------------------------------------------------------------------------------- registry
 VARIANTS: dict[str, VariantSpec] = {
     s.name: s
@@ -311,7 +396,11 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("pruned_structured", "structured channel pruning that shrinks the model (torch-pruning)",
                     _build_pruned_structured, defaults={"sparsity": 0.5}, positional="sparsity"),
         VariantSpec("distilled", "a narrower student trained on the teacher's soft labels (KL, temperature)",
-                    _build_distilled, defaults={"width_ratio": 0.5, "temperature": 4.0}, positional="width_ratio"),
+                    _build_distilled, defaults={"width_ratio": 0.5, "temperature": 4.0}, positional="width_ratio",
+                    needs_data=True),
+        VariantSpec("pgd_at", "adversarial fine-tuning on L-inf PGD examples of the training data (Madry PGD-AT)",
+                    _build_pgd_at, defaults={"eps": 0.1, "steps": 7, "epochs": 5, "lr": 1e-3}, positional="eps",
+                    needs_data=True),
     )
 }
 
@@ -322,7 +411,8 @@ def list_variants() -> list[str]:
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"pruned50"``, ``"pruned:0.5"``, ``"pruned:sparsity=0.5"``, ``"int8_dynamic"`` -> (name, params)."""
+    """``"pruned50"``, ``"pruned:0.5"``, ``"pruned:sparsity=0.5"``, ``"int8_dynamic"``,
+    ``"pgd_at:eps=0.03,steps=5,epochs=2"`` -> (name, params)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelInputError(f"The 'spec' parameter of make_variant must be a variant name. Got {spec!r} instead.")
     spec = spec.strip()
@@ -355,6 +445,13 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
         if key in params and not 0 < params[key] < 1:
             raise ModelInputError(f"The {key!r} parameter of variant {name!r} must be a float in (0, 1). "
                                   f"Got {params[key]!r} instead.")
+    for key in ("eps", "lr"):
+        if key in params and not params[key] > 0:
+            raise ModelInputError(f"The {key!r} parameter of variant {name!r} must be > 0. Got {params[key]!r} instead.")
+    for key in ("steps", "epochs"):
+        if key in params and (params[key] < 1 or params[key] != int(params[key])):
+            raise ModelInputError(f"The {key!r} parameter of variant {name!r} must be a positive integer. "
+                                  f"Got {params[key]!r} instead.")
     if "temperature" in params and params["temperature"] <= 0:
         raise ModelInputError(f"The 'temperature' parameter of variant {name!r} must be > 0. Got {params['temperature']!r} instead.")
     return name, params
@@ -377,7 +474,9 @@ def make_variant(model: nn.Module, spec: str, *, example_inputs: torch.Tensor | 
         Where the variant is built and runs; a variant that cannot run there is an error.
     finetune : dict, optional
         ``x``, ``y``, ``epochs``, ``lr``, ``preprocess`` for a short fine-tune after pruning;
-        ``x`` (and optionally ``student``) for distillation.
+        ``x`` (and optionally ``student``) for distillation; ``x``, ``y`` and optionally
+        ``preprocess``, ``clip`` (the raw input range), ``batch_size``, ``seed`` for ``pgd_at``,
+        whose ε, steps, epochs and lr come from the spec.
     """
     from models.adapter import resolve_device
 

@@ -69,3 +69,43 @@ def test_cli_writes_side_by_side_report(safetensors_file: Path, torchscript_file
     html = (out / "compare.html").read_text()
     assert "model.ts" in html and "accuracy" in html and "http" not in html.split("</head>")[1]
     assert (out / "base" / "report.html").is_file() and (out / "model.ts" / "results.json").is_file()
+
+
+def test_pgd_at_variant_beside_the_base(safetensors_file: Path, image_npz: Path, tmp_path: Path) -> None:
+    """A hardened variant, adversarially fine-tuned on data.reference, is audited beside the original."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    ref = tmp_path / "train.npz"
+    np.savez(ref, x=rng.random((48, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 3, 48))
+    config = load_config(None, {"model.path": str(safetensors_file), "model.class": TINY_CNN_CLASS,
+                                "data.eval.path": str(image_npz), "data.reference.path": str(ref), "device": "cpu"},
+                         FAST + ["model.preprocessing.input_range=[0, 1]", "checks.adversarial.eps=[0.05]",
+                                 "checks.privacy.enabled=false", "checks.privacy.extraction.enabled=false",
+                                 "checks.drift.enabled=false", "checks.ood.enabled=false",
+                                 "checks.explanations.enabled=false", "checks.efficiency.enabled=false",
+                                 "checks.corruption.enabled=false"])
+    comparison = run_compare(config, variants=["pgd_at:eps=0.05,steps=2,epochs=1"])
+    base, hardened = comparison.entries
+    assert (hardened.kind, hardened.label) == ("variant", "pgd_at:eps=0.05,steps=2,epochs=1")
+    at = hardened.metadata["adversarial_training"]
+    assert at["n_samples"] == 48 and at["eps"] == 0.05 and at["clip"] == [0.0, 1.0] and at["seed"] == config.seed
+    rows = {(r.check, r.metric): r for r in comparison_rows(comparison)}
+    assert rows[("adversarial", "robust_accuracy")].values[1] is not None
+    assert hardened.result.check("adversarial").status != "error"
+    assert hardened.result.provenance.model["variant"]["variant"] == "pgd_at"
+
+
+def test_pgd_at_without_training_data_is_an_input_error(safetensors_file: Path, image_npz: Path) -> None:
+    with pytest.raises(InputError, match=r"^variant 'pgd_at' is trained on the training data: give it as data.reference"):
+        run_compare(cfg(safetensors_file, image_npz), variants=["pgd_at"])
+
+
+def test_cli_pgd_at_without_training_data_exits_2_with_one_line(safetensors_file: Path, image_npz: Path,
+                                                                  tmp_path: Path) -> None:
+    args = ["compare", "-m", str(safetensors_file), "-d", str(image_npz), "--variant", "pgd_at:steps=2.5",
+            "--device", "cpu", "--out", str(tmp_path / "cmp"), "-q", "--set", f"model.class={TINY_CNN_CLASS}"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2
+    assert "The 'steps' parameter of variant 'pgd_at' must be a positive integer. Got 2.5 instead." in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -237,3 +237,106 @@ def test_cuda_variants(name, lenet, images):
     if name in QUANT_TOL:
         assert _agreement(base, out) >= 0.9
         assert (base - out).abs().max().item() < QUANT_TOL[name]
+
+
+# ------------------------------------------------------------------------------ pgd_at: a defence as a variant
+@pytest.fixture(scope="module")
+def digits_mlp_split():
+    """A standard-trained MLP on scikit-learn's digits (pixels in [0, 1]): accurate, not robust."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval(), x[:1200], y[:1200], torch.from_numpy(x[1200:1500]), torch.from_numpy(y[1200:1500])
+
+
+def _robust_and_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> tuple[float, float]:
+    from audit.attacks import pgd
+
+    adv = pgd(model, x, y, eps=eps, steps=10, clip=(0.0, 1.0), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return float((model(adv).argmax(1) == y).float().mean()), float((model(x).argmax(1) == y).float().mean())
+
+
+def test_pgd_at_raises_pgd_robust_accuracy_on_held_out_data(digits_mlp_split):
+    model, x_tr, y_tr, x_te, y_te = digits_mlp_split
+    before_robust, before_clean = _robust_and_clean(model, x_te, y_te, 0.1)
+    result = make_variant(model, "pgd_at:eps=0.1,steps=3,epochs=2,lr=0.003", example_inputs=x_te[:8],
+                          finetune={"x": x_tr, "y": y_tr, "clip": (0.0, 1.0)})
+    after_robust, after_clean = _robust_and_clean(result.module, x_te, y_te, 0.1)
+    assert after_robust >= before_robust + 0.08, (before_robust, after_robust)
+    assert after_clean >= before_clean - 0.05, (before_clean, after_clean)
+    at = result.metadata["adversarial_training"]
+    assert (at["eps"], at["steps"], at["epochs"], at["lr"], at["n_samples"]) == (0.1, 3, 2, 0.003, 1200)
+    assert at["clip"] == [0.0, 1.0] and at["step_size"] == pytest.approx(2.5 * 0.1 / 3)
+    assert result.metadata["differentiable"] is True and result.metadata["attack"] == "audit.attacks.pgd"
+    # the base model is untouched and its parameters still train
+    assert _robust_and_clean(model, x_te, y_te, 0.1) == (before_robust, before_clean)
+    assert all(p.requires_grad for p in model.parameters()) and all(p.requires_grad for p in result.module.parameters())
+
+
+def test_pgd_at_respects_preprocessing_and_input_range(lenet, images):
+    """ε is in raw input units: with preprocessing inside, adversarial inputs stay in the ε-ball and the range."""
+    from audit.attacks import pgd
+
+    seen: list[torch.Tensor] = []
+    original = pgd
+
+    def spy(logits_fn, x, y, **kw):
+        adv = original(logits_fn, x, y, **kw)
+        seen.append((adv - x).abs().max().detach())
+        seen.append(adv.min().detach())
+        seen.append(adv.max().detach())
+        return adv
+
+    import audit.attacks as A
+
+    A.pgd, saved = spy, A.pgd
+    try:
+        with torch.no_grad():
+            y = lenet(images).argmax(1)
+        make_variant(lenet, "pgd_at:eps=0.05,steps=2,epochs=1",
+                     finetune={"x": images.numpy(), "y": y.numpy(), "clip": (0.0, 1.0),
+                               "preprocess": Normalize([0.5], [0.25])})
+    finally:
+        A.pgd = saved
+    assert seen and max(seen[0::3]) <= 0.05 + 1e-6
+    assert min(seen[1::3]) >= 0.0 and max(seen[2::3]) <= 1.0
+
+
+def test_pgd_at_needs_labelled_continuous_training_data(lenet):
+    with pytest.raises(ModelInputError, match=r"^variant pgd_at needs labelled training data"):
+        make_variant(lenet, "pgd_at")
+    with pytest.raises(ModelInputError, match="needs continuous inputs"):
+        make_variant(nn.Linear(4, 2), "pgd_at", finetune={"x": torch.ones(4, 4, dtype=torch.long), "y": [0, 1, 0, 1]})
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("pgd_at", {"eps": 0.1, "steps": 7, "epochs": 5, "lr": 1e-3}),
+    ("pgd_at:0.03", {"eps": 0.03, "steps": 7, "epochs": 5, "lr": 1e-3}),
+    ("pgd_at:eps=0.05,steps=3,epochs=2", {"eps": 0.05, "steps": 3, "epochs": 2, "lr": 1e-3}),
+])
+def test_parse_pgd_at(spec, expected):
+    assert parse_variant(spec) == ("pgd_at", expected)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("pgd_at:steps=1.5", "The 'steps' parameter of variant 'pgd_at' must be a positive integer. Got 1.5 instead."),
+    ("pgd_at:epochs=0", "The 'epochs' parameter of variant 'pgd_at' must be a positive integer. Got 0.0 instead."),
+    ("pgd_at:eps=0", "The 'eps' parameter of variant 'pgd_at' must be > 0. Got 0.0 instead."),
+    ("pgd_at:lr=-1", "The 'lr' parameter of variant 'pgd_at' must be > 0. Got -1.0 instead."),
+    ("pgd_at:alpha=2", "variant 'pgd_at' has no parameter 'alpha'; it takes: eps, steps, epochs, lr"),
+])
+def test_bad_pgd_at_specs_raise(spec, message):
+    with pytest.raises(ModelInputError) as info:
+        parse_variant(spec)
+    assert message in str(info.value)
