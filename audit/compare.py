@@ -18,6 +18,7 @@ from audit.data import file_sha256
 from audit.errors import InputError
 from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecord
 from audit.runner import audit_adapter, build_checks, load_inputs
+from models.adapter import TokenizedTextAdapter
 from models.errors import ModelInputError
 from models.loaders import load_model
 
@@ -42,15 +43,28 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
             from models import variants as V
         except ImportError as exc:  # pragma: no cover - the module ships with the package
             raise InputError(f"model variants are not available: {exc}.") from None
-        module = getattr(base, "module", None)
+        # A text model with its tokenizer: the variant is built from the model on token ids and gets
+        # the same tokenizer again.
+        text = base if isinstance(base, TokenizedTextAdapter) else None
+        torch_base = text.inner if text is not None else base
+        module = getattr(torch_base, "module", None)
         if module is None:
             raise InputError(f"variants are built from a torch model; this model is {base.format}. Use --with FILE instead.")
-        example = base.to_batch(datasets["eval"].inputs[:2])
+        inputs = datasets["eval"].inputs[:2]
+        example = text.token_ids(inputs) if text is not None else base.to_batch(inputs)
         for spec in variants:
             try:
                 finetune = _training_data(V, spec, base, datasets, cfg.seed)
+                if finetune is not None and text is not None:
+                    raise InputError(f"variant {spec!r} trains on the data; for text models it is not supported yet "
+                                     "(the training loop takes numeric inputs). Use int8_eager_dynamic, pruned or --with.")
                 built = V.make_variant(module, spec, example_inputs=example, device=str(base.device), finetune=finetune)
-                adapter = V.variant_adapter(built, base)
+                adapter = V.variant_adapter(built, torch_base)
+                if text is not None:
+                    wrapped = TokenizedTextAdapter(adapter, text.tokenizer, format=adapter.format)
+                    wrapped.float_twin = base
+                    wrapped.variant_metadata = built.metadata
+                    adapter = wrapped
             except ModelInputError as exc:
                 raise InputError(str(exc)) from None
             plans.append((spec, "variant", (adapter, built.metadata)))

@@ -74,3 +74,20 @@ def test_runner_uses_text_or_ids_as_the_data_holds(model_dir: Path) -> None:
     cfg = validate_config({**base, "data": {"eval": {"path": str(model_dir / "test.npz")}}})
     adapter, data = load_inputs(cfg)
     assert isinstance(adapter, TorchAdapter) and adapter.input_kind == "sequence"
+
+
+def test_compare_builds_text_variants_that_keep_the_tokenizer(model_dir: Path) -> None:
+    from audit.compare import run_compare
+    from audit.config import load_config
+
+    cfg = load_config(None, {"model.path": str(model_dir / "model.safetensors"), "device": "cpu",
+                             "data.eval.path": str(model_dir / "test.npz"), "data.eval.text_column": "text"},
+                      ["energy.track=false", "checks.performance.n_resamples=20",
+                       "checks.efficiency={min_seconds: 0, measure_energy: false}",
+                       "checks.corruption.enabled=false", "checks.explanations.enabled=false",
+                       "checks.ood.n_synthetic=20"])
+    comparison = run_compare(cfg, variants=["pruned:0.5"])
+    variant = comparison.entries[1].result
+    assert variant.provenance.model["adapter"] == "TokenizedTextAdapter"
+    assert variant.check("adversarial").summary.startswith("Character edits")  # raw text reached the variant
+    assert variant.check("performance").status != "error"
