@@ -1,7 +1,10 @@
 """Attribution methods on the field's libraries, and measures of how far each can be trusted.
 
-Methods (all on the adapter's raw-input module, preprocessing included, batched on its device):
-Captum's Integrated Gradients, Saliency and GradientSHAP, and SHAP's GradientExplainer.
+Gradient methods here (all on the adapter's raw-input module, preprocessing included, batched on its
+device): Captum's Integrated Gradients, Saliency and GradientSHAP, and SHAP's GradientExplainer.
+Gradient-free methods (LIME, KernelSHAP) are in ``audit.explain_blackbox``; word-level methods for
+raw-string text models in ``audit.explain_text``. The faithfulness measures below take any callable
+that returns logits, so they check every method the same way.
 
 Faithfulness measures:
 
@@ -24,8 +27,9 @@ Adebayo et al. "Sanity Checks for Saliency Maps", NeurIPS 2018.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +37,17 @@ from scipy.stats import spearmanr
 from torch import nn
 
 Attributor = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def seeded_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for libraries that draw from it; restore it afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor,
@@ -57,20 +72,75 @@ def gradient_shap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
     from captum.attr import GradientShap
 
     torch.manual_seed(seed)
-    return GradientShap(model).attribute(x, baselines=background, target=target, n_samples=n_samples,
-                                         stdevs=0.0).detach()
+    with seeded_numpy(seed):  # Captum draws the baselines and the path points from NumPy's global generator
+        return GradientShap(model).attribute(x, baselines=background, target=target, n_samples=n_samples,
+                                             stdevs=0.0).detach()
+
+
+class _OneLogit(nn.Module):
+    """The logit of one class, as a one-output model (so SHAP takes one gradient per sample, not one per class)."""
+
+    def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor], cls: int) -> None:
+        super().__init__()
+        self.model, self.cls = model, cls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.cls : self.cls + 1]
 
 
 def shap_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, background: torch.Tensor,
                   n_samples: int = 64, seed: int = 0) -> torch.Tensor:
-    """SHAP's GradientExplainer (expected gradients), for the given target class per sample."""
+    """SHAP's GradientExplainer (expected gradients), for the given target class per sample.
+
+    The samples are explained one target class at a time, through a one-output view of the model,
+    so SHAP computes the gradients of the target logit only (SHAP's default takes every class's).
+    """
     import shap
 
-    explainer = shap.GradientExplainer(model, background)
-    values = explainer.shap_values(x, nsamples=n_samples, rseed=seed)
-    arr = np.asarray(values)  # (n, *input_shape, classes) for a multi-output model
-    picked = np.moveaxis(arr, -1, 0)[target.cpu().numpy(), np.arange(len(x))]
-    return torch.from_numpy(np.ascontiguousarray(picked)).float()
+    out = torch.zeros(x.shape, dtype=torch.float32)
+    tgt = target.cpu()
+    for cls in torch.unique(tgt).tolist():
+        rows = tgt == cls
+        explainer = shap.GradientExplainer(_OneLogit(model, int(cls)), background)
+        values = np.asarray(explainer.shap_values(x[rows.to(x.device)], nsamples=n_samples, rseed=seed))
+        out[rows] = torch.from_numpy(np.ascontiguousarray(values.reshape(values.shape[: x.dim()]))).float()
+    return out
+
+
+def pick_samples(probs: np.ndarray, y: np.ndarray | None, n: int, rng: np.random.Generator,
+                  errors_fraction: float = 1 / 3, uncertain_fraction: float = 1 / 3) -> tuple[np.ndarray, list[str]]:
+    """Rows to explain: the most confident errors, the least confident predictions, then random rows.
+
+    ``errors_fraction`` and ``uncertain_fraction`` of the ``n`` rows come from the first two
+    groups (errors only when labels ``y`` are given); a row is never picked twice. Returns the row
+    indices and, per row, why it was chosen.
+    """
+    conf = probs.max(1)
+    chosen: list[int] = []
+    why: list[str] = []
+    n_err = int(round(n * errors_fraction))
+    if y is not None and n_err:
+        wrong = np.flatnonzero(probs.argmax(1) != y)
+        for i in wrong[np.argsort(-conf[wrong], kind="stable")][:n_err]:
+            chosen.append(int(i))
+            why.append("confident error")
+    taken = set(chosen)
+    limit = len(chosen) + int(round(n * uncertain_fraction))
+    for i in np.argsort(conf, kind="stable"):
+        if len(chosen) >= min(limit, n):
+            break
+        if int(i) not in taken:
+            chosen.append(int(i))
+            taken.add(int(i))
+            why.append("least confident")
+    for i in rng.permutation(len(probs)):
+        if len(chosen) >= n:
+            break
+        if int(i) not in taken:
+            chosen.append(int(i))
+            taken.add(int(i))
+            why.append("random")
+    return np.array(chosen, dtype=np.int64), why
 
 
 def _order(attr: torch.Tensor) -> torch.Tensor:
@@ -79,7 +149,7 @@ def _order(attr: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def deletion_insertion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attr: torch.Tensor,
+def deletion_insertion(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor, attr: torch.Tensor,
                        baseline: torch.Tensor, n_steps: int = 16, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Target-class probability as features are deleted / inserted in attribution order.
 
@@ -104,6 +174,20 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, 
     tgt = target.repeat(2 * (n_steps + 1))
     p = probs[torch.arange(len(batch)), tgt].view(2, n_steps + 1, n).cpu().numpy()
     return p[0], p[1]
+
+
+def sensitivity(explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor,
+                radius: float, n_perturb: int = 8, seed: int = 0) -> torch.Tensor:
+    """Captum's max-sensitivity per sample: the largest relative change of the explanation when the
+    input moves uniformly within an L∞ ball of ``radius`` (Yeh et al. 2019). Lower is more stable."""
+    from captum.metrics import sensitivity_max
+
+    def fn(inputs: torch.Tensor | tuple[torch.Tensor, ...], target: torch.Tensor) -> tuple[torch.Tensor]:
+        with torch.enable_grad():  # captum runs the metric under no_grad; gradient explainers need autograd
+            return (explain(inputs[0] if isinstance(inputs, tuple) else inputs, target),)
+
+    torch.manual_seed(seed)
+    return sensitivity_max(fn, x, perturb_radius=radius, n_perturb_samples=n_perturb, target=target).detach()
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,6 +14,14 @@ from audit.data import AuditDataset
 from models.adapter import TorchAdapter
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # noqa: ANN202 - tiny models run fastest on one thread, and the CI machine has two cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def linear(w: list[list[float]]) -> nn.Module:
     m = nn.Linear(len(w[0]), len(w), bias=True)
     with torch.no_grad():
@@ -92,13 +100,53 @@ def test_check_on_digits_mlp() -> None:
     ds = AuditDataset(name="eval", inputs=x[1000:1200], target=y[1000:1200], class_names=None, sensitive_features=None,
                       feature_names=[f"px{i}" for i in range(64)], input_kind="tabular", path="mem", format="npz", sha256="0")
     ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=128)
-    out = Explanations(ExplanationsConfig(n_explain=6, n_steps=8, n_shap_samples=16, n_perturb=2)).run(ctx)
+    cfg = ExplanationsConfig(n_explain=6, n_steps=8, n_shap_samples=16, n_perturb=2, n_lime_samples=64,
+                             n_kernel_samples=80, n_background=8)
+    out = Explanations(cfg).run(ctx)
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["ig_completeness_error"] < 0.05
+    assert head["shap_efficiency_error"] < 1e-4  # KernelSHAP: values sum to f(x) - E[f(background)]
     ranking = out.evidence[0]
-    assert [r[0] for r in ranking.rows] == [1, 2, 3, 4]
+    assert [r[0] for r in ranking.rows] == [1, 2, 3, 4, 5, 6]
     methods = {r[1] for r in ranking.rows}
-    assert methods == {"integrated_gradients", "saliency", "gradient_shap", "shap"}
-    assert any(f.kind == "bar" for f in out.evidence if f.type == "figure")  # global importance for tabular
+    assert methods == {"integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"}
+    bars = [f for f in out.evidence if f.type == "figure" and f.kind == "bar"]
+    assert bars and bars[0].title == "Global importance: mean |kernel_shap| per feature"
+    values = bars[0].data["values"]
+    assert values == sorted(values, reverse=True)  # ranked
+    # Same seed, same explanations (LIME and KernelSHAP included).
+    again = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0, batch_size=128))
+    assert [(m.name, m.group, m.value) for m in again.metrics] == [(m.name, m.group, m.value) for m in out.metrics]
     # The trained model's explanations are faithful: restoring the top features recovers the prediction.
     assert head["faithfulness_gap"] > 0.1
+
+
+def test_check_on_image_cnn_runs_lime_over_superpixels_and_draws_heatmaps(tiny_cnn: nn.Module) -> None:
+    x = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
+    adapter = TorchAdapter(tiny_cnn, input_kind="image", device=torch.device("cpu"), input_range=(0.0, 1.0))
+    ds = AuditDataset(name="eval", inputs=x, target=np.zeros(20, dtype=np.int64), class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+    cfg = ExplanationsConfig(methods=["integrated_gradients", "lime", "kernel_shap"], n_explain=3, n_steps=8,
+                             n_lime_samples=32, n_perturb=2, curve_steps=4)
+    out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
+    assert {r[1] for r in out.evidence[0].rows} == {"integrated_gradients", "lime"}
+    skipped = next(e for e in out.evidence if e.title == "Methods not run")
+    assert skipped.rows[0][0] == "kernel_shap" and "tabular" in skipped.rows[0][1]
+    heat = next(e for e in out.evidence if e.title == "Attribution heatmaps")
+    assert heat.data["titles"][:3] == ["input (confident error)", "integrated_gradients", "lime"]
+    lime_map = np.asarray(heat.data["images"][2])
+    assert lime_map.shape == (8, 8) and np.all(lime_map[::2, ::2] == lime_map[1::2, 1::2])  # constant on 2×2 superpixels
+    assert "2×2-pixel grid (16 superpixels)" in out.method and "set to 0" in out.method
+
+
+def test_max_sensitivity_known_cases() -> None:
+    model = linear([[2.0, -1.0, 0.5], [0.0, 1.0, 1.0]])
+    x, target = torch.tensor([[1.0, 2.0, -1.0]]), torch.tensor([0])
+    # Saliency of a linear model is its weight row, whatever the input: no sensitivity at all.
+    sal = E.sensitivity(lambda inp, tgt: E.saliency(model, inp, tgt, None), x, target, radius=0.1, n_perturb=4)
+    assert float(sal[0]) == 0.0
+    # IG from 0 is w * x: a move of at most r per feature changes it by at most r * |w|.
+    ig = E.sensitivity(lambda inp, tgt: E.integrated_gradients(model, inp, tgt, torch.zeros(1, 3), 8)[0], x, target,
+                       radius=0.1, n_perturb=16)
+    bound = 0.1 * torch.tensor([2.0, 1.0, 0.5]).norm() / (x[0] * torch.tensor([2.0, -1.0, 0.5])).norm()
+    assert 0.0 < float(ig[0]) <= float(bound) + 1e-6
