@@ -190,11 +190,20 @@ def sensitivity(explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
     return sensitivity_max(fn, x, perturb_radius=radius, n_perturb_samples=n_perturb, target=target).detach()
 
 
-def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over samples of the Spearman correlation of two attribution maps."""
+def rank_agreement(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean over samples of the Spearman correlation of two attribution maps.
+
+    ``mask`` (broadcastable to ``a``) keeps only the positions that are True: the randomisation check
+    passes where the input differs from the baseline, because path methods give exactly zero at
+    every position equal to the baseline whatever the weights (blank image borders), and those
+    shared zeros would make any two maps look alike.
+    """
     values = []
-    for u, v in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
-        if np.ptp(u) == 0 or np.ptp(v) == 0:
+    keep = None if mask is None else torch.broadcast_to(mask, a.shape).flatten(1).cpu().numpy()
+    for i, (u, v) in enumerate(zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy())):
+        if keep is not None:
+            u, v = u[keep[i]], v[keep[i]]
+        if u.size < 2 or np.ptp(u) == 0 or np.ptp(v) == 0:
             continue
         values.append(spearmanr(u, v).statistic)
     return float(np.mean(values)) if values else float("nan")

@@ -97,7 +97,7 @@ class Attention(Check):
         cfg: AttentionConfig = self.config  # type: ignore[assignment]
         adapter, ev = ctx.adapter, ctx.dataset("eval")
         if not adapter.has_attention:
-            raise SkipCheck(f"attention maps were asked for, but this model ({type(adapter).__name__}, {adapter.format}) "
+            raise SkipCheck(f"attention applies to Transformers; this model ({type(adapter).__name__}, {adapter.format}) "
                             "has no attention layers that report their weights.")
         is_text = isinstance(ev.inputs, list)
         idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.n_explain, len(ev)), ctx.rng(self.id))
@@ -111,7 +111,7 @@ class Attention(Check):
                     batch = adapter.to_batch(inputs[start : start + bs])
                     maps.append([m.detach().cpu() for m in adapter.attention(batch)])
         except NotImplementedError as exc:
-            raise SkipCheck(f"attention maps were asked for, but the model returned none: {exc}") from None
+            raise SkipCheck(f"the model returned no attention maps: {exc}") from None
         layers = [torch.cat([b[layer] for b in maps]) for layer in range(len(maps[0]))]
         n, n_tok = layers[0].shape[0], layers[0].shape[-1]
         encoded = adapter.encode(inputs) if is_text and callable(getattr(adapter, "encode", None)) else None

@@ -255,7 +255,8 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
         if method in GRADIENT_METHODS and method != "shap":
             sens = float(E.sensitivity(lambda inp, tgt, m=method: gradient_method(fwd, m, inp, tgt), x, target, radius,
                                        cfg.n_perturb, seed).mean())
-        rand_sim = E.rank_agreement(a.abs(), attribute(randomized, method).abs()) if randomized is not None else None
+        rand_sim = (E.rank_agreement(a.abs(), attribute(randomized, method).abs(), mask=(x - baseline).abs() > 1e-8)
+                    if randomized is not None else None)
         out.methods[method] = _Method(a, dele, ins, infid, rand_sim, sens)
     if {"lime", "kernel_shap", "shap"} & set(attrs):
         out.limitations.append(f"Max-sensitivity is computed for Captum's methods only (L∞ radius {radius:.3g}, "
@@ -423,7 +424,9 @@ def _assemble(ctx: AuditContext, cfg: ExplanationsConfig, out: _Explained, idx: 
         if rand_sim is not None:
             metrics.append(Metric(name="randomization_similarity", group=method, value=rand_sim, n=n, higher_is_better=False,
                                   method=f"Spearman correlation of |attributions| before and after re-initialising every "
-                                         f"weight (Adebayo et al. 2018); above {cfg.randomization_threshold} fails; {base}"))
+                                         f"weight (Adebayo et al. 2018), over the input positions that differ from the "
+                                         f"baseline (where path methods are zero whatever the weights) for image and "
+                                         f"tabular inputs; above {cfg.randomization_threshold} fails; {base}"))
         sanity = "not run" if rand_sim is None else ("FAIL" if flagged else "pass")
         rows.append([method, round(del_auc, 4), round(ins_auc, 4), round(ins_auc - del_auc, 4),
                      None if m.infidelity is None else round(m.infidelity, 6),

@@ -77,6 +77,11 @@ def test_rank_agreement_and_randomisation() -> None:
     a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     assert E.rank_agreement(a, a * 10) == pytest.approx(1.0)
     assert E.rank_agreement(a, -a) == pytest.approx(-1.0)
+    # Shared zeros where the input equals the baseline (blank borders) must not make unrelated maps agree.
+    u = torch.tensor([[0.0] * 20 + [1.0, 2.0, 3.0, 4.0]])
+    v = torch.tensor([[0.0] * 20 + [4.0, 3.0, 2.0, 1.0]])
+    assert E.rank_agreement(u, v) > 0.5
+    assert E.rank_agreement(u, v, mask=u != 0) == pytest.approx(-1.0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     clone = E.randomized_copy(model, seed=1)
     for p, q in zip(model.parameters(), clone.parameters()):
