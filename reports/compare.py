@@ -81,6 +81,49 @@ def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = Fals
     return rows
 
 
+#: (check, metric, what it is) of the costs a compressed variant is meant to save.
+COSTS = (("efficiency", "model_size_mb", "size on disk"), ("efficiency", "latency_p50_ms", "median latency"),
+         ("efficiency", "energy_per_1000_wh", "energy per 1,000 inferences"))
+#: (check, metric, what it is) of what the saving may cost.
+QUALITIES = (("performance", "accuracy", "accuracy"), ("performance", "ece", "calibration error (ECE)"),
+             ("adversarial", "robust_accuracy", "robust accuracy"),
+             ("fairness.group_metrics", "equalized_odds_difference", "equalized odds difference"),
+             ("corruption", "mce", "mean corruption error"))
+
+
+def tradeoffs(comparison: ComparisonResult, rows: list[CompareRow] | None = None) -> list[dict[str, Any]]:
+    """For each model after the base, plain sentences on what it saves and what it costs.
+
+    A cost metric that is not lower than the base is said to give no saving on this device, so a
+    report never implies that an int8 or pruned variant is faster or smaller when it is not.
+    """
+    rows = rows if rows is not None else comparison_rows(comparison)
+    by_key = {(r.check, r.metric): r for r in rows if r.group is None}
+    device = comparison.entries[0].result.provenance.device if comparison.entries else "this device"
+    out = []
+    for i, entry in enumerate(comparison.entries[1:], start=1):
+        savings, costs = [], []
+        for check, metric, what in COSTS:
+            r = by_key.get((check, metric))
+            if r is None or r.values[0] in (None, 0) or r.values[i] is None:
+                continue
+            ratio = r.values[i] / r.values[0]
+            if ratio < 0.98:
+                savings.append(f"{what} {ratio:.2f}× the base ({1 - ratio:.0%} less)")
+            else:
+                costs.append(f"{what} {ratio:.2f}× the base: no saving on {device}")
+        for check, metric, what in QUALITIES:
+            r = by_key.get((check, metric))
+            if r is None or r.deltas[i] is None:
+                continue
+            if r.verdicts[i] == "worse":
+                costs.append(f"{what} {r.values[0]:.3f} → {r.values[i]:.3f} (worse)")
+            elif r.verdicts[i] == "better":
+                savings.append(f"{what} {r.values[0]:.3f} → {r.values[i]:.3f} (better)")
+        out.append({"label": entry.label, "savings": savings, "costs": costs})
+    return out
+
+
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
 
@@ -89,7 +132,7 @@ def render_compare_html(comparison: ComparisonResult) -> str:
     rows = comparison_rows(comparison)
     template = environment().get_template("compare.html.j2")
     return template.render(comparison=comparison, rows=rows, entries=comparison.entries,
-                            folders=[_safe(e.label) for e in comparison.entries])
+                            folders=[_safe(e.label) for e in comparison.entries], tradeoffs=tradeoffs(comparison, rows))
 
 
 def write_comparison(comparison: ComparisonResult, out_dir: Path) -> dict[str, Path]:

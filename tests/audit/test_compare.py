@@ -109,3 +109,33 @@ def test_cli_pgd_at_without_training_data_exits_2_with_one_line(safetensors_file
     assert result.exit_code == 2
     assert "The 'steps' parameter of variant 'pgd_at' must be a positive integer. Got 2.5 instead." in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _entry(label: str, metrics: dict[tuple[str, str], tuple[float, bool | None]]):
+    from audit.results import AuditResult, CheckResult, CompareEntry, Metric, Provenance, summarise
+
+    checks = {}
+    for (check, name), (value, hib) in metrics.items():
+        checks.setdefault(check, []).append(Metric(name=name, value=value, n=100, method="test", higher_is_better=hib))
+    results = [CheckResult(id=c, category=c, title=c, status="pass", summary="", metrics=ms, duration_s=0.0)
+               for c, ms in checks.items()]
+    prov = Provenance(report_id="r", tool_version="0", started_at="t", finished_at="t", seed=0, device="cpu",
+                      hardware={}, python="3", platform="p", libraries={}, files=[], config={}, config_sha256="0",
+                      model={})
+    return CompareEntry(label=label, kind="base" if label == "base" else "variant", spec=label,
+                        result=AuditResult(provenance=prov, checks=results, summary=summarise(results)))
+
+
+def test_tradeoffs_never_imply_a_saving_that_was_not_measured() -> None:
+    from audit.results import ComparisonResult
+    from reports.compare import render_compare_html, tradeoffs
+
+    base = _entry("base", {("efficiency", "model_size_mb"): (4.0, False), ("efficiency", "latency_p50_ms"): (2.0, False),
+                           ("performance", "accuracy"): (0.95, True)})
+    int8 = _entry("int8", {("efficiency", "model_size_mb"): (1.0, False), ("efficiency", "latency_p50_ms"): (3.0, False),
+                           ("performance", "accuracy"): (0.93, True)})
+    comparison = ComparisonResult(entries=[base, int8])
+    (t,) = tradeoffs(comparison)
+    assert t["savings"] == ["size on disk 0.25× the base (75% less)"]
+    assert t["costs"] == ["median latency 1.50× the base: no saving on cpu", "accuracy 0.950 → 0.930 (worse)"]
+    assert "no saving on cpu" in render_compare_html(comparison)
