@@ -84,6 +84,10 @@ def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = Fals
 #: (check, metric, what it is) of the costs a compressed variant is meant to save.
 COSTS = (("efficiency", "model_size_mb", "size on disk"), ("efficiency", "latency_p50_ms", "median latency"),
          ("efficiency", "energy_per_1000_wh", "energy per 1,000 inferences"))
+#: A cost ratio within this of 1 is no clear saving (timing noise); a quality change below
+#: QUALITY_MARGIN (absolute) is not mentioned in the sentences (the table still shows it).
+SAVING_MARGIN = 0.05
+QUALITY_MARGIN = 0.005
 #: (check, metric, what it is) of what the saving may cost.
 QUALITIES = (("performance", "accuracy", "accuracy"), ("performance", "ece", "calibration error (ECE)"),
              ("adversarial", "robust_accuracy", "robust accuracy"),
@@ -108,13 +112,15 @@ def tradeoffs(comparison: ComparisonResult, rows: list[CompareRow] | None = None
             if r is None or r.values[0] in (None, 0) or r.values[i] is None:
                 continue
             ratio = r.values[i] / r.values[0]
-            if ratio < 0.98:
+            if ratio < 1 - SAVING_MARGIN:
                 savings.append(f"{what} {ratio:.2f}× the base ({1 - ratio:.0%} less)")
+            elif ratio <= 1 + SAVING_MARGIN:
+                costs.append(f"{what} {ratio:.2f}× the base: within {SAVING_MARGIN:.0%}, no clear saving on {device}")
             else:
                 costs.append(f"{what} {ratio:.2f}× the base: no saving on {device}")
         for check, metric, what in QUALITIES:
             r = by_key.get((check, metric))
-            if r is None or r.deltas[i] is None:
+            if r is None or r.deltas[i] is None or abs(r.deltas[i]) < QUALITY_MARGIN:
                 continue
             if r.verdicts[i] == "worse":
                 costs.append(f"{what} {r.values[0]:.3f} → {r.values[i]:.3f} (worse)")

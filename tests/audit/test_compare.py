@@ -139,3 +139,7 @@ def test_tradeoffs_never_imply_a_saving_that_was_not_measured() -> None:
     assert t["savings"] == ["size on disk 0.25× the base (75% less)"]
     assert t["costs"] == ["median latency 1.50× the base: no saving on cpu", "accuracy 0.950 → 0.930 (worse)"]
     assert "no saving on cpu" in render_compare_html(comparison)
+    noise = _entry("noise", {("efficiency", "model_size_mb"): (4.0, False), ("efficiency", "latency_p50_ms"): (1.96, False),
+                             ("performance", "accuracy"): (0.951, True)})
+    (t,) = tradeoffs(ComparisonResult(entries=[base, noise]))
+    assert t["savings"] == [] and "within 5%, no clear saving" in t["costs"][1] and len(t["costs"]) == 2
