@@ -377,6 +377,13 @@ def models_list(
             print("\nrecipes (deepaudit models train NAME --out DIR):")
             for rc in sorted(recipes, key=lambda rc: rc.name):
                 print(f"  {rc.name:<20} {rc.description}")
+        from models.variants import VARIANTS
+
+        print("\nvariants (deepaudit compare --variant SPEC; parameters as NAME:key=value,...):")
+        for v in VARIANTS.values():
+            params = ", ".join(f"{k}={val}" for k, val in v.defaults.items())
+            where = "/".join(v.devices)
+            print(f"  {v.name:<20} {v.description}{f' ({params})' if params else ''}; runs on {where}")
 
 
 @models_app.command("train")

@@ -119,6 +119,10 @@ def test_cli_models_list_and_unknown_recipe() -> None:
     listed = runner.invoke(app, ["models", "list", "res*"])
     assert listed.exit_code == 0, listed.output
     assert "resnet8" in listed.output and "digits-resnet8" in listed.output and "lenet5" not in listed.output
+    from models.variants import VARIANTS
+
+    assert all(f"  {name} " in listed.output for name in VARIANTS)  # every variant, with its devices
+    assert "runs on cuda\n" in listed.output  # fp16 says it is GPU-only
     bad = runner.invoke(app, ["models", "train", "digits-lenet", "--out", "unused"])
     assert bad.exit_code == 2
     assert "unknown recipe 'digits-lenet'" in bad.output and "Traceback" not in bad.output
