@@ -151,7 +151,8 @@ class Performance(Check):
             "accuracy": "sklearn.metrics.accuracy_score",
             "balanced_accuracy": "sklearn.metrics.balanced_accuracy_score (mean recall over classes present)",
             "macro_f1": "sklearn.metrics.f1_score(average='macro')",
-            "ece": f"expected calibration error of top-1 confidence, {cfg.n_bins} equal-width bins",
+            "ece": (f"expected calibration error of top-1 confidence, {cfg.n_bins} equal-width bins (binned ECE is "
+                    "biased upward, more so on resamples: its percentile interval can lie above the point estimate)"),
             "min_class_recall": "lowest per-class recall (sklearn.metrics.recall_score)",
         }
         level = cfg.ci_level if cfg.n_resamples else None
