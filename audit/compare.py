@@ -111,8 +111,10 @@ def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed:
     ref = datasets.get("reference")
     if ref is None or ref.target is None:
         raise InputError(f"variant {name!r} is trained on the training data: give it as data.reference, with labels.")
+    from audit.attacks import pgd
+
     return {"x": ref.inputs, "y": ref.target, "preprocess": getattr(base, "preprocess", None),
-            "clip": base.input_range, "seed": seed}
+            "clip": base.input_range, "seed": seed, "attack": pgd}
 
 
 def _jsonable(value: Any) -> Any:

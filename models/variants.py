@@ -299,18 +299,20 @@ def _build_pgd_at(model: nn.Module, *, eps: float, steps: float, epochs: float, 
                   finetune: dict | None, **_: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Madry et al.'s PGD adversarial training: fine-tune on L∞ PGD examples of the training data.
 
-    The inner maximisation is :func:`audit.attacks.pgd` (random start, ``steps`` steps of
-    2.5·ε/steps, clipped to the input range), run in raw input space with the preprocessing in
-    the graph and the parameters' gradients switched off; the outer minimisation is Adam on the
+    The inner maximisation is the PGD function passed as ``finetune["attack"]`` (``deepaudit compare``
+    passes :func:`audit.attacks.pgd`, so the defence is trained against what the audit measures;
+    ``models/`` imports nothing of ``audit/``): random start, ``steps`` steps of 2.5·ε/steps,
+    clipped to the input range, run in raw input space with the preprocessing in the graph; the outer minimisation is Adam on the
     cross-entropy of the adversarial batch. References: Madry, Makelov, Schmidt, Tsipras, Vladu,
     "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
     """
     if not finetune or "x" not in finetune or "y" not in finetune:
         raise ModelInputError("variant pgd_at needs labelled training data: pass finetune={'x': inputs, 'y': labels} "
                               "(deepaudit compare takes it from data.reference).")
-    # the attack is the audit's own PGD, so the defence is trained against what the audit measures
-    from audit.attacks import pgd
-
+    pgd = finetune.get("attack")
+    if not callable(pgd):
+        raise ModelInputError("variant pgd_at needs the attack of its inner maximisation: finetune['attack'], a "
+                              "function like audit.attacks.pgd (deepaudit compare passes it).")
     x = _to_numpy(finetune["x"])
     if not np.issubdtype(x.dtype, np.floating):
         raise ModelInputError("variant pgd_at needs continuous inputs (images, tabular features): "
@@ -367,7 +369,7 @@ def _build_pgd_at(model: nn.Module, *, eps: float, steps: float, epochs: float, 
                 adv_correct += (out.argmax(1) == yb).detach().sum()
     model.eval()
     return model, {"library": "torch", "library_version": torch.__version__, "bit_width": 32, "dtype": "float32",
-                   "attack": "audit.attacks.pgd",
+                   "attack": f"{getattr(pgd, '__module__', '?')}.{getattr(pgd, '__qualname__', type(pgd).__name__)}",
                    "adversarial_training": {
                        "method": "PGD-AT (Madry et al. 2018): every training batch replaced by its L-inf PGD examples",
                        "norm": "linf", "eps": eps, "steps": steps_i, "step_size": 2.5 * eps / steps_i,

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from audit.attacks import pgd
 from models.adapter import Normalize, TorchAdapter
 from models.errors import ModelInputError
 from models.variants import VARIANTS, list_variants, make_variant, parse_variant, variant_adapter
@@ -53,7 +54,7 @@ def images() -> torch.Tensor:
 def _finetune(images: torch.Tensor, lenet: nn.Module) -> dict:
     with torch.no_grad():
         y = lenet(images).argmax(1)
-    return {"x": images.numpy(), "y": y.numpy(), "epochs": 1}
+    return {"x": images.numpy(), "y": y.numpy(), "epochs": 1, "attack": pgd}
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -260,7 +261,6 @@ def digits_mlp_split():
 
 
 def _robust_and_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> tuple[float, float]:
-    from audit.attacks import pgd
 
     adv = pgd(model, x, y, eps=eps, steps=10, clip=(0.0, 1.0), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -271,7 +271,7 @@ def test_pgd_at_raises_pgd_robust_accuracy_on_held_out_data(digits_mlp_split):
     model, x_tr, y_tr, x_te, y_te = digits_mlp_split
     before_robust, before_clean = _robust_and_clean(model, x_te, y_te, 0.1)
     result = make_variant(model, "pgd_at:eps=0.1,steps=3,epochs=2,lr=0.003", example_inputs=x_te[:8],
-                          finetune={"x": x_tr, "y": y_tr, "clip": (0.0, 1.0)})
+                          finetune={"x": x_tr, "y": y_tr, "clip": (0.0, 1.0), "attack": pgd})
     after_robust, after_clean = _robust_and_clean(result.module, x_te, y_te, 0.1)
     assert after_robust >= before_robust + 0.08, (before_robust, after_robust)
     assert after_clean >= before_clean - 0.05, (before_clean, after_clean)
@@ -286,7 +286,6 @@ def test_pgd_at_raises_pgd_robust_accuracy_on_held_out_data(digits_mlp_split):
 
 def test_pgd_at_respects_preprocessing_and_input_range(lenet, images):
     """ε is in raw input units: with preprocessing inside, adversarial inputs stay in the ε-ball and the range."""
-    from audit.attacks import pgd
 
     seen: list[torch.Tensor] = []
     original = pgd
@@ -298,17 +297,11 @@ def test_pgd_at_respects_preprocessing_and_input_range(lenet, images):
         seen.append(adv.max().detach())
         return adv
 
-    import audit.attacks as A
-
-    A.pgd, saved = spy, A.pgd
-    try:
-        with torch.no_grad():
-            y = lenet(images).argmax(1)
-        make_variant(lenet, "pgd_at:eps=0.05,steps=2,epochs=1",
-                     finetune={"x": images.numpy(), "y": y.numpy(), "clip": (0.0, 1.0),
-                               "preprocess": Normalize([0.5], [0.25])})
-    finally:
-        A.pgd = saved
+    with torch.no_grad():
+        y = lenet(images).argmax(1)
+    make_variant(lenet, "pgd_at:eps=0.05,steps=2,epochs=1",
+                 finetune={"x": images.numpy(), "y": y.numpy(), "clip": (0.0, 1.0), "attack": spy,
+                           "preprocess": Normalize([0.5], [0.25])})
     assert seen and max(seen[0::3]) <= 0.05 + 1e-6
     assert min(seen[1::3]) >= 0.0 and max(seen[2::3]) <= 1.0
 
@@ -317,7 +310,8 @@ def test_pgd_at_needs_labelled_continuous_training_data(lenet):
     with pytest.raises(ModelInputError, match=r"^variant pgd_at needs labelled training data"):
         make_variant(lenet, "pgd_at")
     with pytest.raises(ModelInputError, match="needs continuous inputs"):
-        make_variant(nn.Linear(4, 2), "pgd_at", finetune={"x": torch.ones(4, 4, dtype=torch.long), "y": [0, 1, 0, 1]})
+        make_variant(nn.Linear(4, 2), "pgd_at", finetune={"x": torch.ones(4, 4, dtype=torch.long), "y": [0, 1, 0, 1],
+                                                          "attack": pgd})
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

@@ -126,3 +126,14 @@ def test_cli_models_list_and_unknown_recipe() -> None:
     bad = runner.invoke(app, ["models", "train", "digits-lenet", "--out", "unused"])
     assert bad.exit_code == 2
     assert "unknown recipe 'digits-lenet'" in bad.output and "Traceback" not in bad.output
+
+
+def test_models_package_imports_nothing_of_audit() -> None:
+    """DESIGN.md: models/ knows nothing of audits (pgd_at gets its attack passed in by compare)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "models"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+(audit|reports|cli)\b", p.read_text(), flags=re.M)]
+    assert offenders == []
