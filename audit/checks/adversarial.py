@@ -44,6 +44,12 @@ class AdversarialConfig(CheckConfig):
     black_box: Literal["auto", "always", "never"] = Field(
         default="auto", description="Run ART's Square attack: when safeguards trip or gradients are missing (auto), always, or never.")
     black_box_queries: int = Field(default=200, ge=10, description="Square attack iterations (queries per sample).")
+    black_box_attack: Literal["auto", "square", "hopskipjump"] = Field(
+        default="auto", description="Black-box attack: Square (needs scores) or HopSkipJump (labels only); auto picks "
+                                    "HopSkipJump when the model's outputs are decisions (one-hot), where Square's loss is flat.")
+    hsj_samples: int = Field(default=32, ge=1, description="HopSkipJump: samples attacked (it queries per sample).")
+    hsj_iterations: int = Field(default=10, ge=1, description="HopSkipJump: iterations per sample.")
+    hsj_max_eval: int = Field(default=200, ge=10, description="HopSkipJump: largest number of queries per gradient estimate.")
     masking_margin: float = Field(default=0.05, ge=0, description="Black-box accuracy may undercut white-box by at most this.")
     near_zero: float = Field(default=0.1, ge=0, le=1, description="Accuracy an ε spanning the input range must fall below.")
     tabular_units: Literal["std", "raw"] = Field(
@@ -166,14 +172,27 @@ class AdversarialRobustness(Check):
         tripped = [s for s in safeguards if s[1] == "TRIPPED"]
         run_bb = cfg.black_box == "always" or (cfg.black_box == "auto" and (tripped or not white_box))
         notes: list[str] = []
+        decisions = decision_only(ctx.logits().numpy())
+        bb_kind = cfg.black_box_attack if cfg.black_box_attack != "auto" else ("hopskipjump" if decisions else "square")
+        if decisions:
+            notes.append("The model's outputs are decisions (one-hot): score-based attacks see a flat loss, so the "
+                         "black-box attack is the decision-based HopSkipJump" +
+                         ("." if bb_kind == "hopskipjump" else " — but black_box_attack is set to square."))
+            run_bb = run_bb or cfg.black_box == "auto"
         if run_bb and headline is not None:
-            bb_acc = self._square(adapter, x_all, y_all[rows], headline, cfg, clip, ctx)
-            at_headline["Square (black-box)"] = bb_acc
-            table.append(["SQUARE", "linf", headline, round(bb_acc, 4), None, None, None])
+            if bb_kind == "hopskipjump":
+                k = min(cfg.hsj_samples, m)
+                bb_acc = self._hopskipjump(adapter, x_all[:k], y_all[rows][:k], headline, cfg, clip, ctx)
+                bb_name = f"HopSkipJump (decision-based, {k} samples)"
+            else:
+                bb_acc = self._square(adapter, x_all, y_all[rows], headline, cfg, clip, ctx)
+                bb_name = "Square (black-box)"
+            at_headline[bb_name] = bb_acc
+            table.append([bb_kind.upper(), "linf", headline, round(bb_acc, 4), None, None, None])
             if white_box and "PGD" in at_headline:
                 ok = bb_acc >= at_headline["PGD"] - cfg.masking_margin
                 safeguards.append(["black-box does not beat white-box", "pass" if ok else "TRIPPED",
-                                   f"Square {bb_acc:.3f} vs PGD {at_headline['PGD']:.3f} (margin {cfg.masking_margin})"])
+                                   f"{bb_name} {bb_acc:.3f} vs PGD {at_headline['PGD']:.3f} (margin {cfg.masking_margin})"])
                 tripped = [s for s in safeguards if s[1] == "TRIPPED"]
         twin = getattr(adapter, "float_twin", None)
         if (tripped or not white_box) and twin is not None and twin.differentiable and headline is not None:
@@ -298,6 +317,34 @@ class AdversarialRobustness(Check):
                          "A greedy search gives an upper bound on robust accuracy."])
 
     @staticmethod
+    def _hopskipjump(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,
+                     clip: tuple[float, float] | None, ctx: AuditContext) -> float:
+        """ART's HopSkipJump (Chen et al. 2020), L∞, from the model's decisions only. It searches the smallest
+        perturbation that changes the label; a sample is robust at ε when it was classified correctly
+        and no adversarial input within ε was found."""
+        from art.attacks.evasion import HopSkipJump
+        from art.estimators.classification import BlackBoxClassifier
+
+        n_cls = adapter.n_classes
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            logits = adapter.predict_logits(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)),
+                                            batch_size=ctx.batch_size)
+            return np.eye(n_cls, dtype=np.float32)[logits.argmax(1).numpy()]
+
+        xn = x.numpy().astype(np.float32)
+        lo_hi = clip if clip else (float(xn.min()), float(xn.max()))
+        clf = BlackBoxClassifier(predict, input_shape=tuple(xn.shape[1:]), nb_classes=n_cls, clip_values=lo_hi)
+        np.random.seed(ctx.seed % 2**32)  # ART draws from numpy's global generator
+        attack = HopSkipJump(clf, norm=np.inf, max_iter=cfg.hsj_iterations, max_eval=cfg.hsj_max_eval,
+                             init_eval=min(20, cfg.hsj_max_eval), batch_size=ctx.batch_size, verbose=False)
+        adv = attack.generate(xn, y=np.eye(n_cls)[y]).astype(np.float32)
+        dist = np.abs(adv - xn).reshape(len(xn), -1).max(1)
+        fooled = (predict(adv).argmax(1) != y) & (dist <= eps * (1 + 1e-6))
+        clean = predict(xn).argmax(1) == y
+        return float((clean & ~fooled).mean())
+
+    @staticmethod
     def _square(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,
                 clip: tuple[float, float] | None, ctx: AuditContext) -> float:
         """ART's Square attack through the adapter's predictions only (no gradients)."""
@@ -354,3 +401,16 @@ class _Standardised(ModelAdapter):
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.inner.logits(inputs.to(self.device) * self.std + self.mean)
+
+
+def decision_only(logits: np.ndarray) -> bool:
+    """Whether a model's outputs are decisions rather than scores: every row is the same one-hot
+    pattern up to which class is on — one value for the chosen class, one value for all others,
+    across the whole data set — so score-based attacks have no signal."""
+    if logits.ndim != 2 or logits.shape[1] < 2 or len(logits) < 2:
+        return False
+    top = logits.max(1, keepdims=True)
+    is_top = logits == top
+    if (is_top.sum(1) != 1).any():  # ties at the top
+        return False
+    return bool(np.unique(logits[is_top]).size == 1 and np.unique(logits[~is_top]).size == 1)

@@ -188,3 +188,47 @@ def test_text_character_edits_flip_a_word_sensitive_model() -> None:
     assert m["clean_accuracy"] == 1.0 and m["flip_rate"] == pytest.approx(0.75) and m["robust_accuracy"] == 0.25
     for original, edited, n_edits, _ in out.evidence[0].rows:
         assert "good" in original.split() and "good" not in edited.split() and 1 <= n_edits <= 2
+
+
+def test_decision_only_detection() -> None:
+    from audit.checks.adversarial import decision_only
+
+    assert decision_only(np.eye(3)[[0, 2, 1]] * 5.0)
+    assert not decision_only(np.array([[0.1, 2.0, 0.3], [1.0, 0.0, 0.0]]))
+    assert not decision_only(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]))  # a tie is not a decision
+    assert not decision_only(np.array([[-3.0, 3.0], [2.0, -2.0]]))  # binary scores are not decisions
+
+
+class Decisions(nn.Module):
+    """Outputs one-hot decisions of a linear model: a label-only API, as many deployed models are."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(self.inner(x).argmax(1), 2).float()
+
+
+def test_decision_only_model_gets_hopskipjump_not_square() -> None:
+    """Square's margin loss is flat on one-hot outputs (it would report false robustness); HopSkipJump
+    needs only labels and finds adversarial inputs within ε."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (60, 2)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    linear = nn.Linear(2, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        linear.bias.copy_(torch.tensor([0.5, -0.5]))
+    ctx = ctx_for(Decisions(linear).eval(), x, y, clip=(0.0, 1.0))
+    ctx.adapter.differentiable = False
+    cfg = AdversarialConfig(tabular_units="raw", n_samples=60, eps=[0.2], hsj_samples=30, hsj_iterations=10,
+                            hsj_max_eval=100)
+    out = AdversarialRobustness(cfg).run(ctx)
+    head = next(m for m in out.metrics if m.name == "robust_accuracy")
+    assert "HopSkipJump" in head.method and any("decisions (one-hot)" in n for n in out.limitations)
+    # samples within 0.2 of the boundary x0 = 0.5 can be flipped; HopSkipJump is an upper bound that gets
+    # within a few percent of the minimal perturbation in 10 iterations
+    lower = float(np.mean(np.abs(x[:30, 0] - 0.5) > 0.2))
+    upper = float(np.mean(np.abs(x[:30, 0] - 0.5) > 0.15))
+    assert lower - 1e-9 <= head.value <= upper + 1e-9 and head.value < 0.8
