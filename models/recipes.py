@@ -198,7 +198,8 @@ def train_recipe(name: str, out_dir: str | Path, *, epochs: int | None = None, s
 
 def fit_recipe(params: dict[str, Any] | str, x_train: np.ndarray, y_train: np.ndarray, *,
                init_args: dict[str, Any], preprocessing: dict[str, Any] | None = None, epochs: int | None = None,
-               seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:
+               seed: int = 0, device: str | torch.device = "cpu",
+               sample_weight: np.ndarray | None = None) -> torch.nn.Module:
     """Train a recipe's architecture with its hyper-parameters on the given arrays; writes no files.
 
     For audits that retrain the model's pipeline on modified data (e.g. a backdoor simulation).
@@ -218,6 +219,8 @@ def fit_recipe(params: dict[str, Any] | str, x_train: np.ndarray, y_train: np.nd
         Defaults to the recipe's (the sidecar's when ``params`` is a dict).
     seed : int
     device : str or torch.device
+    sample_weight : ndarray, optional
+        Per-sample loss weights, passed to :func:`models.train.fit_classifier` (e.g. reweighing).
 
     Returns
     -------
@@ -242,4 +245,5 @@ def fit_recipe(params: dict[str, Any] | str, x_train: np.ndarray, y_train: np.nd
     norm = Normalize(pre["mean"], pre["std"]).to(dev) if pre.get("mean") is not None else None
     return fit_classifier(model, x_train, y_train, epochs=epochs, lr=float(given.get("lr", recipe.lr)),
                           batch_size=int(given.get("batch_size", recipe.batch_size)), seed=seed, device=dev,
-                          preprocess=norm, weight_decay=float(given.get("weight_decay", recipe.weight_decay)))
+                          preprocess=norm, weight_decay=float(given.get("weight_decay", recipe.weight_decay)),
+                          sample_weight=sample_weight)

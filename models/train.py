@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.errors import ModelInputError
+
 RECIPE_VERSION = 3  # 3: recipes also write the training split (train.npz / train.csv)
 
 
@@ -48,10 +50,15 @@ def load_digits_split(seed: int = 0, test_size: float = 0.3) -> dict[str, np.nda
 
 def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float = 1e-3,
                    batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
-                   preprocess: nn.Module | None = None, weight_decay: float = 0.0) -> nn.Module:
+                   preprocess: nn.Module | None = None, weight_decay: float = 0.0,
+                   sample_weight: np.ndarray | None = None) -> nn.Module:
     """Plain cross-entropy training with Adam, seeded and batched on ``device``.
 
     Only parameters with ``requires_grad`` are optimised (a frozen encoder stays as it is).
+    ``sample_weight`` (optional, ``(n,)``, non-negative) weights each sample's loss: the batch loss is
+    ``mean(w_i * loss_i)``, scikit-learn's convention, so weights that average 1 (e.g. reweighing's)
+    keep the learning rate's scale. Without it the loss is the plain mean, as before; the batch order
+    does not depend on it.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -61,13 +68,25 @@ def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: in
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
+    wt = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float32)
+        if w.shape != (len(x),) or not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ModelInputError(f"The 'sample_weight' parameter of fit_classifier must be {len(x)} finite, "
+                                  f"non-negative numbers, one per sample. Got shape {w.shape} instead.")
+        wt = torch.from_numpy(w).to(device)
+        per_sample = nn.CrossEntropyLoss(reduction="none")
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen).to(device)
         for start in range(0, len(xt), batch_size):
             idx = order[start : start + batch_size]
             inputs = preprocess(xt[idx]) if preprocess is not None else xt[idx]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(inputs), yt[idx]).backward()
+            if wt is None:
+                loss = loss_fn(model(inputs), yt[idx])
+            else:
+                loss = (per_sample(model(inputs), yt[idx]) * wt[idx]).mean()
+            loss.backward()
             opt.step()
     return model.eval()
 

@@ -70,12 +70,25 @@ class FairnessConfig(CheckConfig):
     n_resamples: int = Field(default=1000, ge=0,
                              description="Bootstrap resamples (stratified by group) for the 95% intervals of the gaps (0: none).")
     ci_level: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
-    mitigation: list[Literal["threshold_optimizer", "exponentiated_gradient", "reweighing"]] = Field(
-        default_factory=lambda: ["threshold_optimizer", "exponentiated_gradient", "reweighing"],
-        description="Mitigations to fit on the 'reference' data set and compare on the eval set (binary models).")
+    mitigation: list[Literal["threshold_optimizer", "exponentiated_gradient", "reweighing", "adversarial_debiasing",
+                             "reweighing_retrain"]] = Field(
+        default_factory=lambda: ["threshold_optimizer", "exponentiated_gradient", "reweighing", "reweighing_retrain"],
+        description="Mitigations to fit on the 'reference' data set and compare on the eval set (binary models). "
+                    "'adversarial_debiasing' (opt-in; a few seconds on a small MLP's features): fairlearn's "
+                    "AdversarialFairnessClassifier on the penultimate features; 'reweighing_retrain': the whole model "
+                    "retrained from scratch through the recipe in its model.json with reweighing sample weights (one "
+                    "training run of the recipe; skipped, with the reason, without a recipe).")
+    adversarial_epochs: int = Field(default=20, ge=1, description="adversarial_debiasing: training epochs.")
+    adversarial_batch_size: int = Field(default=64, ge=1, description="adversarial_debiasing: samples per step.")
+    adversarial_alpha: float = Field(default=1.0, ge=0,
+                                     description="adversarial_debiasing: weight of the adversary's gradient (higher: "
+                                                 "fairer, less accurate).")
+    retrain_epochs: int | None = Field(default=None, ge=1,
+                                       description="reweighing_retrain: training epochs (default: the recipe's).")
     constraint: Literal["demographic_parity", "equalized_odds"] = Field(
         default="demographic_parity", description="Fairness constraint the mitigations target.")
-    save_dir: str | None = Field(default=None, description="Directory to save the mitigated heads (safetensors + JSON) in.")
+    save_dir: str | None = Field(default=None, description="Directory to save the mitigated heads and models "
+                                                           "(safetensors + JSON) in.")
 
 
 def _rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:

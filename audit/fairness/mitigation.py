@@ -1,22 +1,28 @@
-"""What fixing a disparity costs: three mitigations fitted on the 'reference' data set and compared,
+"""What fixing a disparity costs: mitigations fitted on the 'reference' data set and compared,
 before and after, on the eval set.
 
 * post-processing — fairlearn's ``ThresholdOptimizer`` on the model's score for the positive class;
 * in-processing — fairlearn's ``ExponentiatedGradient`` with a logistic-regression head on the
-  model's penultimate representation (``ctx.features``);
+  model's penultimate representation (``ctx.features``), and adversarial debiasing: fairlearn's
+  ``AdversarialFairnessClassifier`` (torch backend, small MLP predictor and adversary) on the same
+  representation, standardised with the reference set's mean and standard deviation;
 * pre-processing — reweighing (Kamiran & Calders 2012) with a re-fitted logistic-regression head on
-  the same representation.
+  the same representation (``reweighing``), or the whole model retrained from scratch through its
+  training recipe with the reweighing weights as per-sample loss weights (``reweighing_retrain``;
+  needs a ``recipe`` in the model's ``model.json``).
 
 References
 ----------
 Hardt, Price, Srebro. "Equality of Opportunity in Supervised Learning", NeurIPS 2016.
 Agarwal et al. "A Reductions Approach to Fair Classification", ICML 2018.
+Zhang, Lemoine, Mitchell. "Mitigating Unwanted Biases with Adversarial Learning", AIES 2018.
 Kamiran, Calders. "Data preprocessing techniques for classification without discrimination", KAIS 2012.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +67,47 @@ def reweighing_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return (pa * py / pay).to_numpy(dtype=np.float64)
 
 
+ADVERSARIAL_HIDDEN = 32  # one hidden ReLU layer of this width, in the predictor and in the adversary
+
+
+def adversarial_classifier(*, seed: int, epochs: int, batch_size: int, alpha: float, constraint: str,
+                           learning_rate: float = 1e-3) -> Any:
+    """fairlearn's ``AdversarialFairnessClassifier`` as the ``adversarial_debiasing`` mitigation builds it.
+
+    Predictor and adversary are MLPs with one hidden ReLU layer of ``ADVERSARIAL_HIDDEN`` units (fairlearn
+    adds the input and output layers from the data); Adam, shuffled batches, seeded by ``seed``.
+    """
+    from fairlearn.adversarial import AdversarialFairnessClassifier
+
+    return AdversarialFairnessClassifier(
+        backend="torch", predictor_model=[ADVERSARIAL_HIDDEN, "relu"], adversary_model=[ADVERSARIAL_HIDDEN, "relu"],
+        constraints=constraint, learning_rate=learning_rate, alpha=alpha, epochs=epochs, batch_size=batch_size,
+        shuffle=True, random_state=seed)
+
+
+def standardise(f_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (1 where a feature is constant) of the reference features."""
+    mean = f_ref.mean(axis=0)
+    std = f_ref.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def fit_adversarial(f_ref: np.ndarray, y_ref: np.ndarray, groups: np.ndarray, *, seed: int, epochs: int,
+                    batch_size: int, alpha: float, constraint: str) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Fit :func:`adversarial_classifier` on standardised features; returns it with the mean and std used.
+
+    Runs under ``torch.random.fork_rng`` (fairlearn seeds torch's global generator), so the audit's
+    other random draws do not depend on whether it ran.
+    """
+    import torch
+
+    mean, std = standardise(f_ref)
+    clf = adversarial_classifier(seed=seed, epochs=epochs, batch_size=batch_size, alpha=alpha, constraint=constraint)
+    with torch.random.fork_rng(devices=[]):
+        clf.fit((f_ref - mean) / std, y_ref, sensitive_features=groups)
+    return clf, mean, std
+
+
 def _joint_groups(ctx: AuditContext, name: str) -> np.ndarray:
     from audit.checks.fairness import sensitive_columns
 
@@ -70,16 +117,69 @@ def _joint_groups(ctx: AuditContext, name: str) -> np.ndarray:
 
 def _save_head(save_dir: str, name: str, coefs: np.ndarray, intercepts: np.ndarray, weights: np.ndarray,
                meta: dict) -> str:
+    return _save_tensors(save_dir, name, {"coef": np.asarray(coefs, dtype=np.float32),
+                                          "intercept": np.asarray(intercepts, dtype=np.float32),
+                                          "mixture_weights": np.asarray(weights, dtype=np.float32)}, meta)
+
+
+def _save_tensors(save_dir: str, name: str, tensors: dict[str, np.ndarray], meta: dict) -> str:
     from safetensors.numpy import save_file
 
     out = Path(save_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.safetensors"
-    save_file({"coef": np.ascontiguousarray(coefs, dtype=np.float32),
-               "intercept": np.ascontiguousarray(intercepts, dtype=np.float32),
-               "mixture_weights": np.ascontiguousarray(weights, dtype=np.float32)}, str(path))
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
     (out / f"{name}.json").write_text(json.dumps(meta, indent=2))
     return str(path)
+
+
+def retrain_reweighed(ctx: AuditContext, cfg: FairnessConfig, groups: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Retrain the model from scratch through its recipe on data.reference with reweighing sample weights.
+
+    Returns the eval predictions (class indices) and the saved weights' path (None without ``save_dir``).
+    Raises :class:`SkipCheck` with the reason when the model cannot be retrained this way.
+    """
+    from models.adapter import Normalize, TorchAdapter
+    from models.errors import ModelInputError
+    from models.recipes import fit_recipe
+
+    meta = ctx.model_meta
+    recipe = meta.get("recipe")
+    if not isinstance(recipe, dict) or not recipe.get("name"):
+        raise SkipCheck("the model's model.json names no training recipe, so the model cannot be retrained "
+                        "(the 'reweighing' head on its features is the fallback).")
+    if not isinstance(meta.get("init_args"), dict):
+        raise SkipCheck("the model's model.json has no init_args for its architecture.")
+    ref, ev = ctx.dataset("reference"), ctx.dataset("eval")
+    if isinstance(ref.inputs, list) or isinstance(ev.inputs, list):
+        raise SkipCheck("the data are raw text; the recipes train on arrays (token ids or features).")
+    x = np.asarray(ref.inputs)
+    x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x.astype(np.int64)
+    y = ctx.y_true("reference").astype(np.int64)
+    weights = reweighing_weights(y, groups)
+    pre = meta.get("preprocessing") or {}
+    seed = int(recipe.get("seed", 0))
+    try:
+        module = fit_recipe(recipe, x, y, init_args=meta["init_args"], preprocessing=pre, epochs=cfg.retrain_epochs,
+                            seed=seed, device=ctx.device, sample_weight=weights)
+    except (TypeError, RuntimeError, ModelInputError) as exc:  # a recipe or init_args that do not fit the data
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SkipCheck(f"recipe {recipe['name']!r} cannot be trained on data.reference: {first}") from None
+    norm = Normalize(pre["mean"], pre["std"]).to(ctx.device) if pre.get("mean") is not None else None
+    adapter = TorchAdapter(module, input_kind=ctx.adapter.input_kind, device=ctx.device, preprocess=norm,
+                           class_names=ctx.class_names)
+    pred = adapter.predict_logits(ev.inputs, batch_size=ctx.batch_size).argmax(1).numpy().astype(np.int64)
+    if not cfg.save_dir:
+        return pred, None
+    side = {k: v for k, v in meta.items() if k not in ("metrics", "test_data", "training_data")}
+    side["training_data"] = {"source": ref.path, "n_train": int(len(y)), "sha256": ref.sha256}
+    side["mitigation"] = {
+        "kind": "reweighing_retrain", "constraint": "demographic_parity (reweighing makes group and label independent)",
+        "sample_weight": "Kamiran & Calders w(a, y) = P(a) P(y) / P(a, y) over data.reference's joint sensitive "
+                         "groups and labels", "recipe": recipe["name"], "seed": seed,
+        "epochs": cfg.retrain_epochs or recipe.get("epochs")}
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return pred, _save_tensors(cfg.save_dir, "fairness_reweighing_retrain_model", state, side)
 
 
 def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binary: bool) -> tuple[list, list[str]]:
@@ -149,8 +249,53 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
                 "kind": kind, "input": "penultimate features of the audited model", "positive_class": positive,
                 "class_names": ctx.class_names, "prediction": "P(positive) = sigmoid(features @ coef[i] + intercept[i]) "
                 "for head i drawn with probability mixture_weights[i]", "constraint": constraint_name}))
+    if "adversarial_debiasing" in cfg.mitigation:
+        reason = None
+        if len(np.unique(yr)) < 2:
+            reason = "the reference labels hold one class only"
+        else:
+            try:
+                f_ref, f_eval = ctx.features("reference").numpy(), ctx.features().numpy()
+            except SkipCheck as exc:
+                reason = str(exc)
+        if reason is not None:
+            limits.append(f"adversarial_debiasing was not run: {reason}")
+        else:
+            started = time.perf_counter()
+            clf, mean, std = fit_adversarial(f_ref.astype(np.float64), yr, a_ref, seed=seed,
+                                             epochs=cfg.adversarial_epochs, batch_size=cfg.adversarial_batch_size,
+                                             alpha=cfg.adversarial_alpha, constraint=constraint_name)
+            preds["adversarial_debiasing"] = np.asarray(clf.predict((f_eval - mean) / std), dtype=np.int64)
+            limits.append(f"adversarial_debiasing: fairlearn AdversarialFairnessClassifier ({ADVERSARIAL_HIDDEN}-unit "
+                          f"MLP predictor and adversary, alpha {cfg.adversarial_alpha}, {cfg.adversarial_epochs} "
+                          f"epochs of batch {cfg.adversarial_batch_size}) on standardised penultimate features, "
+                          f"fitted in {time.perf_counter() - started:.1f} s.")
+            if cfg.save_dir:
+                state = {k: v.detach().cpu().numpy() for k, v in clf.backendEngine_.predictor_model.state_dict().items()}
+                state.update(feature_mean=mean.astype(np.float32), feature_std=std.astype(np.float32))
+                saved.append(_save_tensors(cfg.save_dir, "fairness_adversarial_debiasing_head", state, {
+                    "kind": "adversarial_debiasing", "input": "penultimate features of the audited model",
+                    "positive_class": positive, "class_names": ctx.class_names, "constraint": constraint_name,
+                    "prediction": "z = (features - feature_mean) / feature_std; P(positive) = sigmoid(layers_.2("
+                                  "relu(layers_.0(z)))) (fairlearn's FullyConnected: Linear, ReLU, Linear, Sigmoid); "
+                                  "positive when P >= 0.5",
+                    "hidden": ADVERSARIAL_HIDDEN, "alpha": cfg.adversarial_alpha, "epochs": cfg.adversarial_epochs,
+                    "batch_size": cfg.adversarial_batch_size, "seed": seed}))
+    if "reweighing_retrain" in cfg.mitigation:
+        try:
+            started = time.perf_counter()
+            pred, path = retrain_reweighed(ctx, cfg, a_ref)
+            preds["reweighing_retrain"] = (pred == positive).astype(np.int64)
+            limits.append(f"reweighing_retrain: the model was retrained from scratch through its recipe "
+                          f"{ctx.model_meta['recipe']['name']!r} on the 'reference' set ({len(yr)} samples, not "
+                          "necessarily its original training set) with Kamiran & Calders weights, in "
+                          f"{time.perf_counter() - started:.1f} s.")
+            if path:
+                saved.append(path)
+        except SkipCheck as exc:
+            limits.append(f"reweighing_retrain was not run: {exc}")
     if saved:
-        limits.append(f"Mitigated heads saved: {', '.join(saved)}.")
+        limits.append(f"Mitigated models saved: {', '.join(saved)}.")
     rows, xs, ys = [], [], []
     for name, p in preds.items():
         acc = float((p == y_eval).mean())

@@ -1,5 +1,7 @@
 """fairness.group_metrics against fairlearn on the same predictions, known answers, bad input,
-thresholds, mitigation, and the CLI end to end."""
+thresholds, mitigation (reweighing weights by hand, weighted training, adversarial debiasing against
+fairlearn's estimator called directly, reweighing retraining against fit_recipe called directly), and
+the CLI end to end."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fairlearn.adversarial import AdversarialFairnessClassifier
 from fairlearn.metrics import (
     MetricFrame,
     demographic_parity_difference,
@@ -27,8 +30,13 @@ from audit.config import ThresholdSpec
 from audit.context import AuditContext
 from audit.data import AuditDataset
 from audit.errors import InputError, SkipCheck
+from audit.fairness.mitigation import reweighing_weights
 from audit.runner import judge
-from models.adapter import ModelAdapter
+from models.adapter import ModelAdapter, Normalize, TorchAdapter
+from models.errors import ModelInputError
+from models.recipes import fit_recipe
+from models.train import fit_classifier
+from models.zoo import create_model
 
 
 class FixedLogits(ModelAdapter):
@@ -275,3 +283,138 @@ def test_cli_end_to_end(tmp_path: Path, tabular_csv: Path, tiny_mlp: torch.nn.Mo
                                              "reweighing"]
     html = (out / "report.html").read_text()
     assert "Mitigation: before and after" in html and "figure could not be drawn" not in html
+
+
+# ------------------------------------------------------------------------------ mitigations in depth
+
+def mitigation_rows(out) -> dict[str, list]:
+    table = next(e for e in out.evidence if e.title == "Mitigation: before and after")
+    return {r[0]: r for r in table.rows}
+
+
+def biased(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group 'm' has a higher base rate, and feature 1 reveals the group."""
+    a = rng.choice(["f", "m"], n)
+    y = (rng.random(n) < np.where(a == "m", 0.7, 0.3)).astype(np.int64)
+    feat = np.stack([y + rng.normal(0, 0.8, n), (a == "m") * 1.0 + rng.normal(0, 0.1, n)], 1)
+    return a, y, feat.astype(np.float32)
+
+
+def test_reweighing_weights_hand_computed() -> None:
+    a = np.array(["x", "x", "x", "x", "y", "y"])
+    y = np.array([1, 1, 1, 0, 1, 0])
+    # P(x)=4/6, P(y)=2/6, P(1)=4/6, P(0)=2/6; P(x,1)=3/6, P(x,0)=1/6, P(y,1)=1/6, P(y,0)=1/6.
+    expected = {("x", 1): (4 / 6) * (4 / 6) / (3 / 6), ("x", 0): (4 / 6) * (2 / 6) / (1 / 6),
+                ("y", 1): (2 / 6) * (4 / 6) / (1 / 6), ("y", 0): (2 / 6) * (2 / 6) / (1 / 6)}
+    np.testing.assert_allclose(reweighing_weights(y, a), [expected[(g, v)] for g, v in zip(a, y)])
+    # On any data, weighted group x label counts become independent: joint = product of the marginals.
+    rng = np.random.default_rng(3)
+    a = rng.choice(["p", "q", "r"], 500, p=[0.6, 0.3, 0.1])
+    y = (rng.random(500) < np.where(a == "p", 0.8, 0.2)).astype(int)
+    w = reweighing_weights(y, a)
+    joint = pd.crosstab(a, y, values=w, aggfunc="sum").to_numpy() / w.sum()
+    np.testing.assert_allclose(joint, np.outer(joint.sum(1), joint.sum(0)), atol=1e-12)
+    assert w.sum() == pytest.approx(len(y))  # the weights average 1
+
+
+def test_fit_classifier_all_ones_weights_equal_unweighted_fit() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def fit(w: np.ndarray | None) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = create_model("mlp", n_features=4, n_classes=2, hidden=16)
+        return fit_classifier(model, x, y, epochs=3, batch_size=32, seed=5, sample_weight=w).state_dict()
+
+    plain, ones, skewed = fit(None), fit(np.ones(200)), fit(np.where(y == 1, 3.0, 0.2))
+    for k in plain:
+        torch.testing.assert_close(ones[k], plain[k], rtol=0, atol=1e-6)
+    assert any(not torch.allclose(skewed[k], plain[k]) for k in plain if plain[k].is_floating_point())
+    with pytest.raises(ModelInputError, match="'sample_weight' parameter of fit_classifier"):
+        fit(np.ones(10))
+
+
+def test_adversarial_debiasing_matches_fairlearn_and_reduces_disparity(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a_ev, y_ev, f_ev = biased(rng, 400)
+    a_rf, y_rf, f_rf = biased(rng, 400)
+    feats = np.concatenate([f_ev, f_rf])
+    z = feats[:, 0] + 1.5 * feats[:, 1] - 1.2  # the unmitigated model leans on the group feature
+    ctx = make_ctx(np.stack([np.zeros_like(z), z], 1), y_ev, pd.DataFrame({"sex": a_ev}),
+                   reference=(y_rf, pd.DataFrame({"sex": a_rf})), features=feats)
+    out = GroupMetrics(cfg(n_resamples=0, mitigation=["adversarial_debiasing"], adversarial_alpha=3.0,
+                           save_dir=str(tmp_path))).run(ctx)
+    rows = mitigation_rows(out)
+    before, after = rows["original model"][2], rows["adversarial_debiasing"][2]
+    assert before > 0.3 and after < before / 2, rows
+    # The same numbers from fairlearn's estimator called directly on the same standardised features and seed.
+    seed = int(ctx.rng("fairness.mitigation").integers(0, 2**31 - 1))
+    mean, std = f_rf.astype(np.float64).mean(0), f_rf.astype(np.float64).std(0)
+    direct = AdversarialFairnessClassifier(
+        backend="torch", predictor_model=[32, "relu"], adversary_model=[32, "relu"], constraints="demographic_parity",
+        learning_rate=1e-3, alpha=3.0, epochs=20, batch_size=64, shuffle=True, random_state=seed)
+    direct.fit((f_rf - mean) / std, y_rf, sensitive_features=a_rf)
+    pred = np.asarray(direct.predict((f_ev - mean) / std), dtype=np.int64)
+    assert rows["adversarial_debiasing"][1] == pytest.approx((pred == y_ev).mean(), abs=1e-6)
+    assert after == pytest.approx(demographic_parity_difference(y_ev, pred, sensitive_features=a_ev), abs=1e-6)
+    meta = json.loads((tmp_path / "fairness_adversarial_debiasing_head.json").read_text())
+    assert meta["kind"] == "adversarial_debiasing" and meta["seed"] == seed
+    assert (tmp_path / "fairness_adversarial_debiasing_head.safetensors").is_file()
+
+
+def test_reweighing_retrain_through_the_recipe(tmp_path: Path) -> None:
+    from models.loaders import load_model
+
+    rng = np.random.default_rng(1)
+    a_ev, y_ev, f_ev = biased(rng, 300)
+    a_rf, y_rf, f_rf = biased(rng, 300)
+    init_args, recipe = {"n_features": 2, "n_classes": 2}, {"name": "arrests-mlp", "epochs": 3, "seed": 7}
+    pre = {"mean": f_rf.mean(0).tolist(), "std": f_rf.std(0).tolist()}
+    norm = Normalize(pre["mean"], pre["std"])
+    original = fit_recipe(recipe, f_rf, y_rf, init_args=init_args, preprocessing=pre, seed=7)
+
+    def data(name: str, x: np.ndarray, y: np.ndarray, a: np.ndarray) -> AuditDataset:
+        return AuditDataset(name=name, inputs=x, target=y, class_names=None, sensitive_features=pd.DataFrame({"sex": a}),
+                            feature_names=["f0", "f1"], input_kind="tabular", path=f"{name}.csv", format="csv", sha256="0")
+
+    meta = {"architecture": "mlp", "init_args": init_args, "input_kind": "tabular", "class_names": ["no", "yes"],
+            "preprocessing": pre, "recipe": recipe}
+    adapter = TorchAdapter(original, input_kind="tabular", device=torch.device("cpu"), preprocess=norm,
+                           class_names=["no", "yes"])
+    ctx = AuditContext(adapter, {"eval": data("eval", f_ev, y_ev, a_ev), "reference": data("reference", f_rf, y_rf, a_rf)},
+                       model_meta=meta)
+    out = GroupMetrics(cfg(n_resamples=0, mitigation=["reweighing_retrain"], save_dir=str(tmp_path))).run(ctx)
+    row = mitigation_rows(out)["reweighing_retrain"]
+    # The same model from fit_recipe called directly with the reweighing weights and the recipe's seed.
+    direct = fit_recipe(recipe, f_rf, y_rf, init_args=init_args, preprocessing=pre, seed=7,
+                        sample_weight=reweighing_weights(y_rf, a_rf))
+    with torch.no_grad():
+        pred = direct(norm(torch.from_numpy(f_ev))).argmax(1).numpy()
+    assert row[1] == pytest.approx((pred == y_ev).mean(), abs=1e-6)
+    assert row[2] == pytest.approx(demographic_parity_difference(y_ev, pred, sensitive_features=a_ev), abs=1e-6)
+    # The saved model loads through its sidecar and gives the same predictions.
+    saved = tmp_path / "fairness_reweighing_retrain_model.safetensors"
+    side = json.loads(saved.with_suffix(".json").read_text())
+    assert side["mitigation"]["kind"] == "reweighing_retrain" and side["training_data"]["n_train"] == 300
+    loaded = load_model(saved, device="cpu")
+    assert np.array_equal(loaded.predict_logits(f_ev, batch_size=64).argmax(1).numpy(), pred)
+
+
+def test_skips_say_why() -> None:
+    rng = np.random.default_rng(2)
+    a_ev, y_ev, f_ev = biased(rng, 120)
+    a_rf, y_rf, f_rf = biased(rng, 120)
+    z = np.concatenate([f_ev, f_rf]) @ np.array([1.0, 1.5]) - 1.2
+    ctx = make_ctx(np.stack([np.zeros_like(z), z], 1), y_ev, pd.DataFrame({"sex": a_ev}),
+                   reference=(y_rf, pd.DataFrame({"sex": a_rf})), features=np.concatenate([f_ev, f_rf]))
+    out = GroupMetrics(cfg(n_resamples=0, mitigation=["reweighing_retrain"])).run(ctx)  # no model.json recipe
+    assert list(mitigation_rows(out)) == ["original model"]
+    assert any(t.startswith("reweighing_retrain was not run: the model's model.json names no training recipe")
+               for t in out.limitations)
+    y3 = np.arange(60) % 3
+    multi = make_ctx(logits_for(y3, 3), y3, pd.DataFrame({"g": ["x", "y"] * 30}),
+                     reference=(y3, pd.DataFrame({"g": ["x", "y"] * 30})))
+    out = GroupMetrics(cfg(n_resamples=0, mitigation=["adversarial_debiasing", "reweighing_retrain"])).run(multi)
+    assert not any(e.title == "Mitigation: before and after" for e in out.evidence)
+    assert any("Mitigation was not run" in t and "multiclass" in t for t in out.limitations)
