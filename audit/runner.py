@@ -169,7 +169,7 @@ def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: d
             note = "the check did not report this metric"
         elif observed is None or np.isnan(observed):
             observed, level = None, "warn"
-            note = "undefined for this data (too few samples or groups); not judged, reported as a warning"
+            note = "undefined for this data (too few samples or groups); reported as a warning"
         passed = note is None and (
             (spec.min is None or observed >= spec.min) and (spec.max is None or observed <= spec.max))
         outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=spec.level,

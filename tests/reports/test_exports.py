@@ -38,6 +38,23 @@ def test_render_pdf_writes_a_pdf_atomically(tmp_path: Path, html_report: str) ->
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.pdf"]  # no temp file left
 
 
+@needs_chromium
+def test_pdf_page_one_has_verdict_risks_attestations_and_every_check(tmp_path: Path,
+                                                                      audit_result: AuditResult) -> None:
+    """Issue 4: page one of the PDF answers 'fit to ship?' — even with as many checks as the demo runs."""
+    from pypdf import PdfReader
+
+    checks = list(audit_result.checks)
+    while len(checks) < 16:  # as many checks as a full audit, each with the originals' thresholds
+        c = audit_result.checks[len(checks) % len(audit_result.checks)]
+        checks.append(c.model_copy(update={"id": f"{c.id}.copy{len(checks)}", "title": f"{c.title} {len(checks)}"}))
+    result = audit_result.model_copy(update={"checks": checks, "summary": summarise(checks)})
+    written = write_reports(result, tmp_path, pdf=True)
+    page_one = PdfReader(str(written["pdf"])).pages[0].extract_text()
+    for text in ("Verdict and overview", "Top risks", "Not evidenced by the tool", "Every check", checks[-1].title):
+        assert text in page_one, text
+
+
 def test_missing_chromium_is_a_clear_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  audit_result: AuditResult) -> None:
     monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "no-such-browser"))
