@@ -79,7 +79,7 @@ def test_pairs_below_min_texts_never_decide() -> None:
     fail = {"counterfactual_flip_rate": CounterfactualText.default_thresholds["counterfactual_flip_rate"].model_copy(
         update={"level": "fail"})}
     status, outcomes = judge(out, fail, {})
-    assert status == "warn" and not outcomes[0].passed and "not judged" in outcomes[0].note
+    assert status == "warn" and not outcomes[0].passed and "undefined for this data" in outcomes[0].note
 
 
 def test_swap_keeps_case_and_whole_words() -> None:
