@@ -425,14 +425,26 @@ output:
   html: true
   # junit: deepaudit-out/junit.xml
   # markdown: deepaudit-out/summary.md
+  # pdf: true                   # report.pdf (needs headless Chromium)
+  # card: true                  # model_card.md and model_card.html
 
-checks:
+energy:
+  track: true                   # CodeCarbon, offline: energy of every check and of the audit
+  country_iso_code: USA         # the grid whose carbon intensity applies
+
+checks:                         # every check runs with its defaults; `<id>: {enabled: false}` turns one off
   performance:
     n_resamples: 1000           # bootstrap resamples for 95% intervals
     n_bins: 15                  # ECE bins
     thresholds:
       accuracy: {min: 0.9}                 # fail below 0.9
       ece: {max: 0.1, level: warn}         # warn above 0.1
+  # fairness.group_metrics:     # needs data.eval.sensitive_features (and data.reference for mitigations)
+  #   thresholds: {demographic_parity_ratio: {min: 0.8}, equalized_odds_difference: {max: 0.1}}
+  # adversarial:
+  #   eps: [0.01, 0.03, 0.1]    # L-inf budgets (raw units; tabular: standard deviations per feature)
+  #   thresholds: {robust_accuracy: {min: 0.5}}
+  # efficiency: {inferences_per_year: 1.0e+6, training_watts: 300, training_hours: 2}
 
 attestations: {}                # human statements, not evidenced by the tool; topics intended_purpose,
                                 #   human_oversight, data_governance, logging, post_market_monitoring, e.g.

@@ -121,3 +121,14 @@ def test_config_reference_is_generated_from_the_models() -> None:
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
     assert doc == config_reference_markdown(), "docs/config.md is stale: regenerate it (command at its top)"
+
+
+def test_starter_configs_commented_check_examples_are_valid() -> None:
+    """The commented examples under `checks:` in `deepaudit init`'s file validate once uncommented."""
+    from audit.config import validate_config
+
+    text = "\n".join(re.sub(r"^  # (fairness|adversarial|efficiency|  thresholds|  eps)", r"  \1", line)
+                     for line in starter_config().splitlines())
+    data = yaml.safe_load(text)
+    assert {"fairness.group_metrics", "adversarial", "efficiency"} <= set(data["checks"])
+    validate_config(data, "starter")
