@@ -17,6 +17,19 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    """Tiny models and small SVDs run fastest on one thread (torch and the BLAS behind numpy), and the CI
+    machine has two cores. Use it per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)

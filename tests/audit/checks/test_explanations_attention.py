@@ -18,12 +18,7 @@ from tiny_text import KeywordTextAdapter, sentences, tiny_bert
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202 - tiny models run fastest on one thread, and the CI machine has two cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_maps(layers: int, batch: int, heads: int, tokens: int, seed: int = 0) -> list[torch.Tensor]:

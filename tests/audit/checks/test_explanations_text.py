@@ -22,12 +22,7 @@ TEXTS = ["good movie!", "the bad plots", "a great great movie, awful plot"]
 TARGET = np.array([0, 1, 1])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202 - tiny models run fastest on one thread, and the CI machine has two cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,7 @@ TARGET = 0
 INIT = {"in_channels": 1, "n_classes": 10, "image_size": 8, "width": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models and 64-wide SVDs run fastest on one thread, above all on a machine shared with other jobs."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ds(name: str, x: np.ndarray, y: np.ndarray | None, kind: str = "image") -> AuditDataset:
