@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from audit.stats import bootstrap_score_histograms
+
 # ---------------------------------------------------------------------------------------- scores
 
 
@@ -105,15 +107,8 @@ def bootstrap_auroc(id_scores: np.ndarray, ood_scores: np.ndarray, n_resamples: 
     """
     if n_resamples == 0:
         return np.empty(0)
-    values, inverse = np.unique(np.r_[id_scores, ood_scores], return_inverse=True)
-    u = len(values)
+    pos, neg = bootstrap_score_histograms(id_scores, ood_scores, n_resamples, rng)
     n_id, n_ood = len(id_scores), len(ood_scores)
-    inv_id, inv_ood = inverse[:n_id], inverse[n_id:]
-    offsets = (np.arange(n_resamples) * u)[:, None]
-    pos = np.bincount((inv_id[rng.integers(0, n_id, (n_resamples, n_id))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
-    neg = np.bincount((inv_ood[rng.integers(0, n_ood, (n_resamples, n_ood))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
     below = np.cumsum(neg, axis=1) - neg
     return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_id * n_ood)
 

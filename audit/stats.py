@@ -66,3 +66,25 @@ def binned_sums(bins: np.ndarray, values: list[np.ndarray], n_bins: int,
     out = [np.bincount(keys, minlength=b * n_bins).reshape(b, n_bins).astype(np.float64)]
     out += [np.bincount(keys, weights=v[idx].ravel(), minlength=b * n_bins).reshape(b, n_bins) for v in values]
     return out
+
+
+def bootstrap_score_histograms(pos_scores: np.ndarray, neg_scores: np.ndarray, n_resamples: int,
+                               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified bootstrap of two score samples as histograms over their sorted distinct values.
+
+    Each resample draws ``len(pos_scores)`` positives and ``len(neg_scores)`` negatives with
+    replacement (positives first); returns ``(pos, neg)``, each ``(n_resamples, n_distinct)`` counts
+    per distinct score in ascending order — enough for AUROC, TPR and FPR at every threshold of
+    every resample without sorting again.
+    """
+    values, inverse = np.unique(np.r_[pos_scores, neg_scores], return_inverse=True)
+    u = len(values)
+    n_pos, n_neg = len(pos_scores), len(neg_scores)
+    inv_pos, inv_neg = inverse[:n_pos], inverse[n_pos:]
+    offsets = (np.arange(n_resamples) * u)[:, None]
+    pos = np.bincount((inv_pos[rng.integers(0, n_pos, (n_resamples, n_pos))] + offsets).ravel(),
+                      minlength=n_resamples * u).reshape(n_resamples, u)
+    neg = np.bincount((inv_neg[rng.integers(0, n_neg, (n_resamples, n_neg))] + offsets).ravel(),
+                      minlength=n_resamples * u).reshape(n_resamples, u)
+    return pos, neg
+

@@ -36,7 +36,7 @@ from audit.errors import SkipCheck
 from audit.ood_scores import bootstrap_auroc
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import percentile_interval
+from audit.stats import bootstrap_score_histograms, percentile_interval
 
 #: below this many held-out members (and as many non-members) the black-box attack is not run
 MIN_HELD_OUT = 10
@@ -67,15 +67,8 @@ def bootstrap_advantage(member_scores: np.ndarray, nonmember_scores: np.ndarray,
     """Best advantage (max TPR − FPR over thresholds) of stratified bootstrap resamples, vectorised."""
     if n_resamples == 0:
         return np.empty(0)
-    values, inverse = np.unique(np.r_[member_scores, nonmember_scores], return_inverse=True)
-    u = len(values)
+    pos, neg = bootstrap_score_histograms(member_scores, nonmember_scores, n_resamples, rng)
     n_in, n_out = len(member_scores), len(nonmember_scores)
-    inv_in, inv_out = inverse[:n_in], inverse[n_in:]
-    offsets = (np.arange(n_resamples) * u)[:, None]
-    pos = np.bincount((inv_in[rng.integers(0, n_in, (n_resamples, n_in))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
-    neg = np.bincount((inv_out[rng.integers(0, n_out, (n_resamples, n_out))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
     # share of members / non-members scoring at least values[k]: TPR and FPR at threshold values[k]
     tpr = pos[:, ::-1].cumsum(1)[:, ::-1] / n_in
     fpr = neg[:, ::-1].cumsum(1)[:, ::-1] / n_out
