@@ -114,9 +114,9 @@ def main() -> None:
             pred = torch.cat([module(x_test[i : i + 512].to(dev)).argmax(1).cpu() for i in range(0, len(x_test), 512)])
         stats["accuracy"] = float((pred.numpy() == y_test).mean())
         if meta is None:
-            from models.variants import _size_bytes, _stored_elements
+            from models.variants import state_dict_bytes, _stored_elements
 
-            stats["size"], stats["params"], stats["diff"] = _size_bytes(module), _stored_elements(module), True
+            stats["size"], stats["params"], stats["diff"] = state_dict_bytes(module), _stored_elements(module), True
         else:
             stats["size"], stats["params"], stats["diff"] = meta["size_bytes"], meta["stored_elements_after"], meta["differentiable"]
         rows.append((spec, stats))

@@ -81,7 +81,7 @@ def _stored_elements(module: nn.Module) -> int:
     return sum(count(v) for v in module.state_dict().values())
 
 
-def _size_bytes(module: nn.Module) -> int:
+def state_dict_bytes(module: nn.Module) -> int:
     """Bytes of ``torch.save(state_dict)`` in memory: the size on disk."""
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
@@ -98,7 +98,7 @@ def _weight_tensors(module: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-def _sparsity(module: nn.Module) -> float | None:
+def weight_sparsity(module: nn.Module) -> float | None:
     """Fraction of exactly-zero weights over dense Linear/Conv layers (None when there are none)."""
     ws = _weight_tensors(module)
     total = sum(w.numel() for w in ws)
@@ -489,7 +489,7 @@ def make_variant(model: nn.Module, spec: str, *, example_inputs: torch.Tensor | 
         raise ModelInputError(f"variant {name!r} cannot run on {dev.type}: it runs on {', '.join(vs.devices)} only.")
     base = copy.deepcopy(model).to(dev).eval()
     ex = example_inputs.to(dev) if example_inputs is not None else None
-    before_elems, before_size = _stored_elements(base), _size_bytes(base)
+    before_elems, before_size = _stored_elements(base), state_dict_bytes(base)
     module, meta = vs.build(base, device=dev, example_inputs=ex, finetune=finetune, **params)
     module = module.eval()
     if ex is not None:
@@ -509,11 +509,11 @@ def make_variant(model: nn.Module, spec: str, *, example_inputs: torch.Tensor | 
         "params": params,
         "method": vs.description,
         **meta,
-        "sparsity": _sparsity(module),
+        "sparsity": weight_sparsity(module),
         "stored_elements_before": before_elems,
         "stored_elements_after": after_elems,
         "size_bytes_before": before_size,
-        "size_bytes": _size_bytes(module),
+        "size_bytes": state_dict_bytes(module),
         "differentiable": differentiable,
         "differentiable_source": how,
         "float_twin": None if differentiable else

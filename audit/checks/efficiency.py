@@ -19,6 +19,7 @@ from audit.config import CheckConfig
 from audit.context import AuditContext
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Metric, Table
+from models.variants import state_dict_bytes, weight_sparsity
 
 
 class EfficiencyConfig(CheckConfig):
@@ -53,24 +54,6 @@ def _module_of(adapter: Any) -> torch.nn.Module | None:
     if mod is None and getattr(adapter, "inner", None) is not None:  # TokenizedTextAdapter
         return _module_of(adapter.inner)
     return mod if isinstance(mod, torch.nn.Module) else None
-
-
-def state_dict_bytes(module: torch.nn.Module) -> int:
-    """Bytes of ``torch.save(module.state_dict())``: the size on disk, packed int8 weights included."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    return buf.tell()
-
-
-def weight_sparsity(module: torch.nn.Module) -> float | None:
-    """Fraction of exactly-zero weights of the dense Linear/Conv layers (None when there are none)."""
-    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    ws = [m.weight.detach() for m in module.modules()
-          if isinstance(m, kinds) and type(getattr(m, "weight", None)) in (torch.Tensor, torch.nn.Parameter)]
-    total = sum(w.numel() for w in ws)
-    return float(sum(int((w == 0).sum()) for w in ws) / total) if total else None
 
 
 @register_check("efficiency")

@@ -63,8 +63,7 @@ def test_without_energy() -> None:
 def test_size_is_on_disk_size_and_pruned_zeros_are_stated() -> None:
     """int8 weights are packed (about a quarter of float32 on disk); unstructured pruning saves nothing
     on disk and the check says so."""
-    from audit.checks.efficiency import state_dict_bytes, weight_sparsity
-    from models.variants import make_variant
+    from models.variants import make_variant, state_dict_bytes, weight_sparsity
 
     torch.manual_seed(0)
     big = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
