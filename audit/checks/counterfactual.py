@@ -175,10 +175,13 @@ class CounterfactualText(Check):
         if not metrics:
             raise SkipCheck("no eval text contains any identity term of the configured lists; nothing to swap.")
         small = sorted({f"{m.group} (n={m.n})" for m in metrics if (m.n or 0) < cfg.min_texts})
+        worst_pair: dict[str, str | None] = {}
         for name in self.metric_names:
             cands = [m for m in metrics if m.name == name and (m.n or 0) >= cfg.min_texts]
+            worst_pair[name] = None
             if cands:
                 worst = max(cands, key=lambda m: abs(m.value))
+                worst_pair[name] = worst.group
                 metrics.append(worst.model_copy(update={"group": None,
                                                         "method": f"worst pair ({worst.group}): " + worst.method}))
             else:
@@ -186,7 +189,6 @@ class CounterfactualText(Check):
                                       method=f"undefined: no pair of groups has at least min_texts={cfg.min_texts} "
                                              "texts to swap"))
         head = {m.name: m for m in metrics if m.group is None}
-        worst_pair = head["counterfactual_flip_rate"].method.partition("(")[2].partition(")")[0]
         per_pair = [m for m in metrics if m.name == "counterfactual_flip_rate" and m.group]
         evidence = [
             Table(title="Counterfactual swaps per pair of groups",
@@ -206,8 +208,9 @@ class CounterfactualText(Check):
             summary = (f"Too few texts mention identity terms to judge: every pair has fewer than min_texts="
                        f"{cfg.min_texts} texts ({', '.join(small[:4])}); per-pair results are shown.")
         else:
+            flip_pair = worst_pair["counterfactual_flip_rate"]
             ci = f", 95% CI {fr.ci_low:.1%}–{fr.ci_high:.1%}" if fr.ci_low is not None else ""
-            summary = (f"Swapping identity terms flips up to {fr.value:.1%} of predictions ({worst_pair}, n={fr.n}{ci}); "
+            summary = (f"Swapping identity terms flips up to {fr.value:.1%} of predictions ({flip_pair}, n={fr.n}{ci}); "
                        f"largest mean |score shift| {head['counterfactual_abs_score_shift'].value:.3f}.")
         limitations = [
             "Word lists are short and English-only; a swap can produce ungrammatical or implausible text "

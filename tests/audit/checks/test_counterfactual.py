@@ -58,6 +58,7 @@ def test_known_flip_rates_and_shifts() -> None:
     assert shift == pytest.approx(0.5 * (sig(-1) - sig(2)) + 0.5 * (sig(-5) - sig(-2)), abs=1e-6)
     assert m[("counterfactual_score_shift", "gender:female->male")].value == pytest.approx(sig(2) - sig(-1), abs=1e-6)
     assert m[("counterfactual_flip_rate", None)].value == 1.0
+    assert "(gender:female->male, n=20" in out.summary  # the pair that drove the headline
     assert judge(out, {}, CounterfactualText.default_thresholds)[0] == "warn"
 
 
