@@ -91,3 +91,21 @@ def test_compare_builds_text_variants_that_keep_the_tokenizer(model_dir: Path) -
     assert variant.provenance.model["adapter"] == "TokenizedTextAdapter"
     assert variant.check("adversarial").summary.startswith("Character edits")  # raw text reached the variant
     assert variant.check("performance").status != "error"
+
+
+def test_unknown_tokenizer_and_trained_variants_of_text_models_are_clear_errors(model_dir: Path) -> None:
+    from audit.compare import run_compare
+    from audit.config import load_config
+    from audit.errors import InputError
+    from models.datasets import text_tokenizer
+    from models.errors import ModelInputError
+
+    with pytest.raises(ModelInputError, match="names a tokenizer .* deepaudit cannot rebuild"):
+        text_tokenizer({"type": "sentencepiece"})
+    np.savez(model_dir / "train.npz", text=np.array(TEXTS), y=np.array([0, 1, 0, 1]))
+    cfg = load_config(None, {"model.path": str(model_dir / "model.safetensors"), "device": "cpu",
+                             "data.eval.path": str(model_dir / "test.npz"), "data.eval.text_column": "text",
+                             "data.reference.path": str(model_dir / "train.npz"),
+                             "data.reference.text_column": "text"})
+    with pytest.raises(InputError, match="for text models it is not supported yet"):
+        run_compare(cfg, variants=["pgd_at"])
