@@ -25,6 +25,16 @@ _REGISTRY: dict[str, type[Check]] = {}
 _loaded = False
 
 
+@dataclass(frozen=True)
+class NoiseTest:
+    """Whether one estimate of a metric stands out from its noise floor (e.g. one sensitive
+    feature's fairness gap against its permutation null)."""
+
+    value: float
+    significant: bool
+    text: str  #: e.g. "sex: 0.105, permutation p = 0.41, null 95th percentile 0.121"
+
+
 @dataclass
 class CheckOutput:
     """What ``Check.run`` returns; the runner adds id, timing, thresholds and status."""
@@ -38,6 +48,9 @@ class CheckOutput:
     n_samples: int | None = None
     #: A check may ask for at least this status (e.g. "warn" for groups too small to judge).
     status_floor: Literal["pass", "warn"] = "pass"
+    #: Significance of the estimates behind a metric, by metric name. A threshold missed only by
+    #: estimates that are not significant is "within noise": it warns, it does not fail.
+    noise_tests: dict[str, list[NoiseTest]] = field(default_factory=dict)
 
 
 class Check(abc.ABC):

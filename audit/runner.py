@@ -149,13 +149,19 @@ def enabled_checks(cfg: AuditConfig) -> list[str]:
     return out
 
 
+def _within(spec: ThresholdSpec, value: float) -> bool:
+    return (spec.min is None or value >= spec.min) and (spec.max is None or value <= spec.max)
+
+
 def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: dict[str, ThresholdSpec]
           ) -> tuple[str, list[ThresholdOutcome]]:
     """Status from the thresholds: missing a ``fail`` threshold fails, a ``warn`` one warns.
 
     A metric the check reports as undefined (value ``None`` or NaN: too few samples, no groups large
     enough) cannot be judged: the outcome is not passed, with a note, and it warns — it never fails
-    on its own. A metric the check did not report at all counts as missed.
+    on its own. A metric the check did not report at all counts as missed. A ``fail`` threshold
+    missed only by estimates the check found not significant (``CheckOutput.noise_tests``: e.g. a
+    fairness gap inside its permutation null) warns, with a note saying so.
     """
     outcomes = []
     status = output.status_floor
@@ -170,8 +176,12 @@ def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: d
         elif observed is None or np.isnan(observed):
             observed, level = None, "warn"
             note = "undefined for this data (too few samples or groups); reported as a warning"
-        passed = note is None and (
-            (spec.min is None or observed >= spec.min) and (spec.max is None or observed <= spec.max))
+        passed = note is None and _within(spec, observed)
+        if not passed and note is None and level == "fail":
+            beyond = [t for t in output.noise_tests.get(metric_name, []) if not _within(spec, t.value)]
+            if beyond and not any(t.significant for t in beyond):
+                level = "warn"
+                note = "within noise, not significant: " + "; ".join(t.text for t in beyond[:3])
         outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=spec.level,
                                          observed=observed, passed=passed, source=source, note=note))
         if not passed and STATUS_ORDER[level] > STATUS_ORDER[status]:

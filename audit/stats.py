@@ -88,3 +88,57 @@ def bootstrap_score_histograms(pos_scores: np.ndarray, neg_scores: np.ndarray, n
                       minlength=n_resamples * u).reshape(n_resamples, u)
     return pos, neg
 
+
+
+def multinomial_resamples(counts: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap of a sample known by its category counts: ``(n_resamples, K)`` counts.
+
+    Drawing ``n`` rows with replacement and counting their categories is a multinomial draw with
+    the observed shares, so this is the same distribution as resampling row indices, in
+    ``O(n_resamples × K)`` memory instead of ``O(n_resamples × n)``.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return np.zeros((n_resamples, len(counts)), dtype=np.int64)
+    return rng.multinomial(n, counts / n, size=n_resamples)
+
+
+def permuted_group_counts(counts: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Category counts per group after shuffling the group labels: ``(n_resamples, G, K)``.
+
+    ``counts`` is ``(G, K)``: rows of group ``g`` in category ``k``. Shuffling the labels keeps each
+    group's size and the category totals, so each group's counts are a multivariate
+    hypergeometric draw from what the previous groups left; it is drawn group by group and
+    category by category with ``Generator.hypergeometric``, vectorised over the resamples, in
+    ``O(n_resamples × G × K)`` memory whatever the number of rows.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    g_n, k_n = counts.shape
+    out = np.zeros((n_resamples, g_n, k_n), dtype=np.int64)
+    remaining = np.repeat(counts.sum(0)[None], n_resamples, axis=0)
+    for g in range(g_n - 1):
+        need = np.full(n_resamples, counts[g].sum(), dtype=np.int64)
+        rest = remaining.sum(1)
+        for k in range(k_n - 1):
+            rest = rest - remaining[:, k]
+            draw = rng.hypergeometric(remaining[:, k], rest, need)
+            out[:, g, k] = draw
+            need = need - draw
+        out[:, g, k_n - 1] = need
+        remaining = remaining - out[:, g]
+    out[:, g_n - 1] = remaining
+    return out
+
+
+def permutation_p_value(null: np.ndarray, observed: float, greater: bool = True) -> float | None:
+    """One-sided permutation p-value ``(1 + #{null at least as extreme}) / (1 + #null)``.
+
+    Undefined (NaN) replicates are left out; ``None`` when the observed value or every replicate
+    is undefined. Ties count as at least as extreme (a 1e-12 tolerance absorbs rounding).
+    """
+    finite = null[np.isfinite(null)]
+    if not np.isfinite(observed) or finite.size == 0:
+        return None
+    extreme = finite >= observed - 1e-12 if greater else finite <= observed + 1e-12
+    return float((1 + int(extreme.sum())) / (1 + finite.size))

@@ -116,16 +116,28 @@ def fmt_bound(threshold: ThresholdOutcome) -> str:
     return "no bound"
 
 
+def within_noise(threshold: ThresholdOutcome) -> bool:
+    """A missed threshold that the judge downgraded to a warning because the miss is not significant."""
+    return bool(threshold.note and threshold.note.startswith("within noise"))
+
+
 def describe_threshold(threshold: ThresholdOutcome) -> str:
     """Plain sentence for a threshold, e.g. ``"accuracy = 0.8100, required ≥ 0.9000 (fail level): missed"``."""
-    outcome = "met" if threshold.passed else ("not judged: " + threshold.note if threshold.note else "missed")
+    outcome = "met" if threshold.passed else (
+        "missed, " + threshold.note if within_noise(threshold) else
+        "not judged: " + threshold.note if threshold.note else "missed")
     return (f"{threshold.metric} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
             f"({threshold.level} level): {outcome}")
 
 
 def threshold_outcome(threshold: ThresholdOutcome) -> str:
-    """``"met"``, ``"missed"`` or ``"not judged"`` (an undefined or unreported metric)."""
-    return "met" if threshold.passed else ("not judged" if threshold.note else "missed")
+    """``"met"``, ``"missed"``, ``"missed, within noise"`` (not significant: a warning) or ``"not judged"``
+    (an undefined or unreported metric)."""
+    if threshold.passed:
+        return "met"
+    if within_noise(threshold):
+        return "missed, within noise"
+    return "not judged" if threshold.note else "missed"
 
 
 def missed_thresholds(check: CheckResult, level: str | None = None) -> list[ThresholdOutcome]:

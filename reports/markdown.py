@@ -38,7 +38,7 @@ def _metrics_cell(check: CheckResult) -> str:
 def _thresholds_cell(check: CheckResult) -> str:
     items = []
     for t in check.thresholds:
-        mark = ("met" if t.passed else "**not judged**" if t.note
+        mark = ("met" if t.passed else "**missed, within noise** (warn)" if fmt.within_noise(t) else "**not judged**" if t.note
                 else f"**missed**{' (warn)' if t.level == 'warn' else ''}")
         items.append(f"{escape_md(t.metric)} {escape_md(fmt.fmt_bound(t))}: "
                      f"{escape_md(fmt.fmt_num(t.observed))} {mark}")

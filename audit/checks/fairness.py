@@ -25,6 +25,13 @@ Decisions
   criteria conflict whenever base rates differ (a perfect predictor misses demographic parity), so
   which one must hold depends on the use. Set ``level: fail`` in the config on the ones that apply.
 * Only one group in a column: the check is skipped with the reason (there is no gap to measure).
+* A gap is judged against its noise floor. The gap of a maximum of absolute differences is positive
+  even between groups assigned at random, and its bootstrap interval never contains 0, so a
+  permutation test shuffles the group labels (``n_permutations`` times, group sizes fixed) and
+  reports the p-value and the null's 95th percentile beside every gap. A gap beyond a ``fail``
+  threshold fails only when its p-value, Bonferroni-adjusted over the features and classes tested,
+  is below ``significance_level``; otherwise the threshold warns as "within noise" (the data cannot
+  tell the gap from chance; more data can). ``warn`` thresholds warn either way.
 """
 
 from __future__ import annotations
@@ -40,13 +47,12 @@ from sklearn.metrics import accuracy_score, precision_score
 from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
-from audit.registry import Check, CheckOutput, register_check
+from audit.fairness.gaps import GAPS, bootstrap_gaps, group_counts, noise_floor, permutation_gaps
+from audit.registry import Check, CheckOutput, NoiseTest, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import percentile_interval
 
 MISSING = "<missing>"
-GAPS = ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
-        "equal_opportunity_difference", "predictive_parity_difference")
 GAP_TEXT = {
     "demographic_parity_difference": "largest minus smallest selection rate between groups",
     "demographic_parity_ratio": "smallest over largest selection rate between groups (four-fifths rule: >= 0.8)",
@@ -70,6 +76,13 @@ class FairnessConfig(CheckConfig):
     n_resamples: int = Field(default=1000, ge=0,
                              description="Bootstrap resamples (stratified by group) for the 95% intervals of the gaps (0: none).")
     ci_level: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    n_permutations: int = Field(
+        default=1000, ge=0, description="Shuffles of the group labels in the permutation test that judges each gap "
+                                        "against its noise floor (0: no test, a missed fail threshold fails whatever the noise).")
+    significance_level: float = Field(
+        default=0.05, gt=0, lt=1, description="A gap beyond a fail threshold fails only when its permutation p-value, "
+                                              "Bonferroni-adjusted over the sensitive features and classes, is below "
+                                              "this; otherwise it warns as within noise.")
     mitigation: list[Literal["threshold_optimizer", "exponentiated_gradient", "reweighing", "adversarial_debiasing",
                              "reweighing_retrain"]] = Field(
         default_factory=lambda: ["threshold_optimizer", "exponentiated_gradient", "reweighing", "reweighing_retrain"],
@@ -89,11 +102,6 @@ class FairnessConfig(CheckConfig):
         default="demographic_parity", description="Fairness constraint the mitigations target.")
     save_dir: str | None = Field(default=None, description="Directory to save the mitigated heads and models "
                                                            "(safetensors + JSON) in.")
-
-
-def _rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def ppv(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -118,46 +126,6 @@ def sensitive_columns(ctx: AuditContext, intersectional: bool, name: str = "eval
         key = " × ".join(cols)
         cols[key] = pd.Series(["|".join(v) for v in zip(*cols.values())], dtype=str)
     return cols, missing
-
-
-def gaps_from_rates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Gaps over the last axis (groups) of per-group rates; NaN groups are ignored."""
-    import warnings
-
-    def diff(a: np.ndarray) -> np.ndarray:
-        return np.nanmax(a, axis=-1) - np.nanmin(a, axis=-1)
-
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sel = rates["selection_rate"]
-        eod = np.fmax(diff(rates["tpr"]), diff(rates["fpr"]))
-        return {
-            "demographic_parity_difference": diff(sel),
-            "demographic_parity_ratio": _rate(np.nanmin(sel, axis=-1), np.nanmax(sel, axis=-1)),
-            "equalized_odds_difference": eod,
-            "equal_opportunity_difference": diff(rates["tpr"]),
-            "predictive_parity_difference": diff(rates["ppv"]),
-        }
-
-
-def bootstrap_gaps(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_resamples: int,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Gap replicates, ``(n_resamples,)`` each, resampling within each group (stratified bootstrap),
-    vectorised: each group's resamples are counted at once with ``np.bincount``."""
-    labels = np.unique(groups)
-    per = {r: np.empty((n_resamples, len(labels))) for r in RATES}
-    offsets = (np.arange(n_resamples, dtype=np.int64) * 4)[:, None]
-    for j, g in enumerate(labels):
-        members = np.flatnonzero(groups == g)
-        codes = 2 * y[members].astype(np.int64) + p[members].astype(np.int64)  # 0 tn, 1 fp, 2 fn, 3 tp
-        idx = rng.integers(0, len(members), size=(n_resamples, len(members)))
-        c = np.bincount((codes[idx] + offsets).ravel(), minlength=4 * n_resamples).reshape(n_resamples, 4)
-        tn, fp, fn, tp = (c[:, k].astype(np.float64) for k in range(4))
-        per["selection_rate"][:, j] = (tp + fp) / len(members)
-        per["tpr"][:, j] = _rate(tp, tp + fn)
-        per["fpr"][:, j] = _rate(fp, fp + tn)
-        per["ppv"][:, j] = _rate(tp, tp + fp)
-    return gaps_from_rates(per)
 
 
 def group_frame(y: np.ndarray, p: np.ndarray, groups: pd.Series) -> MetricFrame:
@@ -197,6 +165,50 @@ def frame_gaps(mf: MetricFrame) -> tuple[dict[str, float], dict[str, str]]:
         "predictive_parity_difference": pair("ppv"),
     }
     return values, pairs
+
+
+SIGNIFICANCE_RULE = (
+    "Each gap is judged against its noise floor: a permutation test shuffles the group labels (group sizes "
+    "fixed) and recomputes the gap; the p-value is the share of shuffles with a gap at least as large (for the "
+    "ratio: as small). A gap beyond a fail threshold fails only when its p-value, Bonferroni-adjusted over the "
+    "sensitive features and classes tested, is below significance_level; otherwise the threshold warns as "
+    "'within noise' (the data cannot tell the gap from chance). Warn thresholds warn either way.")
+
+
+def _noise_text(name: str, p: float | None, q: float | None, cfg: FairnessConfig) -> str:
+    if not cfg.n_permutations:
+        return "no permutation test (n_permutations = 0)"
+    if p is None:
+        return "no permutation test (gap undefined)"
+    which = "5th" if name == "demographic_parity_ratio" else "95th"
+    return (f"permutation p = {p:.4f} over {cfg.n_permutations} shuffles of the group labels "
+            f"(null {which} percentile {q:.4f})")
+
+
+def noise_tests(tested: dict[str, list[tuple[str, float, float | None, float | None]]],
+                alpha: float) -> dict[str, list[NoiseTest]]:
+    """Per gap, whether each feature's (and class's) value stands out from its permutation null.
+
+    The headline is the worst of ``m`` tested gaps, so each p-value is Bonferroni-adjusted by ``m``
+    (``min(1, m·p)``). A gap with no test (no permutations, or an undefined null) counts as
+    significant: the judge must not call it noise without evidence.
+    """
+    out: dict[str, list[NoiseTest]] = {}
+    for name, entries in tested.items():
+        m = len(entries)
+        tests = []
+        for label, value, p, q in entries:
+            if p is None:
+                tests.append(NoiseTest(value=value, significant=True, text=f"{label}: {value:.3f}, not tested"))
+                continue
+            adj = min(1.0, p * m)
+            which = "5th" if name == "demographic_parity_ratio" else "95th"
+            tests.append(NoiseTest(value=value, significant=adj < alpha,
+                                   text=f"{label}: {value:.3f}, permutation p = {p:.3f}"
+                                        + (f" (Bonferroni ×{m}: {adj:.3f})" if m > 1 else "")
+                                        + f", null {which} percentile {q:.3f}"))
+        out[name] = tests
+    return out
 
 
 def resolve_positive(ctx: AuditContext, positive: int | str | None) -> list[int]:
@@ -266,6 +278,7 @@ class GroupMetrics(Check):
         gap_rows: list[list] = []
         small: list[str] = []
         worst: dict[str, tuple[float, Metric]] = {}
+        tested: dict[str, list[tuple[str, float, float | None, float | None]]] = {}
         rng = ctx.rng(self.id)
         for col, groups in columns.items():
             counts = groups.value_counts()
@@ -297,24 +310,32 @@ class GroupMetrics(Check):
                             metrics.append(Metric(name=k, group=f"{col}={g}", value=None if pd.isna(v) else float(v),
                                                   n=int(row["count"]), method=f"fairlearn MetricFrame by group "
                                                   f"({k}, positive class {names[c]!r})"))
+                reps: dict[str, np.ndarray] = {}
+                null: dict[str, np.ndarray] = {}
                 if len(eligible) >= 2:
                     gv, pairs = frame_gaps(group_frame(yb[mask], pb[mask], groups[mask]))
-                    reps = (bootstrap_gaps(yb[mask], pb[mask], groups[mask].to_numpy(), cfg.n_resamples, rng)
-                            if cfg.n_resamples else {})
+                    _, counts = group_counts(yb[mask], pb[mask], groups[mask].to_numpy())
+                    if cfg.n_resamples:
+                        reps = bootstrap_gaps(counts, cfg.n_resamples, rng)
+                    if cfg.n_permutations:
+                        null = permutation_gaps(counts, cfg.n_permutations, rng)
                 else:
                     gv = {k: float("nan") for k in GAPS}
                     pairs = {k: f"fewer than two groups with at least {cfg.min_group_size} members" for k in GAPS}
-                    reps = {}
                 for k in GAPS:
                     lo, hi = percentile_interval(reps[k], cfg.ci_level) if k in reps else (None, None)
                     v = None if np.isnan(gv[k]) else gv[k]
+                    p, q = noise_floor(null[k], v, k) if k in null and v is not None else (None, None)
+                    if v is not None:
+                        tested.setdefault(k, []).append((label, v, p, q))
                     m = Metric(name=k, group=label, value=v, ci_low=lo, ci_high=hi, ci_level=level if lo is not None else None,
                                n=n_eligible, higher_is_better=k == "demographic_parity_ratio",
                                method=(f"{GAP_TEXT[k]}; fairlearn MetricFrame over {len(eligible)} groups of "
                                        f"{col!r} with >= {cfg.min_group_size} members, positive class "
-                                       f"{names[c]!r}; driven by {pairs[k]}; {ci_text}"))
+                                       f"{names[c]!r}; driven by {pairs[k]}; {ci_text}; {_noise_text(k, p, q, cfg)}"))
                     metrics.append(m)
-                    gap_rows.append([label, k, v if v is None else round(v, 6), lo, hi, n_eligible, pairs[k]])
+                    gap_rows.append([label, k, v if v is None else round(v, 6), lo, hi, n_eligible, pairs[k],
+                                     None if p is None else round(p, 4), None if q is None else round(q, 6)])
                     badness = -1.0 if v is None else (1 - v if k == "demographic_parity_ratio" else v)
                     if k not in worst or badness > worst[k][0]:
                         worst[k] = (badness, m)
@@ -346,8 +367,9 @@ class GroupMetrics(Check):
                            "FPR", "PPV", "mean score", "observed rate", "calibration gap"],
                   rows=rows, caption=f"fairlearn MetricFrame on {n} evaluation samples; 'judged' is false for groups "
                                      f"below min_group_size={cfg.min_group_size}."),
-            Table(title="Fairness gaps", columns=["feature", "metric", "value", "ci low", "ci high", "n", "driven by"],
-                  rows=gap_rows, caption=ci_text),
+            Table(title="Fairness gaps", columns=["feature", "metric", "value", "ci low", "ci high", "n", "driven by",
+                                                  "permutation p", "null 95th percentile"],
+                  rows=gap_rows, caption=f"{ci_text}. {SIGNIFICANCE_RULE}"),
         ]
         sel = [r for r in rows if r[1] == names[classes[0]] and r[0] == next(iter(columns))]
         evidence.append(Figure(kind="bar", title="Selection rate by group",
@@ -374,8 +396,9 @@ class GroupMetrics(Check):
         summary = (f"Demographic parity difference {fmt(dpd)}, ratio {fmt(four_fifths)}"
                    f"{' (below the four-fifths rule)' if four_fifths is not None and four_fifths < 0.8 else ''}, "
                    f"equalized odds difference {fmt(eod)} over {', '.join(columns)} on {n} samples.")
-        return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, method=method,
-                           limitations=limitations, dataset="eval", n_samples=n, status_floor=floor)
+        return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, method=method + " " + SIGNIFICANCE_RULE,
+                           limitations=limitations, dataset="eval", n_samples=n, status_floor=floor,
+                           noise_tests=noise_tests(tested, cfg.significance_level))
 
     def _mitigation(self, ctx: AuditContext, cfg: FairnessConfig, classes: list[int],
                     binary: bool) -> tuple[list, list[str]]:

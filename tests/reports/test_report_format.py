@@ -72,3 +72,18 @@ def test_top_risks_order_and_page_one(audit_result: AuditResult) -> None:
     page_one = render_html(audit_result).split('id="traceability"')[0]
     assert "Top risks" in page_one and risks[1]["anchor"] in page_one
     assert "**Top risks**" in render_markdown(audit_result)
+
+
+def test_within_noise_reads_as_missed_not_as_not_judged() -> None:
+    noisy = ThresholdOutcome(metric="equalized_odds_difference", max=0.1, observed=0.105, passed=False, source="config",
+                             note="within noise, not significant: g: 0.105, permutation p = 0.412")
+    undefined = ThresholdOutcome(metric="m", max=0.1, observed=None, passed=False, source="config", note="undefined")
+    assert fmt.threshold_outcome(noisy) == "missed, within noise"
+    assert fmt.describe_threshold(noisy).endswith("(fail level): missed, within noise, not significant: g: 0.105, "
+                                                  "permutation p = 0.412")
+    assert fmt.threshold_outcome(undefined) == "not judged"
+    check = CheckResult(id="fairness.group_metrics", category="fairness", title="Group fairness", status="warn",
+                        summary="s", thresholds=[noisy])
+    from reports.markdown import _thresholds_cell
+
+    assert "missed, within noise" in _thresholds_cell(check)

@@ -418,3 +418,61 @@ def test_skips_say_why() -> None:
     out = GroupMetrics(cfg(n_resamples=0, mitigation=["adversarial_debiasing", "reweighing_retrain"])).run(multi)
     assert not any(e.title == "Mitigation: before and after" for e in out.evidence)
     assert any("Mitigation was not run" in t and "multiclass" in t for t in out.limitations)
+
+
+# ------------------------------------------------------------------------------ gaps against their noise
+
+FAIL_ALL = {k: ThresholdSpec(max=0.1, level="fail") for k in ("demographic_parity_difference", "equalized_odds_difference",
+                                                             "equal_opportunity_difference", "predictive_parity_difference")}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_attribute_does_not_fail(seed: int) -> None:
+    """A sensitive attribute assigned at random on 400 rows: gaps beyond 0.1 happen, but never FAIL."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    y = rng.integers(0, 2, n)
+    pred = np.where(rng.random(n) < 0.75, y, 1 - y)
+    sens = pd.DataFrame({"g": rng.choice(["x", "y"], n), "h": rng.choice(["u", "v", "w"], n)})
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(pred), y, sens))
+    status, outcomes = judge(out, FAIL_ALL, {})
+    assert status != "fail", [o for o in outcomes if not o.passed]
+    for o in outcomes:
+        if not o.passed:
+            assert o.note.startswith("within noise") and "permutation p" in o.note
+
+
+def test_issue_random_attribute_gap_beyond_the_bound_warns_within_noise() -> None:
+    """The issue's case: a random attribute whose equalized-odds gap is beyond 0.1 (with an interval that
+    excludes 0) warns as within noise instead of failing; with the test off it fails."""
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.integers(0, 2, n)
+    pred = np.where(rng.random(n) < 0.75, y, 1 - y)
+    sens = pd.DataFrame({"g": rng.choice(["x", "y"], n)})
+    strict = {"equalized_odds_difference": ThresholdSpec(max=0.1, level="fail")}
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(pred), y, sens))
+    eod = out.metrics[[m.name == "equalized_odds_difference" and m.group is None for m in out.metrics].index(True)]
+    assert eod.value > 0.1 and eod.ci_low > 0  # the interval of a max of |gaps| excludes 0 even on noise
+    status, (outcome,) = judge(out, strict, {})
+    assert status == "warn" and not outcome.passed and "within noise" in outcome.note
+    assert "permutation p" in eod.method and "Bonferroni" in out.method
+    untested = GroupMetrics(cfg(n_permutations=0)).run(make_ctx(logits_for(pred), y, sens))
+    assert judge(untested, strict, {})[0] == "fail"
+
+
+def test_real_gap_still_fails() -> None:
+    """A model whose selection rate differs by 0.3 between groups fails a 0.1 bound; the gap is significant."""
+    rng = np.random.default_rng(5)
+    n = 400
+    a = np.repeat(["x", "y"], n // 2)
+    y = rng.integers(0, 2, n)
+    pred = (rng.random(n) < np.where(a == "x", 0.65, 0.35)).astype(int)
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(pred), y, pd.DataFrame({"g": a, "noise": rng.choice(["u", "v"], n)})))
+    status, outcomes = judge(out, {"demographic_parity_difference": ThresholdSpec(max=0.1, level="fail"),
+                                   "demographic_parity_ratio": ThresholdSpec(min=0.8, level="fail")}, {})
+    assert status == "fail"
+    assert all(not o.passed and o.note is None for o in outcomes)
+    table = next(e for e in out.evidence if e.title == "Fairness gaps")
+    row = next(r for r in table.rows if r[0] == "g" and r[1] == "demographic_parity_difference")
+    assert row[7] < 0.01 and row[2] > row[8]  # p-value, and the gap beyond the null's 95th percentile
