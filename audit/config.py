@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from audit.errors import ConfigError
 
@@ -23,9 +26,32 @@ DataFormat = Literal["auto", "npz", "csv", "parquet", "image_folder", "hf_datase
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors, so a typo never silently does nothing."""
+    """Unknown keys are errors, so a typo never silently does nothing; every float is finite
+    (``.nan`` and ``.inf`` are refused wherever a number is expected)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+
+#: Shared field types of the check configs (finiteness comes from :class:`StrictModel`).
+PositiveFloat = Annotated[float, Field(gt=0)]
+#: A share strictly between 0 and 1 (a rate, a fraction of samples).
+OpenUnitFloat = Annotated[float, Field(gt=0, lt=1)]
+
+
+def check_names(values: list[str] | None, known: list[str] | tuple[str, ...], what: str) -> list[str] | None:
+    """Validate a list of names against ``known``, with a did-you-mean for the first unknown one.
+
+    For pydantic ``field_validator``s of the check configs: raises ``ValueError`` (pydantic turns it
+    into the one-line config error that names the key and the file).
+    """
+    if values is None:
+        return None
+    if not values:
+        raise ValueError(f"give at least one {what}, or leave the key out for the default; choose from {', '.join(known)}")
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}.{_suggest(unknown[0], list(known))} Choose from {', '.join(known)}")
+    return values
 
 
 class Preprocessing(StrictModel):
@@ -106,6 +132,12 @@ class ThresholdSpec(StrictModel):
     min: float | None = Field(default=None, description="Lowest acceptable value.")
     max: float | None = Field(default=None, description="Highest acceptable value.")
     level: Literal["fail", "warn"] = Field(default="fail", description="Status when the threshold is missed.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: no value could pass")
+        return self
 
 
 class CheckConfig(StrictModel):
@@ -228,12 +260,16 @@ MISSING_HINTS = {
 }
 
 
+#: Parts of a pydantic error location that name a branch of a union type, not a key.
+_UNION_TAG = re.compile(r"^(constrained-)?(int|float|str|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\])$")
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> str:
     """One line naming the key, the file and what was expected."""
     errors = exc.errors()
     # A typo'd key usually also makes a required key "missing": report the typo first.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or _UNION_TAG.match(p))))
     key = prefix + ".".join(str(p) for p in loc)
     etype = err["type"]
     if etype == "extra_forbidden":
@@ -242,13 +278,17 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     if etype == "missing":
         hint = MISSING_HINTS.get(key, "")
         return f"{source}: missing required key '{key}'.{hint}"
+    key = key.rstrip(".")  # an error of a whole section (a model validator) names the section
     got = err.get("input")
     got_s = json.dumps(got, default=str) if not isinstance(got, (dict, list)) or len(str(got)) < 60 else type(got).__name__
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"{source}: key '{key}': {msg[0].lower() + msg[1:]}; got {got_s}.{more}"
+    hint = ""
+    if etype == "literal_error" and isinstance(got, str):
+        hint = _suggest(got, re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", ""))))
+    return f"{source}: key '{key}': {msg[0].lower() + msg[1:]}; got {got_s}.{hint}{more}"
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -460,12 +500,37 @@ def starter_config() -> str:
     return STARTER_CONFIG
 
 
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if getattr(annotation, "__args__", None) is None else None
-    text = text or str(annotation)
+_BOUND_SIGNS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """``[Gt(gt=0), Lt(lt=1)]`` → ``"> 0, < 1"``: the range pydantic enforces, for the reference."""
+    parts = [f"{sign} {getattr(m, attr):g}" for m in metadata for attr, sign in _BOUND_SIGNS
+             if isinstance(getattr(m, attr, None), (int, float))]
+    return ", ".join(parts)
+
+
+def _type_name(annotation: Any, metadata: list[Any] | None = None) -> str:
+    def name(ann: Any) -> str:
+        if typing.get_origin(ann) is Annotated:
+            inner, *meta = typing.get_args(ann)
+            rng = _range_text([m for info in meta for m in getattr(info, "metadata", [info])])
+            return f"{name(inner)} ({rng})" if rng else name(inner)
+        if getattr(ann, "__args__", None) is None:
+            return getattr(ann, "__name__", None) or str(ann)
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):
+            return " | ".join(name(a) for a in typing.get_args(ann))
+        if typing.get_origin(ann) is Literal:
+            return str(ann)
+        origin = typing.get_origin(ann)
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(name(a) for a in typing.get_args(ann))}]"
+
+    text = name(annotation)
+    rng = _range_text(metadata or [])
+    text = f"{text} ({rng})" if rng else text
     for noise in ("typing.", "pathlib.", "audit.config.", "<class '", "'>"):
         text = text.replace(noise, "")
-    return text.replace("PosixPath", "Path").replace("WindowsPath", "Path").replace("|", "\\|")
+    return text.replace("PosixPath", "Path").replace("WindowsPath", "Path").replace("NoneType", "None").replace("|", "\\|")
 
 
 def _default_text(field: Any) -> str:
@@ -504,7 +569,9 @@ def config_reference_markdown() -> str:
         "",
         "A config is YAML. Relative paths in it are relative to the config file; command-line flags override it,",
         "and `--set key.path=value` overrides any key. `deepaudit init` writes a commented starter config.",
-        "Unknown keys are errors (with a suggestion), so a typo never silently does nothing.",
+        "Unknown keys are errors (with a suggestion), so a typo never silently does nothing. Every number must be",
+        "finite (`.nan` and `.inf` are refused) and inside the range its type shows (e.g. `float (> 0)`); names in",
+        "lists (corruptions, attacks, scores, methods) must be known ones. A bad value exits 2 before anything runs.",
         "",
     ]
 
@@ -515,7 +582,7 @@ def config_reference_markdown() -> str:
             if key in {"enabled", "thresholds"} and model is not CheckConfig and issubclass(model, CheckConfig):
                 continue
             desc = (field.description or "").replace("|", "\\|")
-            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default_text(field)} | {desc} |")
+            lines.append(f"| `{key}` | {_type_name(field.annotation, field.metadata)} | {_default_text(field)} | {desc} |")
         lines.append("")
 
     for title, model, prefix in sections:

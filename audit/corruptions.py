@@ -148,6 +148,11 @@ def text_case(texts: list[str], s: int, rng: np.random.Generator) -> list[str]:
 TEXT_CORRUPTIONS = {"typos": text_typos, "case_change": text_case}
 
 
+def all_corruptions() -> list[str]:
+    """Every corruption name of every input kind, for validating a config before the kind is known."""
+    return list(dict.fromkeys([*IMAGE_CORRUPTIONS, *TABULAR_CORRUPTIONS, *TEXT_CORRUPTIONS]))
+
+
 def corruptions_for(kind: str) -> list[str]:
     return list({"image": IMAGE_CORRUPTIONS, "tabular": TABULAR_CORRUPTIONS, "text": TEXT_CORRUPTIONS}.get(kind, {}))
 

@@ -86,6 +86,11 @@ class Check(abc.ABC):
     def run(self, ctx: AuditContext) -> CheckOutput:
         """Run the method on the context and return its findings."""
 
+    def preflight(self, ctx: AuditContext) -> None:
+        """Refute config values that only the loaded model or data can refute (e.g. a corruption of
+        another input kind), by raising ``InputError``. The runner calls it for every enabled check
+        before any check runs, so bad input exits 2 before any work. Must be cheap: no model calls."""
+
 
 def register_check(check_id: str) -> Callable[[type[Check]], type[Check]]:
     """Class decorator: register a check under ``check_id``."""

@@ -287,6 +287,8 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     meta = read_sidecar(model_path) if model_file is None and model_path.is_file() else None  # not for variants
     ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
                        country_iso_code=cfg.energy.country_iso_code, model_meta=meta)
+    for check in checks:  # config values only the model or data can refute: exit 2 before any work
+        check.preflight(ctx)
     tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
     results = []
     try:

@@ -216,6 +216,17 @@ BAD_INPUTS = {
                                                                     y=np.zeros(0, int))], "data.eval: .*holds 0 samples"),
     "weights without class": (lambda t, m, d: ["--model", _safetensors(t), "--data", d], "--model-class"),
     "no cuda": (lambda t, m, d: ["--model", m, "--data", d, "--device", "cuda:7"], "cuda:7"),
+    "negative eps": (lambda t, m, d: ["--model", m, "--data", d, "--set", "checks.adversarial.eps=[-0.5]"],
+                     r"key 'checks\.adversarial\.eps\.0': input should be greater than 0; got -0\.5"),
+    "nan eps": (lambda t, m, d: ["--model", m, "--data", d, "--set", "checks.adversarial.eps=[.nan]"],
+                r"key 'checks\.adversarial\.eps\.0': input should be a finite number"),
+    "no eps": (lambda t, m, d: ["--model", m, "--data", d, "--set", "checks.adversarial.eps=[]"],
+               r"key 'checks\.adversarial': eps .* both empty"),
+    "corruption typo": (lambda t, m, d: ["--model", m, "--data", d, "--set", "checks.corruption.corruptions=[gausian_noise]"],
+                        r"key 'checks\.corruption\.corruptions': unknown corruption 'gausian_noise'\. Did you mean 'gaussian_noise'"),
+    "corruption of another kind": (lambda t, m, d: ["--model", m, "--data", d, "--set",
+                                                    "checks.corruption.corruptions=[missing_values]"],
+                                   r"key 'checks\.corruption\.corruptions': missing_values do not apply to image inputs"),
 }
 
 

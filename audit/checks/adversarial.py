@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from audit.attacks import Norm, fgsm, pgd
 from audit.checks.corruption import wilson_interval
-from audit.config import CheckConfig
+from audit.config import CheckConfig, PositiveFloat
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -35,9 +35,11 @@ from models.adapter import ModelAdapter
 class AdversarialConfig(CheckConfig):
     """Settings of the ``adversarial`` check. ε values are in raw input units (e.g. [0, 1] pixels)."""
 
-    eps: list[float] = Field(default=[0.01, 0.03, 0.1], description="L∞ budgets, in raw input units.")
-    eps_l2: list[float] = Field(default=[], description="L2 budgets (empty: no L2 attacks).")
-    headline_eps: float | None = Field(default=None, description="The L∞ ε the headline robust accuracy is judged at (default: the largest).")
+    eps: list[PositiveFloat] = Field(default=[0.01, 0.03, 0.1], description="L∞ budgets, in raw input units; each finite and > 0.")
+    eps_l2: list[PositiveFloat] = Field(default=[], description="L2 budgets (empty: no L2 attacks); each finite and > 0.")
+    headline_eps: PositiveFloat | None = Field(
+        default=None, description="The L∞ ε (one of eps) the headline robust accuracy is judged at (default: the largest; "
+                                  "with no L∞ budgets, the largest L2 ε).")
     steps: int = Field(default=10, ge=1, description="PGD steps.")
     restarts: int = Field(default=1, ge=1, description="PGD random restarts.")
     n_samples: int = Field(default=256, ge=8, description="Seeded subset of the evaluation set that is attacked.")
@@ -57,6 +59,15 @@ class AdversarialConfig(CheckConfig):
                                    "(std; features on different scales get comparable budgets) or in raw units.")
     text_edit_budget: int = Field(default=3, ge=1, description="Text models: character edits allowed per text.")
     text_candidates: int = Field(default=16, ge=1, description="Text models: candidate edits scored per text and round.")
+
+    @model_validator(mode="after")
+    def _budgets(self) -> AdversarialConfig:
+        if not self.eps and not self.eps_l2:
+            raise ValueError("eps (L∞) and eps_l2 (L2) are both empty: give at least one budget, e.g. eps: [0.03]")
+        if self.headline_eps is not None and self.headline_eps not in self.eps:
+            raise ValueError(f"headline_eps {self.headline_eps:g} is not one of eps {self.eps}: the headline is judged "
+                             "at an L∞ budget that is attacked")
+        return self
 
 
 @register_check("adversarial")
@@ -121,7 +132,10 @@ class AdversarialRobustness(Check):
         examples: tuple[torch.Tensor, float] | None = None
         white_box = adapter.differentiable
         budgets = [("linf", e) for e in cfg.eps] + [("l2", e) for e in cfg.eps_l2]
-        headline = cfg.headline_eps if cfg.headline_eps is not None else (max(cfg.eps) if cfg.eps else None)
+        # The headline is judged at an L∞ budget; an L2-only configuration is judged at its largest L2 budget.
+        head_norm: Norm = "linf" if cfg.eps else "l2"
+        headline = cfg.headline_eps if cfg.headline_eps is not None else max(cfg.eps or cfg.eps_l2)
+        head_label = NORM_LABEL[head_norm]
         at_headline: dict[str, float] = {}
         if white_box:
             for norm, eps in budgets:
@@ -145,9 +159,9 @@ class AdversarialRobustness(Check):
                     curve.setdefault((kind, norm), []).append((eps, acc))
                     table.append([kind.upper(), norm, eps, round(acc, 4), round(lo, 4), round(hi, 4),
                                   round(float(success.sum() / max(clean_correct.sum(), 1)), 4)])
-                    if norm == "linf" and eps == headline:
+                    if norm == head_norm and eps == headline:
                         at_headline[kind.upper()] = acc
-                        if kind == "pgd":
+                        if kind == "pgd" and norm == "linf":
                             examples = (adv, eps)
         # ------------------------------------------------------------------------ safeguards
         tol = 1.5 / m
@@ -179,25 +193,26 @@ class AdversarialRobustness(Check):
                          "black-box attack is the decision-based HopSkipJump" +
                          ("." if bb_kind == "hopskipjump" else " — but black_box_attack is set to square."))
             run_bb = run_bb or cfg.black_box == "auto"
-        if run_bb and headline is not None:
+        if run_bb:
             if bb_kind == "hopskipjump":
                 k = min(cfg.hsj_samples, m)
-                bb_acc = self._hopskipjump(adapter, x_all[:k], y_all[rows][:k], headline, cfg, clip, ctx)
+                bb_acc = self._hopskipjump(adapter, x_all[:k], y_all[rows][:k], headline, cfg, clip, ctx, head_norm)
                 bb_name = f"HopSkipJump (decision-based, {k} samples)"
             else:
-                bb_acc = self._square(adapter, x_all, y_all[rows], headline, cfg, clip, ctx)
+                bb_acc = self._square(adapter, x_all, y_all[rows], headline, cfg, clip, ctx, head_norm)
                 bb_name = "Square (black-box)"
             at_headline[bb_name] = bb_acc
-            table.append([bb_kind.upper(), "linf", headline, round(bb_acc, 4), None, None, None])
+            table.append([bb_kind.upper(), head_norm, headline, round(bb_acc, 4), None, None, None])
             if white_box and "PGD" in at_headline:
                 ok = bb_acc >= at_headline["PGD"] - cfg.masking_margin
                 safeguards.append(["black-box does not beat white-box", "pass" if ok else "TRIPPED",
                                    f"{bb_name} {bb_acc:.3f} vs PGD {at_headline['PGD']:.3f} (margin {cfg.masking_margin})"])
                 tripped = [s for s in safeguards if s[1] == "TRIPPED"]
         twin = getattr(adapter, "float_twin", None)
-        if (tripped or not white_box) and twin is not None and twin.differentiable and headline is not None:
+        if (tripped or not white_box) and twin is not None and twin.differentiable:
             advs = [pgd(twin.logits, x_all[s : s + ctx.batch_size].to(twin.device), y_t[s : s + ctx.batch_size].to(twin.device),
-                        eps=headline, steps=cfg.steps, clip=clip, generator=gen).cpu() for s in range(0, m, ctx.batch_size)]
+                        eps=headline, norm=head_norm, steps=cfg.steps, clip=clip, generator=gen).cpu()
+                    for s in range(0, m, ctx.batch_size)]
             at_headline["transfer from float twin"] = float(accuracy_of(torch.cat(advs)).mean())
             notes.append("A transfer attack crafted on the float twin was evaluated on this model.")
         if not at_headline:
@@ -210,7 +225,7 @@ class AdversarialRobustness(Check):
         masking = bool(tripped)
         metrics[:0] = [
             Metric(name="robust_accuracy", value=robust, ci_low=lo, ci_high=hi, ci_level=0.95, n=m, higher_is_better=True,
-                   method=f"lowest accuracy over every attack run at L∞ ε={headline:g} (found by {worst_attack}); "
+                   method=f"lowest accuracy over every attack run at {head_label} ε={headline:g} (found by {worst_attack}); "
                           "Wilson 95% interval"),
             Metric(name="clean_accuracy", value=clean_acc, n=m, higher_is_better=True,
                    method=f"accuracy on the same {m} unperturbed samples"),
@@ -259,7 +274,7 @@ class AdversarialRobustness(Check):
                                   "accuracy found by any attack is reported.")
         if not white_box:
             limitations.insert(0, f"The model has no input gradients ({adapter.format}); only gradient-free attacks ran.")
-        summary = (f"Robust accuracy {robust:.3f} at L∞ ε={headline:g} (clean {clean_acc:.3f}) on {m} samples, "
+        summary = (f"Robust accuracy {robust:.3f} at {head_label} ε={headline:g} (clean {clean_acc:.3f}) on {m} samples, "
                    f"strongest attack: {worst_attack}; "
                    + (f"{len(tripped)} safeguard(s) tripped — gradient masking suspected." if masking
                       else "safeguards against gradient masking passed." if white_box else "black-box only."))
@@ -318,8 +333,8 @@ class AdversarialRobustness(Check):
 
     @staticmethod
     def _hopskipjump(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,
-                     clip: tuple[float, float] | None, ctx: AuditContext) -> float:
-        """ART's HopSkipJump (Chen et al. 2020), L∞, from the model's decisions only. It searches the smallest
+                     clip: tuple[float, float] | None, ctx: AuditContext, norm: Norm = "linf") -> float:
+        """ART's HopSkipJump (Chen et al. 2020), L∞ or L2, from the model's decisions only. It searches the smallest
         perturbation that changes the label; a sample is robust at ε when it was classified correctly
         and no adversarial input within ε was found."""
         from art.attacks.evasion import HopSkipJump
@@ -336,17 +351,18 @@ class AdversarialRobustness(Check):
         lo_hi = clip if clip else (float(xn.min()), float(xn.max()))
         clf = BlackBoxClassifier(predict, input_shape=tuple(xn.shape[1:]), nb_classes=n_cls, clip_values=lo_hi)
         np.random.seed(ctx.seed % 2**32)  # ART draws from numpy's global generator
-        attack = HopSkipJump(clf, norm=np.inf, max_iter=cfg.hsj_iterations, max_eval=cfg.hsj_max_eval,
+        attack = HopSkipJump(clf, norm=np.inf if norm == "linf" else 2, max_iter=cfg.hsj_iterations, max_eval=cfg.hsj_max_eval,
                              init_eval=min(20, cfg.hsj_max_eval), batch_size=ctx.batch_size, verbose=False)
         adv = attack.generate(xn, y=np.eye(n_cls)[y]).astype(np.float32)
-        dist = np.abs(adv - xn).reshape(len(xn), -1).max(1)
+        delta = (adv - xn).reshape(len(xn), -1)
+        dist = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
         fooled = (predict(adv).argmax(1) != y) & (dist <= eps * (1 + 1e-6))
         clean = predict(xn).argmax(1) == y
         return float((clean & ~fooled).mean())
 
     @staticmethod
     def _square(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,
-                clip: tuple[float, float] | None, ctx: AuditContext) -> float:
+                clip: tuple[float, float] | None, ctx: AuditContext, norm: Norm = "linf") -> float:
         """ART's Square attack through the adapter's predictions only (no gradients)."""
         from art.attacks.evasion import SquareAttack
         from art.estimators.classification import BlackBoxClassifierNeuralNetwork
@@ -377,10 +393,13 @@ class AdversarialRobustness(Check):
         lo_hi = clip if clip else (float(x.min()), float(x.max()))
         clf = BlackBoxClassifierNeuralNetwork(predict, input_shape=view, nb_classes=adapter.n_classes, clip_values=lo_hi)
         np.random.seed(ctx.seed % 2**32)  # ART draws from numpy's global generator
-        attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=cfg.black_box_queries, batch_size=ctx.batch_size,
+        attack = SquareAttack(clf, norm=np.inf if norm == "linf" else 2, eps=eps, max_iter=cfg.black_box_queries, batch_size=ctx.batch_size,
                               p_init=p_init, verbose=False)
         adv = attack.generate(to_grid(x.numpy()), y=np.eye(adapter.n_classes)[y])
         return float((predict(adv).argmax(1) == y).mean())
+
+
+NORM_LABEL = {"linf": "L∞", "l2": "L2"}
 
 
 class _Standardised(ModelAdapter):

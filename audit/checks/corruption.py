@@ -8,14 +8,16 @@ every corruption and severity, so the results are paired.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from audit import corruptions as C
 from audit.checks.performance import expected_calibration_error
-from audit.config import CheckConfig
+from audit.config import CheckConfig, check_names
 from audit.context import AuditContext
-from audit.errors import SkipCheck
+from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import bootstrap_index_chunks, percentile_interval
@@ -24,11 +26,20 @@ from audit.stats import bootstrap_index_chunks, percentile_interval
 class CorruptionConfig(CheckConfig):
     """Settings of the ``corruption`` check."""
 
-    corruptions: list[str] | None = Field(default=None, description="Corruptions to apply (default: all for the input kind).")
-    severities: list[int] = Field(default=[1, 2, 3, 4, 5], description="Severities, 1 (mild) to 5 (severe).")
+    corruptions: list[str] | None = Field(
+        default=None, description="Corruptions to apply (default: all for the input kind). Images: "
+        + ", ".join(C.IMAGE_CORRUPTIONS) + "; tabular: " + ", ".join(C.TABULAR_CORRUPTIONS)
+        + "; text: " + ", ".join(C.TEXT_CORRUPTIONS) + ".")
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default=[1, 2, 3, 4, 5], min_length=1, description="Severities, 1 (mild) to 5 (severe).")
     n_samples: int = Field(default=500, ge=10, description="Seeded subset of the evaluation set that is corrupted.")
     n_resamples: int = Field(default=500, ge=0, description="Bootstrap resamples for the interval on mean corruption error.")
-    n_bins: int = Field(default=15, ge=2, description="Bins of the ECE under each corruption.")
+    n_bins: int = Field(default=15, ge=2, le=100, description="Bins of the ECE under each corruption.")
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        return check_names(v, C.all_corruptions(), "corruption")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -55,6 +66,15 @@ class CorruptionRobustness(Check):
     Config = CorruptionConfig
     metric_names = ("clean_accuracy", "mce", "relative_mce", "worst_accuracy", "accuracy", "ece")
 
+    def preflight(self, ctx: AuditContext) -> None:
+        cfg: CorruptionConfig = self.config  # type: ignore[assignment]
+        kind = ctx.adapter.input_kind
+        available = C.corruptions_for(kind)
+        unknown = [n for n in cfg.corruptions or [] if n not in available]
+        if unknown and available:  # names of another input kind: the config is wrong for this model
+            raise InputError(f"key 'checks.corruption.corruptions': {', '.join(unknown)} do not apply to {kind} inputs; "
+                             f"choose from {', '.join(available)}.")
+
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: CorruptionConfig = self.config  # type: ignore[assignment]
         adapter, ev = ctx.adapter, ctx.dataset("eval")
@@ -63,13 +83,8 @@ class CorruptionRobustness(Check):
         available = C.corruptions_for(kind)
         if not available:
             raise SkipCheck(f"no built-in corruptions for {kind} inputs (images, tabular and text are covered).")
+        self.preflight(ctx)
         names = cfg.corruptions or available
-        unknown = [n for n in names if n not in available]
-        if unknown:
-            raise SkipCheck(f"corruptions {unknown} do not exist for {kind} inputs; choose from {available}.")
-        bad = [s for s in cfg.severities if s not in C.SEVERITIES]
-        if bad:
-            raise SkipCheck(f"severities must be 1..5, got {bad}.")
         rng = ctx.rng(self.id)
         n = len(ev)
         rows_idx = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)

@@ -45,7 +45,7 @@ class CounterfactualConfig(CheckConfig):
         default=None, description="Axis -> group -> words aligned by position; default: the shipped identity_terms.yaml.")
     terms_file: str | None = Field(default=None,
                                    description="A YAML file of terms in the same shape (used when 'terms' is not set).")
-    axes: list[str] | None = Field(default=None, description="Only these axes (default: all).")
+    axes: list[str] | None = Field(default=None, min_length=1, description="Only these axes (default: all).")
     positive_class: int | None = Field(
         default=None, ge=0, description="Class whose probability shift is reported (binary default: 1; multiclass "
                                         "default: the originally predicted class).")

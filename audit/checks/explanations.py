@@ -34,7 +34,7 @@ class ExplanationsConfig(CheckConfig):
     """Settings of the ``explanations`` check."""
 
     methods: list[MethodName] = Field(
-        default=["integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"],
+        default=["integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"], min_length=1,
         description="Attribution methods to compute and compare; one that does not apply to the model is listed with the reason.")
     n_explain: int = Field(default=12, ge=2, description="Samples explained: confident errors, least confident predictions, then random.")
     errors_fraction: float = Field(default=0.33, ge=0, le=1, description="Share of the explained samples taken from the most confident errors.")

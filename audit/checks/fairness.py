@@ -36,7 +36,7 @@ Decisions
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -68,7 +68,7 @@ class FairnessConfig(CheckConfig):
 
     min_group_size: int = Field(default=30, ge=1,
                                 description="Groups smaller than this are shown but never decide a gap; the check warns.")
-    positive_class: int | str | None = Field(
+    positive_class: Annotated[int, Field(ge=0)] | str | None = Field(
         default=None, description="Binary models: the favourable class (index or name); default the class with index 1. "
                                   "Multiclass models report every class one-vs-rest.")
     intersectional: bool = Field(default=False,

@@ -38,7 +38,7 @@ FEATURE_SCORES = ("mahalanobis", "knn")
 class OODConfig(CheckConfig):
     """Settings of the ``ood`` check."""
 
-    scores: list[ScoreName] = Field(default=["msp", "max_logit", "energy", "mahalanobis", "knn"],
+    scores: list[ScoreName] = Field(default=["msp", "max_logit", "energy", "mahalanobis", "knn"], min_length=1,
                                     description="OOD scores to compare; mahalanobis and knn need penultimate features.")
     synthetic: bool = Field(default=True, description="Add the built-in synthetic OOD sets for the input kind.")
     n_synthetic: int = Field(default=500, ge=10, description="Samples in each synthetic OOD set.")

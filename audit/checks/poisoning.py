@@ -21,14 +21,14 @@ Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from audit.checks.corruption import wilson_interval
-from audit.config import CheckConfig, ThresholdSpec
+from audit.config import CheckConfig, OpenUnitFloat, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
 from audit.poisoning import (
@@ -90,14 +90,14 @@ def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 class BackdoorSimulationConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
 
-    rates: list[float] = Field(default=[0.01, 0.05, 0.1], min_length=1,
+    rates: list[OpenUnitFloat] = Field(default=[0.01, 0.05, 0.1], min_length=1,
                                description="Poison rates: shares of the training samples given the trigger and the target label.")
     target_class: int = Field(default=0, ge=0, description="Class index the backdoor sends triggered inputs to.")
     trigger: TriggerOption = Field(
         default="auto", description="auto (images: pattern; tabular: out_of_range), pattern or pixel (ART image "
                                     "triggers), out_of_range (tabular: chosen features set beyond their training range).")
     trigger_distance: int = Field(default=1, ge=0, description="Image triggers: pixels between the trigger and the bottom-right corner.")
-    trigger_features: list[int] | None = Field(default=None, description="Tabular trigger: feature indices (default: the highest-variance ones).")
+    trigger_features: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1, description="Tabular trigger: feature indices (default: the highest-variance ones).")
     trigger_n_features: int = Field(default=2, ge=1, description="Tabular trigger: how many features, when trigger_features is not set.")
     retrain: Literal["auto", "recipe", "finetune"] = Field(
         default="auto", description="auto: the model's recipe (model.json) when it names one, else fine-tune a copy "
@@ -136,8 +136,6 @@ class BackdoorSimulation(Check):
         if not 0 <= cfg.target_class < k:
             raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
                              f"Got {cfg.target_class} instead.")
-        if any(not 0 < r < 1 for r in cfg.rates):
-            raise InputError(f"{setting}.rates must be shares in (0, 1). Got {cfg.rates} instead.")
         y_ev_all = ctx.y_true()
         trigger = build_trigger(ctx, x_ref_all, cfg.trigger, distance=cfg.trigger_distance,
                                 features=cfg.trigger_features, n_features=cfg.trigger_n_features, setting=setting)

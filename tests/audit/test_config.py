@@ -132,3 +132,93 @@ def test_starter_configs_commented_check_examples_are_valid() -> None:
     data = yaml.safe_load(text)
     assert {"fairness.group_metrics", "adversarial", "efficiency"} <= set(data["checks"])
     validate_config(data, "starter")
+
+
+# ------------------------------------------------------------------ check values validated at load time
+
+#: (check id, section as YAML, the key the one-line error must name, what else it must say)
+BAD_CHECK_VALUES = [
+    ("adversarial", "{eps: [-0.5]}", "checks.adversarial.eps.0", "greater than 0"),
+    ("adversarial", "{eps: [0]}", "checks.adversarial.eps.0", "greater than 0"),
+    ("adversarial", "{eps: [.nan]}", "checks.adversarial.eps.0", "finite number"),
+    ("adversarial", "{eps: [.inf]}", "checks.adversarial.eps.0", "finite number"),
+    ("adversarial", "{eps: []}", "checks.adversarial", "eps .* both empty"),
+    ("adversarial", "{eps_l2: [-1.0]}", "checks.adversarial.eps_l2.0", "greater than 0"),
+    ("adversarial", "{eps: [], eps_l2: [.nan]}", "checks.adversarial.eps_l2.0", "finite number"),
+    ("adversarial", "{headline_eps: 0.05}", "checks.adversarial", "headline_eps 0.05 is not one of eps"),
+    ("adversarial", "{headline_eps: -0.1}", "checks.adversarial.headline_eps", "greater than 0"),
+    ("adversarial", "{near_zero: 1.5}", "checks.adversarial.near_zero", "less than or equal to 1"),
+    ("adversarial", "{masking_margin: .nan}", "checks.adversarial.masking_margin", "finite number"),
+    ("adversarial", "{black_box_attack: sqare}", "checks.adversarial.black_box_attack", "Did you mean 'square'"),
+    ("corruption", "{corruptions: [gausian_noise]}", "checks.corruption.corruptions",
+     "unknown corruption 'gausian_noise'. Did you mean 'gaussian_noise'"),
+    ("corruption", "{corruptions: []}", "checks.corruption.corruptions", "at least one corruption"),
+    ("corruption", "{severities: [0, 3]}", "checks.corruption.severities.0", "greater than or equal to 1"),
+    ("corruption", "{severities: [6]}", "checks.corruption.severities.0", "less than or equal to 5"),
+    ("corruption", "{severities: []}", "checks.corruption.severities", "at least 1 item"),
+    ("ood", "{scores: [energie]}", "checks.ood.scores.0", "Did you mean 'energy'"),
+    ("ood", "{scores: []}", "checks.ood.scores", "at least 1 item"),
+    ("ood", "{temperature: .inf}", "checks.ood.temperature", "finite number"),
+    ("explanations", "{methods: [integrated_gradient]}", "checks.explanations.methods.0",
+     "Did you mean 'integrated_gradients'"),
+    ("explanations", "{methods: []}", "checks.explanations.methods", "at least 1 item"),
+    ("explanations", "{errors_fraction: 0.8, uncertain_fraction: 0.5}", "checks.explanations", "at most 1"),
+    ("fairness.group_metrics", "{mitigation: [reweighting]}", "checks.fairness.group_metrics.mitigation.0",
+     "Did you mean 'reweighing'"),
+    ("fairness.group_metrics", "{positive_class: -1}", "checks.fairness.group_metrics.positive_class", ""),
+    ("fairness.group_metrics", "{ci_level: 1.0}", "checks.fairness.group_metrics.ci_level", "less than 1"),
+    ("fairness.counterfactual_text", "{axes: []}", "checks.fairness.counterfactual_text.axes", "at least 1 item"),
+    ("poisoning.backdoor_simulation", "{rates: [1.5]}", "checks.poisoning.backdoor_simulation.rates.0", "less than 1"),
+    ("poisoning.backdoor_simulation", "{rates: [0]}", "checks.poisoning.backdoor_simulation.rates.0", "greater than 0"),
+    ("poisoning.backdoor_simulation", "{trigger_features: [-2]}",
+     "checks.poisoning.backdoor_simulation.trigger_features.0", "greater than or equal to 0"),
+    ("poisoning.backdoor_scan", "{expected_poison_rate: .nan}", "checks.poisoning.backdoor_scan.expected_poison_rate",
+     "finite number"),
+    ("privacy", "{black_box_model: forest}", "checks.privacy.black_box_model", ""),
+    ("privacy.extraction", "{budgets: [0]}", "checks.privacy.extraction.budgets", "positive query counts"),
+    ("efficiency", "{min_seconds: .inf}", "checks.efficiency.min_seconds", "finite number"),
+    ("performance", "{thresholds: {accuracy: {min: 0.9, max: 0.5}}}", "checks.performance.thresholds.accuracy",
+     "min 0.9 is above max 0.5"),
+    ("performance", "{thresholds: {accuracy: {min: .nan}}}", "checks.performance.thresholds.accuracy.min",
+     "finite number"),
+]
+
+
+@pytest.mark.parametrize(("check_id", "section", "key", "says"), BAD_CHECK_VALUES,
+                         ids=[f"{c}:{s}" for c, s, _, _ in BAD_CHECK_VALUES])
+def test_bad_check_values_name_the_key(tmp_path: Path, check_id: str, section: str, key: str, says: str) -> None:
+    path = write(tmp_path, BASE + f"checks: {{{check_id}: {section}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert f"key '{key}'" in text, text
+    assert re.search(says, text), text
+    assert "\n" not in text
+
+
+def _numeric_fields() -> list[tuple[str, str, bool]]:
+    """(check id, key, is float) of every numeric key of every check's config."""
+    from audit.registry import get_check, list_checks
+
+    out = []
+    for check_id in list_checks():
+        for name, field in get_check(check_id).Config.model_fields.items():
+            text = str(field.annotation)
+            if name != "thresholds" and ("int" in text or "float" in text) and "str]" not in text.replace("| str", ""):
+                out.append((check_id, field.alias or name, "float" in text))
+    return out
+
+
+@pytest.mark.parametrize(("check_id", "key", "is_float"), _numeric_fields(), ids=lambda v: str(v))
+def test_every_numeric_check_key_has_a_range(check_id: str, key: str, is_float: bool) -> None:
+    """-1 is out of range for every numeric key (counts, rates, steps, budgets), and a float key refuses NaN."""
+    from audit.config import validate_config
+    from audit.registry import get_check
+
+    field = get_check(check_id).Config.model_fields[key]
+    is_list = "list[" in str(field.annotation)
+    for bad in ([-1] + ([float("nan"), float("inf")] if is_float else [])):
+        data = {"model": {"path": "m.pt"}, "data": {"eval": {"path": "d.npz"}},
+                "checks": {check_id: {key: [bad] if is_list else bad}}}
+        with pytest.raises(ConfigError, match=re.escape(f"key 'checks.{check_id}.{key}")):
+            validate_config(data, "test")

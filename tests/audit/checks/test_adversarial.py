@@ -130,6 +130,31 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
 
 
+def test_l2_only_budgets_run_the_l2_attack(digits_mlp) -> None:
+    """eps: [] with L2 budgets was skipped with the false reason "the model has no input gradients"."""
+    model, x, y = digits_mlp
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=64, eps=[], eps_l2=[0.5, 1.5],
+                                                  black_box="never")).run(ctx_for(model, x, y))
+    head = {m.name: m for m in out.metrics if m.group is None}
+    groups = {m.group for m in out.metrics if m.name == "accuracy_under_attack"}
+    assert groups == {"fgsm/l2/0.5", "pgd/l2/0.5", "fgsm/l2/1.5", "pgd/l2/1.5"}
+    pgd_big = next(m.value for m in out.metrics if m.group == "pgd/l2/1.5")
+    assert head["robust_accuracy"].value <= pgd_big < head["clean_accuracy"].value
+    assert "L2 ε=1.5" in head["robust_accuracy"].method and "L2 ε=1.5" in out.summary
+
+
+def test_l2_only_budgets_without_gradients_attack_black_box_in_l2(digits_mlp) -> None:
+    model, x, y = digits_mlp
+    ctx = ctx_for(model, x, y)
+    ctx.adapter.differentiable = False
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=32, eps=[], eps_l2=[2.0],
+                                                  black_box_queries=50)).run(ctx)
+    head = out.metrics[0]
+    assert head.name == "robust_accuracy" and "Square" in head.method and "L2 ε=2" in head.method
+    table = next(e for e in out.evidence if getattr(e, "title", "") == "Accuracy under attack")
+    assert table.rows[-1][:3] == ["SQUARE", "l2", 2.0]
+
+
 def test_black_box_on_few_tabular_features() -> None:
     """ART's Square attack crashed on tiny grids (7 features -> 3x3): p_init is kept below the grid size."""
     rng = np.random.default_rng(0)
