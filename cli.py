@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -26,6 +28,7 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
 
 
 def _stderr(text: str) -> None:
@@ -39,9 +42,33 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     return (InputError, ModelInputError)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every cleanup runs (staging, browser, lock)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn the first SIGTERM into :class:`_Terminated`; later ones wait for the cleanup to finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not fired:
+            fired.append(signum)
+            raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _translate_errors() -> Iterator[None]:
-    """Library raises, CLI translates: bad input → 2, anything unexpected → 3."""
+    """Library raises, CLI translates: bad input → 2, anything unexpected → 3, SIGINT 130, SIGTERM 143."""
     if not os.environ.get("DEEPAUDIT_DEBUG"):
         # Warnings of the underlying libraries (captum, shap, ART) are noise on a CI log.
         import logging
@@ -53,12 +80,15 @@ def _translate_errors() -> Iterator[None]:
         for name in ("torchao", "torch.utils._pytree"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        yield
+        with _sigterm_raises():
+            yield
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        _stderr("deepaudit: interrupted; nothing half-written was left behind.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        how, code = ("terminated (SIGTERM)", EXIT_TERMINATED) if isinstance(exc, _Terminated) else \
+            ("interrupted", EXIT_INTERRUPTED)
+        _stderr(f"deepaudit: {how}; no partial report set was left behind.")
+        raise typer.Exit(code) from None
     except Exception as exc:  # noqa: BLE001 - the one place exceptions become exit codes
         if isinstance(exc, _input_errors()):
             _stderr(f"deepaudit: error: {exc}")
@@ -101,6 +131,44 @@ class _Progress:
             _stderr(text)
 
 
+def _audit_inputs(cfg: Any, config: Path | None) -> dict[str, Path | None]:
+    """Every input path of an audit config, by the key that names it (outputs must stay out of them)."""
+    inputs: dict[str, Path | None] = {"model.path": cfg.model.path, "--config": config}
+    if cfg.model.model_class and ":" in cfg.model.model_class:
+        inputs["model.class"] = Path(cfg.model.model_class.rsplit(":", 1)[0])
+    for role in ("eval", "reference", "ood"):
+        spec = getattr(cfg.data, role)
+        if spec is not None:
+            inputs[f"data.{role}.path"] = spec.path
+    return inputs
+
+
+def _check_outputs(out_dir: Path, *, out_flag: str = "--out", junit: tuple[str, Path | None] = ("--junit", None),
+                   markdown: tuple[str, Path | None] = ("--markdown", None), pdf: bool = False,
+                   inputs: dict[str, Path | None] | None = None) -> None:
+    """Every output path checked (and Chromium found, for a PDF) before any work: bad ones exit 2."""
+    from reports.outputs import check_output_paths
+    from reports.pdf import require_chromium
+
+    check_output_paths(out_dir, dict([junit, markdown]), inputs or {}, out_flag=out_flag)
+    if pdf:
+        require_chromium()
+
+
+@contextmanager
+def _output_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold the output folder's lock for the whole run; a second run into it exits 2 naming this one."""
+    from reports.lock import OutputLock
+
+    lock = OutputLock(folder, command=command).acquire()
+    try:
+        if lock.took_over is not None:
+            _stderr(f"deepaudit: note: took over the stale lock of {lock.took_over.describe()}: that run is gone.")
+        yield
+    finally:
+        lock.release()
+
+
 def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
     if quiet:
         return
@@ -131,14 +199,17 @@ def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | No
                            on_check=lambda r: progress.step(f"  {r.status.upper():8s} {r.id}"))
     from reports.pdf import ReportError
 
+    from reports.pdf import find_chromium
+
     kwargs = dict(html=cfg.output.html, junit=cfg.output.junit, markdown=cfg.output.markdown, card=cfg.output.card)
     try:
-        written = write_reports(result, cfg.output.dir, pdf=cfg.output.pdf or pdf == "try", **kwargs)
+        written = write_reports(result, cfg.output.dir, pdf=cfg.output.pdf or (pdf == "try" and bool(find_chromium())),
+                                **kwargs)
     except ReportError as exc:
-        if pdf != "try":
+        if pdf != "try" or exc.written is None:
             raise
         _stderr(f"deepaudit: skipped the PDF: {exc}")
-        written = write_reports(result, cfg.output.dir, **kwargs)
+        written = exc.written
     _print_summary(result, written, quiet)
     if done is not None:
         done.append((result, written))
@@ -205,7 +276,12 @@ def audit(
                 for key in ("target", "sensitive_features", "text_column"):
                     overrides[f"data.{role}.{key}"] = data_keys[key]
         cfg = load_config(config, overrides, set_)
-        code = _audit_and_write(cfg, quiet)
+        _check_outputs(cfg.output.dir, out_flag="--out" if out else "output.dir",
+                       junit=("--junit" if junit else "output.junit", cfg.output.junit),
+                       markdown=("--markdown" if markdown else "output.markdown", cfg.output.markdown),
+                       pdf=cfg.output.pdf, inputs=_audit_inputs(cfg, config))
+        with _output_lock(cfg.output.dir, "deepaudit audit"):
+            code = _audit_and_write(cfg, quiet)
     raise typer.Exit(code)
 
 
@@ -222,30 +298,41 @@ def demo(
     """Train small models on bundled real data (an image, a tabular and a text model), audit each and
     write its full report, plus index.html linking them. Exit code: the worst of the audits."""
     with _translate_errors():
-        from audit.demo import DEMO_MODELS, demo_config, parse_only
-        from reports.html import render_index
-        from reports.io import atomic_write_text
+        from audit.demo import parse_only
 
         names = parse_only(only)
-        progress = _Progress(quiet)
-        code = EXIT_OK
-        done: list = []
-        entries = []
-        for name in names:
-            recipe, description = DEMO_MODELS[name]
-            progress.step(f"deepaudit demo [{name}]: training (or reusing) {recipe}: {description} ...")
-            cfg = demo_config(out_dir=out / name, name=name, device=device, seed=seed, cache_dir=cache, sets=set_)
-            code = max(code, _audit_and_write(cfg, quiet, pdf="try", done=done))
-            result, written = done[-1]
-            files = [(label, f"{name}/{written[key].name}") for key, label in
-                     (("html", "report"), ("pdf", "PDF"), ("card_html", "model card"), ("json", "results.json"))
-                     if key in written]
-            entries.append({"name": name, "description": description, "href": f"{name}/report.html",
-                            "result": result, "files": files})
-        index = out / "index.html"
-        atomic_write_text(index, render_index("deepaudit demo", entries))
+        _check_outputs(out)
+        with _output_lock(out, "deepaudit demo"):
+            code, index = _demo_audits(names, out, device, seed, cache, set_, quiet)
         print(f"index: {index.resolve()}")
     raise typer.Exit(code)
+
+
+def _demo_audits(names: list[str], out: Path, device: str, seed: int, cache: Path | None, set_: list[str] | None,
+                 quiet: bool) -> tuple[int, Path]:
+    """Train (or reuse) and audit each demo model, write its reports and the index; the worst exit code."""
+    from audit.demo import DEMO_MODELS, demo_config
+    from reports.html import render_index
+    from reports.io import atomic_write_text
+
+    progress = _Progress(quiet)
+    code = EXIT_OK
+    done: list = []
+    entries = []
+    for name in names:
+        recipe, description = DEMO_MODELS[name]
+        progress.step(f"deepaudit demo [{name}]: training (or reusing) {recipe}: {description} ...")
+        cfg = demo_config(out_dir=out / name, name=name, device=device, seed=seed, cache_dir=cache, sets=set_)
+        code = max(code, _audit_and_write(cfg, quiet, pdf="try", done=done))
+        result, written = done[-1]
+        files = [(label, f"{name}/{written[key].name}") for key, label in
+                 (("html", "report"), ("pdf", "PDF"), ("card_html", "model card"), ("json", "results.json"))
+                 if key in written]
+        entries.append({"name": name, "description": description, "href": f"{name}/report.html",
+                        "result": result, "files": files})
+    index = out / "index.html"
+    atomic_write_text(index, render_index("deepaudit demo", entries))
+    return code, index
 
 
 @app.command()
@@ -268,36 +355,38 @@ def init(
 @app.command()
 def report(
     results: Path = typer.Argument(..., help="A results.json written by 'deepaudit audit'."),
-    out: Path = typer.Option(Path("deepaudit-out"), "--out", "-o", help="Output folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the folder of RESULTS)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
     format_: Optional[list[str]] = typer.Option(
         None, "--format", "-f", help="What to render: html, pdf, md, junit or card; repeat for several. "
         "Default: html (plus --junit/--markdown where given)."),
 ) -> None:
-    """Re-render reports from a results.json, without running any model."""
+    """Re-render reports from a results.json, without running any model.
+
+    The files go next to RESULTS unless --out names another folder; a folder holding another
+    report's files gets the new set whole (files of the other report that the new set does not
+    write are removed), never a mix."""
     with _translate_errors():
         from audit.errors import InputError
-        from audit.results import AuditResult
         from reports import write_reports
 
-        if not results.is_file():
-            raise InputError(f"results file {results} does not exist.")
-        try:
-            result = AuditResult.from_json(results.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            first = str(exc).splitlines()[0]
-            raise InputError(f"{results} is not a deepaudit results.json ({first}).") from None
+        result = _load_results(results)
         formats = set(format_ or ["html"])
         unknown = formats - {"html", "pdf", "md", "junit", "card"}
         if unknown:
             raise InputError(f"--format must be html, pdf, md, junit or card; got {', '.join(sorted(unknown))}.")
+        out_flag = "--out" if out is not None else "the output folder (that of the results file; --out picks another)"
+        out = out if out is not None else results.parent
         if "junit" in formats and junit is None:
             junit = out / "junit.xml"
         if "md" in formats and markdown is None:
             markdown = out / "summary.md"
-        written = write_reports(result, out, html="html" in formats, junit=junit, markdown=markdown,
-                                pdf="pdf" in formats, card="card" in formats)
+        _check_outputs(out, out_flag=out_flag, junit=("--junit", junit), markdown=("--markdown", markdown),
+                       pdf="pdf" in formats, inputs={"results": results})
+        with _output_lock(out, "deepaudit report"):
+            written = write_reports(result, out, html="html" in formats, junit=junit, markdown=markdown,
+                                    pdf="pdf" in formats, card="card" in formats)
         for kind, p in written.items():
             print(f"{kind}: {p}")
 
@@ -323,10 +412,13 @@ def compare(
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
                      "device": device}
         cfg = load_config(config, overrides, set_)
-        with _Progress(quiet) as progress:
+        inputs = _audit_inputs(cfg, config)
+        inputs.update({f"--with {p}": p for p in with_ or []})
+        _check_outputs(out, inputs=inputs)
+        with _output_lock(out, "deepaudit compare"), _Progress(quiet) as progress:
             comparison = run_compare(cfg, variants=variant or [], models=with_ or [], progress=progress.factory,
                                      on_model=lambda e: progress.step(f"  audited {e.label}: {e.result.summary.status.upper()}"))
-        written = write_comparison(comparison, out)
+            written = write_comparison(comparison, out)
         if not quiet:
             from rich.console import Console
             from rich.table import Table

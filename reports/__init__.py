@@ -17,10 +17,11 @@ from .html import render_html
 from .io import atomic_write_text
 from .junit import render_junit
 from .markdown import render_markdown
+from .outputs import StagedSet
 from .pdf import ReportError, render_pdf
 
-__all__ = ["ReportError", "atomic_write_text", "render_card_html", "render_card_markdown", "render_html",
-           "render_junit", "render_markdown", "render_pdf", "write_reports"]
+__all__ = ["ReportError", "StagedSet", "atomic_write_text", "render_card_html", "render_card_markdown",
+           "render_html", "render_junit", "render_markdown", "render_pdf", "write_reports"]
 
 JSON_NAME = "results.json"
 HTML_NAME = "report.html"
@@ -30,11 +31,15 @@ CARD_HTML_NAME = "model_card.html"
 
 
 def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, junit: Path | None = None,
-                  markdown: Path | None = None, pdf: bool = False, card: bool = False) -> dict[str, Path]:
+                  markdown: Path | None = None, pdf: bool = False, card: bool = False,
+                  staged: StagedSet | None = None) -> dict[str, Path]:
     """Write ``results.json`` (always) and ``report.html`` into ``out_dir``, plus JUnit/Markdown where asked.
 
-    Every format is rendered before anything is written, so a rendering error leaves no partial
-    set of files; each file is then written atomically (:func:`reports.io.atomic_write_text`).
+    Every format is rendered before anything is written, so a rendering error leaves no file. The
+    files are then written as one set (:class:`reports.outputs.StagedSet`): staged inside
+    ``out_dir``, the PDF printed there, and renamed into place together at the end, so the folder
+    shows the previous complete set until the new one is complete. Files of an older set of another
+    report id that this set does not write (e.g. its ``report.pdf``) are removed.
 
     Parameters
     ----------
@@ -50,10 +55,13 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
         Where to write the Markdown summary, if anywhere (used as given).
     pdf : bool
         Also print ``report.html`` to ``report.pdf`` with headless Chromium (implies writing the
-        HTML); raises :class:`reports.pdf.ReportError` when no Chromium is found, after the other
-        files were written.
+        HTML). When the print fails the rest of the set is still published and
+        :class:`reports.pdf.ReportError` is raised afterwards, with ``written`` set on it.
     card : bool
         Write the model card, ``model_card.md`` and ``model_card.html``.
+    staged : StagedSet or None
+        Add the files to this open set instead of publishing a set of their own (``deepaudit
+        compare`` publishes every model's files and its own in one set).
 
     Returns
     -------
@@ -72,10 +80,30 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
     if card:
         planned["card"] = (out_dir / CARD_MD_NAME, render_card_markdown(result))
         planned["card_html"] = (out_dir / CARD_HTML_NAME, render_card_html(result))
+    if staged is not None:
+        return _stage(staged, planned, pdf=pdf, out_dir=out_dir)[0]
+    with StagedSet(out_dir) as own:
+        written, pdf_error = _stage(own, planned, pdf=pdf, out_dir=out_dir)
+        own.publish()
+    if pdf_error is not None:
+        pdf_error.written = written
+        raise pdf_error
+    return written
+
+
+def _stage(staged: StagedSet, planned: dict[str, tuple[Path, str]], *, pdf: bool,
+           out_dir: Path) -> tuple[dict[str, Path], ReportError | None]:
     written: dict[str, Path] = {}
     for key, (path, text) in planned.items():
-        atomic_write_text(path, text)
+        staged.write_text(path, text)
         written[key] = path
-    if pdf:
-        written["pdf"] = render_pdf(written["html"], out_dir / PDF_NAME)
-    return written
+    if not pdf:
+        return written, None
+    target = out_dir / PDF_NAME
+    try:
+        render_pdf(staged.where(written["html"]), staged.staged_path(target))
+    except ReportError as exc:
+        staged.forget(target)
+        return written, exc
+    written["pdf"] = target
+    return written, None

@@ -12,7 +12,7 @@ from audit.results import ComparisonResult
 
 from . import write_reports
 from .html import environment
-from .io import atomic_write_text
+from .outputs import StagedSet
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,11 @@ def write_comparison(comparison: ComparisonResult, out_dir: Path) -> dict[str, P
     """``compare.json`` and ``compare.html`` in ``out_dir``, plus each model's own reports in a subfolder."""
     out_dir = Path(out_dir)
     html = render_compare_html(comparison)
-    written: dict[str, Path] = {}
-    for entry in comparison.entries:
-        write_reports(entry.result, out_dir / _safe(entry.label))
-    atomic_write_text(out_dir / "compare.json", comparison.to_json())
-    atomic_write_text(out_dir / "compare.html", html)
-    written["json"] = out_dir / "compare.json"
-    written["html"] = out_dir / "compare.html"
+    written = {"json": out_dir / "compare.json", "html": out_dir / "compare.html"}
+    with StagedSet(out_dir) as staged:  # every file of the comparison lands at once
+        for entry in comparison.entries:
+            write_reports(entry.result, out_dir / _safe(entry.label), staged=staged)
+        staged.write_text(written["json"], comparison.to_json())
+        staged.write_text(written["html"], html)
+        staged.publish()
     return written

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 #: Mode of a newly created file (mkstemp's 0600 would hide a report from its readers); an
 #: existing file keeps its own mode.
@@ -67,3 +69,20 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back in this thread for the block; they are delivered right after.
+
+    For short steps that must not be cut in half (publishing a report set, killing a browser's
+    process group). A no-op where the platform has no ``pthread_sigmask``.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

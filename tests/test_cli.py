@@ -179,7 +179,7 @@ def test_missing_browser_for_pdf_exits_2(tmp_path: Path, torchscript_file: Path,
     monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "nothing"))
     code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, tmp_path / "out", "--pdf"))
     assert code == 2 and "apt-get install chromium" in stderr and "--no-pdf" in stderr
-    assert (tmp_path / "out" / "results.json").is_file()  # everything else was written first
+    assert not (tmp_path / "out").exists()  # found before any work: nothing written
 
 
 # ------------------------------------------------------------------------------------ bad input
