@@ -15,12 +15,26 @@ import yaml
 
 from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome
 
+#: C0 and C1 control characters except tab and line feed (NUL, ESC that starts terminal sequences,
+#: backspace, ...), DEL, and the bidirectional overrides and isolates that make text display in
+#: another order than it reads ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
 #: Shown for a missing value (``None``).
 MISSING = "—"
 #: Order the statuses are listed in (most severe last, as in ``audit.results.STATUS_ORDER``).
 STATUSES = ("pass", "warn", "fail", "error", "skipped")
 #: Confidence level the reports assume when a metric does not say otherwise.
 DEFAULT_CI_LEVEL = 0.95
+
+
+def clean_text(text: object) -> str:
+    """``str(text)`` without control characters; tab and line feed are kept, carriage returns become line feeds.
+
+    Data, class names and exception text can carry NUL, ESC (terminal escape sequences) or
+    bidirectional overrides; none of them belongs in a report.
+    """
+    return _CONTROL.sub("", str(text).replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def fmt_num(value: Any) -> str:

@@ -74,7 +74,7 @@ def front_matter(result: AuditResult) -> dict[str, Any]:
     if co2 is not None:
         meta["co2_eq_emissions"] = co2
     meta["model-index"] = [{
-        "name": fmt.model_path(result),
+        "name": " ".join(fmt.clean_text(fmt.model_path(result)).split()),
         "results": [
             {"task": {"type": "classification"}, "metrics": [
                 {"type": m.name, "value": m.value, "name": f"{c.id}: {m.name}"}
@@ -86,7 +86,8 @@ def front_matter(result: AuditResult) -> dict[str, Any]:
 
 
 def card_sections(result: AuditResult) -> list[CardSection]:
-    """The card's content, format-neutral; every string is plain text (escaped by the renderers)."""
+    """The card's content, format-neutral; every string is plain text without control characters
+    (escaped by the renderers)."""
     prov = result.provenance
     model_facts = [[str(k), str(v)] for k, v in prov.model.items()]
     sections = [
@@ -136,7 +137,15 @@ def card_sections(result: AuditResult) -> list[CardSection]:
     caveats += [f"{c.id} did not run: {c.skip_reason or c.error or 'no reason given'}"
                 for c in result.checks if c.status in ("skipped", "error")]
     sections.append(CardSection("Caveats and recommendations", caveats or ["No limitations were stated by the checks."]))
-    return sections
+    return [_cleaned(section) for section in sections]
+
+
+def _cleaned(section: CardSection) -> CardSection:
+    """The section without control characters in any string (data and exception text can carry them)."""
+    clean = fmt.clean_text
+    return CardSection(clean(section.title), [clean(p) for p in section.paragraphs],
+                       [([clean(h) for h in header], [[clean(cell) for cell in row] for row in rows])
+                        for header, rows in section.tables])
 
 
 def render_card_markdown(result: AuditResult) -> str:
@@ -162,5 +171,6 @@ def render_card_html(result: AuditResult) -> str:
     from .html import environment
 
     return environment().get_template("model_card.html.j2").render(
-        result=result, prov=result.provenance, model_path=fmt.model_path(result), sections=card_sections(result),
+        result=result, prov=result.provenance, model_path=fmt.clean_text(fmt.model_path(result)),
+        sections=card_sections(result),
         metadata=yaml.safe_dump(front_matter(result), sort_keys=False, allow_unicode=True))

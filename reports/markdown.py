@@ -10,13 +10,31 @@ from . import _format as fmt
 
 #: Characters with a meaning in (GitHub-flavoured) Markdown or inline HTML; escaped in user text.
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|&#~!])")
+#: What GitHub's renderer turns into a link by itself: ``scheme://...``, ``www.``, ``mailto:``/``xmpp:``
+#: and e-mail addresses (cmark-gfm's autolink extension). Such text is put in a code span, where no
+#: autolink applies; ``|``, ``<`` and ``>`` end it, so they stay escaped outside the span.
+_AUTOLINK = re.compile(r"(?:[a-z][a-z0-9+.-]*://|www\.|mailto:|xmpp:)[^\s<>|]*|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+                       re.IGNORECASE)
+#: A block marker at the start of a line: a bullet, an ordered list item, a setext underline.
+_LEADING_BLOCK = re.compile(r"^(?:[-+](?=\s|$)|\d{1,9}(?=[.)](?:\s|$))|[-=]+$)")
+
+
+def _code_span(text: str) -> str:
+    """``text`` as a code span: a backtick fence longer than any run inside, padded where needed."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def escape_md(text: object) -> str:
     """Make ``text`` safe for one Markdown table cell or line.
 
-    Backslash-escapes Markdown punctuation (``|`` included, so cells stay cells, and ``<`` so no
-    HTML gets through) and folds line breaks into spaces.
+    Strips control characters (:func:`reports._format.clean_text`), folds line breaks into spaces,
+    puts what GitHub would autolink (URLs, ``www.`` names, e-mail addresses) in a code span so it
+    shows as text and never as a link, and backslash-escapes Markdown punctuation elsewhere (``|``
+    included, so cells stay cells, and ``<`` so no HTML gets through), as well as a block marker
+    (``-``, ``+``, ``=``, ``1.``) at the start.
 
     Parameters
     ----------
@@ -27,7 +45,21 @@ def escape_md(text: object) -> str:
     -------
     str
     """
-    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    flat = " ".join(fmt.clean_text(text).split())
+    parts, last = [], 0
+    for match in _AUTOLINK.finditer(flat):
+        parts.append(_SPECIAL.sub(r"\\\1", flat[last:match.start()]))
+        parts.append(_code_span(match.group()))
+        last = match.end()
+    parts.append(_SPECIAL.sub(r"\\\1", flat[last:]))
+    out = "".join(parts)
+    return _LEADING_BLOCK.sub(_escape_marker, out)
+
+
+def _escape_marker(match: re.Match[str]) -> str:
+    """``\\-`` for a bullet or underline, ``1\\.`` for an ordered item (a backslash before a digit is text)."""
+    marker = match.group()
+    return marker + "\\" if marker.isdigit() else "\\" + marker
 
 
 def _metrics_cell(check: CheckResult) -> str:
