@@ -114,6 +114,9 @@ class AuditContext:
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"features on '{name}' ({len(ds)} samples)", len(ds))
-            return self.adapter.predict_features(ds.inputs, batch_size=self.batch_size, progress=advance)
+            try:
+                return self.adapter.predict_features(ds.inputs, batch_size=self.batch_size, progress=advance)
+            except NotImplementedError as exc:  # the adapter found on use that it cannot give features
+                raise SkipCheck(str(exc)) from None
 
         return self._cached("features", name, compute)

@@ -182,6 +182,13 @@ def _last_linear(module: nn.Module) -> nn.Module | None:
     return last
 
 
+def _script_linears(module: nn.Module) -> list[nn.Module]:
+    """The ``Linear`` submodules of a scripted or traced module (by ``original_name``), in module order."""
+    return [m for _name, m in module.named_modules()
+            if getattr(m, "original_name", None) == "Linear" and isinstance(getattr(m, "weight", None), torch.Tensor)
+            and m.weight.dim() == 2 and m.weight.is_floating_point()]
+
+
 class TorchAdapter(ModelAdapter):
     """Adapter for a ``torch.nn.Module`` (eager, TorchScript, or a ``torch.export`` program's module).
 
@@ -221,12 +228,18 @@ class TorchAdapter(ModelAdapter):
         self.module = module.to(device)
         self.preprocess = preprocess.to(device) if preprocess is not None else None
         _set_eval(self.module)
-        self._head = None if isinstance(module, torch.jit.ScriptModule) else _last_linear(module)
+        scripted = isinstance(module, torch.jit.ScriptModule)
+        self._head = None if scripted else _last_linear(module)
+        #: TorchScript takes no forward hooks: its ``Linear`` submodules (scripted or traced modules keep
+        #: them, named by ``original_name``), last first, are candidates for the layer that makes the
+        #: logits, whose input is read by swapping its weight for the identity (see ``_script_features``).
+        self._script_heads = _script_linears(self.module)[::-1] if scripted else []
+        self._script_head_checked = False
         self.class_names = list(class_names) if class_names else []
 
     @property
     def has_features(self) -> bool:
-        return self._head is not None
+        return self._head is not None or bool(self._script_heads)
 
     @property
     def has_attention(self) -> bool:
@@ -258,12 +271,18 @@ class TorchAdapter(ModelAdapter):
         return _as_logits(out)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        out = self._forward(self._prepare(inputs))
+        x = self._prepare(inputs)
+        out = self._forward(x)
+        if self._script_heads and not self._script_head_checked:  # once: does a Linear make these logits?
+            with torch.no_grad():
+                self._find_script_head(x.detach(), out.detach())
         if not self.class_names:
             self.class_names = [str(i) for i in range(out.shape[-1])]
         return out
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self._script_heads:
+            return self._script_features(inputs)
         if self._head is None:
             return super().features(inputs)
         captured: list[torch.Tensor] = []
@@ -278,6 +297,60 @@ class TorchAdapter(ModelAdapter):
         if not self.has_attention:
             return super().attention(inputs)
         return list(self.module.attention_maps(self._prepare(inputs)))
+
+    def _script_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Penultimate features of a TorchScript model: the input of the ``Linear`` layer that makes its logits.
+
+        The layer's weight is swapped for the identity (and its bias for zeros) for one forward
+        pass, so the model outputs the layer's input instead of the logits; the weights are put
+        back whatever happens. On the first call (of this or ``logits``) each ``Linear`` submodule,
+        last first, whose output width is the number of logits is tried until one whose input,
+        mapped through it, reproduces the model's logits; when none does (the output is transformed
+        after the layer, or made some other way), the model has no features (``has_features`` turns
+        false) and this raises ``NotImplementedError`` saying why.
+        """
+        x = self._prepare(inputs)
+        if not self._script_head_checked:
+            with torch.no_grad():
+                self._find_script_head(x, self._forward(x))
+        if not self._script_heads:
+            raise NotImplementedError("the TorchScript model's logits are not the output of one of its Linear layers "
+                                      "(the output is transformed after it, or made another way), so its penultimate "
+                                      "features are unknown.")
+        return self._swapped_forward(self._script_heads[0], x).flatten(1)
+
+    def _find_script_head(self, x: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keep the first candidate ``Linear`` whose input, mapped through it, gives ``logits``; none: no features."""
+        found = []
+        for head in self._script_heads:
+            weight, bias = head.weight, head.bias
+            if weight.shape[0] != logits.shape[1]:
+                continue
+            feats = self._swapped_forward(head, x)
+            if feats.dim() != 2 or feats.shape[1] != weight.shape[1]:
+                continue
+            recon = torch.nn.functional.linear(feats.to(weight.dtype), weight,
+                                               bias if isinstance(bias, torch.Tensor) else None)
+            scale = float(logits.abs().max()) + 1e-6
+            if recon.shape == logits.shape and torch.allclose(recon, logits, rtol=1e-4, atol=1e-4 * scale):
+                found = [head]
+                break
+        self._script_heads = found
+        self._script_head_checked = True
+
+    def _swapped_forward(self, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's output with ``head``'s weight set to the identity and its bias to zeros."""
+        weight, bias = head.weight, head.bias
+        width = weight.shape[1]
+        try:
+            head.weight = nn.Parameter(torch.eye(width, dtype=weight.dtype, device=weight.device), requires_grad=False)
+            if isinstance(bias, torch.Tensor):
+                head.bias = nn.Parameter(torch.zeros(width, dtype=bias.dtype, device=bias.device), requires_grad=False)
+            return self._forward(x)
+        finally:
+            head.weight = weight
+            if isinstance(bias, torch.Tensor):
+                head.bias = bias
 
 
 class HFTextAdapter(ModelAdapter):

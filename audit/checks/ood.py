@@ -79,6 +79,7 @@ class OODDetection(Check):
 
         scores = list(cfg.scores)
         use_features = any(s in FEATURE_SCORES for s in scores)
+        ctx.logits("eval")  # the first forward pass settles whether a TorchScript model's features can be read
         if use_features and not adapter.has_features:
             scores = [s for s in scores if s not in FEATURE_SCORES]
             limitations.append(f"The model ({adapter.format}) exposes no penultimate features: Mahalanobis and k-NN were not computed.")

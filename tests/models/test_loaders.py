@@ -27,7 +27,56 @@ def test_torchscript(torchscript_file: Path, tiny_cnn: TinyCNN) -> None:
     adapter = load_model(torchscript_file, device="cpu", input_kind="image")
     torch.testing.assert_close(adapter.predict_logits(X.numpy(), batch_size=2), _expected(tiny_cnn))
     assert adapter.class_names == ["0", "1", "2"]
-    assert adapter.differentiable and not adapter.has_features  # no hooks on TorchScript
+    assert adapter.differentiable and adapter.has_features
+    # No forward hooks on TorchScript: the input of the Linear layer that makes the logits, read by
+    # swapping its weight for the identity for one pass, equals the eager model's penultimate features.
+    feats = adapter.predict_features(X.numpy(), batch_size=2)
+    with torch.no_grad():
+        expected = torch.relu(tiny_cnn.fc1(tiny_cnn.pool(torch.relu(tiny_cnn.conv(X))).flatten(1)))
+    torch.testing.assert_close(feats, expected)
+    torch.testing.assert_close(adapter.predict_logits(X.numpy()), _expected(tiny_cnn))  # weights put back
+
+
+class _Unused(torch.nn.Module):
+    """Its last registered Linear is never called; the one that makes the logits comes before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(6, 3)
+        self.aux = torch.nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+class _Scaled(_Unused):
+    """The logits are the last Linear's output times two: its input is not the model's features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x)) * 2.0
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_features_only_when_the_last_linear_makes_the_logits(how: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(7, 4)
+    good, bad = _Unused().eval(), _Scaled().eval()
+    to_script = (lambda m: torch.jit.script(m)) if how == "script" else (lambda m: torch.jit.trace(m, x))
+    adapter = TorchAdapter(to_script(good), input_kind="tabular", device=torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.predict_features(x.numpy()), good.body(x))
+    adapter = TorchAdapter(to_script(bad), input_kind="tabular", device=torch.device("cpu"))
+    assert adapter.has_features  # a candidate, until it is tried
+    with pytest.raises(NotImplementedError, match="penultimate features are unknown"):
+        adapter.predict_features(x.numpy())
+    assert not adapter.has_features
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.predict_logits(x.numpy()), bad(x))  # weights put back
+    # The first logits call (the runner's dry run) already settles it, before any check asks.
+    adapter = TorchAdapter(to_script(bad), input_kind="tabular", device=torch.device("cpu"))
+    adapter.predict_logits(x[:2].numpy())
+    assert not adapter.has_features
 
 
 def test_safetensors_with_class(safetensors_file: Path, tiny_cnn: TinyCNN) -> None:

@@ -115,8 +115,21 @@ def test_check_on_tiny_cnn(tmp_path, safetensors_file) -> None:
     assert any("half of the evaluation set" in lim for lim in out.limitations)
 
 
+class _Tempered(torch.nn.Module):
+    """Logits divided by a temperature after the last Linear: no layer's input gives the features."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) / 1.5
+
+
 def test_check_without_features_uses_logit_scores(tmp_path, torchscript_file) -> None:
-    adapter = load_model(torchscript_file, device="cpu", input_kind="image")
+    path = tmp_path / "tempered.pt"
+    torch.jit.save(torch.jit.script(_Tempered(torch.jit.load(str(torchscript_file)))), str(path))
+    adapter = load_model(path, device="cpu", input_kind="image")
     out = OODDetection(OODConfig(n_synthetic=20, n_resamples=0)).run(_ctx(tmp_path, adapter))
     groups = {m.group.split(" / ")[1] for m in out.metrics if m.name == "auroc"}
     assert groups == {"msp", "max_logit", "energy"}
