@@ -16,6 +16,8 @@ Wang et al. "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neur
 
 from __future__ import annotations
 
+import copy
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -235,6 +237,34 @@ def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor],
     best_success[~reached] = last_success[~reached]
     return ReverseEngineered(mask_l1=l1.numpy().astype(np.float64), success=best_success.numpy().astype(np.float64),
                              reached=reached.numpy(), masks=best_mask.numpy(), patterns=best_pattern.numpy())
+
+
+def _jit_copy(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer, map_location="cpu")
+
+
+def trainable_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` that ART may move and train.
+
+    ``copy.deepcopy`` of a TorchScript module gives parameters that are not leaves (an optimizer
+    refuses them), so scripted parts are copied by saving and loading them instead.
+    """
+    if isinstance(module, torch.jit.ScriptModule):
+        return _jit_copy(module)
+    memo: dict[int, Any] = {}
+
+    def visit(m: torch.nn.Module) -> None:
+        for child in m.children():
+            if isinstance(child, torch.jit.ScriptModule):
+                memo[id(child)] = _jit_copy(child)
+            else:
+                visit(child)
+
+    visit(module)
+    return copy.deepcopy(module, memo)
 
 
 def feature_classifier(module: torch.nn.Module, input_shape: tuple[int, ...], n_classes: int, *,

@@ -40,6 +40,7 @@ from audit.poisoning import (
     poison_indices,
     reverse_engineer_triggers,
     tabular_trigger,
+    trainable_copy,
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
@@ -285,6 +286,19 @@ class BackdoorSimulation(Check):
 
 # ---------------------------------------------------------------------------------------------- scan
 
+def _neural_cleanse_blocker(adapter: Any, k: int, n_params: int, cfg: BackdoorScanConfig) -> str | None:
+    """Why Neural Cleanse cannot run on this model, or ``None`` when it can."""
+    if not adapter.differentiable:
+        return f"the model ({adapter.format}) has no input gradients to optimise a trigger with."
+    if k < 5:
+        return f"its MAD anomaly index compares the classes' trigger sizes and needs at least 5 classes (this model has {k})."
+    if k > cfg.max_classes:
+        return f"{k} classes is over the budget (max_classes {cfg.max_classes}); raise it to run."
+    if n_params > cfg.max_parameters:
+        return f"{n_params:,} parameters is over the budget (max_parameters {cfg.max_parameters:,}); raise it to run."
+    return None
+
+
 class BackdoorScanConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_scan``."""
 
@@ -322,9 +336,13 @@ class BackdoorScan(Check):
         x_ev_all = _float_inputs(ctx, "eval")
         k = _n_classes(ctx)
         has_ref = "reference" in ctx.datasets and ctx.datasets["reference"].target is not None
-        if not adapter.differentiable and not (has_ref and adapter.has_features):
-            raise SkipCheck(f"the model ({adapter.format}) has neither input gradients (Neural Cleanse) nor penultimate "
-                            "features with a labelled data.reference (activation clustering, spectral signatures).")
+        module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
+        n_params = sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
+        why_not = _neural_cleanse_blocker(adapter, k, n_params, cfg)
+        if why_not:  # the ART defences flag samples only in classes Neural Cleanse suspects: nothing else applies
+            raise SkipCheck(f"Neural Cleanse does not apply: {why_not} Activation clustering and spectral signatures "
+                            "flag training samples only in the classes Neural Cleanse suspects, so the scan has "
+                            "nothing to judge.")
         rng = ctx.rng(self.id)
         metrics: list[Metric] = []
         limitations: list[str] = []
@@ -333,101 +351,92 @@ class BackdoorScan(Check):
         suspected: list[int] = []
         per_class: dict[int, list[Any]] = {c: [names[c]] for c in range(k)}
         # ------------------------------------------------------------------ Neural Cleanse
-        module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
-        n_params = sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
-        nc_ran = adapter.differentiable and 5 <= k <= cfg.max_classes and n_params <= cfg.max_parameters
-        if not adapter.differentiable:
-            limitations.append(f"Neural Cleanse did not run: the model ({adapter.format}) has no input gradients.")
-        elif k < 5:
-            limitations.append(f"Neural Cleanse did not run: the MAD anomaly index needs at least 5 classes (this model has {k}).")
-        elif k > cfg.max_classes:
-            limitations.append(f"Neural Cleanse did not run: {k} classes is over the budget (max_classes {cfg.max_classes}).")
-        elif n_params > cfg.max_parameters:
-            limitations.append(f"Neural Cleanse did not run: {n_params:,} parameters is over the budget (max_parameters "
-                               f"{cfg.max_parameters:,}); raise it to run.")
-        anomaly_value = None
-        if nc_ran:
-            rows = _subsample(len(x_ev_all), cfg.n_samples, rng)
-            x = x_ev_all[rows].astype(np.float32)
-            channel_axis = adapter.input_kind == "image" and x.ndim == 4
-            if adapter.input_kind == "image" or x.ndim != 2:
-                lo_v, hi_v = adapter.input_range or (float(x.min()), float(x.max()))
-                low, high = np.float32(lo_v), np.float32(hi_v)
-            else:  # tabular: each feature's range, widened by its width on both sides (out-of-range triggers)
-                span = np.maximum(x.max(0) - x.min(0), 1e-6)
-                low, high = x.min(0) - span, x.max(0) + span
-                limitations.append("On tabular data Neural Cleanse is weak: on a 6-class synthetic MLP with a 10% "
-                                   "out-of-range backdoor the target had the smallest trigger but an anomaly index of "
-                                   "only 2.0-2.4, below the threshold; read the per-class trigger sizes, not only the verdict.")
-            found = reverse_engineer_triggers(adapter.logits, x, k, low=low, high=high, channel_axis=channel_axis,
-                                              steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                                              init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
-                                              device=adapter.device, seed=int(rng.integers(0, 2**31)))
-            index = mad_anomaly_index(found.mask_l1)
-            flags = flagged_by_anomaly(found.mask_l1, cfg.anomaly_threshold)
-            suspected = [int(c) for c in np.flatnonzero(flags)]
-            below = found.mask_l1 <= np.median(found.mask_l1)
-            anomaly_value = float(index[below].max())
-            size = int(np.prod(found.masks.shape[1:]))
-            metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=k, higher_is_better=False,
-                                  method=f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
-                                         f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
-                                         f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"))
-            for c in range(k):
-                metrics += [
-                    Metric(name="trigger_mask_l1", group=names[c], value=float(found.mask_l1[c]), n=len(rows),
-                           higher_is_better=None,
-                           method=f"L1 norm of the smallest mask (of {size} cells) that sends ≥ {cfg.success_threshold:.0%} "
-                                  f"of {len(rows)} clean samples to this class"
-                                  + ("" if found.reached[c] else f" (not reached: last mask, success {found.success[c]:.2f})")),
-                    Metric(name="class_anomaly_index", group=names[c], value=float(index[c]), n=k, higher_is_better=None,
-                           method="MAD anomaly index of this class's trigger mask L1 norm"),
-                ]
-                per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
-                                 round(float(found.success[c]), 3), "yes" if flags[c] else "no"]
-            if not found.reached.all():
-                limitations.append(f"{int((~found.reached).sum())} class(es) never reached the trigger success threshold "
-                                   f"in {cfg.steps} steps; their last mask is used (raise steps).")
-            evidence.append(Figure(kind="bar", title="Neural Cleanse anomaly index per class",
-                                   data={"labels": list(names), "values": [round(float(v), 4) for v in index],
-                                         "ylabel": "MAD anomaly index"},
-                                   caption=f"Classes below the median trigger size with an index above "
-                                           f"{cfg.anomaly_threshold:g} are suspected backdoor targets."))
-            if adapter.input_kind == "image" and found.patterns.ndim == 4 and found.patterns.shape[1] in (1, 3):
-                lo_s, hi_s = float(np.min(low)), float(np.max(high))
-                images, titles = [], []
-                for c in (suspected or [int(np.argmin(found.mask_l1))])[:4]:
-                    trig = (found.masks[c] * (found.patterns[c] - lo_s) / max(hi_s - lo_s, 1e-9)).clip(0, 1)
-                    arr = trig[0] if trig.shape[0] == 1 else np.moveaxis(trig, 0, -1)
-                    images.append(np.round(arr, 4).tolist())
-                    titles.append(f"class {names[c]} (L1 {found.mask_l1[c]:.2f})")
-                evidence.append(Figure(kind="image_grid", title="Reverse-engineered triggers",
-                                       data={"images": images, "titles": titles},
-                                       caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
-                                               "overall when none is suspected)."))
-        else:
-            metrics.append(Metric(name="anomaly_index", value=None, n=0, higher_is_better=False,
-                                  method=f"not measured: {limitations[-1]}"))
-            for c in range(k):
-                per_class[c] += [None, None, None, "not run"]
+        rows = _subsample(len(x_ev_all), cfg.n_samples, rng)
+        x = x_ev_all[rows].astype(np.float32)
+        channel_axis = adapter.input_kind == "image" and x.ndim == 4
+        if adapter.input_kind == "image" or x.ndim != 2:
+            lo_v, hi_v = adapter.input_range or (float(x.min()), float(x.max()))
+            low, high = np.float32(lo_v), np.float32(hi_v)
+        else:  # tabular: each feature's range, widened by its width on both sides (out-of-range triggers)
+            span = np.maximum(x.max(0) - x.min(0), 1e-6)
+            low, high = x.min(0) - span, x.max(0) + span
+            limitations.append("On tabular data Neural Cleanse is weak: on a 6-class synthetic MLP with a 10% "
+                               "out-of-range backdoor the target had the smallest trigger but an anomaly index of "
+                               "only 2.0-2.4, below the threshold; read the per-class trigger sizes, not only the verdict.")
+        found = reverse_engineer_triggers(adapter.logits, x, k, low=low, high=high, channel_axis=channel_axis,
+                                          steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                          init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
+                                          device=adapter.device, seed=int(rng.integers(0, 2**31)))
+        index = mad_anomaly_index(found.mask_l1)
+        flags = flagged_by_anomaly(found.mask_l1, cfg.anomaly_threshold)
+        suspected = [int(c) for c in np.flatnonzero(flags)]
+        below = found.mask_l1 <= np.median(found.mask_l1)
+        anomaly_value = float(index[below].max())
+        size = int(np.prod(found.masks.shape[1:]))
+        metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=k, higher_is_better=False,
+                              method=f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
+                                     f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
+                                     f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"))
+        for c in range(k):
+            metrics += [
+                Metric(name="trigger_mask_l1", group=names[c], value=float(found.mask_l1[c]), n=len(rows),
+                       higher_is_better=None,
+                       method=f"L1 norm of the smallest mask (of {size} cells) that sends ≥ {cfg.success_threshold:.0%} "
+                              f"of {len(rows)} clean samples to this class"
+                              + ("" if found.reached[c] else f" (not reached: last mask, success {found.success[c]:.2f})")),
+                Metric(name="class_anomaly_index", group=names[c], value=float(index[c]), n=k, higher_is_better=None,
+                       method="MAD anomaly index of this class's trigger mask L1 norm"),
+            ]
+            per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
+                             round(float(found.success[c]), 3), "yes" if flags[c] else "no"]
+        if not found.reached.all():
+            limitations.append(f"{int((~found.reached).sum())} class(es) never reached the trigger success threshold "
+                               f"in {cfg.steps} steps; their last mask is used (raise steps).")
+        evidence.append(Figure(kind="bar", title="Neural Cleanse anomaly index per class",
+                               data={"labels": list(names), "values": [round(float(v), 4) for v in index],
+                                     "ylabel": "MAD anomaly index"},
+                               caption=f"Classes below the median trigger size with an index above "
+                                       f"{cfg.anomaly_threshold:g} are suspected backdoor targets."))
+        if adapter.input_kind == "image" and found.patterns.ndim == 4 and found.patterns.shape[1] in (1, 3):
+            lo_s, hi_s = float(np.min(low)), float(np.max(high))
+            images, titles = [], []
+            for c in (suspected or [int(np.argmin(found.mask_l1))])[:4]:
+                trig = (found.masks[c] * (found.patterns[c] - lo_s) / max(hi_s - lo_s, 1e-9)).clip(0, 1)
+                arr = trig[0] if trig.shape[0] == 1 else np.moveaxis(trig, 0, -1)
+                images.append(np.round(arr, 4).tolist())
+                titles.append(f"class {names[c]} (L1 {found.mask_l1[c]:.2f})")
+            evidence.append(Figure(kind="image_grid", title="Reverse-engineered triggers",
+                                   data={"images": images, "titles": titles},
+                                   caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
+                                           "overall when none is suspected)."))
         metrics.append(Metric(name="suspected_classes", value=float(len(suspected)), n=k, higher_is_better=False,
                               method="classes Neural Cleanse flags (trigger mask below the median, anomaly index above "
                                      f"{cfg.anomaly_threshold:g})"))
         # ------------------------------------------------------------------ ART defences on the training set
         flagged_rows: list[list[Any]] = []
-        n_flagged = 0
-        if has_ref and adapter.has_features:
-            flagged_rows, n_flagged, extra = self._training_set(ctx, cfg, suspected, rng, per_class)
-            limitations += extra
+        n_flagged: int | None = None
+        defences_blocker = None
+        if not has_ref:
+            defences_blocker = "they need a labelled data.reference (the training set)"
+        elif not adapter.has_features:
+            defences_blocker = f"the model ({adapter.format}) exposes no penultimate features"
         else:
-            limitations.append("Activation clustering and spectral signatures did not run: they need a labelled "
-                               "data.reference (the training set) and a model with penultimate features.")
+            try:
+                flagged_rows, n_flagged, extra = self._training_set(ctx, cfg, suspected, rng, per_class)
+                limitations += extra
+            except SkipCheck as exc:  # e.g. features that turned out to be unavailable
+                defences_blocker = str(exc).rstrip(".")
+        if defences_blocker:
+            limitations.append(f"Activation clustering and spectral signatures did not run: {defences_blocker}.")
             for c in range(k):
-                per_class[c] += [None, None]
-        metrics.append(Metric(name="flagged_samples", value=float(n_flagged), n=min(len(ctx.datasets["reference"]), cfg.max_train_samples) if has_ref else 0,
+                per_class[c] = per_class[c][:5] + [None, None]
+        how = ("training samples of suspected classes that both ART's ActivationDefence (smaller cluster) and "
+               "SpectralSignatureDefense (top outlier scores) flag")
+        not_run = next((t for t in reversed(limitations) if "did not run" in t), "")
+        metrics.append(Metric(name="flagged_samples", value=None if n_flagged is None else float(n_flagged),
+                              n=min(len(ctx.datasets["reference"]), cfg.max_train_samples) if has_ref else 0,
                               higher_is_better=False,
-                              method="training samples of suspected classes that both ART's ActivationDefence (smaller "
-                                     "cluster) and SpectralSignatureDefense (top outlier scores) flag"))
+                              method=how if n_flagged is not None else f"not measured ({how}): {not_run}"))
         evidence.insert(0, Table(title="Backdoor evidence per class",
                                  columns=["class", "trigger mask L1", "anomaly index", "trigger success", "suspected",
                                           "smaller activation cluster share", "spectral-signature flagged"],
@@ -438,11 +447,16 @@ class BackdoorScan(Check):
                                            "spectral signature", "spectral score"], rows=flagged_rows[:500],
                                   caption=f"{len(flagged_rows)} samples flagged by at least one method"
                                           + (" (first 500 shown)" if len(flagged_rows) > 500 else "") + "."))
-        verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; {n_flagged} training "
-                   "samples flagged by both ART defences" if suspected else "no class stands out as a backdoor target"
-                   if nc_ran else "no class could be tested as a backdoor target (see the limitations)")
+        if not suspected:
+            verdict = "no class stands out as a backdoor target"
+        elif n_flagged is None:
+            verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; the training "
+                       "samples carrying the trigger could not be pointed at (see the limitations)")
+        else:
+            verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; {n_flagged} "
+                       "training samples flagged by both ART defences")
         summary = (f"Neural Cleanse anomaly index {anomaly_value:.2f} (> {cfg.anomaly_threshold:g} is suspicious): "
-                   if anomaly_value is not None else "Neural Cleanse did not run: ") + verdict + "."
+                   + verdict + ".")
         return CheckOutput(
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
             n_samples=len(x_ev_all),
@@ -464,7 +478,7 @@ class BackdoorScan(Check):
             ])
 
     def _training_set(self, ctx: AuditContext, cfg: BackdoorScanConfig, suspected: list[int], rng: np.random.Generator,
-                      per_class: dict[int, list[Any]]) -> tuple[list[list[Any]], int, list[str]]:
+                      per_class: dict[int, list[Any]]) -> tuple[list[list[Any]], int | None, list[str]]:
         """ART's ActivationDefence and SpectralSignatureDefense on the penultimate features of data.reference."""
         from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
@@ -480,7 +494,7 @@ class BackdoorScan(Check):
         if module is None:
             raise SkipCheck(f"the model ({adapter.format}) is not a torch module that ART can wrap.")
         # ART moves the model it wraps to its own device: it gets a copy, so the adapter's stays where it is
-        clf = feature_classifier(copy.deepcopy(module), tuple(x.shape[1:]), k, x_reference=x, features=feats,
+        clf = feature_classifier(trainable_copy(module), tuple(x.shape[1:]), k, x_reference=x, features=feats,
                                  clip_values=adapter.input_range)
         counts = np.bincount(y, minlength=k)
         dims = min(cfg.nb_dims, feats.shape[1], int(counts.min()) - 1)
@@ -508,4 +522,5 @@ class BackdoorScan(Check):
         either = np.flatnonzero(in_suspected & (ac_flag | ss_flag))
         table = [[int(rows[i]), ctx.class_names[int(y[i])], bool(ac_flag[i]), bool(ss_flag[i]),
                   round(scores[int(i)], 4) if int(i) in scores else None] for i in either]
-        return table, int((in_suspected & ac_flag & ss_flag).sum()), extra
+        both = int((in_suspected & ac_flag & ss_flag).sum()) if dims >= 1 else None  # not run is not zero
+        return table, both, extra

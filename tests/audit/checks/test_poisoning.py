@@ -270,20 +270,30 @@ def test_scan_does_not_flag_a_clean_model(digits, clean) -> None:
 def test_scan_bad_input(digits, clean) -> None:
     blind = adapter_of(clean, digits)
     blind.differentiable = False
-    with pytest.raises(SkipCheck, match="neither input gradients"):
+    with pytest.raises(SkipCheck, match="no input gradients"):
         BackdoorScan().run(AuditContext(blind, {"eval": ds("eval", digits.x_test, digits.y_test)}))
     torch.manual_seed(0)
     binary = TorchAdapter(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), input_kind="tabular",
                           device=torch.device("cpu"))
     x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
-    out = BackdoorScan(BackdoorScanConfig(steps=10)).run(
-        AuditContext(binary, {"eval": ds("eval", x, y, "tabular"), "reference": ds("reference", x, y, "tabular")}))
-    assert any("at least 5 classes" in lim for lim in out.limitations) and "could be tested" in out.summary
-    status, outcomes = judge(out, {}, BackdoorScan.default_thresholds)
-    assert status == "warn" and outcomes[0].observed is None and outcomes[0].note  # never a silent pass
-    assert out.metrics[0].name == "anomaly_index" and out.metrics[0].value is None
-    assert out.metrics[1].name == "suspected_classes" and out.metrics[1].value == 0
+    # A tool limitation, not a risk: Neural Cleanse needs >= 5 classes and the ART defences only flag samples in
+    # the classes it suspects, so a binary model's scan is skipped with the reason (no warning, no zero count).
+    with pytest.raises(SkipCheck, match="at least 5 classes"):
+        BackdoorScan(BackdoorScanConfig(steps=10)).run(
+            AuditContext(binary, {"eval": ds("eval", x, y, "tabular"), "reference": ds("reference", x, y, "tabular")}))
+
+
+def test_scan_says_when_the_art_defences_did_not_run(digits, planted) -> None:
+    """Not run is never zero: without a training set the flagged count is null with the reason, and the
+    summary does not claim a number of flagged samples."""
+    model = planted[0]
+    out = BackdoorScan(SCAN).run(AuditContext(adapter_of(model, digits), {"eval": ds("eval", digits.x_test, digits.y_test)}))
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("suspected_classes", None)].value == 1
+    assert m[("flagged_samples", None)].value is None and "data.reference" in m[("flagged_samples", None)].method
+    assert "flagged by both" not in out.summary and "could not be pointed at" in out.summary
+    assert any("spectral signatures did not run" in t for t in out.limitations)
 
 
 def test_runner_hands_the_model_json_recipe_to_the_simulation(tmp_path, digits, meta) -> None:
@@ -311,3 +321,17 @@ def test_runner_hands_the_model_json_recipe_to_the_simulation(tmp_path, digits, 
                        "checks.poisoning.backdoor_simulation.include_baseline=false"])
     result = run_audit(cfg).check("poisoning.backdoor_simulation")
     assert result.status in ("pass", "warn") and "recipe 'digits-lenet5'" in result.summary
+
+
+def test_scan_of_a_torchscript_model_runs_the_art_defences(digits, planted) -> None:
+    """TorchScript takes no forward hooks; its penultimate features come from its last Linear layer's input,
+    so the ART defences run on it and agree with the eager model's scan."""
+    model, x, y, _ = planted
+    scripted = torch.jit.script(model)
+    data = {"eval": ds("eval", digits.x_test, digits.y_test), "reference": ds("reference", x, y)}
+    eager = BackdoorScan(SCAN).run(AuditContext(adapter_of(model, digits), dict(data)))
+    out = BackdoorScan(SCAN).run(AuditContext(adapter_of(scripted, digits), dict(data)))
+    m = {(x.name, x.group): x.value for x in out.metrics}
+    assert m[("flagged_samples", None)] is not None and m[("flagged_samples", None)] > 0
+    assert m[("flagged_samples", None)] == {(x.name, x.group): x.value for x in eager.metrics}[("flagged_samples", None)]
+    assert "flagged by both ART defences" in out.summary
