@@ -447,11 +447,15 @@ def _assemble(ctx: AuditContext, cfg: ExplanationsConfig, out: _Explained, idx: 
             agreement_rows.append([a_name, b_name, None if np.isnan(rho) else round(rho, 4)])
 
     best = ranked[0]
+    checked = [k for k, m in out.methods.items() if m.rand_sim is not None and not np.isnan(m.rand_sim)]
+    not_run = next((t for t in out.limitations if t.startswith("The randomisation sanity check was not run")),
+                   "The randomisation sanity check gave no similarity for any method.")
     head = [
         Metric(name="faithfulness_gap", value=gaps[best], n=n, higher_is_better=True,
                method=f"insertion AUC minus deletion AUC of the most faithful method ({best})"),
-        Metric(name="methods_failing_sanity", value=float(len(failing)), n=n, higher_is_better=False,
-               method="methods whose attributions survive weight randomisation (Adebayo et al. 2018)"),
+        Metric(name="methods_failing_sanity", value=float(len(failing)) if checked else None, n=n, higher_is_better=False,
+               method=(f"methods whose attributions survive weight randomisation (Adebayo et al. 2018), of the "
+                       f"{len(checked)} checked ({', '.join(checked)})" if checked else f"not measured: {not_run}")),
     ] + out.head
     evidence: list[Any] = [
         Table(title="Methods ranked by faithfulness for this model",
@@ -472,9 +476,11 @@ def _assemble(ctx: AuditContext, cfg: ExplanationsConfig, out: _Explained, idx: 
     limitations = [f"Explanations computed for {n} samples chosen to include confident errors and uncertain predictions; "
                    "they describe those samples, not the model everywhere."] + out.limitations
     limitations += [f"{m} was not run: {r}." for m, r in out.skipped.items()]
-    summary = (f"Most faithful method for this model: {best} (insertion − deletion AUC {gaps[best]:.3f}); "
-               + (f"{len(failing)} method(s) failed the randomisation sanity check ({', '.join(failing)})."
-                  if failing else "no method failed the randomisation sanity check."))
+    sanity = (f"{len(failing)} method(s) failed the randomisation sanity check ({', '.join(failing)})." if failing else
+              "the randomisation sanity check did not run, so no method is known to explain the model rather than the "
+              "input." if not checked else
+              f"no method failed the randomisation sanity check ({len(checked)} of {len(out.methods)} checked).")
+    summary = f"Most faithful method for this model: {best} (insertion − deletion AUC {gaps[best]:.3f}); " + sanity
     return CheckOutput(summary=summary, metrics=head + metrics, evidence=evidence + out.evidence,
                        dataset="eval", n_samples=n, limitations=limitations, status_floor="warn" if failing else "pass",
                        method=f"Attributions for the predicted class, seeded; {out.method_text}.")

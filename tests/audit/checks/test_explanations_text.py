@@ -136,6 +136,10 @@ def test_check_on_a_black_box_text_model() -> None:
     assert head["shap_efficiency_error"] < 1e-6
     assert head["faithfulness_gap"] > 0.1  # the keywords are found: masking them first changes the prediction
     assert any("randomisation sanity check was not run" in s for s in out.limitations)
+    # Not run is never zero: no method failed a check that did not run, and the summary does not say so.
+    sanity = next(m for m in out.metrics if m.name == "methods_failing_sanity")
+    assert sanity.value is None and "not measured" in sanity.method and "does not expose" in sanity.method
+    assert "did not run" in out.summary and "no method failed" not in out.summary
 
 
 def test_check_on_tiny_bert_is_seeded_and_highlights_tokens(bert: HFTextAdapter) -> None:
