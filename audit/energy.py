@@ -86,24 +86,37 @@ class EnergyMeter:
 class AuditTracker:
     """One tracker for a whole audit; ``task(name)`` measures a check inside it.
 
-    Energy accounting must never break an audit: if CodeCarbon cannot start, ``available`` is
-    False, ``error`` says why, and every record is None.
+    Energy accounting must never break an audit, and a failure must never pass for a reading: if
+    CodeCarbon cannot start, ``available`` is False and every record is None; every failure (start,
+    a task, the final stop) is kept in ``errors`` (``error`` is the first), for the runner to record
+    in the results and the report to show.
     """
 
     def __init__(self, country_iso_code: str = "USA") -> None:
         self.country_iso_code = country_iso_code
-        self.error: str | None = None
+        self.errors: list[str] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="deepaudit-cc-")
         self._started = time.perf_counter()
         try:
             self._tracker = _new_tracker(country_iso_code, self._tmp.name)
             self._tracker.start()
         except Exception as exc:  # noqa: BLE001 - optional measurement; the audit goes on
-            self._tracker, self.error = None, f"{type(exc).__name__}: {exc}"
+            self._tracker = None
+            self._fail("CodeCarbon could not start", exc)
 
     @property
     def available(self) -> bool:
         return self._tracker is not None
+
+    @property
+    def error(self) -> str | None:
+        """The first failure, or ``None``."""
+        return self.errors[0] if self.errors else None
+
+    def _fail(self, where: str, exc: BaseException) -> str:
+        message = f"{where}: {type(exc).__name__}: {exc}".strip()
+        self.errors.append(message)
+        return message
 
     @contextlib.contextmanager
     def task(self, name: str) -> Iterator[list[EnergyRecord]]:
@@ -115,7 +128,7 @@ class AuditTracker:
         try:
             self._tracker.start_task(name)
         except Exception as exc:  # noqa: BLE001
-            self.error = f"{type(exc).__name__}: {exc}"
+            self._fail(f"task '{name}' could not start", exc)
             yield box
             return
         try:
@@ -127,7 +140,7 @@ class AuditTracker:
                     box.append(to_record(data, self._tracker, self.country_iso_code,
                                          f"CodeCarbon offline tracker, task '{name}'"))
             except Exception as exc:  # noqa: BLE001
-                self.error = f"{type(exc).__name__}: {exc}"
+                self._fail(f"task '{name}' could not be read", exc)
 
     def close(self) -> EnergyRecord | None:
         """Stop tracking; the record of the whole audit."""
@@ -140,7 +153,7 @@ class AuditTracker:
             # CodeCarbon's duration after task mode is the last task's; the span is ours to time.
             return record.model_copy(update={"duration_s": time.perf_counter() - self._started})
         except Exception as exc:  # noqa: BLE001
-            self.error = f"{type(exc).__name__}: {exc}"
+            self._fail("the whole-audit reading failed", exc)
             return None
         finally:
             self._tmp.cleanup()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 Status = Literal["pass", "warn", "fail", "error", "skipped"]
 #: Order of severity, used to summarise many statuses into one.
@@ -165,6 +165,9 @@ class AuditResult(_Frozen):
         default_factory=dict, description="Human statements copied from the config (not evidenced by the tool)."
     )
     footprint: EnergyRecord | None = Field(default=None, description="Energy and carbon of the whole audit run.")
+    energy_errors: list[str] = Field(
+        default_factory=list, description="Failures of the energy tracking (energy.track on): what they left "
+                                          "unmeasured is missing from the results, never zero.")
 
     def check(self, check_id: str) -> CheckResult:
         for c in self.checks:

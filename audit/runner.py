@@ -297,10 +297,16 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
             if tracker is None:
                 result = run_check(check, ctx)
             else:
+                failures = len(tracker.errors)
                 with tracker.task(check.id) as record:
                     result = run_check(check, ctx)
                 if record:
                     result = result.model_copy(update={"energy": record[0]})
+                else:  # a missing reading is said, never shown as nothing used
+                    why = tracker.errors[-1] if len(tracker.errors) > failures or not tracker.available else (
+                        "CodeCarbon returned no reading for it")
+                    result = result.model_copy(update={"limitations": [
+                        *result.limitations, f"The energy of this check was not measured: {why}."]})
             results.append(result)
             if on_check is not None:
                 on_check(result)
@@ -329,4 +335,4 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     )
     return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
                        attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
-                       footprint=footprint)
+                       footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [])

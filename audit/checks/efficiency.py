@@ -77,11 +77,14 @@ class Efficiency(Check):
             for _ in range(cfg.n_warmup):
                 adapter.logits(batch)
             sync()
-            meter = None
+            meter, meter_error = None, None
             if cfg.measure_energy:
                 from audit.energy import EnergyMeter
 
-                meter = EnergyMeter(ctx.country_iso_code).__enter__()
+                try:
+                    meter = EnergyMeter(ctx.country_iso_code).__enter__()
+                except Exception as exc:  # noqa: BLE001 - an unreadable meter is reported, it does not stop timing
+                    meter_error = f"CodeCarbon could not start ({type(exc).__name__}: {exc})"
             times = []
             try:
                 start = time.perf_counter()
@@ -92,7 +95,10 @@ class Efficiency(Check):
                     times.append(time.perf_counter() - t0)
             finally:
                 if meter is not None:
-                    meter.__exit__(None, None, None)
+                    try:
+                        meter.__exit__(None, None, None)
+                    except Exception as exc:  # noqa: BLE001
+                        meter, meter_error = None, f"CodeCarbon could not be read ({type(exc).__name__}: {exc})"
         times_ms = np.array(times) * 1000
         n_inf = bs * len(times)
         device = f"{adapter.device}" + (f" ({torch.cuda.get_device_name(adapter.device)})" if adapter.device.type == "cuda" else "")
@@ -169,8 +175,13 @@ class Efficiency(Check):
                            unit="kgCO2eq/year", higher_is_better=False, provenance="estimated",
                            method=f"CO2 per inference times {cfg.inferences_per_year:g} inferences/year (projection)"),
                 ]
-        elif cfg.measure_energy:
-            limitations.append("CodeCarbon returned no energy for the timed loop (too short to sample).")
+        elif cfg.measure_energy:  # not measured is null with the reason, never zero
+            why = meter_error or "CodeCarbon returned no energy for the timed loop (too short to sample)"
+            limitations.append(f"Energy was not measured: {why}.")
+            metrics += [Metric(name=name, value=None, n=n_inf, unit=unit, higher_is_better=False,
+                               method=f"not measured: {why}")
+                        for name, unit in (("energy_per_1000_wh", "Wh/1000 inferences"),
+                                           ("co2_per_1000_g", "gCO2eq/1000 inferences"))]
         if cfg.training_watts and cfg.training_hours:
             train_kwh = cfg.training_watts * cfg.training_hours / 1000
             metrics.append(Metric(name="training_energy_kwh", value=train_kwh, n=1,
@@ -188,7 +199,7 @@ class Efficiency(Check):
                                    "training CO2 is not estimated.")
         summary = f"{p50:.2f} ms per batch of {bs} (p95 {p95:.2f} ms), {metrics[2].value:.0f} samples/s on {adapter.device}"
         energy = next((m for m in metrics if m.name == "energy_per_1000_wh"), None)
-        if energy is not None:
+        if energy is not None and energy.value is not None:
             summary += f"; {energy.value:.3g} Wh per 1,000 inferences ({energy.provenance})"
         return CheckOutput(summary=summary + ".", metrics=metrics, dataset="eval", n_samples=n_inf,
                            evidence=[Table(title="Measurement set-up", columns=["item", "value"], rows=rows)],

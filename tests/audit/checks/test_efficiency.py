@@ -74,3 +74,23 @@ def test_size_is_on_disk_size_and_pruned_zeros_are_stated() -> None:
     pruned = make_variant(big, "pruned:0.5").module
     assert weight_sparsity(pruned) == pytest.approx(0.5, abs=0.01)
     assert state_dict_bytes(pruned) >= base * 0.98
+
+
+def test_an_energy_meter_that_fails_gives_null_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not measured is never zero: a CodeCarbon failure is said, and the energy metrics are null."""
+    import audit.energy
+
+    class Broken:
+        def __init__(self, *_a: object) -> None:
+            pass
+
+        def __enter__(self) -> Broken:
+            raise RuntimeError("no power readings on this host")
+
+    monkeypatch.setattr(audit.energy, "EnergyMeter", Broken)
+    out = Efficiency(EfficiencyConfig(n_repeats=3, min_seconds=0)).run(ctx())
+    energy = {m.name: m for m in out.metrics if m.name in ("energy_per_1000_wh", "co2_per_1000_g")}
+    assert set(energy) == {"energy_per_1000_wh", "co2_per_1000_g"}
+    assert all(m.value is None and "no power readings on this host" in m.method for m in energy.values())
+    assert any("Energy was not measured" in t and "no power readings" in t for t in out.limitations)
+    assert "Wh per 1,000" not in out.summary
