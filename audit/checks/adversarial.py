@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from audit import masking
 from audit.attacks import Norm, fgsm, pgd
 from audit.checks.corruption import wilson_interval
 from audit.config import CheckConfig, PositiveFloat
@@ -167,23 +168,10 @@ class AdversarialRobustness(Check):
         tol = 1.5 / m
         safeguards: list[list[Any]] = []
         if white_box:
-            for (kind, norm), points in curve.items():
-                accs = [a for _, a in sorted(points)]
-                ok = all(b <= a + tol for a, b in zip(accs, accs[1:]))
-                safeguards.append([f"{kind.upper()} {norm}: accuracy falls as ε grows", "pass" if ok else "TRIPPED",
-                                   ", ".join(f"{e:g}:{a:.3f}" for e, a in sorted(points))])
-            for norm in {nm for _, nm in curve}:
-                f = dict(curve.get(("fgsm", norm), []))
-                p = dict(curve.get(("pgd", norm), []))
-                bad = [e for e in p if e in f and p[e] > f[e] + tol]
-                safeguards.append([f"PGD at least as strong as FGSM ({norm})", "pass" if not bad else "TRIPPED",
-                                   "all ε" if not bad else f"PGD weaker at ε={bad}"])
+            safeguards += masking.accuracy_falls_with_eps(curve, tol) + masking.pgd_at_least_fgsm(curve, tol)
             big, _ = attack("pgd", width, "linf")
-            big_acc = float(big.mean())
-            safeguards.append([f"ε spanning the input range ({width:g}) drives accuracy near zero",
-                               "pass" if big_acc <= cfg.near_zero else "TRIPPED",
-                               f"accuracy {big_acc:.3f} (must be ≤ {cfg.near_zero})"])
-        tripped = [s for s in safeguards if s[1] == "TRIPPED"]
+            safeguards.append(masking.unbounded_reaches_zero(float(big.mean()), width, cfg.near_zero))
+        tripped = masking.tripped(safeguards)
         run_bb = cfg.black_box == "always" or (cfg.black_box == "auto" and (tripped or not white_box))
         notes: list[str] = []
         decisions = decision_only(ctx.logits().numpy())
@@ -204,10 +192,8 @@ class AdversarialRobustness(Check):
             at_headline[bb_name] = bb_acc
             table.append([bb_kind.upper(), head_norm, headline, round(bb_acc, 4), None, None, None])
             if white_box and "PGD" in at_headline:
-                ok = bb_acc >= at_headline["PGD"] - cfg.masking_margin
-                safeguards.append(["black-box does not beat white-box", "pass" if ok else "TRIPPED",
-                                   f"{bb_name} {bb_acc:.3f} vs PGD {at_headline['PGD']:.3f} (margin {cfg.masking_margin})"])
-                tripped = [s for s in safeguards if s[1] == "TRIPPED"]
+                safeguards.append(masking.black_box_not_stronger(bb_name, bb_acc, at_headline["PGD"], cfg.masking_margin))
+                tripped = masking.tripped(safeguards)
         twin = getattr(adapter, "float_twin", None)
         if (tripped or not white_box) and twin is not None and twin.differentiable:
             advs = [pgd(twin.logits, x_all[s : s + ctx.batch_size].to(twin.device), y_t[s : s + ctx.batch_size].to(twin.device),
@@ -222,7 +208,7 @@ class AdversarialRobustness(Check):
         robust = at_headline[worst_attack]
         clean_acc = float(clean_correct.mean())
         lo, hi = wilson_interval(int(round(robust * m)), m)
-        masking = bool(tripped)
+        suspected = bool(tripped)
         metrics[:0] = [
             Metric(name="robust_accuracy", value=robust, ci_low=lo, ci_high=hi, ci_level=0.95, n=m, higher_is_better=True,
                    method=f"lowest accuracy over every attack run at {head_label} ε={headline:g} (found by {worst_attack}); "
@@ -269,17 +255,17 @@ class AdversarialRobustness(Check):
                                    caption="Each row: an input, its perturbation rescaled to be visible, and the adversarial input."))
         limitations = ["Robust accuracy is an upper bound: a stronger attack may find more adversarial examples.",
                        f"Attacked a seeded subset of {m} evaluation samples."]
-        if masking:
+        if suspected:
             limitations.insert(0, "Gradient masking suspected: the white-box estimate is unreliable; the lowest "
                                   "accuracy found by any attack is reported.")
         if not white_box:
             limitations.insert(0, f"The model has no input gradients ({adapter.format}); only gradient-free attacks ran.")
         summary = (f"Robust accuracy {robust:.3f} at {head_label} ε={headline:g} (clean {clean_acc:.3f}) on {m} samples, "
                    f"strongest attack: {worst_attack}; "
-                   + (f"{len(tripped)} safeguard(s) tripped — gradient masking suspected." if masking
+                   + (f"{len(tripped)} safeguard(s) tripped — gradient masking suspected." if suspected
                       else "safeguards against gradient masking passed." if white_box else "black-box only."))
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=m,
-                           limitations=limitations + notes, status_floor="warn" if masking else "pass",
+                           limitations=limitations + notes, status_floor="warn" if suspected else "pass",
                            method=(f"Untargeted cross-entropy attacks on the inputs, ε in {units}, preprocessing "
                                    "inside the model, clipped to the input range where one is declared. FGSM: one signed-gradient step of ε. PGD: "
                                    f"{cfg.steps} steps of 2.5ε/{cfg.steps} from a random start in the ε-ball, "
