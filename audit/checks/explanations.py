@@ -238,19 +238,12 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
     if why_not:
         out.limitations.append(f"The randomisation sanity check was not run: {why_not}.")
 
-    from captum.metrics import infidelity
-
-    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(seed)).to(inputs) * 0.05 * float(
-            x.std().clamp_min(1e-6))
-        return noise, inputs - noise
-
+    noise_scale = 0.05 * float(x.std().clamp_min(1e-6))
     lo_hi = adapter.input_range or (float(x.min()), float(x.max()))
     radius = 0.02 * max(float(lo_hi[1] - lo_hi[0]), 1e-6)
     for method, a in attrs.items():
         dele, ins = E.deletion_insertion(fwd, x, target, a, baseline, cfg.curve_steps, bs)
-        torch.manual_seed(seed)
-        infid = float(infidelity(fwd, perturb, x, a, target=target, n_perturb_samples=cfg.n_perturb).mean())
+        infid = float(E.infidelity(fwd, x, target, a, noise_scale, cfg.n_perturb, seed).mean())
         sens = None
         if method in GRADIENT_METHODS and method != "shap":
             sens = float(E.sensitivity(lambda inp, tgt, m=method: gradient_method(fwd, m, inp, tgt), x, target, radius,
