@@ -47,12 +47,6 @@ def _random_start(x: torch.Tensor, eps: float, norm: Norm, generator: torch.Gene
     return direction * eps * radius ** (1.0 / d)
 
 
-def _step(grad: torch.Tensor, step_size: float, norm: Norm) -> torch.Tensor:
-    if norm == "linf":
-        return step_size * grad.sign()
-    return step_size * grad / _flat_norm(grad)
-
-
 def _modules_of(logits_fn: LogitsFn) -> list[nn.Module]:
     """The modules whose parameters ``logits_fn`` uses: itself, or an adapter's model and preprocessing."""
     if isinstance(logits_fn, nn.Module):
@@ -91,7 +85,7 @@ def pgd(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
     """Projected gradient descent (untargeted, cross-entropy); returns adversarial inputs.
 
     Over ``restarts`` random starts, each sample keeps the first perturbation that fools the
-    model, or the last one tried. ``steps=1, step_size=eps, random_start=False`` is FGSM.
+    model, or the first one tried when none does. ``steps=1, step_size=eps, random_start=False`` is FGSM.
 
     Each step is one forward and one input-gradient backward pass plus a few fused element-wise
     operations: under L∞ the ε-ball and the input range are one box, precomputed per sample, so
@@ -125,7 +119,7 @@ def pgd(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                     delta = (x + delta).clamp(*clip) - x
                 for _ in range(steps):
                     grad = _input_grad(logits_fn, x + delta, y)
-                    delta = project(delta + _step(grad, step_size, norm), eps, norm)
+                    delta = project(delta + step_size * grad / _flat_norm(grad), eps, "l2")
                     if clip is not None:
                         delta = (x + delta).clamp(*clip) - x
                 adv = x + delta

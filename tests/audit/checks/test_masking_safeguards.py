@@ -220,6 +220,9 @@ def test_pgd_at_least_fgsm_on_known_curves() -> None:
     two = {("fgsm", "linf"): [(0.3, 0.0), (0.1, 0.0)], ("pgd", "linf"): [(0.3, 0.5), (0.1, 0.5)]}
     assert masking.pgd_at_least_fgsm(two, tol)[0][2] == "PGD weaker at ε=[0.1, 0.3]"
     assert masking.pgd_at_least_fgsm({("fgsm", "linf"): [(0.1, 0.3)], ("pgd", "linf"): [(0.1, 0.3 + tol)]}, tol)[0][1] == "pass"
+    # one attack without the other (an attack list without FGSM): nothing to compare, nothing tripped
+    for only in ("pgd", "fgsm"):
+        assert masking.pgd_at_least_fgsm({(only, "l2"): [(1.0, 0.5)]}, tol) == [["PGD at least as strong as FGSM (l2)", "pass", "all ε"]]
 
 
 def test_unbounded_and_black_box_safeguards_on_known_numbers() -> None:
