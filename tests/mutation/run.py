@@ -1,0 +1,231 @@
+"""Mutation testing of deepaudit's validity-critical modules with mutmut; prints the mutation score per
+module and every surviving mutant with its explanation.
+
+    pip install -e '.[dev,mutation]'
+    OMP_NUM_THREADS=1 nice -n 10 python tests/mutation/run.py                 # every target
+    OMP_NUM_THREADS=1 nice -n 10 python tests/mutation/run.py attacks masking  # some of them
+    python tests/mutation/run.py --out tests/mutation/RESULTS.md               # also write the Markdown
+
+Each target is one module (optionally only some of its functions) and the fast, targeted tests
+that pin it. The tree is copied to a scratch directory per target, where mutmut writes its
+mutants and its cache, so the checkout is never touched; pass ``--workdir`` to keep the scratch
+directories between runs (mutmut then only re-runs what changed).
+
+A mutant is *detected* when the tests fail on it (killed) or hang (timeout). The score is
+detected / generated. A survivor is either killed by a new test, or listed in
+``tests/mutation/survivors.toml`` with the reason it cannot be (an equivalent mutant: the program
+behaves the same). An unexplained survivor is printed as such and makes the exit code 1.
+
+This file is not collected by pytest (its name does not start with ``test_``): mutation testing
+is for developers, not for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+COPY = ["audit", "models", "reports", "tests", "cli.py", "pyproject.toml"]
+DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+@dataclass
+class Target:
+    path: str
+    tests: list[str]
+    functions: list[str] = field(default_factory=list)  # empty: every function in the module
+    what: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.path.removesuffix(".py").replace("/", ".")
+
+    def globs(self) -> list[str]:
+        if not self.functions:
+            return [f"{self.module}.*"]
+        out = []
+        for f in self.functions:
+            if "." in f:  # Class.method
+                cls, meth = f.split(".")
+                out.append(f"{self.module}.xǁ{cls}ǁ{meth}__mutmut_*")
+            else:
+                out.append(f"{self.module}.x_{f}__mutmut_*")
+        return out
+
+
+ADV = "tests/audit/checks/test_adversarial.py"
+SAFEGUARDS = "tests/audit/checks/test_masking_safeguards.py"
+TARGETS: dict[str, Target] = {
+    "attacks": Target("audit/attacks.py", ["tests/audit/test_attacks.py", ADV, SAFEGUARDS],
+                      what="FGSM, PGD (L∞, L2, restarts), projection, random starts, the text character-edit attack"),
+    "masking": Target("audit/masking.py", [SAFEGUARDS],
+                      what="the four gradient-masking safeguards of the adversarial check"),
+    "explain": Target("audit/explain.py",
+                      ["tests/audit/checks/test_explanation_sanity.py", "tests/audit/checks/test_explanations.py"],
+                      functions=["infidelity", "rank_agreement", "randomized_copy", "integrated_gradients",
+                                 "deletion_insertion", "_order"],
+                      what="the randomisation sanity check, infidelity, IG and the deletion/insertion curves"),
+    "stats": Target("audit/stats.py", ["tests/audit/test_stats.py"], what="shared statistics"),
+    "fairness": Target("audit/checks/fairness.py", ["tests/audit/checks/test_fairness.py"],
+                       what="the fairness gap functions"),
+    "judge": Target("audit/runner.py", ["tests/audit/test_runner.py"], functions=["judge"],
+                    what="threshold judging"),
+    "summarise": Target("audit/results.py", ["tests/audit/test_results.py"], functions=["summarise"],
+                        what="the audit verdict from the check results"),
+}
+
+
+def mutmut_config(target: Target) -> str:
+    tests = ", ".join(f'"{t}"' for t in target.tests)
+    top = target.path.split("/")[0]
+    also = ", ".join(f'"{p}"' for p in COPY if p not in (top, "tests", "pyproject.toml"))
+    return (f'\n\n[tool.mutmut]\nsource_paths = ["{top}"]\nonly_mutate = ["{target.path}"]\n'
+            f"also_copy = [{also}]\npytest_add_cli_args_test_selection = [{tests}]\n"
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:warnings", "-x", "-q"]\n'
+            "use_git_change_detection = false\n")
+
+
+def prepare(target: Target, workdir: Path) -> Path:
+    here = workdir / target.module
+    here.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src, dst = ROOT / name, here / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dst)
+    (here / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + mutmut_config(target))
+    return here
+
+
+def mutmut(here: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=here, env=env, capture_output=True, text=True)
+
+
+def function_of(name: str, module: str) -> str:
+    rest = name.removeprefix(module + ".").rsplit("__mutmut_", 1)[0]
+    return rest.removeprefix("x_") if rest.startswith("x_") else rest.removeprefix("x").strip("ǁ").replace("ǁ", ".")
+
+
+def load_explanations() -> list[dict]:
+    path = Path(__file__).with_name("survivors.toml")
+    return tomllib.loads(path.read_text())["survivor"] if path.exists() else []
+
+
+def explain(target: Target, function: str, diff: str, known: list[dict]) -> str | None:
+    added = "\n".join(line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
+    squashed = re.sub(r"\s+", " ", added)
+    for k in known:
+        if k["module"] == target.path and k["function"] == function and re.sub(r"\s+", " ", k["mutation"]) in squashed:
+            return k["why"]
+    return None
+
+
+def run_target(key: str, target: Target, workdir: Path, children: int, known: list[dict]) -> dict:
+    here = prepare(target, workdir)
+    start = time.time()
+    proc = mutmut(here, "run", "--max-children", str(children), *target.globs())
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise SystemExit(f"mutmut failed on {target.path}:\n{tail}")
+    listing = mutmut(here, "results", "--all", "true").stdout
+    statuses: dict[str, str] = {}
+    for line in listing.splitlines():
+        if ":" not in line:
+            continue
+        name, status = (s.strip() for s in line.rsplit(":", 1))
+        if any(fnmatch.fnmatchcase(name, g) for g in target.globs()):
+            statuses[name] = status
+    survivors = []
+    for name, status in sorted(statuses.items(), key=lambda kv: (kv[0].rsplit("__mutmut_", 1)[0],
+                                                                  int(kv[0].rsplit("_", 1)[1]))):
+        if status in DETECTED:
+            continue
+        diff = mutmut(here, "show", name).stdout.split("\n", 1)[-1].strip()
+        function = function_of(name, target.module)
+        survivors.append({"name": name, "status": status, "function": function, "diff": diff,
+                          "why": explain(target, function, diff, known)})
+    total = len(statuses)
+    detected = sum(s in DETECTED for s in statuses.values())
+    return {"key": key, "target": target, "total": total, "detected": detected,
+            "killed": sum(s == "killed" for s in statuses.values()),
+            "timeout": sum(s == "timeout" for s in statuses.values()),
+            "score": detected / total if total else None, "survivors": survivors, "seconds": time.time() - start}
+
+
+def markdown(results: list[dict], command: str) -> str:
+    lines = ["# Mutation testing results", "",
+             f"Generated by `{command}` (mutmut; a mutant is detected when the targeted tests fail (killed) "
+             "or hang (timeout) on it; score = detected / generated). Every survivor is listed with why it "
+             "survives; the explanations live in `tests/mutation/survivors.toml`.", "",
+             "| module | what | functions | tests | mutants | killed | timeout | survived | score |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        t = r["target"]
+        lines.append(f"| `{t.path}` | {t.what} | {', '.join(t.functions) or 'all'} | "
+                     f"{'<br>'.join(f'`{x}`' for x in t.tests)} | {r['total']} | {r['killed']} | {r['timeout']} | "
+                     f"{len(r['survivors'])} | {r['score']:.1%} |")
+    total = sum(r["total"] for r in results)
+    detected = sum(r["detected"] for r in results)
+    lines += ["", f"Overall: {detected} of {total} mutants detected ({detected / max(total, 1):.1%}).", ""]
+    for r in results:
+        if not r["survivors"]:
+            continue
+        lines += [f"## Survivors in `{r['target'].path}`", ""]
+        for s in r["survivors"]:
+            lines += [f"### `{s['name']}` ({s['status']})", "", f"**Why:** {s['why'] or 'UNEXPLAINED'}", "",
+                      "```diff", s["diff"], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help=f"targets to run, of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the results as Markdown to this file")
+    parser.add_argument("--workdir", type=Path, help="scratch directory kept between runs (default: a temporary one)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested in parallel (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
+        return 2
+    keys = args.targets or list(TARGETS)
+    unknown = [k for k in keys if k not in TARGETS]
+    if unknown:
+        print(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    known = load_explanations()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deepaudit-mutation-"))
+    results = []
+    for key in keys:
+        r = run_target(key, TARGETS[key], workdir.resolve(), args.max_children, known)
+        results.append(r)
+        print(f"{r['target'].path}: {r['detected']}/{r['total']} detected ({r['score']:.1%}), "
+              f"{len(r['survivors'])} survived, {r['seconds']:.0f} s", flush=True)
+        for s in r["survivors"]:
+            print(f"  {s['name']} ({s['status']}): {s['why'] or 'UNEXPLAINED'}")
+    command = "python tests/mutation/run.py" + (" " + " ".join(args.targets) if args.targets else "")
+    if args.out:
+        args.out.write_text(markdown(results, command))
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any(s["why"] is None for r in results for s in r["survivors"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
