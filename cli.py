@@ -182,6 +182,8 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
         table.add_row(c.id, c.status.upper(), c.summary)
     console = Console()
     console.print(table)
+    for finding in result.probe.findings if result.probe is not None else []:
+        console.print(f"WARN model probe: {finding}", highlight=False, soft_wrap=True)
     for kind, path in written.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 

@@ -17,7 +17,7 @@ from audit.context import ProgressFactory
 from audit.data import file_sha256
 from audit.errors import InputError
 from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecord
-from audit.runner import audit_adapter, build_checks, load_inputs
+from audit.runner import audit_adapter, build_checks, load_inputs, probed_context
 from models.adapter import TokenizedTextAdapter
 from models.errors import ModelInputError
 from models.loaders import load_model
@@ -79,19 +79,24 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
             raise InputError(str(exc)) from None
         plans.append((str(path), "model", (other, {"path": str(path)})))
 
+    # Every model is probed (non-finite logits, output width, determinism) before any check runs, so a
+    # variant that is bad input stops the comparison before any work; the probe caches its eval logits.
+    base_ctx = probed_context(cfg, base, datasets, checks, progress=progress)
+    contexts = [probed_context(cfg, adapter, datasets, checks, progress=progress, variant=True)
+                for _, _, (adapter, _) in plans]
     entries = []
-    result = audit_adapter(cfg, base, datasets, checks=checks, progress=progress)
+    result = audit_adapter(cfg, base, datasets, checks=checks, progress=progress, ctx=base_ctx)
     entries.append(CompareEntry(label="base", kind="base", spec=str(cfg.model.path), result=result))
     if on_model is not None:
         on_model(entries[-1])
-    for spec, kind, (adapter, meta) in plans:
+    for (spec, kind, (adapter, meta)), ctx in zip(plans, contexts):
         if kind == "variant":
             record = FileRecord(role="model", path=f"{cfg.model.path} [{spec}]", sha256=file_sha256(Path(cfg.model.path)),
                                 format=f"{base.format}+variant:{spec}")
         else:
             record = FileRecord(role="model", path=spec, sha256=file_sha256(Path(spec)), format=adapter.format)
         result = audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, model_file=record,
-                               model_facts={"variant": meta} if kind == "variant" else None)
+                               model_facts={"variant": meta} if kind == "variant" else None, ctx=ctx)
         label = spec if kind == "variant" else Path(spec).stem
         if any(e.label == label for e in entries):
             label = f"{label}-{len(entries)}"

@@ -80,6 +80,11 @@ class ModelSpec(StrictModel):
         description="Allow loading a pickled model (torch.load without weights_only, joblib). "
         "Pickles can run arbitrary code: enable only for files you trust.",
     )
+    allow_nonfinite: bool = Field(
+        default=False,
+        description="Exclude evaluation rows whose logits are NaN or infinite from every check (the results and the "
+        "report say how many and which) instead of stopping with exit 2.",
+    )
     input_kind: InputKind | None = Field(default=None, description="image, tabular, text or sequence; inferred when omitted.")
     class_names: list[str] | None = Field(default=None, description="Class names in logit order.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Normalisation applied inside the model (section `model.preprocessing`).")

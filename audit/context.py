@@ -6,6 +6,7 @@ adapter's device, and shared: checks ask the context, they do not recompute.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from audit.data import AuditDataset
-from audit.errors import SkipCheck
+from audit.errors import InputError, SkipCheck
+from audit.results import ProbeResult
 from models.adapter import ModelAdapter
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -55,6 +57,8 @@ class AuditContext:
         self.country_iso_code = country_iso_code
         self.model_meta = dict(model_meta or {})
         self._cache: dict[tuple[str, str], Any] = {}
+        #: What the model probe found (``audit.probe``); set by the runner before any check runs.
+        self.probe: ProbeResult | None = None
 
     @property
     def device(self) -> torch.device:
@@ -87,9 +91,35 @@ class AuditContext:
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"model logits on '{name}' ({len(ds)} samples)", len(ds))
-            return self.adapter.predict_logits(ds.inputs, batch_size=self.batch_size, progress=advance)
+            out = self.adapter.predict_logits(ds.inputs, batch_size=self.batch_size, progress=advance)
+            bad = np.flatnonzero(~torch.isfinite(out).all(dim=1).numpy())
+            if len(bad) and name != "eval":  # the evaluation set is probed before any check (audit.probe)
+                rows = ", ".join(str(int(ds.indices[r]) if ds.indices is not None else int(r)) for r in bad[:10])
+                raise InputError(f"{len(bad)} of {len(ds)} rows of data.{name} give non-finite (NaN or infinite) logits "
+                                 f"(rows {rows}{', …' if len(bad) > 10 else ''}); fix the model or its inputs "
+                                 "(model.allow_nonfinite excludes rows of data.eval only).")
+            return out
 
         return self._cached("logits", name, compute)
+
+    def exclude_rows(self, name: str, keep: np.ndarray, logits: torch.Tensor) -> None:
+        """Keep only rows ``keep`` of a data set, for every check (``model.allow_nonfinite``).
+
+        ``logits`` are the data set's full logits; the kept ones stay cached, so nothing is recomputed.
+        """
+        ds = self.dataset(name)
+        keep = np.asarray(keep, dtype=np.int64)
+        sens = ds.sensitive_features
+        self.datasets[name] = dataclasses.replace(
+            ds,
+            inputs=[ds.inputs[i] for i in keep] if isinstance(ds.inputs, list) else ds.inputs[keep],
+            target=ds.target[keep] if ds.target is not None else None,
+            sensitive_features=sens.iloc[keep].reset_index(drop=True) if sens is not None else None,
+            indices=ds.indices[keep] if ds.indices is not None else keep,
+        )
+        for key in [k for k in self._cache if k[1] == name]:
+            del self._cache[key]
+        self._cache[("logits", name)] = logits[torch.from_numpy(keep)]
 
     def probs(self, name: str = "eval") -> np.ndarray:
         """Softmax probabilities, ``(n, classes)`` float64."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 Status = Literal["pass", "warn", "fail", "error", "skipped"]
 #: Order of severity, used to summarise many statuses into one.
@@ -148,6 +148,23 @@ class Provenance(_Frozen):
     model: dict[str, Any] = Field(description="Model facts from the adapter: kind, classes, parameters.")
 
 
+class ProbeResult(_Frozen):
+    """What the model probe found before any check ran (``audit.probe``)."""
+
+    n_rows: int = Field(description="Evaluation rows whose logits were checked for NaN and infinity.")
+    nonfinite_rows: int = Field(description="Rows with a non-finite logit.")
+    nonfinite_indices: list[int] = Field(default_factory=list, description="The first of them (row numbers in the data file).")
+    excluded: bool = Field(default=False, description="Whether those rows were excluded from every check (model.allow_nonfinite).")
+    n_repeat: int = Field(description="Rows of the seeded batch that was run repeatedly.")
+    disagreement_rate: float = Field(description="Share of those rows whose predicted class was not the same on every evaluation.")
+    max_abs_diff: float | None = Field(description="Largest absolute logit difference between evaluations; null when non-finite.")
+    tolerance: float = Field(description="Differences up to this are float noise.")
+    deterministic: bool = Field(description="Whether every difference was within the tolerance.")
+    training_mode: bool | None = Field(description="Whether a torch (sub)module was in training mode; null for non-torch models.")
+    findings: list[str] = Field(default_factory=list, description="Warnings for page one; any makes the audit at least 'warn'.")
+    method: str = ""
+
+
 class Summary(_Frozen):
     status: Status
     counts: dict[str, int]
@@ -168,6 +185,8 @@ class AuditResult(_Frozen):
     energy_errors: list[str] = Field(
         default_factory=list, description="Failures of the energy tracking (energy.track on): what they left "
                                           "unmeasured is missing from the results, never zero.")
+    probe: ProbeResult | None = Field(default=None, description="The model probe run before any check (null in results "
+                                                                "written before it existed).")
 
     def check(self, check_id: str) -> CheckResult:
         for c in self.checks:

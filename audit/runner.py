@@ -26,6 +26,7 @@ from audit.context import AuditContext, ProgressFactory
 from audit.data import AuditDataset, file_sha256, load_dataset
 from audit.energy import AuditTracker
 from audit.errors import InputError, SkipCheck
+from audit.probe import probe_model
 from audit.registry import Check, CheckOutput, get_check, list_checks
 from audit.results import (
     STATUS_ORDER,
@@ -33,6 +34,7 @@ from audit.results import (
     CheckResult,
     FileRecord,
     Provenance,
+    Summary,
     ThresholdOutcome,
     summarise,
 )
@@ -272,23 +274,42 @@ def build_checks(cfg: AuditConfig) -> list[Check]:
     return [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in enabled_checks(cfg)]
 
 
+def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], checks: list[Check],
+                   *, progress: ProgressFactory | None = None, variant: bool = False) -> AuditContext:
+    """The context the checks read: every check's preflight passed, the model probed (``audit.probe``)
+    and its evaluation logits cached.
+
+    Raises
+    ------
+    InputError
+        A config value the model or data refutes; non-finite logits (unless ``model.allow_nonfinite``);
+        output width that changes between batches.
+    """
+    model_path = Path(cfg.model.path)
+    meta = read_sidecar(model_path) if not variant and model_path.is_file() else None  # not for variants
+    ctx = AuditContext(adapter, dict(datasets), seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
+                       country_iso_code=cfg.energy.country_iso_code, model_meta=meta)
+    for check in checks:  # config values only the model or data can refute: exit 2 before any work
+        check.preflight(ctx)
+    ctx.probe = probe_model(ctx, allow_nonfinite=cfg.model.allow_nonfinite)
+    return ctx
+
+
 def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *,
                   checks: list[Check] | None = None, progress: ProgressFactory | None = None, on_check: Any = None,
-                  model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None) -> AuditResult:
+                  model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None,
+                  ctx: AuditContext | None = None) -> AuditResult:
     """Run the checks on an already loaded adapter (``deepaudit compare`` audits variants this way).
 
     ``model_file`` and ``model_facts`` describe the model in the provenance block when it is not
-    the file named in ``cfg`` (e.g. a variant built in memory).
+    the file named in ``cfg`` (e.g. a variant built in memory). ``ctx`` is a context from
+    :func:`probed_context` when the caller probed the model already (compare probes every model first).
     """
     started = _now()
     seed_everything(cfg.seed)
     checks = build_checks(cfg) if checks is None else checks
-    model_path = Path(cfg.model.path)
-    meta = read_sidecar(model_path) if model_file is None and model_path.is_file() else None  # not for variants
-    ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
-                       country_iso_code=cfg.energy.country_iso_code, model_meta=meta)
-    for check in checks:  # config values only the model or data can refute: exit 2 before any work
-        check.preflight(ctx)
+    if ctx is None:
+        ctx = probed_context(cfg, adapter, datasets, checks, progress=progress, variant=model_file is not None)
     tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
     results = []
     try:
@@ -333,6 +354,14 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts,
     )
-    return AuditResult(provenance=provenance, checks=results, summary=summarise(results),
+    return AuditResult(provenance=provenance, checks=results, summary=with_probe(summarise(results), ctx.probe),
                        attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
-                       footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [])
+                       footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [],
+                       probe=ctx.probe)
+
+
+def with_probe(summary: Summary, probe: Any) -> Summary:
+    """A probe finding (non-determinism, excluded rows) makes the audit at least ``warn``."""
+    if probe is not None and probe.findings and STATUS_ORDER[summary.status] < STATUS_ORDER["warn"]:
+        return summary.model_copy(update={"status": "warn"})
+    return summary

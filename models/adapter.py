@@ -148,15 +148,28 @@ class ModelAdapter(abc.ABC):
 
     def _batched(self, fn: Any, inputs: Any, batch_size: int, progress: Any) -> torch.Tensor:
         n = len(inputs)
-        outs = []
+        outs: list[torch.Tensor] = []
         for start in range(0, n, batch_size):
             batch = self.to_batch(inputs[start : start + batch_size])
-            outs.append(fn(batch).detach().float().cpu())
+            out = fn(batch).detach().float().cpu()
+            rows = f"rows {start}..{min(start + batch_size, n) - 1}"
+            if out.dim() != 2 or out.shape[0] != len(batch):
+                raise ModelInputError(f"the model returned shape {tuple(out.shape)} for {rows} ({len(batch)} inputs); "
+                                      "it must return one row of outputs per input, (batch, classes).")
+            if outs and out.shape[1] != outs[0].shape[1]:
+                raise ModelInputError(_width_message(outs[0].shape[1], out.shape[1], rows))
+            outs.append(out)
             if progress is not None:
                 progress(min(start + batch_size, n))
         if not outs:
             raise ModelInputError("the data set is empty: there is nothing to run the model on.")
         return torch.cat(outs)
+
+    def training_mode(self) -> bool | None:
+        """Whether any torch (sub)module is in training mode after the adapter put it in eval mode;
+        None for models that are not torch modules. A model traced or scripted in training mode can
+        stay stochastic whatever this says: the probe's repeated batch is the test of determinism."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Facts for the provenance block."""
@@ -245,6 +258,9 @@ class TorchAdapter(ModelAdapter):
     def has_attention(self) -> bool:
         return callable(getattr(self.module, "attention_maps", None))
 
+    def training_mode(self) -> bool | None:
+        return _any_training(self.module)
+
     def as_module(self) -> nn.Module:
         """A module from raw inputs to logits (preprocessing included), for Captum and ART."""
         return nn.Sequential(self.preprocess, self.module) if self.preprocess is not None else self.module
@@ -267,6 +283,7 @@ class TorchAdapter(ModelAdapter):
                 if pad:
                     part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
                 chunks.append(_as_logits(self.module(part))[: b - pad])
+            _same_width(chunks, b)
             out = torch.cat(chunks)
         return _as_logits(out)
 
@@ -383,6 +400,9 @@ class HFTextAdapter(ModelAdapter):
     def has_attention(self) -> bool:
         return True
 
+    def training_mode(self) -> bool | None:
+        return _any_training(self.model)
+
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise on the host and move the batch to the device."""
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -474,6 +494,9 @@ class TokenizedTextAdapter(ModelAdapter):
     @property
     def has_embeddings(self) -> bool:
         return self._embedding is not None
+
+    def training_mode(self) -> bool | None:
+        return self.inner.training_mode()
 
     def as_module(self) -> nn.Module:
         """The model on token ids (no tokenizer): for tools that take int64 ids."""
@@ -572,6 +595,7 @@ class OnnxAdapter(ModelAdapter):
                 if pad:
                     part = np.concatenate([part, np.repeat(part[:1], pad, axis=0)])
                 parts.append(self._run(part)[: b - pad])
+            _same_width(parts, b)
             out = np.concatenate(parts)
         t = torch.from_numpy(np.ascontiguousarray(out)).float().to(self.device)
         if not self.class_names:
@@ -590,6 +614,25 @@ def _as_logits(out: Any) -> torch.Tensor:
     if isinstance(out, dict) and "logits" in out:
         return out["logits"]
     raise ModelInputError(f"the model returned {type(out).__name__}; it must return a logits tensor of shape (batch, classes).")
+
+
+def _width_message(first: int, now: int, rows: str) -> str:
+    return (f"the model's output width changed between batches: {first} outputs per row at first, {now} for {rows}; "
+            "a classifier must return the same number of logits for every batch.")
+
+
+def _same_width(parts: Sequence[Any], chunk: int) -> None:
+    """Chunks of one call (fixed-batch exports) must agree on the output width, or concatenating them fails
+    (or silently misaligns a ragged output)."""
+    widths = [tuple(p.shape[1:]) for p in parts]
+    for i, w in enumerate(widths[1:], start=1):
+        if w != widths[0]:
+            raise ModelInputError(_width_message(widths[0][0] if widths[0] else 0, w[0] if w else 0,
+                                                 f"rows {i * chunk}..{i * chunk + len(parts[i]) - 1} of the batch"))
+
+
+def _any_training(module: nn.Module) -> bool:
+    return any(m.training for m in module.modules())
 
 
 def _set_eval(module: nn.Module) -> None:

@@ -162,11 +162,15 @@ def missed_thresholds(check: CheckResult, level: str | None = None) -> list[Thre
 def top_risks(result: AuditResult, limit: int = 5) -> list[dict[str, str]]:
     """The most severe findings, for page one: each ``{"status", "check", "anchor", "text"}``.
 
-    Order: checks that errored (their evidence is missing), missed ``fail`` thresholds, missed
-    ``warn`` thresholds and thresholds that could not be judged, then warning checks without a
-    missed threshold (e.g. gradient masking suspected, small groups) with their summary.
+    Order: the model probe's findings (non-determinism, excluded rows), checks that errored (their
+    evidence is missing), missed ``fail`` thresholds, missed ``warn`` thresholds and thresholds that
+    could not be judged, then warning checks without a missed threshold (e.g. gradient masking
+    suspected, small groups) with their summary.
     """
     ranked: list[tuple[int, int, dict[str, str]]] = []
+    if result.probe is not None:  # a non-deterministic model's every number is suspect: first
+        ranked += [(0, 0, {"check": "Model probe", "anchor": "probe-warning", "status": "warn", "text": f})
+                   for f in result.probe.findings]
     for i, check in enumerate(result.checks, start=1):
         where = {"check": check.title, "anchor": anchor(i, check.id)}
         if check.status == "error":
@@ -256,10 +260,15 @@ def verdict(result: AuditResult) -> str:
         "skipped": f"{was} skipped",
     }[status]
     text = f"{_of(k, n)} {what}"
+    probed = result.probe is not None and bool(result.probe.findings)
+    if probed and status == "warn" and k == 0:  # the warning is the probe's alone
+        text = "the model probe raised a warning; no check warned or failed"
     extra = [f"{counts[s]} {label}" for s, label in
              (("fail", "failed"), ("warn", "warned"), ("skipped", "skipped")) if counts[s] and s != status]
     if extra:
         text += f" ({', '.join(extra)})"
+    if probed and not (status == "warn" and k == 0):
+        text += "; the model probe raised a warning"
     return f"{status_word(status)} — {text}"
 
 

@@ -109,6 +109,10 @@ def render_markdown(result: AuditResult) -> str:
         f"deepaudit {escape_md(prov.tool_version)} · exit code {result.summary.exit_code}",
         "",
     ]
+    if result.probe is not None and result.probe.findings:
+        lines += ["**Model probe: WARN**", ""]
+        lines += [f"- {escape_md(f)}" for f in result.probe.findings]
+        lines.append("")
     risks = fmt.top_risks(result)
     if risks:
         lines += ["**Top risks**", ""]

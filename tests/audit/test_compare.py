@@ -143,3 +143,20 @@ def test_tradeoffs_never_imply_a_saving_that_was_not_measured() -> None:
                              ("performance", "accuracy"): (0.951, True)})
     (t,) = tradeoffs(ComparisonResult(entries=[base, noise]))
     assert t["savings"] == [] and "within 5%, no clear saving" in t["costs"][1] and len(t["costs"]) == 2
+
+
+def test_every_model_is_probed_before_any_check_runs(safetensors_file: Path, image_npz: Path, tmp_path: Path) -> None:
+    """A compared model with NaN logits is bad input found before the base model is audited."""
+    import torch
+    from torch import nn
+
+    class NaNModel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 3), float("nan"))
+
+    other = tmp_path / "nan.pt"
+    torch.jit.save(torch.jit.script(NaNModel()), str(other))
+    audited: list[str] = []
+    with pytest.raises(InputError, match=r"60 of 60 rows of data\.eval give non-finite"):
+        run_compare(cfg(safetensors_file, image_npz), models=[other], on_model=lambda e: audited.append(e.label))
+    assert audited == []
