@@ -338,6 +338,10 @@ class TorchAdapter(ModelAdapter):
 
     def _find_script_head(self, x: torch.Tensor, logits: torch.Tensor) -> None:
         """Keep the first candidate ``Linear`` whose input, mapped through it, gives ``logits``; none: no features."""
+        rows = torch.isfinite(logits).all(dim=1)  # rows with NaN/inf logits prove nothing (the probe reports them)
+        if not bool(rows.any()):
+            return  # decide on a later call
+        x, logits = x[rows], logits[rows]
         found = []
         for head in self._script_heads:
             weight, bias = head.weight, head.bias

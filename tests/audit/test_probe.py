@@ -262,3 +262,15 @@ def test_deterministic_model_has_no_finding_and_adds_no_forward_pass(tmp_path: P
     assert result.probe is not None and result.probe.deterministic and result.probe.findings == []
     assert result.probe.disagreement_rate == 0 and result.probe.max_abs_diff == 0
     assert result.summary.status == "pass"
+
+
+def test_torchscript_head_search_ignores_nonfinite_rows() -> None:
+    """The TorchScript feature head is found on the finite rows of a batch (a NaN row made it crash)."""
+    from models.adapter import TorchAdapter
+
+    x = np.random.default_rng(0).uniform(-1, 1, size=(6, 4)).astype(np.float32)
+    x[0, 0] = 5.0  # row 0 gives NaN logits
+    adapter = TorchAdapter(torch.jit.script(NaNWhereMarked()), input_kind="tabular", device=torch.device("cpu"))
+    out = adapter.logits(torch.from_numpy(x))
+    assert bool(torch.isnan(out[0]).all()) and bool(torch.isfinite(out[1:]).all())
+    assert adapter.has_features and adapter.features(torch.from_numpy(x[1:])).shape == (5, 4)
