@@ -217,8 +217,10 @@ class AdversarialRobustness(Check):
                    method=f"accuracy on the same {m} unperturbed samples"),
             Metric(name="attack_success_rate", value=float(1 - robust / clean_acc) if clean_acc else None, n=int(clean_correct.sum()),
                    higher_is_better=False, method="share of correctly classified samples the strongest attack flips"),
-            Metric(name="safeguards_tripped", value=float(len(tripped)), n=m, higher_is_better=False,
-                   method="safeguards of Athalye et al. 2018 that failed (see the safeguards table)"),
+            Metric(name="safeguards_tripped", value=float(len(tripped)) if safeguards else None, n=m, higher_is_better=False,
+                   method="safeguards of Athalye et al. 2018 that failed (see the safeguards table)" if safeguards else
+                   "not measured: the safeguards against gradient masking test white-box attacks, and this model has no "
+                   "input gradients"),
         ]
         evidence: list[Any] = [
             Table(title="Accuracy under attack", columns=["attack", "norm", "ε", "accuracy", "CI low", "CI high",

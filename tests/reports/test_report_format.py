@@ -87,3 +87,18 @@ def test_within_noise_reads_as_missed_not_as_not_judged() -> None:
     from reports.markdown import _thresholds_cell
 
     assert "missed, within noise" in _thresholds_cell(check)
+
+
+def test_skipped_checks_are_never_top_risks(audit_result: AuditResult) -> None:
+    """A method that does not apply (here: Neural Cleanse on a binary model) is skipped with its reason, which
+    page one never lists among the risks, whatever its check's config thresholds."""
+    from reports.html import render_html
+
+    skipped = CheckResult(id="poisoning.backdoor_scan", category="poisoning", title="Backdoor scan", status="skipped",
+                          summary="Skipped: Neural Cleanse does not apply: needs at least 5 classes.",
+                          skip_reason="Neural Cleanse does not apply: needs at least 5 classes.")
+    result = audit_result.model_copy(update={"checks": [*audit_result.checks, skipped]})
+    risks = fmt.top_risks(result, limit=50)
+    assert risks and all(r["check"] not in ("Backdoor scan", "OOD detection") for r in risks)
+    page_one = render_html(result).split("Top risks", 1)[1].split("</ol>", 1)[0]
+    assert "Backdoor scan" not in page_one and "Neural Cleanse" not in page_one

@@ -128,6 +128,9 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     assert "no input gradients" in out.limitations[0]
     assert not [m for m in out.metrics if m.name == "accuracy_under_attack"]
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
+    # The safeguards compare white-box attacks: none ran, so none "tripped" is not a finding (null, not 0).
+    tripped = next(m for m in out.metrics if m.name == "safeguards_tripped")
+    assert tripped.value is None and "not measured" in tripped.method and "safeguards" not in out.summary
 
 
 def test_l2_only_budgets_run_the_l2_attack(digits_mlp) -> None:
