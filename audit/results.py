@@ -54,6 +54,7 @@ class ThresholdOutcome(_Frozen):
     passed: bool
     source: str = Field(description="Where the threshold came from: 'config' or 'default'.")
     note: str | None = Field(default=None, description="Why the threshold could not be judged, when it could not.")
+    detail: str | None = Field(default=None, description="How 'observed' was chosen, e.g. the worst of 4 groups.")
 
 
 class Table(_Frozen):

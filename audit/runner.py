@@ -163,7 +163,8 @@ def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: d
     enough) cannot be judged: the outcome is not passed, with a note, and it warns — it never fails
     on its own. A metric the check did not report at all counts as missed. A ``fail`` threshold
     missed only by estimates the check found not significant (``CheckOutput.noise_tests``: e.g. a
-    fairness gap inside its permutation null) warns, with a note saying so.
+    fairness gap inside its permutation null) is judged and missed at ``warn`` level, its ``detail``
+    saying so.
     """
     outcomes = []
     status = output.status_floor
@@ -172,20 +173,22 @@ def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: d
         metric = next((m for m in output.metrics if m.name == metric_name and m.group is None), None)
         observed = metric.value if metric is not None else None
         level: str = spec.level
-        note = None
+        note = detail = None
         if metric is None:
             note = "the check did not report this metric"
         elif observed is None or np.isnan(observed):
             observed, level = None, "warn"
             note = "undefined for this data (too few samples or groups); reported as a warning"
         passed = note is None and _within(spec, observed)
+        outcome_level = spec.level
         if not passed and note is None and level == "fail":
             beyond = [t for t in output.noise_tests.get(metric_name, []) if not _within(spec, t.value)]
-            if beyond and not any(t.significant for t in beyond):
-                level = "warn"
-                note = "within noise, not significant: " + "; ".join(t.text for t in beyond[:3])
-        outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=spec.level,
-                                         observed=observed, passed=passed, source=source, note=note))
+            if beyond and not any(t.significant for t in beyond):  # judged: missed, but not beyond its noise
+                level = outcome_level = "warn"
+                detail = ("within noise, not significant (a fail threshold, reported as a warning): "
+                          + "; ".join(t.text for t in beyond[:3]))
+        outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=outcome_level,
+                                         observed=observed, passed=passed, source=source, note=note, detail=detail))
         if not passed and STATUS_ORDER[level] > STATUS_ORDER[status]:
             status = level
     return status, outcomes

@@ -132,13 +132,13 @@ def fmt_bound(threshold: ThresholdOutcome) -> str:
 
 def within_noise(threshold: ThresholdOutcome) -> bool:
     """A missed threshold that the judge downgraded to a warning because the miss is not significant."""
-    return bool(threshold.note and threshold.note.startswith("within noise"))
+    return bool(not threshold.passed and threshold.detail and threshold.detail.startswith("within noise"))
 
 
 def describe_threshold(threshold: ThresholdOutcome) -> str:
     """Plain sentence for a threshold, e.g. ``"accuracy = 0.8100, required ≥ 0.9000 (fail level): missed"``."""
     outcome = "met" if threshold.passed else (
-        "missed, " + threshold.note if within_noise(threshold) else
+        "missed, " + (threshold.detail or "") if within_noise(threshold) else
         "not judged: " + threshold.note if threshold.note else "missed")
     return (f"{threshold.metric} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
             f"({threshold.level} level): {outcome}")

@@ -69,7 +69,8 @@ def test_safetensors_with_class_from_config(tmp_path: Path, safetensors_file: Pa
     validate_results(data)
     perf = data["checks"][0]
     assert perf["thresholds"][0] == {"metric": "accuracy", "min": 0.0, "max": None, "level": "fail",
-                                     "observed": perf["metrics"][0]["value"], "passed": True, "source": "config", "note": None}
+                                     "observed": perf["metrics"][0]["value"], "passed": True, "source": "config", "note": None,
+                                     "detail": None}
 
 
 def test_safetensors_with_class_from_flags(tmp_path: Path, safetensors_file: Path, image_npz: Path) -> None:

@@ -76,10 +76,10 @@ def test_top_risks_order_and_page_one(audit_result: AuditResult) -> None:
 
 def test_within_noise_reads_as_missed_not_as_not_judged() -> None:
     noisy = ThresholdOutcome(metric="equalized_odds_difference", max=0.1, observed=0.105, passed=False, source="config",
-                             note="within noise, not significant: g: 0.105, permutation p = 0.412")
+                             level="warn", detail="within noise, not significant: g: 0.105, permutation p = 0.412")
     undefined = ThresholdOutcome(metric="m", max=0.1, observed=None, passed=False, source="config", note="undefined")
     assert fmt.threshold_outcome(noisy) == "missed, within noise"
-    assert fmt.describe_threshold(noisy).endswith("(fail level): missed, within noise, not significant: g: 0.105, "
+    assert fmt.describe_threshold(noisy).endswith("(warn level): missed, within noise, not significant: g: 0.105, "
                                                   "permutation p = 0.412")
     assert fmt.threshold_outcome(undefined) == "not judged"
     check = CheckResult(id="fairness.group_metrics", category="fairness", title="Group fairness", status="warn",

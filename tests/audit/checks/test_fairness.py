@@ -438,8 +438,9 @@ def test_random_attribute_does_not_fail(seed: int) -> None:
     status, outcomes = judge(out, FAIL_ALL, {})
     assert status != "fail", [o for o in outcomes if not o.passed]
     for o in outcomes:
-        if not o.passed:
-            assert o.note.startswith("within noise") and "permutation p" in o.note
+        if not o.passed:  # judged (no note), missed, at warn level, and saying why
+            assert o.note is None and o.level == "warn"
+            assert o.detail.startswith("within noise") and "permutation p" in o.detail
 
 
 def test_issue_random_attribute_gap_beyond_the_bound_warns_within_noise() -> None:
@@ -455,7 +456,7 @@ def test_issue_random_attribute_gap_beyond_the_bound_warns_within_noise() -> Non
     eod = out.metrics[[m.name == "equalized_odds_difference" and m.group is None for m in out.metrics].index(True)]
     assert eod.value > 0.1 and eod.ci_low > 0  # the interval of a max of |gaps| excludes 0 even on noise
     status, (outcome,) = judge(out, strict, {})
-    assert status == "warn" and not outcome.passed and "within noise" in outcome.note
+    assert status == "warn" and not outcome.passed and outcome.note is None and "within noise" in outcome.detail
     assert "permutation p" in eod.method and "Bonferroni" in out.method
     untested = GroupMetrics(cfg(n_permutations=0)).run(make_ctx(logits_for(pred), y, sens))
     assert judge(untested, strict, {})[0] == "fail"
