@@ -1,9 +1,10 @@
 """Load a user's model from the forms people ship, into a :class:`~models.adapter.ModelAdapter`.
 
 Safe by default: a model file is data, not code. Formats that can run code on load (plain
-pickles: ``torch.load`` without ``weights_only``, joblib) are refused unless the caller passes
-``allow_pickle=True``. State dicts are read with ``torch.load(weights_only=True)``, Hugging Face
-folders with ``trust_remote_code=False`` and ``local_files_only=True``.
+pickles: ``torch.load`` without ``weights_only``, joblib, a ``.pt2`` with pickled entries) are refused
+unless the caller passes ``allow_pickle=True``; :mod:`models.archives` inspects every zip archive
+before torch opens it. State dicts are read with ``torch.load(weights_only=True)``, Hugging Face
+folders with ``weights_only=True``, ``trust_remote_code=False`` and ``local_files_only=True``.
 
 Supported formats (``format="auto"`` detects them):
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import pickle
 import sys
 import zipfile
@@ -42,6 +44,7 @@ from models.adapter import (
     TorchAdapter,
     resolve_device,
 )
+from models.archives import check_export_archive, check_zip_file, is_pickle_stream, open_zip
 from models.errors import ModelInputError
 
 FORMATS = ("torchscript", "export", "safetensors", "state_dict", "huggingface", "onnx", "pickle")
@@ -85,7 +88,7 @@ def detect_format(path: Path) -> str:
     if suffix in (".pkl", ".pickle", ".joblib"):
         return "pickle"
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+        with open_zip(path, "model archive") as zf:
             names = zf.namelist()
         if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
             return "torchscript"
@@ -102,18 +105,44 @@ def detect_format(path: Path) -> str:
 
 
 def _torch_save_kind(path: Path) -> str:
-    """A ``torch.save`` file: a state dict if the safe loader reads it, otherwise a pickle."""
+    """A ``torch.save`` file (or a raw pickle): a state dict if the safe loader reads it; a pickle if it is
+    a well-formed pickle the safe loader refuses; otherwise unreadable."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "unsupported global" in str(exc).lower():  # a real pickle of objects the safe loader refused
-            return "pickle"
-        raise ModelInputError(f"model file {path} cannot be read ({_one_line(exc)}).") from None
+        obj = _load_weights_only(path)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise ModelInputError(f"model file {path} cannot be read ({_one_line(exc)}).") from None
+        if _holds_pickle(path):
+            return "pickle"
+        raise ModelInputError(f"model file {path} cannot be read as a torch.save file or a pickle ({_torch_error(exc)}); "
+                              "check that it is complete, or re-save it (safetensors is safest).") from None
     if _extract_state_dict(obj) is not None:
         return "state_dict"
     raise ModelInputError(f"model file {path} holds a {type(obj).__name__}, not a state dict of tensors.")
+
+
+def _load_weights_only(path: Path) -> Any:
+    if zipfile.is_zipfile(path):
+        check_zip_file(path, "torch.save archive")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _holds_pickle(path: Path) -> bool:
+    """Whether ``path`` is a pickle (a raw one, torch's legacy format, or a torch.save zip's data.pkl),
+    judged by parsing its opcodes, which runs nothing."""
+    if zipfile.is_zipfile(path):
+        with open_zip(path, "torch.save archive") as zf:
+            pkl = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+            if pkl is None:
+                return False
+            with zf.open(pkl) as f:
+                return is_pickle_stream(f)
+    with open(path, "rb") as f:
+        return is_pickle_stream(f)
+
+
+def _torch_error(exc: BaseException) -> str:
+    """torch's first line, without its advice to unpickle (which is the one thing not to do)."""
+    line = _one_line(exc)
+    return line.split(" This file can still be loaded")[0].rstrip(".,") or type(exc).__name__
 
 
 def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -253,22 +282,23 @@ def load_model(
         preprocess = Normalize(mean, std)
 
     if fmt == "huggingface":
-        return _load_huggingface(path, dev, class_names, input_kind)
+        return _load_huggingface(path, dev, class_names, input_kind, allow_pickle)
     if fmt == "onnx":
         return _load_onnx(path, dev, input_kind, class_names, preprocess, input_range)
 
     fixed_batch = None
     if fmt == "torchscript":
+        check_zip_file(path, "TorchScript archive")
         try:
             module: nn.Module = torch.jit.load(str(path), map_location=dev)
         except Exception as exc:  # noqa: BLE001
             raise ModelInputError(f"model file {path} is not a loadable TorchScript archive ({_one_line(exc)}).") from None
     elif fmt == "export":
-        module, fixed_batch = _load_export(path)
+        module, fixed_batch = _load_export(path, allow_pickle)
     elif fmt in ("safetensors", "state_dict"):
-        module = _load_weights_file(path, fmt, model_class, init_args or meta.get("init_args") or {}, meta)
+        module = _load_weights_file(path, fmt, model_class, init_args or meta.get("init_args") or {}, meta, allow_pickle)
     else:  # pickle
-        module = _load_pickle(path, allow_pickle, dev)
+        module = _load_pickle(path, allow_pickle, dev, model_class, init_args or meta.get("init_args") or {}, meta)
     adapter = TorchAdapter(
         module,
         input_kind=input_kind,  # type: ignore[arg-type]  # filled from the data when None
@@ -290,8 +320,8 @@ def load_model(
     return adapter
 
 
-def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args: dict[str, Any],
-                       meta: dict[str, Any]) -> nn.Module:
+def _build_module(path: Path, model_class: str | None, init_args: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    """The model a weights-only file belongs to: ``model_class`` or the zoo architecture its sidecar names."""
     if model_class:
         module = _instantiate(import_class(model_class), init_args)
     elif meta.get("architecture"):
@@ -306,6 +336,12 @@ def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args:
             f"model file {path} holds only weights; name the model class with --model-class path/to/file.py:ClassName "
             "(model.class in the config)."
         )
+    return module
+
+
+def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args: dict[str, Any],
+                       meta: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
+    module = _build_module(path, model_class, init_args, meta)
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
@@ -315,11 +351,15 @@ def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args:
             raise ModelInputError(f"model file {path} is not a valid safetensors file ({_one_line(exc)}).") from None
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise ModelInputError(PICKLE_REFUSED.format(path=path)) from None
+            obj = _load_weights_only(path)
+        except ModelInputError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelInputError(f"model file {path} cannot be read ({_one_line(exc)}).") from None
+            if not _holds_pickle(path):
+                raise ModelInputError(f"model file {path} cannot be read ({_torch_error(exc)}).") from None
+            if not allow_pickle:
+                raise ModelInputError(PICKLE_REFUSED.format(path=path)) from None
+            obj = _unpickle(path, torch.device("cpu"))
         state = _extract_state_dict(obj)
         if state is None:
             raise ModelInputError(f"model file {path} holds a {type(obj).__name__}, not a state dict of tensors.")
@@ -327,11 +367,19 @@ def _load_weights_file(path: Path, fmt: str, model_class: str | None, init_args:
     return module
 
 
-def _load_export(path: Path) -> tuple[nn.Module, int | None]:
+def _load_export(path: Path, allow_pickle: bool = False) -> tuple[nn.Module, int | None]:
+    check_export_archive(path, allow_pickle=allow_pickle)
+    # torch.export.load logs a traceback before it retries the pre-2.8 layout; the error below says it in one line.
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
         program = torch.export.load(str(path))
+        module = program.module()
     except Exception as exc:  # noqa: BLE001
         raise ModelInputError(f"model file {path} is not a loadable torch.export program ({_one_line(exc)}).") from None
+    finally:
+        log.setLevel(level)
     fixed = None
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
@@ -339,24 +387,46 @@ def _load_export(path: Path) -> tuple[nn.Module, int | None]:
             if val is not None and val.dim() > 0 and isinstance(val.shape[0], int):
                 fixed = int(val.shape[0])
             break
-    return program.module(), fixed
+    return module, fixed
 
 
-def _load_pickle(path: Path, allow_pickle: bool, dev: torch.device) -> nn.Module:
+def _load_pickle(path: Path, allow_pickle: bool, dev: torch.device, model_class: str | None = None,
+                 init_args: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> nn.Module:
+    """A pickled ``nn.Module``, or (with a model class) a checkpoint dict that holds a state dict."""
     if not allow_pickle:
         raise ModelInputError(PICKLE_REFUSED.format(path=path))
+    obj = _unpickle(path, dev)
+    if isinstance(obj, nn.Module):
+        return obj
+    state = _extract_state_dict(obj)
+    if state is not None and (model_class or (meta or {}).get("architecture")):
+        module = _build_module(path, model_class, init_args or {}, meta or {})
+        _load_weights(module, {k: v.cpu() for k, v in state.items()}, path)
+        return module
+    if state is not None:
+        raise ModelInputError(f"model file {path} unpickled to a state dict; name the model class with --model-class "
+                              "path/to/file.py:ClassName (model.class in the config).")
+    raise ModelInputError(f"{path} unpickled to a {type(obj).__name__}, not a torch nn.Module.")
+
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # pickle of torch.serialization.MAGIC_NUMBER
+
+
+def _unpickle(path: Path, dev: torch.device) -> Any:
+    """Unpickle a file the user trusts: joblib, torch.save (zip or legacy) or a plain pickle."""
     try:
         if path.suffix.lower() == ".joblib":
             import joblib
 
-            obj = joblib.load(path)
-        else:
-            obj = torch.load(path, map_location=dev, weights_only=False)
+            return joblib.load(path)
+        with open(path, "rb") as f:
+            head = f.read(len(_TORCH_LEGACY_MAGIC))
+        if zipfile.is_zipfile(path) or head == _TORCH_LEGACY_MAGIC:
+            return torch.load(path, map_location=dev, weights_only=False)
+        with open(path, "rb") as f:
+            return pickle.load(f)  # noqa: S301 - the user opted in with allow_pickle
     except Exception as exc:  # noqa: BLE001 - arbitrary pickles fail arbitrarily
         raise ModelInputError(f"unpickling {path} failed: {type(exc).__name__}: {_one_line(exc)}") from None
-    if not isinstance(obj, nn.Module):
-        raise ModelInputError(f"{path} unpickled to a {type(obj).__name__}, not a torch nn.Module.")
-    return obj
 
 
 def _load_onnx(path: Path, dev: torch.device, input_kind: InputKind | None, class_names: list[str] | None,
@@ -376,26 +446,59 @@ def _load_onnx(path: Path, dev: torch.device, input_kind: InputKind | None, clas
                        preprocess=preprocess, input_range=input_range)
 
 
+def _hf_pickle_weights(path: Path) -> list[Path]:
+    """The torch.save weight files transformers would read from a folder (it prefers safetensors), after
+    the container checks; shard names from an index must stay inside the folder."""
+    if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
+        return []
+    files = sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt") and p.is_file())
+    index = path / "pytorch_model.bin.index.json"
+    if index.is_file():
+        try:
+            shards = set((json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}).values())
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelInputError(f"model folder {path}: {index.name} is not valid JSON ({_one_line(exc)}).") from None
+        outside = sorted(str(s) for s in shards if not isinstance(s, str) or Path(s).name != s or s in ("", ".", ".."))
+        if outside:
+            raise ModelInputError(f"model folder {path}: {index.name} names weight file {outside[0]!r} outside the folder; "
+                                  "shard names must be plain file names.")
+    for file in files:
+        if zipfile.is_zipfile(file):
+            check_zip_file(file, "torch.save archive")
+    return files
+
+
 def _load_huggingface(path: Path, dev: torch.device, class_names: list[str] | None,
-                      input_kind: InputKind | None) -> ModelAdapter:
+                      input_kind: InputKind | None, allow_pickle: bool = False) -> ModelAdapter:
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no loading bars on a CI log; errors still raise
     hf_logging.set_verbosity_error()
 
-    kwargs = {"local_files_only": True, "trust_remote_code": False}
+    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     try:
         AutoConfig.from_pretrained(str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise ModelInputError(f"model folder {path} has no usable config.json ({_one_line(exc)}).") from None
+    pickles = _hf_pickle_weights(path)
+    model_kwargs = {**kwargs, "weights_only": not allow_pickle}
+
+    def refused(exc: BaseException) -> ModelInputError | None:
+        """transformers' torch.load(weights_only=True) refused a pickle: say which file, and the fix."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, pickle.UnpicklingError):
+                return ModelInputError(PICKLE_REFUSED.format(path=pickles[0] if len(pickles) == 1 else path))
+            cause = cause.__cause__ or cause.__context__
+        return None
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"))
     image_cfg = path / "preprocessor_config.json"
     if input_kind == "image" or (input_kind is None and image_cfg.is_file() and not has_tokenizer):
         try:
-            model = AutoModelForImageClassification.from_pretrained(str(path), **kwargs)
+            model = AutoModelForImageClassification.from_pretrained(str(path), **model_kwargs)
         except Exception as exc:  # noqa: BLE001
-            raise ModelInputError(f"model folder {path} is not an image classifier ({_one_line(exc)}).") from None
+            raise refused(exc) or ModelInputError(f"model folder {path} is not an image classifier ({_one_line(exc)}).") from None
         preprocess = None
         if image_cfg.is_file():
             proc = json.loads(image_cfg.read_text(encoding="utf-8"))
@@ -409,7 +512,8 @@ def _load_huggingface(path: Path, dev: torch.device, class_names: list[str] | No
         raise ModelInputError(f"model folder {path} has no tokenizer files; save the tokenizer with the model (tokenizer.save_pretrained).")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), **model_kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise ModelInputError(f"model folder {path} is not a sequence classifier with a tokenizer ({_one_line(exc)}).") from None
+        raise refused(exc) or ModelInputError(
+            f"model folder {path} is not a sequence classifier with a tokenizer ({_one_line(exc)}).") from None
     return HFTextAdapter(model, tokenizer, device=dev, class_names=class_names)
