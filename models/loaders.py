@@ -448,10 +448,9 @@ def _load_onnx(path: Path, dev: torch.device, input_kind: InputKind | None, clas
 
 def _hf_pickle_weights(path: Path) -> list[Path]:
     """The torch.save weight files transformers would read from a folder (it prefers safetensors), after
-    the container checks; shard names from an index must stay inside the folder."""
+    the container checks; shard names from an index must be plain file names inside the folder."""
     if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
         return []
-    files = sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt") and p.is_file())
     index = path / "pytorch_model.bin.index.json"
     if index.is_file():
         try:
@@ -462,6 +461,10 @@ def _hf_pickle_weights(path: Path) -> list[Path]:
         if outside:
             raise ModelInputError(f"model folder {path}: {index.name} names weight file {outside[0]!r} outside the folder; "
                                   "shard names must be plain file names.")
+        files = [path / s for s in sorted(shards)]
+    else:
+        files = [path / "pytorch_model.bin"]
+    files = [f for f in files if f.is_file()]
     for file in files:
         if zipfile.is_zipfile(file):
             check_zip_file(file, "torch.save archive")
@@ -492,11 +495,29 @@ def _load_huggingface(path: Path, dev: torch.device, class_names: list[str] | No
                 return ModelInputError(PICKLE_REFUSED.format(path=pickles[0] if len(pickles) == 1 else path))
             cause = cause.__cause__ or cause.__context__
         return None
+
+    def load(auto: Any) -> nn.Module:
+        try:
+            return auto.from_pretrained(str(path), **model_kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if not (allow_pickle and pickles and refused(exc)):
+                raise
+        # transformers 5 reads .bin files with weights_only=True even when told otherwise; the user trusts
+        # these files, so unpickle them here and load the weights into the model built from config.json.
+        model = auto.from_config(AutoConfig.from_pretrained(str(path), **kwargs))
+        state: dict[str, torch.Tensor] = {}
+        for file in pickles:
+            state.update(_extract_state_dict(_unpickle(file, torch.device("cpu"))) or {})
+        _load_weights(model, state, path)
+        return model.eval()
+
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"))
     image_cfg = path / "preprocessor_config.json"
     if input_kind == "image" or (input_kind is None and image_cfg.is_file() and not has_tokenizer):
         try:
-            model = AutoModelForImageClassification.from_pretrained(str(path), **model_kwargs)
+            model = load(AutoModelForImageClassification)
+        except ModelInputError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise refused(exc) or ModelInputError(f"model folder {path} is not an image classifier ({_one_line(exc)}).") from None
         preprocess = None
@@ -512,7 +533,9 @@ def _load_huggingface(path: Path, dev: torch.device, class_names: list[str] | No
         raise ModelInputError(f"model folder {path} has no tokenizer files; save the tokenizer with the model (tokenizer.save_pretrained).")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), **model_kwargs)
+        model = load(AutoModelForSequenceClassification)
+    except ModelInputError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise refused(exc) or ModelInputError(
             f"model folder {path} is not a sequence classifier with a tokenizer ({_one_line(exc)}).") from None

@@ -12,6 +12,7 @@ import io
 import json
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -252,6 +253,23 @@ def _bomb(tmp: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
+def _patched_central_directory(field: int) -> Callable[[Path, dict[str, bytes]], Path]:
+    """A zip whose central directory lies about model.json: its compressed (offset 20) or its
+    uncompressed size (offset 24) claims 1 GiB. zipfile opens it; torch's reader would trust it."""
+    def build(tmp: Path, files: dict[str, bytes]) -> Path:
+        data = bytearray(write_zip(tmp / "net.pt2", files).read_bytes())
+        at = data.find(b"PK\x01\x02")  # the first central directory header
+        while at >= 0:
+            name_len = int.from_bytes(data[at + 28:at + 30], "little")
+            if data[at + 46:at + 46 + name_len].endswith(b"models/model.json"):
+                data[at + field:at + field + 4] = (1 << 30).to_bytes(4, "little")
+                break
+            at = data.find(b"PK\x01\x02", at + 4)
+        (tmp / "net.pt2").write_bytes(bytes(data))
+        return tmp / "net.pt2"
+    return build
+
+
 def _raw(name: str, data: Callable[[Path], bytes]) -> Builder:
     def build(tmp: Path, files: dict[str, bytes]) -> Path:
         path = tmp / name
@@ -382,6 +400,8 @@ CASES: list[tuple[str, Builder, list[str], list[str]]] = [
      ["not a valid torch.export"]),
     ("pt2-duplicate-entry", _duplicate, [], ["twice", "case-insensitively"]),
     ("pt2-zip-bomb", _bomb, [], ["zip bomb", "extra/notes.txt"]),
+    ("pt2-entry-past-end", _patched_central_directory(20), [], ["truncated or corrupt", "models/model.json"]),
+    ("pt2-stored-size-lie", _patched_central_directory(24), [], ["claims 1073741824 bytes"]),
     ("pt2-json-not-json", _pt2(lambda t, f: {**f, WEIGHTS: b"{not json"}), [], ["not valid JSON", "weights_config.json"]),
     # raw pickles and torch.save files
     ("pickle-pkl", _raw("model.pkl", PAYLOAD), [], PICKLE),
@@ -473,6 +493,28 @@ def test_allow_pickle_loads_a_trusted_raw_pickle(tmp_path: Path, data_file: Path
     code, _, stderr = audit(path, data_file, tmp_path / "out", "--allow-pickle")
     assert code in (0, 1), stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]["model"]["format"] == "pickle"
+
+
+def test_allow_pickle_loads_a_trusted_hf_folder_with_pickled_weights(tmp_path: Path) -> None:
+    """transformers refuses a .bin the safe loader cannot read; with --allow-pickle the weights load as saved."""
+    from models.errors import ModelInputError
+    from models.loaders import load_model
+
+    def weights(folder: Path, sd: dict) -> None:
+        state = OrderedDict(sd)
+        state._metadata = {"": {"version": np.int64(1)}}  # a numpy scalar: torch.load(weights_only=True) refuses it
+        torch.save(state, folder / "pytorch_model.bin")
+    folder = _hf_folder(tmp_path, weights)
+    with pytest.raises(ModelInputError, match="pytorch_model.bin is a pickle"):
+        load_model(folder, device="cpu")
+    from tiny_text import tiny_bert
+
+    model, tok = tiny_bert(layers=1)
+    texts = ["good movie", "the bad plot !"]
+    with torch.no_grad():
+        expected = model(**tok(texts, padding=True, return_tensors="pt")).logits
+    adapter = load_model(folder, device="cpu", allow_pickle=True)
+    torch.testing.assert_close(adapter.predict_logits(texts), expected)
 
 
 def test_allow_pickle_reads_a_checkpoint_dict_with_the_model_class(tmp_path: Path, data_file: Path) -> None:
