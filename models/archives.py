@@ -324,10 +324,6 @@ def _program_problems(obj: Any) -> Iterator[str]:
                 problem = _treespec_problem(value)
                 if problem:
                     yield problem
-            elif key in ("tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values", "custom_obj_values"):
-                for k in value if isinstance(value, dict) else {}:
-                    if not _NAME.match(k):
-                        yield f"the value name {_short(k)}, not a Python identifier"
             stack.append(value)
 
 

@@ -421,7 +421,7 @@ CASES: list[tuple[str, Builder, list[str], list[str]]] = [
     ("empty-pt", _raw("model.pt", lambda t: b""), [], ["cannot be read"]),
     ("truncated-pickle-ckpt", _raw("model.ckpt", lambda t: PAYLOAD(t)[:-5]), [], ["cannot be read"]),
     ("torchscript-tampered", _torchscript_tampered, [], ["not a loadable TorchScript"]),
-    ("torchscript-zip-bomb", _torchscript_bomb, [], ["zip bomb"]),
+    ("torchscript-zip-bomb", _torchscript_bomb, ["--model-format", "torchscript"], ["zip bomb"]),
     ("onnx-external-data-outside", _onnx_outside, [], ["not a loadable ONNX", "escapes model directory"]),
     ("symlink-to-hostile-pt2", _symlink_to_hostile, [], PT2_PICKLE),
     ("dangling-symlink", _dangling, [], ["does not exist"]),
@@ -517,13 +517,14 @@ def test_allow_pickle_loads_a_trusted_hf_folder_with_pickled_weights(tmp_path: P
     torch.testing.assert_close(adapter.predict_logits(texts), expected)
 
 
-def test_allow_pickle_reads_a_checkpoint_dict_with_the_model_class(tmp_path: Path, data_file: Path) -> None:
+@pytest.mark.parametrize("fmt", [[], ["--model-format", "state_dict"]], ids=["detected", "state_dict"])
+def test_allow_pickle_reads_a_checkpoint_dict_with_the_model_class(tmp_path: Path, data_file: Path, fmt: list[str]) -> None:
     """A Lightning-style .ckpt (a state dict beside arbitrary objects) loads into --model-class when trusted."""
     torch.manual_seed(0)
     path = tmp_path / "model.ckpt"
     model = TinyMLP(n_features=4, n_classes=2)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"lr": np.float64(0.1)}}, path)
-    args = ["--model-class", TINY_MLP_CLASS, "--model-args", '{"n_features": 4, "n_classes": 2}']
+    args = ["--model-class", TINY_MLP_CLASS, "--model-args", '{"n_features": 4, "n_classes": 2}', *fmt]
     assert audit(path, data_file, tmp_path / "refused", *args)[0] == 2
     code, _, stderr = audit(path, data_file, tmp_path / "out", *args, "--allow-pickle")
     assert code in (0, 1), stderr
