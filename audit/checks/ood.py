@@ -136,7 +136,8 @@ class OODDetection(Check):
         best_per_set: dict[str, tuple[str, float]] = {}
         bar_labels, bar_values, bar_lo, bar_hi = [], [], [], []
         for set_name, inputs in ood_sets.items():
-            logits = adapter.predict_logits(inputs, batch_size=ctx.batch_size)
+            # data.ood through the context: cached, and its NaN/inf logits are bad input (exit 2) naming the rows
+            logits = ctx.logits("ood") if set_name == "data.ood" else adapter.predict_logits(inputs, batch_size=ctx.batch_size)
             feats = adapter.predict_features(inputs, batch_size=ctx.batch_size) if use_features else None
             ood_scores = score_all(logits, feats)
             for s in scores:

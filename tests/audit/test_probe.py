@@ -274,3 +274,18 @@ def test_torchscript_head_search_ignores_nonfinite_rows() -> None:
     out = adapter.logits(torch.from_numpy(x))
     assert bool(torch.isnan(out[0]).all()) and bool(torch.isfinite(out[1:]).all())
     assert adapter.has_features and adapter.features(torch.from_numpy(x[1:])).shape == (5, 4)
+
+
+def test_nonfinite_logits_on_data_ood_exit_2_from_the_ood_check(tmp_path: Path) -> None:
+    """data.ood goes through the context's logits: its NaN rows are named, not a crash or a silent AUROC."""
+    rng = np.random.default_rng(1)
+    ood = rng.uniform(-1, 1, size=(30, 4)).astype(np.float32)
+    ood[[2, 9], 0] = 5.0
+    np.savez(tmp_path / "ood.npz", x=ood)
+    model = _script(tmp_path, NaNWhereMarked())
+    cfg = load_config(None, {"model.path": str(model), "data.eval.path": str(_data(tmp_path, marker_col=None)),
+                             "data.ood.path": str(tmp_path / "ood.npz"), "device": "cpu"},
+                      ["data.ood.target=null", "energy.track=false", "checks.ood.synthetic=false",
+                       *[f"checks.{c}.enabled=false" for c in list_checks() if c != "ood"]])
+    with pytest.raises(InputError, match=r"2 of 30 rows of data\.ood give non-finite .*\(rows 2, 9\)"):
+        run_audit(cfg)
