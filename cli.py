@@ -1,8 +1,10 @@
 """deepaudit command line. Thin: parses arguments, calls the library, prints, maps outcomes to
 exit codes.
 
-Exit codes: 0 all checks passed (warnings allowed), 1 a check failed a threshold, 2 bad input
-or usage (one line on stderr, no traceback), 3 internal error (a crash, or a check that errored).
+Exit codes: 0 passed (warnings allowed); 1 a check missed a fail threshold, a fail threshold set in
+the config could not be judged, or nothing was judged (the last two unless on_not_judged: warn);
+2 bad input or usage (one line on stderr, no traceback); 3 internal error (a crash, or a check that
+errored).
 """
 
 from __future__ import annotations
@@ -170,18 +172,29 @@ def _output_lock(folder: Path, command: str) -> Iterator[None]:
 
 
 def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
+    """The check table (what each check was judged against) on stdout; with a non-zero exit code,
+    one line per reason on stderr — also with --quiet, so a CI log always says why."""
+    from reports import _format as fmt
+
+    if result.summary.exit_code:
+        for line in fmt.gate_lines(result):
+            _stderr(f"deepaudit: {line}")
     if quiet:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"deepaudit: {result.summary.status.upper()}", show_lines=False)
-    for col in ("check", "status", "summary"):
+    # Text cells: square brackets in metric groups or summaries are content, not rich markup.
+    table = Table(title=Text(f"deepaudit: {fmt.verdict(result)}"), show_lines=False)
+    for col in ("check", "status", "judged against", "summary"):
         table.add_column(col)
     for c in result.checks:
-        table.add_row(c.id, c.status.upper(), c.summary)
+        order = sorted(c.thresholds, key=lambda t: (t.passed, fmt.is_judged(t)))  # missed, not judged, then met
+        judged = "\n".join(fmt.judgement(t) for t in order) or fmt.judged_against(c)
+        table.add_row(Text(c.id), Text(fmt.status_word(c.status)), Text(judged), Text(c.summary))
     console = Console()
-    console.print(table)
+    console.print(table, highlight=False)
     for finding in result.probe.findings if result.probe is not None else []:
         console.print(f"WARN model probe: {finding}", highlight=False, soft_wrap=True)
     for kind, path in written.items():

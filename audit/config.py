@@ -220,6 +220,12 @@ class AuditConfig(StrictModel):
                     "the report as not evidenced by the tool.",
     )
     report: ReportSpec = Field(default_factory=ReportSpec, description="Report settings (section `report`).")
+    on_not_judged: Literal["fail", "warn"] = Field(
+        default="fail",
+        description="What a `fail` threshold set in this config that could not be judged (its check skipped or "
+                    "disabled, its metric undefined or not reported) does, and an audit where no threshold was "
+                    "judged at all: `fail` blocks the gate (exit 1, reported as not judged); `warn` reports it "
+                    "and exits 0.")
 
     @field_validator("device")
     @classmethod
@@ -464,6 +470,8 @@ data:
 device: auto                    # auto | cpu | cuda | cuda:N
 seed: 0
 batch_size: 256
+on_not_judged: fail             # a fail threshold set here that could not be judged, or an audit that judged
+                                #   nothing, exits 1 (fail) or only warns (warn)
 
 output:
   dir: deepaudit-out            # results.json and report.html go here
@@ -594,10 +602,23 @@ def config_reference_markdown() -> str:
         lines.extend([f"## {title}", ""])
         table(model, prefix)
     lines.extend(["## Checks", "",
-                  "Each check's own keys, beside `enabled` and `thresholds`. Thresholds may name any metric listed.", ""])
+                  "Each check's own keys, beside `enabled` and `thresholds`. Thresholds may name any metric listed; "
+                  "on a metric reported per group (class, subgroup, attack, corruption) a threshold is judged on the "
+                  "worst group in its direction, and the outcome names that group. *Judged by default* lists the "
+                  "check's built-in conditions; a threshold in the config with the same metric name replaces one "
+                  "(e.g. `checks.performance.thresholds.baseline_p_value.max=0.05` relaxes it). A check without any "
+                  "is *measured*, not judged, unless you set a threshold.", ""])
+
+    def bound(spec: ThresholdSpec) -> str:
+        parts = [f"≥ {spec.min:g}" if spec.min is not None else "", f"≤ {spec.max:g}" if spec.max is not None else ""]
+        return " and ".join(p for p in parts if p) + f" ({spec.level})"
+
     for check_id in list_checks():
         cls = get_check(check_id)
+        defaults = getattr(cls, "default_thresholds", {})
+        judged = ("Judged by default: " + ", ".join(f"`{m}` {bound(s)}" for m, s in defaults.items()) + "."
+                  if defaults else "Judged by default: nothing (measured, not judged, unless you set a threshold).")
         lines.extend([f"### `checks.{check_id}` — {cls.title}", "",
-                      "Metrics: " + ", ".join(f"`{m}`" for m in cls.metric_names) + ".", ""])
+                      "Metrics: " + ", ".join(f"`{m}`" for m in cls.metric_names) + ".", "", judged, ""])
         table(cls.Config, f"checks.{check_id}.")
     return "\n".join(lines)

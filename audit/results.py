@@ -5,7 +5,15 @@ Everything a report shows comes from these objects, so any report can be re-rend
 these models (``python -m audit.schema``) and a test keeps the two in step.
 
 Versioning: ``SCHEMA_VERSION`` is ``MAJOR.MINOR``. Adding an optional field or a new check bumps
-MINOR; renaming or removing a field, a check id or a metric name bumps MAJOR.
+MINOR; renaming or removing a field, a check id or a metric name, or adding a value to a status
+enumeration (a consumer that switches on it would mis-handle the new value) bumps MAJOR.
+
+2.0: check status ``measured`` (the check ran and reported metrics, but no threshold judged any of
+them: never a pass); summary status ``not_judged`` (a ``fail`` threshold set in the config could not
+be judged, or nothing at all was judged); ``Summary.judged``, ``Summary.not_judged`` and
+``Summary.on_not_judged``; ``ThresholdOutcome.group`` and ``ThresholdOutcome.detail`` (a threshold on
+a per-group metric is judged on the worst group). 1.3 and 1.4 (``energy_errors``, ``probe``) are
+included.
 """
 
 from __future__ import annotations
@@ -14,11 +22,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "2.0"
 
-Status = Literal["pass", "warn", "fail", "error", "skipped"]
+#: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
+#: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
+#: metrics, but no threshold judged any of them — it is evidence, not a pass. ``warn``: a ``warn``
+#: threshold was missed, a threshold could not be judged, or the check flags a concern (e.g. gradient
+#: masking). ``fail``: a ``fail`` threshold was missed. ``error``: the check crashed. ``skipped``: it does
+#: not apply (with the reason).
+Status = Literal["pass", "measured", "warn", "fail", "error", "skipped"]
 #: Order of severity, used to summarise many statuses into one.
-STATUS_ORDER: dict[str, int] = {"pass": 0, "skipped": 1, "warn": 2, "fail": 3, "error": 4}
+STATUS_ORDER: dict[str, int] = {"pass": 0, "measured": 1, "skipped": 2, "warn": 3, "fail": 4, "error": 5}
+#: Overall status of an audit: a check status, or ``not_judged`` when the gate is blocked because a
+#: ``fail`` threshold set in the config could not be judged, or because nothing at all was judged.
+SummaryStatus = Literal["pass", "measured", "warn", "not_judged", "fail", "error", "skipped"]
 
 
 class _Frozen(BaseModel):
@@ -44,7 +61,11 @@ class Metric(_Frozen):
 
 
 class ThresholdOutcome(_Frozen):
-    """A threshold from the config and what the metric did against it."""
+    """A threshold (from the config or a check's built-in default) and what the metric did against it.
+
+    ``note`` is set exactly when the threshold could not be judged (``passed`` is then false): the
+    check was skipped or did not run, or the metric is undefined or was not reported.
+    """
 
     metric: str
     min: float | None = None
@@ -52,9 +73,14 @@ class ThresholdOutcome(_Frozen):
     level: Literal["fail", "warn"] = "fail"
     observed: float | None
     passed: bool
-    source: str = Field(description="Where the threshold came from: 'config' or 'default'.")
+    source: Literal["config", "default"] = Field(
+        description="Where the bound came from: 'config' (set by the user) or 'default' (the check's built-in condition).")
     note: str | None = Field(default=None, description="Why the threshold could not be judged, when it could not.")
-    detail: str | None = Field(default=None, description="How 'observed' was chosen, e.g. the worst of 4 groups.")
+    group: str | None = Field(
+        default=None, description="For a metric reported per group (class, subgroup, attack, ...): the worst group "
+                                  "in the bound's direction, whose value is 'observed'.")
+    detail: str | None = Field(default=None, description="How 'observed' was chosen (e.g. the worst of 4 groups), or why a "
+                                                         "missed fail threshold is only a warning ('within noise, ...').")
 
 
 class Table(_Frozen):
@@ -166,10 +192,35 @@ class ProbeResult(_Frozen):
     method: str = ""
 
 
+class NotJudged(_Frozen):
+    """A threshold that could not be judged, and whether it blocks the gate."""
+
+    check: str = Field(description="Check id.")
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    level: Literal["fail", "warn"]
+    source: Literal["config", "default"]
+    reason: str = Field(description="Why it could not be judged (check skipped or disabled, metric undefined, ...).")
+    blocking: bool = Field(description="True for a 'fail' threshold from the config while on_not_judged is 'fail': "
+                                       "the audit then exits 1.")
+
+
 class Summary(_Frozen):
-    status: Status
-    counts: dict[str, int]
-    exit_code: int = Field(description="0 passed (warnings allowed), 1 a threshold failed, 3 a check errored.")
+    status: SummaryStatus = Field(description="Overall status; 'not_judged' when the gate is blocked because a "
+                                              "configured 'fail' threshold could not be judged or nothing was judged.")
+    counts: dict[str, int] = Field(description="Number of checks per status.")
+    exit_code: int = Field(description="0 passed (warnings allowed); 1 a 'fail' threshold was missed, a configured "
+                                       "'fail' threshold could not be judged, or nothing was judged (the last two "
+                                       "unless on_not_judged is 'warn'); 3 a check errored.")
+    judged: list[str] = Field(default_factory=list, description="Ids of the checks with at least one judged threshold.")
+    not_judged: list[NotJudged] = Field(default_factory=list, description="Thresholds that could not be judged.")
+    on_not_judged: Literal["fail", "warn"] = Field(
+        default="fail", description="The config's on_not_judged: whether unjudged 'fail' thresholds block the gate.")
+
+    @property
+    def nothing_judged(self) -> bool:
+        return not self.judged
 
 
 class AuditResult(_Frozen):
@@ -203,22 +254,80 @@ class AuditResult(_Frozen):
         return cls.model_validate_json(text)
 
 
-def summarise(checks: list[CheckResult]) -> Summary:
-    """Overall status and exit code from the check statuses (DESIGN.md, exit codes)."""
+#: Start of the note of a ``fail`` threshold missed only by estimates that are not significant: judged, but a warning.
+WITHIN_NOISE = "within noise"
+
+
+def within_noise(threshold: ThresholdOutcome) -> bool:
+    """Whether a missed ``fail`` threshold was missed only within noise (not significant): judged, recorded
+    at ``warn`` level, ``detail`` saying why."""
+    return bool(not threshold.passed and threshold.detail and threshold.detail.startswith(WITHIN_NOISE))
+
+
+def is_judged(threshold: ThresholdOutcome) -> bool:
+    """Whether the threshold was judged (met or missed), as opposed to not judged (``note`` set: check
+    skipped or not run, metric undefined or not reported)."""
+    return threshold.note is None
+
+
+def effective_level(threshold: ThresholdOutcome) -> str | None:
+    """The status a threshold imposes on its check: none when met; its level when missed (a ``fail`` missed
+    only within noise is already recorded at ``warn``); ``warn`` when a threshold from the config could not
+    be judged; none when a built-in default could not be judged (what the tool could not measure is not
+    a risk of the model; the outcome still says it was not judged)."""
+    if threshold.passed:
+        return None
+    if not is_judged(threshold):
+        return "warn" if threshold.source == "config" else None
+    return threshold.level
+
+
+def summarise(checks: list[CheckResult], *, on_not_judged: Literal["fail", "warn"] = "fail",
+              unrun: list[NotJudged] | None = None) -> Summary:
+    """Overall status and exit code (DESIGN.md, exit codes; README, "What a verdict means").
+
+    In order: a check that errored → ``error``, exit 3; a missed ``fail`` threshold → ``fail``, exit 1;
+    a ``fail`` threshold from the config that could not be judged (its check skipped or not run, its
+    metric undefined or missing), or no threshold judged at all → ``not_judged``, exit 1 — unless
+    ``on_not_judged`` is ``"warn"``, which turns both into a warning (exit 0); a missed ``warn`` threshold
+    or a warning check → ``warn``; otherwise ``pass`` when something was judged.
+
+    Parameters
+    ----------
+    checks : list of CheckResult
+    on_not_judged : {"fail", "warn"}
+        The config's ``on_not_judged``.
+    unrun : list of NotJudged, optional
+        Thresholds the config sets on checks that did not run at all (disabled).
+    """
     counts = {s: 0 for s in STATUS_ORDER}
     for c in checks:
         counts[c.status] += 1
+    judged = [c.id for c in checks if any(is_judged(t) for t in c.thresholds)]
+    not_judged = [NotJudged(check=c.id, metric=t.metric, min=t.min, max=t.max, level=t.level, source=t.source,
+                            reason=t.note or "",
+                            blocking=t.level == "fail" and t.source == "config" and on_not_judged == "fail")
+                  for c in checks for t in c.thresholds if not is_judged(t)]
+    not_judged += [u.model_copy(update={"blocking": u.level == "fail" and u.source == "config" and on_not_judged == "fail"})
+                   for u in unrun or []]
+    blocked = any(u.blocking for u in not_judged) or (not judged and on_not_judged == "fail")
+    soft = any(u.level == "fail" and u.source == "config" for u in not_judged) or not judged
     if counts["error"]:
         status, code = "error", 3
     elif counts["fail"]:
         status, code = "fail", 1
-    elif counts["warn"]:
+    elif blocked:
+        status, code = "not_judged", 1
+    elif counts["warn"] or (soft and judged):
         status, code = "warn", 0
-    elif counts["pass"]:
+    elif judged:
         status, code = "pass", 0
+    elif counts["measured"]:
+        status, code = "measured", 0
     else:
         status, code = "skipped", 0
-    return Summary(status=status, counts=counts, exit_code=code)
+    return Summary(status=status, counts=counts, exit_code=code, judged=judged, not_judged=not_judged,
+                   on_not_judged=on_not_judged)
 
 
 class CompareEntry(_Frozen):

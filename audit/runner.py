@@ -33,9 +33,14 @@ from audit.results import (
     AuditResult,
     CheckResult,
     FileRecord,
+    Metric,
+    NotJudged,
     Provenance,
     Summary,
+    WITHIN_NOISE,
     ThresholdOutcome,
+    effective_level,
+    is_judged,
     summarise,
 )
 from models.adapter import ModelAdapter, TokenizedTextAdapter
@@ -152,46 +157,122 @@ def enabled_checks(cfg: AuditConfig) -> list[str]:
 
 
 def _within(spec: ThresholdSpec, value: float) -> bool:
-    return (spec.min is None or value >= spec.min) and (spec.max is None or value <= spec.max)
+    return bool((spec.min is None or value >= spec.min) and (spec.max is None or value <= spec.max))
 
 
 def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: dict[str, ThresholdSpec]
           ) -> tuple[str, list[ThresholdOutcome]]:
     """Status from the thresholds: missing a ``fail`` threshold fails, a ``warn`` one warns.
 
-    A metric the check reports as undefined (value ``None`` or NaN: too few samples, no groups large
-    enough) cannot be judged: the outcome is not passed, with a note, and it warns — it never fails
-    on its own. A metric the check did not report at all counts as missed. A ``fail`` threshold
-    missed only by estimates the check found not significant (``CheckOutput.noise_tests``: e.g. a
-    fairness gap inside its permutation null) is judged and missed at ``warn`` level, its ``detail``
-    saying so.
+    ``thresholds`` come from the config and override the check's built-in ``defaults`` of the same
+    metric name. A default whose metric this run did not report at all (e.g. the text-only
+    ``flip_rate`` on an image model) does not apply and is left out; a config threshold on such a metric
+    is not judged. A threshold on a metric reported per group (class, subgroup, attack) is judged on
+    the worst group in the bound's direction (:func:`judge_threshold`).
+
+    A threshold that cannot be judged (metric undefined — value ``None`` or NaN: too few samples, no
+    groups large enough, a component that did not run — or not reported) is not passed and carries a
+    note. One from the config warns (whether it blocks the gate is for
+    :func:`audit.results.summarise`); a built-in default does not: what the tool could not measure is
+    not a risk of the model, and the note says it was not judged.
+
+    A ``fail`` threshold missed only by estimates the check found not significant
+    (``CheckOutput.noise_tests``: e.g. a fairness gap inside its permutation null) is judged and missed
+    at ``warn`` level, its ``detail`` saying so ("within noise").
+
+    The status is ``measured`` when no threshold was judged and nothing else warns: the check's
+    numbers are evidence, not a pass.
     """
+    emitted = {m.name for m in output.metrics}
+    merged = {k: (v, "default") for k, v in defaults.items() if k in emitted}
+    merged.update({k: (v, "config") for k, v in thresholds.items()})
     outcomes = []
-    status = output.status_floor
-    merged = {**{k: (v, "default") for k, v in defaults.items()}, **{k: (v, "config") for k, v in thresholds.items()}}
-    for metric_name, (spec, source) in merged.items():
-        metric = next((m for m in output.metrics if m.name == metric_name and m.group is None), None)
-        observed = metric.value if metric is not None else None
-        level: str = spec.level
-        note = detail = None
-        if metric is None:
-            note = "the check did not report this metric"
-        elif observed is None or np.isnan(observed):
-            observed, level = None, "warn"
-            note = "undefined for this data (too few samples or groups); reported as a warning"
-        passed = note is None and _within(spec, observed)
-        outcome_level = spec.level
-        if not passed and note is None and level == "fail":
-            beyond = [t for t in output.noise_tests.get(metric_name, []) if not _within(spec, t.value)]
-            if beyond and not any(t.significant for t in beyond):  # judged: missed, but not beyond its noise
-                level = outcome_level = "warn"
-                detail = ("within noise, not significant (a fail threshold, reported as a warning): "
-                          + "; ".join(t.text for t in beyond[:3]))
-        outcomes.append(ThresholdOutcome(metric=metric_name, min=spec.min, max=spec.max, level=outcome_level,
-                                         observed=observed, passed=passed, source=source, note=note, detail=detail))
-        if not passed and STATUS_ORDER[level] > STATUS_ORDER[status]:
+    for name, (spec, source) in merged.items():
+        outcome = judge_threshold(name, spec, source, output.metrics)
+        if not outcome.passed and is_judged(outcome) and spec.level == "fail":
+            beyond = [t for t in output.noise_tests.get(name, []) if not _within(spec, t.value)]
+            if beyond and not any(t.significant for t in beyond):
+                noise = (f"{WITHIN_NOISE}, not significant (a fail threshold, reported as a warning): "
+                         + "; ".join(t.text for t in beyond[:3]))
+                outcome = outcome.model_copy(update={
+                    "level": "warn", "detail": noise + (f"; {outcome.detail}" if outcome.detail else "")})
+        outcomes.append(outcome)
+    status: str = output.status_floor
+    for t in outcomes:
+        level = effective_level(t)
+        if level is not None and STATUS_ORDER[level] > STATUS_ORDER[status]:
             status = level
+    if status == "pass" and not any(is_judged(t) for t in outcomes):
+        status = "measured"
     return status, outcomes
+
+
+def _undefined(value: float | None) -> bool:
+    return value is None or bool(np.isnan(value))
+
+
+def judge_threshold(name: str, spec: ThresholdSpec, source: str, metrics: list[Metric]) -> ThresholdOutcome:
+    """Judge one threshold against the metrics of a check.
+
+    A headline metric (``group`` None) of that name is judged directly. A metric reported only per
+    group is judged on its worst group: the one furthest below ``min`` / above ``max`` (for a
+    ``min`` bound the lowest value, for a ``max`` bound the highest). Groups whose value is undefined
+    are left out and named in ``detail``; when every group is undefined the threshold is not judged.
+    """
+    base = {"metric": name, "min": spec.min, "max": spec.max, "level": spec.level, "source": source}
+    found = [m for m in metrics if m.name == name]
+    if not found:
+        return ThresholdOutcome(**base, observed=None, passed=False, note="the check did not report this metric")
+    headline = next((m for m in found if m.group is None), None)
+    group = detail = None
+    if headline is not None:
+        observed = headline.value
+        if _undefined(observed):
+            return ThresholdOutcome(**base, observed=None, passed=False,
+                                    note="undefined for this data (too few samples or groups, or a component that did "
+                                         "not run: see the metric)")
+    else:
+        defined = [m for m in found if not _undefined(m.value)]
+        left_out = [str(m.group) for m in found if _undefined(m.value)]
+        if not defined:
+            return ThresholdOutcome(**base, observed=None, passed=False,
+                                    note=f"undefined for every one of its {len(found)} groups")
+
+        def badness(m: Metric) -> float:
+            v = float(m.value)  # type: ignore[arg-type]
+            return max(spec.min - v if spec.min is not None else -np.inf, v - spec.max if spec.max is not None else -np.inf)
+
+        worst = max(defined, key=badness)
+        observed, group = worst.value, worst.group
+        direction = ("lowest" if spec.max is None else "highest" if spec.min is None else "furthest out of bounds")
+        detail = f"worst of {len(defined)} groups ({direction} value): {group}"
+        if left_out:
+            detail += f"; {len(left_out)} undefined group(s) left out: {', '.join(left_out[:5])}" + (
+                ", …" if len(left_out) > 5 else "")
+    return ThresholdOutcome(**base, observed=observed, passed=_within(spec, observed), group=group, detail=detail)
+
+
+def not_run_outcomes(thresholds: dict[str, ThresholdSpec], reason: str) -> list[ThresholdOutcome]:
+    """Outcomes of the config thresholds of a check that did not produce metrics (skipped or crashed)."""
+    return [ThresholdOutcome(metric=name, min=spec.min, max=spec.max, level=spec.level, observed=None, passed=False,
+                             source="config", note=reason) for name, spec in thresholds.items()]
+
+
+def unrun_thresholds(cfg: AuditConfig, ran: set[str]) -> list[NotJudged]:
+    """Thresholds the config sets on checks that do not run at all (disabled, or off by default)."""
+    out = []
+    for check_id, section in cfg.checks.items():
+        if check_id in ran or not section or not section.get("thresholds"):
+            continue
+        explicitly = section.get("enabled", True) is False
+        reason = ("the check is disabled (enabled: false)" if explicitly else
+                  f"the check did not run (off by default: set checks.{check_id}.enabled: true)")
+        for metric, spec in (section.get("thresholds") or {}).items():
+            level = spec.get("level", "fail") if isinstance(spec, dict) else "fail"
+            bounds = {k: spec.get(k) for k in ("min", "max")} if isinstance(spec, dict) else {}
+            out.append(NotJudged(check=check_id, metric=metric, level=level, source="config", reason=reason,
+                                 blocking=False, **bounds))
+    return out
 
 
 def run_check(check: Check, ctx: AuditContext) -> CheckResult:
@@ -204,6 +285,7 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
         output = check.run(ctx)
     except SkipCheck as exc:
         return CheckResult(**base, status="skipped", summary=f"Skipped: {exc}", skip_reason=str(exc),
+                           thresholds=not_run_outcomes(check.config.thresholds, f"the check was skipped: {exc}"),
                            duration_s=time.perf_counter() - start)
     except InputError:
         raise  # bad input found by a check (a config value, a column): the audit cannot run, exit 2
@@ -212,6 +294,7 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return CheckResult(**base, status="error", summary=f"The check crashed: {message}",
                            error=f"{message} (at {Path(where.filename).name}:{where.lineno})",
+                           thresholds=not_run_outcomes(check.config.thresholds, "the check crashed"),
                            duration_s=time.perf_counter() - start)
     duration = time.perf_counter() - start
     status, outcomes = judge(output, check.config.thresholds, getattr(cls, "default_thresholds", {}))
@@ -357,7 +440,9 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts,
     )
-    return AuditResult(provenance=provenance, checks=results, summary=with_probe(summarise(results), ctx.probe),
+    summary = summarise(results, on_not_judged=cfg.on_not_judged,
+                        unrun=unrun_thresholds(cfg, {c.id for c in checks}))
+    return AuditResult(provenance=provenance, checks=results, summary=with_probe(summary, ctx.probe),
                        attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
                        footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [],
                        probe=ctx.probe)
@@ -365,6 +450,6 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
 
 def with_probe(summary: Summary, probe: Any) -> Summary:
     """A probe finding (non-determinism, excluded rows) makes the audit at least ``warn``."""
-    if probe is not None and probe.findings and STATUS_ORDER[summary.status] < STATUS_ORDER["warn"]:
+    if probe is not None and probe.findings and summary.status in ("pass", "measured", "skipped"):
         return summary.model_copy(update={"status": "warn"})
     return summary

@@ -13,7 +13,16 @@ from typing import Any
 
 import yaml
 
-from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome
+from audit.results import (
+    AuditResult,
+    CheckResult,
+    Metric,
+    NotJudged,
+    ThresholdOutcome,
+    effective_level,
+    is_judged,
+    within_noise,
+)
 
 #: C0 and C1 control characters except tab and line feed (NUL, ESC that starts terminal sequences,
 #: backspace, ...), DEL, and the bidirectional overrides and isolates that make text display in
@@ -23,7 +32,17 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: Shown for a missing value (``None``).
 MISSING = "—"
 #: Order the statuses are listed in (most severe last, as in ``audit.results.STATUS_ORDER``).
-STATUSES = ("pass", "warn", "fail", "error", "skipped")
+STATUSES = ("pass", "measured", "warn", "fail", "error", "skipped")
+#: What a status word means, for legends and tooltips.
+STATUS_MEANING = {
+    "pass": "judged against at least one bound, and every judged metric met it",
+    "measured": "measured, not judged: no threshold (from the config or a built-in default) applies to its metrics",
+    "warn": "a warn-level bound was missed, a bound could not be judged, or the check flags a concern",
+    "fail": "a fail-level bound was missed",
+    "error": "the check crashed; its evidence is missing",
+    "skipped": "does not apply to this model or data (reason given)",
+    "not_judged": "a fail-level bound set in the config could not be judged, or nothing was judged",
+}
 #: Confidence level the reports assume when a metric does not say otherwise.
 DEFAULT_CI_LEVEL = 0.95
 
@@ -119,7 +138,7 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def fmt_bound(threshold: ThresholdOutcome) -> str:
+def fmt_bound(threshold: ThresholdOutcome | NotJudged) -> str:
     """The bound a threshold sets: ``"≥ 0.9000"``, ``"≤ 0.0500"`` or ``"0.1000 … 0.2000"``."""
     if threshold.min is not None and threshold.max is not None:
         return f"{fmt_num(threshold.min)} … {fmt_num(threshold.max)}"
@@ -130,23 +149,79 @@ def fmt_bound(threshold: ThresholdOutcome) -> str:
     return "no bound"
 
 
-def within_noise(threshold: ThresholdOutcome) -> bool:
-    """A missed threshold that the judge downgraded to a warning because the miss is not significant."""
-    return bool(not threshold.passed and threshold.detail and threshold.detail.startswith("within noise"))
+def source_word(source: str) -> str:
+    """``"config"`` or ``"built-in default"``: where a bound came from."""
+    return "config" if source == "config" else "built-in default"
+
+
+def _metric_label(threshold: ThresholdOutcome) -> str:
+    return threshold.metric if threshold.group is None else f"{threshold.metric} [worst group: {threshold.group}]"
 
 
 def describe_threshold(threshold: ThresholdOutcome) -> str:
-    """Plain sentence for a threshold, e.g. ``"accuracy = 0.8100, required ≥ 0.9000 (fail level): missed"``."""
+    """Plain sentence for a threshold, e.g.
+    ``"accuracy = 0.8100, required ≥ 0.9000 (fail level, config): missed"``; a per-group metric names
+    its worst group."""
     outcome = "met" if threshold.passed else (
         "missed, " + (threshold.detail or "") if within_noise(threshold) else
         "not judged: " + threshold.note if threshold.note else "missed")
-    return (f"{threshold.metric} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
-            f"({threshold.level} level): {outcome}")
+    return (f"{_metric_label(threshold)} = {fmt_num(threshold.observed)}, required {fmt_bound(threshold)} "
+            f"({threshold.level} level, {source_word(threshold.source)}): {outcome}")
+
+
+def judgement(threshold: ThresholdOutcome) -> str:
+    """What was required and what was found, e.g. ``"accuracy 0.9650 < required 0.9900 (config)"``,
+    ``"ece 0.0310 meets required ≤ 0.1000 (built-in default)"`` or
+    ``"accuracy required ≥ 0.9000 (config): not judged — the check was skipped: ..."``."""
+    name, src = _metric_label(threshold), source_word(threshold.source)
+    if not is_judged(threshold):
+        return f"{name} required {fmt_bound(threshold)} ({src}): not judged — {threshold.note}"
+    value = threshold.observed
+    if threshold.passed:
+        return f"{name} {fmt_num(value)} meets required {fmt_bound(threshold)} ({src})"
+    noise = f", {threshold.detail}" if within_noise(threshold) else ""
+    if threshold.min is not None and value is not None and value < threshold.min:
+        return f"{name} {fmt_num(value)} < required {fmt_num(threshold.min)} ({src}){noise}"
+    return f"{name} {fmt_num(value)} > required {fmt_num(threshold.max)} ({src}){noise}"
+
+
+def describe_not_judged(item: NotJudged) -> str:
+    """One line for a threshold that could not be judged: check, metric, bound, source and reason."""
+    return (f"{item.check}: {item.metric} required {fmt_bound(item)} ({item.level} level, {source_word(item.source)}): "
+            f"not judged — {item.reason}")
+
+
+def judged_against(check: CheckResult) -> str:
+    """What a check was judged against, in a few words: the judged bounds, or why it was not judged."""
+    judged = [t for t in check.thresholds if is_judged(t)]
+    if judged:
+        return "; ".join(f"{_metric_label(t)} {fmt_bound(t)} ({source_word(t.source)})" for t in judged)
+    if check.status in ("skipped", "error"):
+        return "not judged (the check did not run)"
+    return "not judged: no threshold applies to its metrics"
+
+
+NOTHING_JUDGED = ("nothing was judged: no check had a threshold (from the config or a built-in default) that "
+                  "could be judged")
+
+
+def gate_lines(result: AuditResult) -> list[str]:
+    """One line per reason the audit did not pass: each missed ``fail`` threshold, each ``fail``
+    threshold from the config that could not be judged, nothing judged at all, each crashed check.
+    What ``deepaudit audit --quiet`` prints to stderr."""
+    lines = [f"FAIL {c.id}: {judgement(t)}" for c in result.checks for t in c.thresholds
+             if is_judged(t) and not t.passed and effective_level(t) == "fail"]
+    summary = result.summary
+    lines += [f"NOT JUDGED {describe_not_judged(u)}" for u in summary.not_judged if u.blocking]
+    if not summary.judged and summary.on_not_judged == "fail":
+        lines.append(f"NOT JUDGED: {NOTHING_JUDGED} (set thresholds, or on_not_judged: warn to accept that).")
+    lines += [f"ERROR {c.id}: {c.error or c.summary}" for c in result.checks if c.status == "error"]
+    return lines
 
 
 def threshold_outcome(threshold: ThresholdOutcome) -> str:
     """``"met"``, ``"missed"``, ``"missed, within noise"`` (not significant: a warning) or ``"not judged"``
-    (an undefined or unreported metric)."""
+    (an undefined or unreported metric, a check that did not run)."""
     if threshold.passed:
         return "met"
     if within_noise(threshold):
@@ -162,12 +237,15 @@ def missed_thresholds(check: CheckResult, level: str | None = None) -> list[Thre
 def top_risks(result: AuditResult, limit: int = 5) -> list[dict[str, str]]:
     """The most severe findings, for page one: each ``{"status", "check", "anchor", "text"}``.
 
-    Order: the model probe's findings (non-determinism, excluded rows), checks that errored (their
-    evidence is missing), missed ``fail`` thresholds, missed ``warn`` thresholds and thresholds that
-    could not be judged, then warning checks without a missed threshold (e.g. gradient masking
-    suspected, small groups) with their summary.
+    Order: the model probe's findings (non-determinism, excluded rows), checks that errored (their evidence is missing); missed ``fail`` thresholds, ``fail``
+    thresholds from the config that could not be judged while they block the gate, and an audit
+    where nothing was judged; missed ``warn`` thresholds and other thresholds that could not be
+    judged; then warning checks without a missed threshold (e.g. gradient masking suspected, small
+    groups) with their summary. A check that is only skipped or measured is never a risk.
     """
     ranked: list[tuple[int, int, dict[str, str]]] = []
+    summary = result.summary
+    blocking = {(u.check, u.metric) for u in summary.not_judged if u.blocking}
     if result.probe is not None:  # a non-deterministic model's every number is suspect: first
         ranked += [(0, 0, {"check": "Model probe", "anchor": "probe-warning", "status": "warn", "text": f})
                    for f in result.probe.findings]
@@ -179,10 +257,25 @@ def top_risks(result: AuditResult, limit: int = 5) -> list[dict[str, str]]:
             continue
         missed = missed_thresholds(check)
         for t in missed:
-            rank = 1 if t.level == "fail" and not t.note else 2
-            ranked.append((rank, i, {**where, "status": "fail" if rank == 1 else "warn", "text": describe_threshold(t)}))
+            if effective_level(t) is None:
+                continue  # a built-in default the tool could not judge: not a risk of the model
+            if is_judged(t):
+                rank, status = (1, "fail") if effective_level(t) == "fail" else (2, "warn")
+            else:
+                rank, status = (1, "not_judged") if (check.id, t.metric) in blocking else (2, "warn")
+            ranked.append((rank, i, {**where, "status": status, "text": describe_threshold(t)}))
         if check.status == "warn" and not missed:
             ranked.append((3, i, {**where, "status": "warn", "text": check.summary}))
+    ran = {c.id for c in result.checks}
+    for u in summary.not_judged:
+        if u.check not in ran:
+            ranked.append((1 if u.blocking else 2, len(result.checks) + 1,
+                           {"check": u.check, "anchor": "overview", "status": "not_judged" if u.blocking else "warn",
+                            "text": describe_not_judged(u)}))
+    if not summary.judged:
+        ranked.append((1, 0, {"check": "the audit", "anchor": "overview",
+                              "status": "not_judged" if summary.on_not_judged == "fail" else "warn",
+                              "text": f"{NOTHING_JUDGED}; every number below is measured, not judged"}))
     ranked.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in ranked[:limit]]
 
@@ -214,8 +307,8 @@ def key_metrics(check: CheckResult, limit: int = 5) -> list[Metric]:
 
 
 def status_word(status: str) -> str:
-    """The status as the word every report writes: ``"PASS"``, ``"FAIL"``, ..."""
-    return status.upper()
+    """The status as the word every report writes: ``"PASS"``, ``"FAIL"``, ``"MEASURED"``, ``"NOT JUDGED"``, ..."""
+    return status.replace("_", " ").upper()
 
 
 def _count(result: AuditResult, status: str) -> int:
@@ -246,7 +339,17 @@ def verdict(result: AuditResult) -> str:
         checks had each other notable status.
     """
     n = len(result.checks)
-    status = result.summary.status
+    summary = result.summary
+    status = summary.status
+    blocking = [u for u in summary.not_judged if u.blocking]
+    if status == "not_judged":
+        if blocking:
+            k = len(blocking)
+            text = (f"{k} fail threshold{'s' if k != 1 else ''} set in the config could not be judged "
+                    f"({', '.join(f'{u.check}.{u.metric}' for u in blocking[:3])}{', …' if k > 3 else ''})")
+        else:
+            text = NOTHING_JUDGED
+        return f"{status_word(status)} — {text}"
     if n == 0:
         return f"{status_word(status)} — no checks ran"
     counts = {s: _count(result, s) for s in STATUSES}
@@ -257,18 +360,25 @@ def verdict(result: AuditResult) -> str:
         "fail": "missed a threshold",
         "warn": "raised a warning; no fail threshold was missed",
         "pass": "passed",
+        "measured": f"{was} measured; nothing was judged (on_not_judged: warn)",
         "skipped": f"{was} skipped",
     }[status]
     text = f"{_of(k, n)} {what}"
     probed = result.probe is not None and bool(result.probe.findings)
     if probed and status == "warn" and k == 0:  # the warning is the probe's alone
         text = "the model probe raised a warning; no check warned or failed"
+    soft = status == "warn" and any(u.level == "fail" and u.source == "config" for u in summary.not_judged)
+    if soft and k == 0 and not probed:  # the warning is the unjudged fail thresholds' alone
+        text = "no check warned or failed"
     extra = [f"{counts[s]} {label}" for s, label in
-             (("fail", "failed"), ("warn", "warned"), ("skipped", "skipped")) if counts[s] and s != status]
+             (("fail", "failed"), ("warn", "warned"), ("measured", "measured, not judged"), ("skipped", "skipped"))
+             if counts[s] and s != status]
     if extra:
         text += f" ({', '.join(extra)})"
     if probed and not (status == "warn" and k == 0):
         text += "; the model probe raised a warning"
+    if soft:
+        text += "; fail thresholds that could not be judged are warnings (on_not_judged: warn)"
     return f"{status_word(status)} — {text}"
 
 

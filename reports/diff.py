@@ -1,7 +1,7 @@
 """Regressions between two audits (``deepaudit diff base.json new.json``): a pure function of two results.
 
-A regression is: a check that disappeared; a status that got worse (pass → warn → fail → error;
-``skipped`` counts as worse than pass, since the evidence is gone); a metric that moved in its bad
+A regression is: a check that disappeared; a status that got worse (pass → measured → skipped → warn
+→ fail → error: ``measured`` lost its judgement and ``skipped`` its evidence, so both rank above pass); a metric that moved in its bad
 direction by more than the tolerance (``higher_is_better`` decides the direction; metrics without
 it are not judged) or that became undefined; a threshold that changed, was loosened or removed
 (any change in a threshold makes the runs incomparable on that metric, so it is listed).
@@ -15,7 +15,7 @@ from typing import Literal
 from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome
 
 #: Severity order for "got worse" (skipped means the evidence is gone, so it ranks above pass).
-_RANK = {"pass": 0, "skipped": 1, "warn": 2, "fail": 3, "error": 4}
+_RANK = {"pass": 0, "measured": 1, "skipped": 2, "warn": 3, "fail": 4, "error": 5}
 
 Kind = Literal["check_missing", "status", "metric", "metric_missing", "threshold"]
 

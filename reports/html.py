@@ -66,6 +66,8 @@ def environment() -> Environment:
         missed=fmt.missed_thresholds,
         anchor=fmt.anchor,
         statuses=fmt.STATUSES,
+        status_meaning=fmt.STATUS_MEANING,
+        not_judged_line=fmt.describe_not_judged,
         max_table_rows=MAX_TABLE_ROWS,
         missing=fmt.MISSING,
         requirements_for=traceability.requirements_for,

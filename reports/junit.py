@@ -1,8 +1,12 @@
 """JUnit XML for CI test tabs: one test case per check.
 
 A missed fail-level threshold is a ``<failure>``, a crashed check an ``<error>``, a check that did
-not apply ``<skipped>``; a warning passes, with the warning in ``<system-out>``. Nothing that
-matters is hidden in ``<system-out>`` alone.
+not apply ``<skipped>``; a warning passes, with the warning in ``<system-out>``. A check that was
+measured but not judged (status ``measured``) is ``<skipped message="measured, not judged: ...">``, never
+a passing test case, since nothing was asserted. A ``fail`` threshold set in the config that could
+not be judged while it blocks the gate is a ``<failure type="not_judged">`` on its check, and an
+audit blocked as not judged gets one more test case, ``deepaudit.gate``, failing with every reason.
+Nothing that matters is hidden in ``<system-out>`` alone.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from audit.results import AuditResult, CheckResult
+from audit.results import AuditResult, CheckResult, is_judged
 
 from . import _format as fmt
 
@@ -44,11 +48,20 @@ def _details(check: CheckResult) -> str:
     return "\n".join(lines)
 
 
-def _add_testcase(suite: ET.Element, check: CheckResult) -> None:
+def measured_message(check: CheckResult) -> str:
+    return (f"measured, not judged: no threshold applies to its metrics (set checks.{check.id}.thresholds "
+            "to judge them)")
+
+
+def _add_testcase(suite: ET.Element, check: CheckResult, blocking: set[str]) -> str:
+    """Add the check's test case; return its JUnit outcome (passed, failure, error, skipped)."""
     case = _element(suite, "testcase", classname=f"deepaudit.{check.category}", name=check.id,
                     time=f"{max(check.duration_s, 0.0):.3f}")
     details = _details(check)
+    unjudged = [t for t in check.thresholds if not is_judged(t) and t.metric in blocking]
+    outcome = "passed"
     if check.status == "fail":
+        outcome = "failure"
         missed = fmt.missed_thresholds(check, "fail") or fmt.missed_thresholds(check)
         if missed:
             message = "; ".join(f"{t.metric} = {fmt.fmt_num(t.observed)}, required {fmt.fmt_bound(t)}"
@@ -59,15 +72,26 @@ def _add_testcase(suite: ET.Element, check: CheckResult) -> None:
             message, text = check.summary, check.summary
         _element(case, "failure", text, message=_message(message), type="threshold")
     elif check.status == "error":
+        outcome = "error"
         error = check.error or "the check raised an error without a message"
         _element(case, "error", error, message=_message(error), type="error")
+    elif unjudged:
+        outcome = "failure"
+        message = "not judged: " + "; ".join(fmt.judgement(t) for t in unjudged)
+        _element(case, "failure", "\n".join(fmt.judgement(t) for t in unjudged) + f"\n{check.summary}",
+                 message=_message(message), type="not_judged")
     elif check.status == "skipped":
+        outcome = "skipped"
         _element(case, "skipped", message=_message(check.skip_reason or "no reason given"))
+    elif check.status == "measured":
+        outcome = "skipped"
+        _element(case, "skipped", message=_message(measured_message(check)))
     out = details
     if check.status == "warn":
         warnings = [f"WARNING: {fmt.describe_threshold(t)}" for t in fmt.missed_thresholds(check)]
         out = "\n".join(warnings or [f"WARNING: {check.summary}"]) + "\n\n" + details
     _element(case, "system-out", out)
+    return outcome
 
 
 def render_junit(result: AuditResult) -> str:
@@ -82,24 +106,34 @@ def render_junit(result: AuditResult) -> str:
     -------
     str
         ``<testsuites>`` holding one ``<testsuite name="deepaudit">`` whose ``tests``,
-        ``failures``, ``errors`` and ``skipped`` count the checks by status; each check is a
-        ``<testcase classname="deepaudit.<category>" name="<check id>" time="<seconds>">``.
+        ``failures``, ``errors`` and ``skipped`` count the test cases by outcome; each check is a
+        ``<testcase classname="deepaudit.<category>" name="<check id>" time="<seconds>">``, plus
+        ``<testcase classname="deepaudit" name="gate">`` when the audit is blocked as not judged.
     """
     checks = result.checks
-    counts = {s: sum(1 for c in checks if c.status == s) for s in fmt.STATUSES}
     total_time = f"{sum(max(c.duration_s, 0.0) for c in checks):.3f}"
-    attrs = {"tests": len(checks), "failures": counts["fail"], "errors": counts["error"],
-             "skipped": counts["skipped"], "time": total_time}
-    root = ET.Element("testsuites", {k: str(v) for k, v in {"name": "deepaudit", **attrs}.items()})
+    root = ET.Element("testsuites", {"name": "deepaudit"})
     prov = result.provenance
-    suite = _element(root, "testsuite", name="deepaudit", **attrs, timestamp=prov.started_at)
+    suite = _element(root, "testsuite", name="deepaudit", timestamp=prov.started_at)
     props = _element(suite, "properties")
     for name, value in (("report_id", prov.report_id), ("tool_version", prov.tool_version),
                         ("schema_version", result.schema_version), ("model", fmt.model_path(result)),
                         ("seed", prov.seed), ("device", prov.device), ("config_sha256", prov.config_sha256),
                         ("status", result.summary.status), ("exit_code", result.summary.exit_code)):
         _element(props, "property", name=name, value=value)
+    outcomes = []
     for check in checks:
-        _add_testcase(suite, check)
+        blocking = {u.metric for u in result.summary.not_judged if u.blocking and u.check == check.id}
+        outcomes.append(_add_testcase(suite, check, blocking))
+    if result.summary.status == "not_judged":
+        gate = _element(suite, "testcase", classname="deepaudit", name="gate", time="0.000")
+        reasons = [line for line in fmt.gate_lines(result) if line.startswith("NOT JUDGED")]
+        _element(gate, "failure", "\n".join(reasons), message=_message(fmt.verdict(result)), type="not_judged")
+        outcomes.append("failure")
+    attrs = {"tests": len(outcomes), "failures": outcomes.count("failure"), "errors": outcomes.count("error"),
+             "skipped": outcomes.count("skipped"), "time": total_time}
+    for node in (root, suite):
+        for key, value in attrs.items():
+            node.set(key, str(value))
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -72,8 +72,11 @@ def _thresholds_cell(check: CheckResult) -> str:
     for t in check.thresholds:
         mark = ("met" if t.passed else "**missed, within noise** (warn)" if fmt.within_noise(t) else "**not judged**" if t.note
                 else f"**missed**{' (warn)' if t.level == 'warn' else ''}")
-        items.append(f"{escape_md(t.metric)} {escape_md(fmt.fmt_bound(t))}: "
+        group = f" \\[worst group: {escape_md(t.group)}\\]" if t.group is not None else ""
+        items.append(f"{escape_md(t.metric)}{group} {escape_md(fmt.fmt_bound(t))} ({escape_md(fmt.source_word(t.source))}): "
                      f"{escape_md(fmt.fmt_num(t.observed))} {mark}")
+    if not items and check.status == "measured":
+        return "measured, not judged: no threshold applies"
     return "<br>".join(items) if items else "—"
 
 
@@ -113,10 +116,16 @@ def render_markdown(result: AuditResult) -> str:
         lines += ["**Model probe: WARN**", ""]
         lines += [f"- {escape_md(f)}" for f in result.probe.findings]
         lines.append("")
+    summary = result.summary
+    measured = [c.id for c in result.checks if c.status == "measured"]
+    lines += [("Judged: " + (escape_md(", ".join(summary.judged)) if summary.judged else "**nothing**")
+               + (f" · measured, not judged: {escape_md(', '.join(measured))}" if measured else "")
+               + ". PASS means every judged metric met its bound; bounds come from the config or a built-in default."),
+              ""]
     risks = fmt.top_risks(result)
     if risks:
         lines += ["**Top risks**", ""]
-        lines += [f"{i}. **{r['status'].upper()}** {escape_md(r['check'])}: {escape_md(r['text'])}"
+        lines += [f"{i}. **{fmt.status_word(r['status'])}** {escape_md(r['check'])}: {escape_md(r['text'])}"
                   for i, r in enumerate(risks, start=1)]
         lines.append("")
     lines += [
@@ -126,9 +135,13 @@ def render_markdown(result: AuditResult) -> str:
     for check in result.checks:
         name = f"{escape_md(check.title)} ({escape_md(check.id)})"
         lines.append(f"| {name} | {_status_cell(check)} | {_metrics_cell(check)} | {_thresholds_cell(check)} |")
-    missed = [(c, t) for c in result.checks for t in fmt.missed_thresholds(c)]
+    missed = [(c, t) for c in result.checks for t in fmt.missed_thresholds(c) if fmt.is_judged(t)]
     if missed:
         lines += ["", "### Missed thresholds", ""]
         lines += [f"- **{t.level.upper()}** {escape_md(c.id)}: {escape_md(fmt.describe_threshold(t))}"
                   for c, t in missed]
+    if summary.not_judged:
+        lines += ["", "### Not judged", ""]
+        lines += [f"- {'**blocks the gate** ' if u.blocking else ''}{escape_md(fmt.describe_not_judged(u))}"
+                  for u in summary.not_judged]
     return "\n".join(lines) + "\n"

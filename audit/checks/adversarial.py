@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from audit import masking
 from audit.attacks import Norm, fgsm, pgd
 from audit.checks.corruption import wilson_interval
-from audit.config import CheckConfig, PositiveFloat
+from audit.config import CheckConfig, ThresholdSpec, PositiveFloat
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -80,6 +80,11 @@ class AdversarialRobustness(Check):
     Config = AdversarialConfig
     metric_names = ("robust_accuracy", "clean_accuracy", "attack_success_rate", "safeguards_tripped",
                     "accuracy_under_attack", "mean_perturbation", "flip_rate")
+    #: Built-in conditions (warn): the strongest attack at the headline ε flips more than half of the correct
+    #: predictions (images, tabular), or character edits flip more than half of them (text). A tripped
+    #: gradient-masking safeguard warns through the status floor. A config threshold on the same metric replaces one.
+    default_thresholds = {"attack_success_rate": ThresholdSpec(max=0.5, level="warn"),
+                          "flip_rate": ThresholdSpec(max=0.5, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: AdversarialConfig = self.config  # type: ignore[assignment]

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from audit import corruptions as C
 from audit.checks.performance import expected_calibration_error
-from audit.config import CheckConfig, check_names
+from audit.config import CheckConfig, ThresholdSpec, check_names
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -65,6 +65,8 @@ class CorruptionRobustness(Check):
     title = "Robustness to common corruptions"
     Config = CorruptionConfig
     metric_names = ("clean_accuracy", "mce", "relative_mce", "worst_accuracy", "accuracy", "ece")
+    #: Built-in condition (warn): corruptions raise the error by more than 20 points on average over the clean error.
+    default_thresholds = {"relative_mce": ThresholdSpec(max=0.2, level="warn")}
 
     def preflight(self, ctx: AuditContext) -> None:
         cfg: CorruptionConfig = self.config  # type: ignore[assignment]

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from audit.config import CheckConfig
+from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -72,6 +72,8 @@ class Drift(Check):
     title = "Data drift (reference vs evaluation)"
     Config = DriftConfig
     metric_names = ("share_drifted", "max_psi", "psi", "p_value")
+    #: Built-in condition (warn): any feature whose shift is significant at the false discovery rate ``alpha``.
+    default_thresholds = {"share_drifted": ThresholdSpec(max=0, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: DriftConfig = self.config  # type: ignore[assignment]

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from audit import explain as E
 from audit import explain_blackbox as B
 from audit import explain_text as T
-from audit.config import CheckConfig
+from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -115,6 +115,9 @@ class Explanations(Check):
     Config = ExplanationsConfig
     metric_names = ("faithfulness_gap", "methods_failing_sanity", "ig_completeness_error", "shap_efficiency_error",
                     "deletion_auc", "insertion_auc", "infidelity", "sensitivity", "randomization_similarity", "agreement")
+    #: Built-in condition (warn): an attribution method whose maps survive weight randomisation explains the
+    #: input, not the model (Adebayo et al. 2018).
+    default_thresholds = {"methods_failing_sanity": ThresholdSpec(max=0, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: ExplanationsConfig = self.config  # type: ignore[assignment]

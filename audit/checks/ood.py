@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from audit.config import CheckConfig
+from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.ood_scores import (
@@ -62,6 +62,9 @@ class OODDetection(Check):
     title = "Out-of-distribution detection"
     Config = OODConfig
     metric_names = ("worst_auroc", "auroc", "aupr", "fpr95")
+    #: Built-in condition (warn): on the hardest OOD set even the best score separates it from the evaluation
+    #: data little better than chance (AUROC below 0.6).
+    default_thresholds = {"worst_auroc": ThresholdSpec(min=0.6, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: OODConfig = self.config  # type: ignore[assignment]

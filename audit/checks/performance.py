@@ -1,17 +1,26 @@
 """Performance: accuracy, balanced accuracy, macro-F1, per-class precision and recall, confusion
-matrix, expected calibration error with a reliability diagram — each with a bootstrap 95% interval.
+matrix, expected calibration error with a reliability diagram — each with a bootstrap 95% interval —
+and whether accuracy beats the majority-class baseline with statistical significance.
 
 Point estimates come from scikit-learn on the full evaluation set. Intervals come from a
-vectorised percentile bootstrap over the same predictions (``audit.stats``).
+vectorised percentile bootstrap over the same predictions (``audit.stats``). The baseline test is
+the one-sided exact binomial test of caret's ``confusionMatrix`` ("AccuracyPValue": accuracy against
+the no-information rate), computed with ``scipy.stats.binomtest``; its p-value is judged by default
+(``baseline_p_value`` ≤ 0.01), so a model no better than always answering the most frequent class
+fails the default audit. Significance alone lets a near-chance model through on a large set (14% on
+10 balanced classes is significant from about 700 samples), so the share of the baseline's errors the
+model removes, ``baseline_lift`` = (accuracy − baseline) / (1 − baseline), is judged too: below 0.1 it
+warns.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
+from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score
 
-from audit.config import CheckConfig
+from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
@@ -82,6 +91,34 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
     return float(ece_from_bins(counts, acc_sum, conf_sum))
 
 
+def majority_baseline_test(n_correct: int, support: np.ndarray) -> tuple[float, float]:
+    """Majority-class baseline accuracy and the one-sided exact binomial p-value of beating it.
+
+    Parameters
+    ----------
+    n_correct : int
+        Correct predictions of the model.
+    support : ndarray
+        Samples per class in the evaluation set.
+
+    Returns
+    -------
+    baseline : float
+        Share of the most frequent class (the no-information rate).
+    p_value : float
+        ``P(X >= n_correct)`` for ``X ~ Binomial(n, baseline)``: small when the accuracy is too high to
+        come from a model no better than the baseline.
+
+    References
+    ----------
+    Kuhn, "Building Predictive Models in R Using the caret Package", J. Stat. Softw. 28(5), 2008
+    (``confusionMatrix``: AccuracyPValue).
+    """
+    n = int(support.sum())
+    baseline = float(support.max() / n)
+    return baseline, float(binomtest(n_correct, n, baseline, alternative="greater").pvalue)
+
+
 @register_check("performance")
 class Performance(Check):
     """Accuracy, balanced accuracy, macro-F1, per-class precision/recall, confusion matrix and
@@ -96,7 +133,12 @@ class Performance(Check):
     category = "performance"
     title = "Predictive performance and calibration"
     Config = PerformanceConfig
-    metric_names = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "min_class_recall", "precision", "recall")
+    metric_names = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "min_class_recall", "precision", "recall",
+                    "baseline_accuracy", "baseline_p_value", "baseline_lift")
+    #: A model must beat always answering the most frequent class with significance (one-sided, 1%), and by
+    #: more than a sliver: removing under a tenth of the baseline's errors warns.
+    default_thresholds = {"baseline_p_value": ThresholdSpec(max=0.01, level="fail"),
+                          "baseline_lift": ThresholdSpec(min=0.1, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: PerformanceConfig = self.config  # type: ignore[assignment]
@@ -165,6 +207,23 @@ class Performance(Check):
                                   method=f"{methods[name]}; {ci_text}", higher_is_better=name != "ece"))
         support = np.bincount(y_true, minlength=k)
         predicted = np.bincount(y_pred, minlength=k)
+        baseline, p_value = majority_baseline_test(int(correct.sum()), support)
+        acc_value = point["accuracy"]
+        majority = names[int(np.argmax(support))]
+        metrics += [
+            Metric(name="baseline_accuracy", value=baseline, n=n, higher_is_better=None,
+                   method=f"accuracy of always predicting the most frequent class of the evaluation set ({majority}): "
+                          "its share of the samples (the no-information rate)"),
+            Metric(name="baseline_p_value", value=p_value, n=n, higher_is_better=False,
+                   method=f"one-sided exact binomial test that accuracy exceeds the majority-class baseline "
+                          f"(scipy.stats.binomtest({int(correct.sum())}, {n}, p={baseline:.4g}, alternative='greater'); "
+                          "caret's AccuracyPValue); the baseline is treated as known"),
+            Metric(name="baseline_lift", value=(acc_value - baseline) / (1 - baseline) if baseline < 1 else None, n=n,
+                   higher_is_better=True,
+                   method="(accuracy - baseline) / (1 - baseline): the share of the majority-class baseline's errors "
+                          "the model removes (1: none left; 0: no better than the baseline; undefined when the "
+                          "evaluation set holds one class)"),
+        ]
         for c, cname in enumerate(names):
             for mname, values, count, ref in (("precision", precision, predicted, "precision_score"),
                                               ("recall", recall, support, "recall_score")):
@@ -209,7 +268,8 @@ class Performance(Check):
         acc = point["accuracy"]
         lo, hi = metrics[0].ci_low, metrics[0].ci_high
         ci = f" (95% CI {lo:.3f}–{hi:.3f})" if lo is not None else ""
-        summary = (f"Accuracy {acc:.3f}{ci} on {n} samples; balanced accuracy {point['balanced_accuracy']:.3f}, "
+        summary = (f"Accuracy {acc:.3f}{ci} on {n} samples against a majority-class baseline of {baseline:.3f} "
+                   f"(one-sided binomial p = {p_value:.2g}); balanced accuracy {point['balanced_accuracy']:.3f}, "
                    f"macro-F1 {point['macro_f1']:.3f}, ECE {point['ece']:.3f}.")
         return CheckOutput(
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=n, limitations=limitations,

@@ -27,23 +27,33 @@ def test_bounds_and_intervals() -> None:
 
 
 def _check(i: int, status: str) -> CheckResult:
-    return CheckResult(id=f"c{i}", category="x", title="X", status=status, summary="s")
+    judged = status in ("pass", "warn", "fail")  # these got their status from a judged threshold
+    met = ThresholdOutcome(metric="m", min=0.5, observed=0.9 if status != "fail" else 0.1, passed=status != "fail",
+                           source="config")
+    return CheckResult(id=f"c{i}", category="x", title="X", status=status, summary="s",
+                       thresholds=[met] if judged else [])
 
 
-@pytest.mark.parametrize("statuses, sentence", [
-    (["pass"], "PASS — the only check passed"),
-    (["pass", "pass"], "PASS — all 2 checks passed"),
-    (["pass", "skipped"], "PASS — 1 of 2 checks passed (1 skipped)"),
-    (["pass", "warn"], "WARN — 1 of 2 checks raised a warning; no fail threshold was missed"),
-    (["pass", "fail", "warn"], "FAIL — 1 of 3 checks missed a threshold (1 warned)"),
-    (["error", "fail"], "ERROR — 1 of 2 checks could not be completed (1 failed)"),
-    (["skipped"], "SKIPPED — the only check was skipped"),
-    (["skipped", "skipped"], "SKIPPED — all 2 checks were skipped"),
-    (["fail"], "FAIL — the only check missed a threshold"),
+@pytest.mark.parametrize("statuses, on_not_judged, sentence", [
+    (["pass"], "fail", "PASS — the only check passed"),
+    (["pass", "pass"], "fail", "PASS — all 2 checks passed"),
+    (["pass", "skipped"], "fail", "PASS — 1 of 2 checks passed (1 skipped)"),
+    (["pass", "measured"], "fail", "PASS — 1 of 2 checks passed (1 measured, not judged)"),
+    (["pass", "warn"], "fail", "WARN — 1 of 2 checks raised a warning; no fail threshold was missed"),
+    (["pass", "fail", "warn"], "fail", "FAIL — 1 of 3 checks missed a threshold (1 warned)"),
+    (["error", "fail"], "fail", "ERROR — 1 of 2 checks could not be completed (1 failed)"),
+    (["skipped"], "fail", "NOT JUDGED — nothing was judged: no check had a threshold (from the config or a "
+                          "built-in default) that could be judged"),
+    (["measured", "skipped"], "fail", "NOT JUDGED — nothing was judged: no check had a threshold (from the config "
+                                      "or a built-in default) that could be judged"),
+    (["skipped", "skipped"], "warn", "SKIPPED — all 2 checks were skipped"),
+    (["measured", "skipped"], "warn", "MEASURED — 1 of 2 checks was measured; nothing was judged (on_not_judged: warn) "
+                                      "(1 skipped)"),
+    (["fail"], "fail", "FAIL — the only check missed a threshold"),
 ])
-def test_verdict(audit_result: AuditResult, statuses: list[str], sentence: str) -> None:
+def test_verdict(audit_result: AuditResult, statuses: list[str], on_not_judged: str, sentence: str) -> None:
     checks = [_check(i, s) for i, s in enumerate(statuses)]
-    result = audit_result.model_copy(update={"checks": checks, "summary": summarise(checks)})
+    result = audit_result.model_copy(update={"checks": checks, "summary": summarise(checks, on_not_judged=on_not_judged)})
     assert fmt.verdict(result) == sentence
 
 
@@ -67,7 +77,7 @@ def test_top_risks_order_and_page_one(audit_result: AuditResult) -> None:
     risks = fmt.top_risks(audit_result)
     statuses = [r["status"] for r in risks]
     assert statuses == sorted(statuses, key=["error", "fail", "warn"].index) and statuses[:2] == ["error", "fail"]
-    assert "tpr_gap = 0.2100, required ≤ 0.1000 (fail level): missed" in risks[1]["text"]
+    assert "tpr_gap = 0.2100, required ≤ 0.1000 (fail level, config): missed" in risks[1]["text"]
     assert all(r["check"] != "Predictive performance" for r in risks)
     page_one = render_html(audit_result).split('id="traceability"')[0]
     assert "Top risks" in page_one and risks[1]["anchor"] in page_one
@@ -79,7 +89,7 @@ def test_within_noise_reads_as_missed_not_as_not_judged() -> None:
                              level="warn", detail="within noise, not significant: g: 0.105, permutation p = 0.412")
     undefined = ThresholdOutcome(metric="m", max=0.1, observed=None, passed=False, source="config", note="undefined")
     assert fmt.threshold_outcome(noisy) == "missed, within noise"
-    assert fmt.describe_threshold(noisy).endswith("(warn level): missed, within noise, not significant: g: 0.105, "
+    assert fmt.describe_threshold(noisy).endswith("(warn level, config): missed, within noise, not significant: g: 0.105, "
                                                   "permutation p = 0.412")
     assert fmt.threshold_outcome(undefined) == "not judged"
     check = CheckResult(id="fairness.group_metrics", category="fairness", title="Group fairness", status="warn",
@@ -87,6 +97,50 @@ def test_within_noise_reads_as_missed_not_as_not_judged() -> None:
     from reports.markdown import _thresholds_cell
 
     assert "missed, within noise" in _thresholds_cell(check)
+    # judged (never 'not judged', so it cannot block the gate), and a warning, not a failure
+    from audit.results import effective_level, is_judged
+
+    assert is_judged(noisy) and effective_level(noisy) == "warn" and not is_judged(undefined)
+    assert fmt.judgement(noisy).startswith("equalized_odds_difference 0.1050 > required 0.1000 (config), within noise")
+    result_checks = [check.model_copy(update={"id": "c"})]
+    from audit.results import summarise as _summarise
+
+    assert _summarise(result_checks).status == "warn" and _summarise(result_checks).not_judged == []
+
+
+@pytest.mark.parametrize("threshold, text", [
+    (dict(min=0.99, observed=0.965, passed=False, source="config"), "accuracy 0.9650 < required 0.9900 (config)"),
+    (dict(max=0.01, observed=0.3, passed=False, source="default"), "accuracy 0.3000 > required 0.0100 (built-in default)"),
+    (dict(min=0.5, observed=0.9, passed=True, source="config"), "accuracy 0.9000 meets required ≥ 0.5000 (config)"),
+    (dict(min=0.5, observed=0.2, passed=False, source="config", group="cat"),
+     "accuracy [worst group: cat] 0.2000 < required 0.5000 (config)"),
+    (dict(min=0.5, observed=None, passed=False, source="config", note="the check was skipped"),
+     "accuracy required ≥ 0.5000 (config): not judged — the check was skipped"),
+])
+def test_judgement_says_what_was_required(threshold: dict, text: str) -> None:
+    assert fmt.judgement(ThresholdOutcome(metric="accuracy", **threshold)) == text
+
+
+def test_measured_is_never_shown_as_pass(audit_result: AuditResult) -> None:
+    """Page one, Markdown and the status word: a measured check reads MEASURED, never PASS, and the
+    verdict of an audit where nothing was judged is not PASS."""
+    from reports.html import render_html
+    from reports.markdown import render_markdown
+
+    measured = [c.model_copy(update={"status": "measured", "thresholds": []}) for c in audit_result.checks[:1]]
+    result = audit_result.model_copy(update={"checks": measured, "summary": summarise(measured)})
+    assert (result.summary.status, result.summary.exit_code) == ("not_judged", 1)
+    page_one = render_html(result).split('id="traceability"')[0]
+    assert 'class="badge badge-pass"' not in page_one and "PASS</span>" not in page_one
+    assert 'class="badge badge-measured"' in page_one and "MEASURED</span>" in page_one
+    assert "measured, not judged: no threshold applies" in page_one
+    assert "<strong>Judged:</strong> <strong>nothing</strong>" in page_one
+    md = render_markdown(result)
+    assert "PASS" not in md.replace("PASS means", "") and "**MEASURED**" in md
+    warn = audit_result.model_copy(update={"checks": measured, "summary": summarise(measured, on_not_judged="warn")})
+    assert (warn.summary.status, warn.summary.exit_code) == ("measured", 0)
+    page_one = render_html(warn).split('id="traceability"')[0]
+    assert 'class="badge badge-pass"' not in page_one and 'class="badge badge-measured"' in page_one
 
 
 def test_skipped_checks_are_never_top_risks(audit_result: AuditResult) -> None:

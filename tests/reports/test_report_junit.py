@@ -44,7 +44,7 @@ def test_messages(tmp_path: Path, audit_result: AuditResult) -> None:
     assert cases["explain.shap"].result[0].message == "RuntimeError: CUDA out of memory <oops>"
     assert cases["ood.energy"].result[0].message == "no data.ood in the config"
     warn_out = cases["robustness.pgd"].system_out
-    assert warn_out.startswith("WARNING: robust_accuracy = 0.4100, required ≥ 0.5000 (warn level): missed")
+    assert warn_out.startswith("WARNING: robust_accuracy = 0.4100, required ≥ 0.5000 (warn level, config): missed")
 
 
 def test_control_characters_do_not_break_the_xml(tmp_path: Path, audit_result: AuditResult) -> None:
@@ -56,3 +56,40 @@ def test_control_characters_do_not_break_the_xml(tmp_path: Path, audit_result: A
 
 def test_deterministic(audit_result: AuditResult) -> None:
     assert render_junit(audit_result) == render_junit(audit_result)
+
+
+def test_measured_check_is_never_a_passing_case(tmp_path: Path, audit_result: AuditResult) -> None:
+    """A check with metrics but no threshold asserted nothing: a CI test tab must not show it as passed."""
+    from audit.results import summarise
+
+    perf = audit_result.checks[0].model_copy(update={"status": "measured", "thresholds": []})
+    checks = [perf, *audit_result.checks[1:]]
+    result = audit_result.model_copy(update={"checks": checks, "summary": summarise(checks)})
+    suite = next(iter(_load(tmp_path, render_junit(result))))
+    case = next(c for c in suite if c.name == "performance")
+    assert not case.is_passed and isinstance(case.result[0], Skipped)
+    assert case.result[0].message.startswith("measured, not judged")
+    assert suite.skipped == 2
+
+
+def test_not_judged_gate_is_a_failure(tmp_path: Path, audit_result: AuditResult) -> None:
+    """A fail threshold from the config that could not be judged fails its case; nothing judged fails 'gate'."""
+    from audit.results import ThresholdOutcome, summarise
+
+    skipped = audit_result.checks[4].model_copy(update={"thresholds": [ThresholdOutcome(
+        metric="worst_auroc", min=0.9, observed=None, passed=False, source="config",
+        note="the check was skipped: no data.ood in the config")]})
+    checks = [audit_result.checks[0], skipped]
+    result = audit_result.model_copy(update={"checks": checks, "summary": summarise(checks)})
+    assert (result.summary.status, result.summary.exit_code) == ("not_judged", 1)
+    suite = next(iter(_load(tmp_path, render_junit(result))))
+    cases = {c.name: c for c in suite}
+    failure = cases["ood.energy"].result[0]
+    assert isinstance(failure, Failure) and failure.type == "not_judged"
+    assert "worst_auroc required ≥ 0.9000 (config): not judged" in failure.message
+    assert isinstance(cases["gate"].result[0], Failure) and suite.failures == 2
+
+    measured = [c.model_copy(update={"status": "measured", "thresholds": []}) for c in audit_result.checks[:1]]
+    nothing = audit_result.model_copy(update={"checks": measured, "summary": summarise(measured)})
+    gate = {c.name: c for c in next(iter(_load(tmp_path, render_junit(nothing))))}["gate"]
+    assert "nothing was judged" in gate.result[0].message

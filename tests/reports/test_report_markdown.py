@@ -36,8 +36,8 @@ def test_heading_rows_and_missed_lines(failing_result: AuditResult) -> None:
         assert f"**{check.status.upper()}**" in _cells(row)[1]
     missed = [line for line in text.splitlines() if line.startswith("- **")]
     assert missed == [
-        "- **FAIL** fairness.group\\_gaps: tpr\\_gap = 0.2100, required ≤ 0.1000 (fail level): missed",
-        "- **WARN** robustness.pgd: robust\\_accuracy = 0.4100, required ≥ 0.5000 (warn level): missed",
+        "- **FAIL** fairness.group\\_gaps: tpr\\_gap = 0.2100, required ≤ 0.1000 (fail level, config): missed",
+        "- **WARN** robustness.pgd: robust\\_accuracy = 0.4100, required ≥ 0.5000 (warn level, config): missed",
     ]
     assert "accuracy 0.9120 \\[0.8920, 0.9320\\] n=500" in rows[0]
 
@@ -51,5 +51,22 @@ def test_user_text_escaped(audit_result: AuditResult) -> None:
 
 def test_empty_audit(audit_result: AuditResult) -> None:
     text = render_markdown(audit_result.model_copy(update={"checks": [], "summary": summarise([])}))
-    assert text.startswith("## deepaudit: SKIPPED — no checks ran")
+    assert text.startswith("## deepaudit: NOT JUDGED — nothing was judged")  # no check ran: nothing is evidenced
     assert _table_rows(text) == []
+    assert "Judged: **nothing**" in text
+
+
+def test_measured_and_not_judged_are_spelled_out(audit_result: AuditResult) -> None:
+    from audit.results import ThresholdOutcome
+
+    perf = audit_result.checks[0].model_copy(update={"status": "measured", "thresholds": []})
+    ood = audit_result.checks[4].model_copy(update={"thresholds": [ThresholdOutcome(
+        metric="worst_auroc", min=0.9, observed=None, passed=False, source="config", note="the check was skipped")]})
+    checks = [perf, audit_result.checks[1], ood]
+    text = render_markdown(audit_result.model_copy(update={"checks": checks, "summary": summarise(checks)}))
+    rows = _table_rows(text)
+    assert "**MEASURED**" in _cells(rows[0])[1] and "PASS" not in rows[0]
+    assert _cells(rows[0])[3] == "measured, not judged: no threshold applies"
+    assert "Judged: fairness.group\\_gaps · measured, not judged: performance." in text
+    assert ("- **blocks the gate** ood.energy: worst\\_auroc required ≥ 0.9000 (fail level, config): not judged — "
+            "the check was skipped") in text

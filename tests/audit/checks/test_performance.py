@@ -161,3 +161,24 @@ def test_logits_computed_once(noisy: tuple[np.ndarray, np.ndarray]) -> None:
     Performance(PerformanceConfig(n_resamples=10)).run(ctx)
     Performance(PerformanceConfig(n_resamples=10)).run(ctx)
     assert len(calls) == int(np.ceil(len(y) / 7))  # one pass in batches of 7, shared by both runs
+
+
+def test_baseline_metrics_equal_scipy_on_the_same_predictions(noisy: tuple[np.ndarray, np.ndarray]) -> None:
+    from scipy.stats import binomtest
+
+    from audit.runner import judge
+
+    logits, y = noisy
+    out = Performance(PerformanceConfig(n_resamples=0)).run(make_ctx(logits, y))
+    metrics = {m.name: m.value for m in out.metrics if m.group is None}
+    majority = np.bincount(y).max() / len(y)
+    correct = int((logits.argmax(1) == y).sum())
+    assert metrics["baseline_accuracy"] == majority
+    assert metrics["baseline_p_value"] == binomtest(correct, len(y), majority, alternative="greater").pvalue
+    assert metrics["baseline_lift"] == pytest.approx((correct / len(y) - majority) / (1 - majority), abs=1e-12)
+    assert judge(out, {}, Performance.default_thresholds)[0] == "pass"
+    # the same labels with predictions at chance: the default condition fails the check
+    chance = np.random.default_rng(1).normal(size=logits.shape)
+    out = Performance(PerformanceConfig(n_resamples=0)).run(make_ctx(chance, y))
+    status, outcomes = judge(out, {}, Performance.default_thresholds)
+    assert status == "fail" and outcomes[0].metric == "baseline_p_value" and outcomes[0].source == "default"
