@@ -188,7 +188,11 @@ class Attention(Check):
                        "it is not a faithful explanation of this model's predictions")
             summary = (f"Attention rollout over {len(layers)} layers × {layers[0].shape[1]} heads: insertion − deletion "
                        f"AUC {i_auc - d_auc:.3f}, so {verdict}.")
-        else:
+        else:  # not measured is null with the reason, never left to look like nothing was asked
+            why = next((t for t in reversed(limitations) if "faithfulness" in t), "not measured")
+            metrics = [Metric(name=name, value=None, n=n, higher_is_better=hib, method=f"not measured: {why}")
+                       for name, hib in (("rollout_faithfulness_gap", True), ("rollout_deletion_auc", False),
+                                         ("rollout_insertion_auc", True))] + metrics
             summary = (f"Attention maps of {len(layers)} layers × {layers[0].shape[1]} heads and their rollout; the "
                        "rollout's faithfulness could not be measured for this input kind.")
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=n,

@@ -115,3 +115,19 @@ def test_check_on_the_zoo_transformer_behind_a_word_vocabulary() -> None:
     out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, texts, 10, "text"))
     assert "mean over (non-padding) tokens" in out.method  # mean-pooled model: no [CLS] token
     assert "rollout_faithfulness_gap" in {m.name for m in out.metrics}  # words found without character offsets
+
+
+def test_rollout_faithfulness_not_measured_is_null_with_the_reason() -> None:
+    """Token ids without a tokenizer: attention is read, but the rollout's faithfulness cannot be measured, so its
+    metrics are null with the reason (not missing, not zero)."""
+    from models.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("transformer", vocab_size=50, n_classes=2).eval()
+    adapter = TorchAdapter(model, input_kind="sequence", device=CPU)
+    ids = np.random.default_rng(0).integers(1, 50, size=(6, 8))
+    out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, ids, 6, "sequence"))
+    head = {m.name: m for m in out.metrics if m.group is None}
+    for name in ("rollout_faithfulness_gap", "rollout_deletion_auc", "rollout_insertion_auc"):
+        assert head[name].value is None and "text and image models only" in head[name].method
+    assert "could not be measured" in out.summary
