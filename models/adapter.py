@@ -195,6 +195,36 @@ def _last_linear(module: nn.Module) -> nn.Module | None:
     return last
 
 
+def _graph_feature_module(module: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
+    """A module that returns the input of the ``linear`` op whose result is ``module``'s only output, or ``None``.
+
+    The graph is copied and its output rewired to that input; the parameters stay those of ``module``.
+    The logits are then ``linear(features, W, b)`` by construction, so nothing is guessed.
+    """
+    import copy
+
+    graph = copy.deepcopy(module.graph)
+    out = next((n for n in graph.nodes if n.op == "output"), None)
+    if out is None or not out.args:
+        return None
+    value = out.args[0]
+    leaves = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(leaves) != 1 or not isinstance(leaves[0], torch.fx.Node):
+        return None
+    node = leaves[0]
+    if node.op != "call_function" or node.target not in (torch.ops.aten.linear.default, nn.functional.linear):
+        return None
+    feats = node.args[0]
+    out.args = (type(value)([feats]),) if isinstance(value, (tuple, list)) else (feats,)
+    try:
+        twin = torch.fx.GraphModule(module, graph)
+        twin.graph.eliminate_dead_code()
+        twin.recompile()
+    except Exception:  # noqa: BLE001 - an unusual graph: no features, as before
+        return None
+    return twin
+
+
 def _script_linears(module: nn.Module) -> list[nn.Module]:
     """The ``Linear`` submodules of a scripted or traced module (by ``original_name``), in module order."""
     return [m for _name, m in module.named_modules()
@@ -248,11 +278,15 @@ class TorchAdapter(ModelAdapter):
         #: logits, whose input is read by swapping its weight for the identity (see ``_script_features``).
         self._script_heads = _script_linears(self.module)[::-1] if scripted else []
         self._script_head_checked = False
+        #: A ``torch.export`` program's module has no ``Linear`` submodules to hook: a copy of its graph that
+        #: returns the input of the ``linear`` op whose result is the output (parameters shared, not copied).
+        self._graph_features = (_graph_feature_module(self.module)
+                                if self._head is None and isinstance(self.module, torch.fx.GraphModule) else None)
         self.class_names = list(class_names) if class_names else []
 
     @property
     def has_features(self) -> bool:
-        return self._head is not None or bool(self._script_heads)
+        return self._head is not None or bool(self._script_heads) or self._graph_features is not None
 
     @property
     def has_attention(self) -> bool:
@@ -271,9 +305,10 @@ class TorchAdapter(ModelAdapter):
             x = x.float()
         return self.preprocess(x) if self.preprocess is not None else x
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        module = self.module if module is None else module
         if self.fixed_batch_size is None or x.shape[0] == self.fixed_batch_size:
-            out = self.module(x)
+            out = module(x)
         else:
             chunks = []
             b = self.fixed_batch_size
@@ -282,7 +317,7 @@ class TorchAdapter(ModelAdapter):
                 pad = b - part.shape[0]
                 if pad:
                     part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
-                chunks.append(_as_logits(self.module(part))[: b - pad])
+                chunks.append(_as_logits(module(part))[: b - pad])
             _same_width(chunks, b)
             out = torch.cat(chunks)
         return _as_logits(out)
@@ -300,6 +335,8 @@ class TorchAdapter(ModelAdapter):
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         if self._script_heads:
             return self._script_features(inputs)
+        if self._graph_features is not None:
+            return self._forward(self._prepare(inputs), self._graph_features).flatten(1)
         if self._head is None:
             return super().features(inputs)
         captured: list[torch.Tensor] = []

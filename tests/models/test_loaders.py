@@ -102,6 +102,22 @@ def test_export_program_static_batch_is_padded(tmp_path: Path, tiny_cnn: TinyCNN
     adapter = load_model(path, device="cpu", input_kind="image")
     assert isinstance(adapter, TorchAdapter) and adapter.fixed_batch_size == 4
     torch.testing.assert_close(adapter.predict_logits(X, batch_size=3), _expected(tiny_cnn))
+    # No Linear submodules to hook: the graph is rewired to return the input of the linear op that makes the output.
+    assert adapter.has_features
+    with torch.no_grad():
+        expected = torch.relu(tiny_cnn.fc1(tiny_cnn.pool(torch.relu(tiny_cnn.conv(X))).flatten(1)))
+    torch.testing.assert_close(adapter.predict_features(X, batch_size=3), expected)
+
+
+def test_export_program_whose_output_is_not_a_linear_has_no_features(tmp_path: Path) -> None:
+    path = tmp_path / "scaled.pt2"
+    torch.manual_seed(0)
+    x = torch.randn(4, 4)
+    torch.export.save(torch.export.export(_Scaled().eval(), (x,)), str(path))
+    adapter = load_model(path, device="cpu", input_kind="tabular")
+    assert not adapter.has_features
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.predict_logits(x), torch.export.load(str(path)).module()(x))
 
 
 def test_onnx_is_black_box(tmp_path: Path, tiny_cnn: TinyCNN) -> None:
