@@ -281,6 +281,26 @@ def test_report_checks_its_outputs_first(case: str, tmp_path: Path, monkeypatch:
     assert snapshot(tmp_path) == before and not strays(tmp_path)
 
 
+def test_demo_checks_its_output_first(tmp_path: Path) -> None:
+    taken = _file(tmp_path / "demo")
+    start = time.monotonic()
+    code, _, stderr = invoke("demo", "--only", "digits", "--out", taken, "--cache", tmp_path / "cache", "--quiet")
+    assert code == 2 and time.monotonic() - start < 10
+    one_line_error(stderr, "--out", "is an existing file")
+    assert not (tmp_path / "cache").exists(), "nothing trained"
+
+
+def test_existing_step_summary_file_is_replaced_and_keeps_its_mode(tmp_path: Path) -> None:
+    """$GITHUB_STEP_SUMMARY exists (mode 0644 or tighter) before the step runs: it must still work."""
+    summary = _file(tmp_path / "runner" / "step_summary_abc", "")
+    summary.chmod(0o600)
+    code, _, stderr = invoke("report", _write_results(tmp_path / "a", "r-a"), "--markdown", summary)
+    assert code == 0, stderr
+    assert summary.read_text().startswith("## deepaudit: ") and "report r-a" in summary.read_text()
+    assert oct(summary.stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(p.name for p in summary.parent.iterdir()) == ["step_summary_abc"]
+
+
 # ------------------------------------------------------------------------------------- the lock
 
 
@@ -412,7 +432,8 @@ def _browser_gone(marker: Path) -> None:
 
 
 def _result(report_id: str, *, model_path: str = "models/net.pt", payload: str = "") -> AuditResult:
-    """A small hand-built result; ``payload`` goes into a class name, a group name, an exception and the model path."""
+    """A small hand-built result; ``payload`` goes into a class name, a group name, an exception, the model path
+    and an attestation topic (which starts a line of the model card)."""
     metric = Metric(name="accuracy", value=0.9, n=100, ci_low=0.85, ci_high=0.94, ci_level=0.95, method="bootstrap")
     checks = [
         CheckResult(id="performance", category="performance", title="Predictive performance", status="pass",
@@ -432,7 +453,9 @@ def _result(report_id: str, *, model_path: str = "models/net.pt", payload: str =
                           format="torchscript"),
                FileRecord(role="data.eval", path="data/eval.npz", sha256="cd" * 32, format="npz", n_samples=100)],
         config={}, config_sha256="ef" * 32, model={"kind": "torchscript", "classes": [payload or "cat", "dog"]})
-    return AuditResult(provenance=provenance, checks=checks, summary=summarise(checks))
+    # An extra attestation topic is titled after its key and starts a paragraph of the model card.
+    return AuditResult(provenance=provenance, checks=checks, summary=summarise(checks),
+                       attestations={payload or "extra_topic": "We state it."})
 
 
 def _write_results(folder: Path, report_id: str, payload: str = "") -> Path:
@@ -471,7 +494,8 @@ def test_signal_while_chromium_prints_leaves_the_previous_set(sig: int, tmp_path
     hang, marker = fake_chromium(tmp_path, "hang")
     results = _write_results(tmp_path / "new", "r-new")
     env = {**os.environ, "DEEPAUDIT_CHROMIUM": str(hang), "TMPDIR": str(scratch_tmp), "OMP_NUM_THREADS": "1"}
-    proc = _cli_process(["report", results, "--out", out, "--format", "pdf", "--format", "card"], env)
+    junit = tmp_path / "ci" / "junit.xml"  # outside --out: staged beside its target, in a folder made for it
+    proc = _cli_process(["report", results, "--out", out, "--format", "pdf", "--format", "card", "--junit", junit], env)
     _wait_for(marker, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
@@ -480,24 +504,8 @@ def test_signal_while_chromium_prints_leaves_the_previous_set(sig: int, tmp_path
     assert f"deepaudit: {word}; no partial report set was left behind." in stderr and "Traceback" not in stderr
     _browser_gone(marker)
     assert snapshot(out) == previous, "the previous complete set is intact, nothing stray beside it"
+    assert not junit.parent.exists(), "no JUnit file, no temporary, no folder made for it"
     assert list(scratch_tmp.iterdir()) == [], "no browser profile or temporaries left"
-
-
-def test_audit_sigterm_during_pdf_exits_143_and_cleans_up(tmp_path: Path, scratch_tmp: Path, torchscript_file: Path,
-                                                          image_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "out"
-    previous = _previous_set(out, monkeypatch, tmp_path)
-    hang, marker = fake_chromium(tmp_path, "hang")
-    env = {**os.environ, "DEEPAUDIT_CHROMIUM": str(hang), "TMPDIR": str(scratch_tmp), "OMP_NUM_THREADS": "1"}
-    proc = _cli_process(audit(torchscript_file, image_npz, out, "--pdf", "--junit", tmp_path / "ci" / "j.xml"), env)
-    _wait_for(marker, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    _browser_gone(marker)
-    assert snapshot(out) == previous
-    assert not (tmp_path / "ci").exists(), "no JUnit file, no temporary, no folder made for it"
-    assert list(scratch_tmp.iterdir()) == []
 
 
 def test_concurrent_run_into_one_folder_exits_2_naming_the_first(tmp_path: Path, scratch_tmp: Path,
@@ -623,6 +631,9 @@ PAYLOADS = {
     "html tag": "<img src=x onerror=alert(1)>",
     "script": "</td><script>alert(1)</script>",
     "pipes": "a | b | c",
+    "bullet at a line start": "- item",
+    "ordered item at a line start": "1. item",
+    "quote at a line start": "> quoted",
     "heading and list": "\n# Owned\n- item\n1. first\n===",
     "control characters": "NUL\x00 ESC\x1b[31mred\x1b[0m BEL\x07 BS\x08 DEL\x7f C1\x9b",
     "bidi override": "cat\u202etxt.exe\u202c",
