@@ -212,9 +212,7 @@ def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | No
     with _Progress(quiet) as progress:
         result = run_audit(cfg, progress=progress.factory,
                            on_check=lambda r: progress.step(f"  {r.status.upper():8s} {r.id}"))
-    from reports.pdf import ReportError
-
-    from reports.pdf import find_chromium
+    from reports.pdf import ReportError, find_chromium
 
     kwargs = dict(html=cfg.output.html, junit=cfg.output.junit, markdown=cfg.output.markdown, card=cfg.output.card)
     try:

@@ -86,8 +86,9 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
         written, pdf_error = _stage(own, planned, pdf=pdf, out_dir=out_dir)
         own.publish()
     if pdf_error is not None:
-        pdf_error.written = written
-        raise pdf_error
+        error = ReportError(f"{pdf_error} The rest of the report was written to {out_dir}.")
+        error.written = written
+        raise error
     return written
 
 
