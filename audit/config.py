@@ -34,6 +34,7 @@ class StrictModel(BaseModel):
 
 #: Shared field types of the check configs (finiteness comes from :class:`StrictModel`).
 PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
 #: A share strictly between 0 and 1 (a rate, a fraction of samples).
 OpenUnitFloat = Annotated[float, Field(gt=0, lt=1)]
 
@@ -58,10 +59,17 @@ class Preprocessing(StrictModel):
     """Preprocessing the adapter applies inside the model, so checks work in raw input space."""
 
     mean: list[float] | None = Field(default=None, description="Per-channel (or per-feature) mean subtracted from inputs.")
-    std: list[float] | None = Field(default=None, description="Per-channel (or per-feature) standard deviation divided by.")
+    std: list[PositiveFloat] | None = Field(default=None, description="Per-channel (or per-feature) standard deviation divided by.")
     input_range: tuple[float, float] | None = Field(
         default=None, description="Valid range of raw inputs, e.g. [0, 1] for images; attacks clip to it."
     )
+
+    @field_validator("input_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"the low end must be below the high end, e.g. [0, 1]; got [{v[0]:g}, {v[1]:g}]")
+        return v
 
 
 class ModelSpec(StrictModel):
@@ -107,7 +115,7 @@ class DataSpec(StrictModel):
         default_factory=list, description="Arrays (npz) or columns holding group membership, e.g. [sex, race]."
     )
     split: str | None = Field(default=None, description="Split of a saved HF DatasetDict (default: 'test' if present, else the only split).")
-    image_size: tuple[int, int] | None = Field(default=None, description="Resize image-folder images to (height, width).")
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(default=None, description="Resize image-folder images to (height, width).")
     image_mode: Literal["auto", "RGB", "L"] = Field(default="auto", description="Colour mode for image folders.")
     max_samples: int | None = Field(default=None, gt=0, description="Use a random subset of at most this many samples (seeded).")
 
