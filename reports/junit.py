@@ -1,4 +1,4 @@
-"""JUnit XML for CI test tabs: one test case per check.
+"""JUnit XML for CI test tabs: one test case per check, and one for the model probe.
 
 A missed fail-level threshold is a ``<failure>``, a crashed check an ``<error>``, a check that did
 not apply ``<skipped>``; a warning passes, with the warning in ``<system-out>``. A check that was
@@ -94,8 +94,19 @@ def _add_testcase(suite: ET.Element, check: CheckResult, blocking: set[str]) -> 
     return outcome
 
 
+def _add_probe(suite: ET.Element, result: AuditResult) -> None:
+    """The model probe as a test case of its own: it passes (what in it is bad input exits 2 before
+    any report), with its findings as warnings, so the CI test tab shows a non-deterministic model."""
+    probe = result.probe
+    case = _element(suite, "testcase", classname="deepaudit.probe", name="model_probe", time="0.000")
+    lines = [f"WARNING: {f}" for f in probe.findings] or [
+        f"no finding: {probe.n_rows} evaluation rows with finite logits; {probe.n_repeat} repeated rows, "
+        "same predictions on every call"]
+    _element(case, "system-out", "\n".join([*lines, "", probe.method]))
+
+
 def render_junit(result: AuditResult) -> str:
-    """Render the audit as JUnit XML, one ``<testcase>`` per check.
+    """Render the audit as JUnit XML, one ``<testcase>`` per check (and ``model_probe`` first, when recorded).
 
     Parameters
     ----------
@@ -122,6 +133,9 @@ def render_junit(result: AuditResult) -> str:
                         ("status", result.summary.status), ("exit_code", result.summary.exit_code)):
         _element(props, "property", name=name, value=value)
     outcomes = []
+    if result.probe is not None:
+        _add_probe(suite, result)
+        outcomes.append("passed")
     for check in checks:
         blocking = {u.metric for u in result.summary.not_judged if u.blocking and u.check == check.id}
         outcomes.append(_add_testcase(suite, check, blocking))

@@ -106,7 +106,7 @@ def _cfg(model: Path, data: Path, *sets: str, batch_size: int = 16):  # noqa: AN
 def _cli(tmp_path: Path, model: Path, data: Path, *sets: str) -> tuple[int, str, str, Path]:
     out = tmp_path / "out"
     args = ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--device", "cpu",
-            "--batch-size", "16", "--markdown", str(tmp_path / "summary.md")]
+            "--batch-size", "16", "--markdown", str(tmp_path / "summary.md"), "--junit", str(tmp_path / "junit.xml")]
     for s in [*FAST, *sets]:
         args += ["--set", s]
     result = CliRunner().invoke(cli.app, args)
@@ -227,6 +227,11 @@ def test_dropout_model_traced_in_training_mode_is_a_finding_on_page_one(tmp_path
     md = (tmp_path / "summary.md").read_text()
     assert f"**Model probe: WARN**\n\n- The model is not deterministic: {rate} of 16 predictions changed" in md
     assert "WARN model probe: The model is not deterministic" in " ".join(stdout.split())
+    from junitparser import JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
+    case = next(c for c in suite if c.name == "model_probe")
+    assert case.is_passed and case.system_out.startswith(f"WARNING: The model is not deterministic: {rate}")
 
 
 def test_eager_module_left_in_training_mode_is_put_in_eval_and_deterministic(tmp_path: Path) -> None:
