@@ -106,7 +106,7 @@ def _add_probe(suite: ET.Element, result: AuditResult) -> None:
 
 
 def render_junit(result: AuditResult) -> str:
-    """Render the audit as JUnit XML, one ``<testcase>`` per check (and ``model_probe`` first, when recorded).
+    """Render the audit as JUnit XML, one ``<testcase>`` per check (and ``model_probe`` after them, when recorded).
 
     Parameters
     ----------
@@ -133,12 +133,12 @@ def render_junit(result: AuditResult) -> str:
                         ("status", result.summary.status), ("exit_code", result.summary.exit_code)):
         _element(props, "property", name=name, value=value)
     outcomes = []
-    if result.probe is not None:
-        _add_probe(suite, result)
-        outcomes.append("passed")
     for check in checks:
         blocking = {u.metric for u in result.summary.not_judged if u.blocking and u.check == check.id}
         outcomes.append(_add_testcase(suite, check, blocking))
+    if result.probe is not None:
+        _add_probe(suite, result)
+        outcomes.append("passed")
     if result.summary.status == "not_judged":
         gate = _element(suite, "testcase", classname="deepaudit", name="gate", time="0.000")
         reasons = [line for line in fmt.gate_lines(result) if line.startswith("NOT JUDGED")]
