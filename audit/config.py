@@ -85,8 +85,9 @@ class ModelSpec(StrictModel):
     init_args: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments of model_class.")
     allow_pickle: bool = Field(
         default=False,
-        description="Allow loading a pickled model (torch.load without weights_only, joblib). "
-        "Pickles can run arbitrary code: enable only for files you trust.",
+        description="Allow loading model files that unpickle or run code: pickles (torch.load without weights_only, "
+        "joblib), .pt2 archives with pickled entries or code-like text, Hugging Face .bin weights the safe loader "
+        "refuses. Pickles can run arbitrary code: enable only for files you trust (README, Security).",
     )
     allow_nonfinite: bool = Field(
         default=False,

@@ -85,7 +85,7 @@ def open_zip(path: Path, what: str) -> zipfile.ZipFile:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise ModelInputError(
-            f"model file {path} is not a valid {what} (not a readable zip archive: {_one_line(exc)}); "
+            f"model file {path} is not a valid {what}: not a readable zip archive ({_one_line(exc)}); "
             "check that the file is complete, or re-save it."
         ) from None
     try:
@@ -173,7 +173,7 @@ def check_export_archive(path: Path, *, allow_pickle: bool) -> None:
     ModelInputError
         One line naming the archive entry and the fix.
     """
-    with open_zip(path, "torch.export archive (.pt2)") as zf:
+    with open_zip(path, "torch.export archive") as zf:
         entries = _ExportEntries(zf, path)
         aoti = next((info.filename for name, info in entries if name.startswith("data/aotinductor/")), None)
         if aoti is not None:

@@ -140,9 +140,12 @@ def _holds_pickle(path: Path) -> bool:
 
 
 def _torch_error(exc: BaseException) -> str:
-    """torch's first line, without its advice to unpickle (which is the one thing not to do)."""
-    line = _one_line(exc)
-    return line.split(" This file can still be loaded")[0].rstrip(".,") or type(exc).__name__
+    """torch's reason, without its advice to retry with ``weights_only=False`` (the one thing not to do)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        return " ".join(reason.split())[:300] or type(exc).__name__
+    return _one_line(exc)
 
 
 def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
