@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -28,13 +29,22 @@ MAX_EXPR_CHARS = 20_000
 _MAX_LITERAL = 1 << 64
 _MAX_EXPONENT = 64
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_DOTTED = re.compile(r"(?:[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)?\Z")
 _NUMBER = re.compile(r"[-+]?[0-9]{1,40}(?:\.[0-9]{0,40})?(?:[eE][-+]?[0-9]{1,4})?\Z")
 _SAFE_TEXT = re.compile(r"[^'\"\\\r\n#]*\Z")
 # pytree contexts that are plain JSON; anything else is refused (see _treespec_problem).
 _TREESPEC_DICTS = {"builtins.dict", "collections.OrderedDict"}
 _DEFAULTDICT_FACTORIES = {"list", "dict", "set", "int", "float", "str", "tuple"}
+
+
+def _is_name(text: Any) -> bool:
+    """A Python identifier (Unicode allowed, as Python allows): no quote, bracket or space to break out."""
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
+
+
+def _is_dotted(text: Any) -> bool:
+    """``layers.0.weight``: identifiers or digits joined by dots (FX writes digit parts as getattr(x, "0"))."""
+    return isinstance(text, str) and (text == "" or all(p.isidentifier() or (p.isascii() and p.isdigit())
+                                                        for p in text.split(".")))
 
 
 def _short(text: Any, n: int = 60) -> str:
@@ -65,14 +75,14 @@ def program_problems(obj: Any) -> Iterator[str]:
                     if not _safe_guard(guard):
                         yield f"a guard {_short(guard)} that is not a plain shape comparison"
             elif key in ("name", "as_name"):
-                if isinstance(value, str) and value and not _NAME.match(value):
+                if isinstance(value, str) and value and not _is_name(value):
                     yield f"the name {_short(value)}, not a Python identifier"
             elif key.endswith("_name") or key == "fqn":
-                if isinstance(value, str) and not _DOTTED.match(value):
+                if isinstance(value, str) and not _is_dotted(value):
                     yield f"the name {_short(value)}, not a dotted Python name"
             elif key == "forward_arg_names":
                 for arg in value if isinstance(value, list) else [value]:
-                    if not isinstance(arg, str) or not _NAME.match(arg):
+                    if not _is_name(arg):
                         yield f"the forward argument name {_short(arg)}, not a Python identifier"
             elif key in ("in_spec", "out_spec") and isinstance(value, str):
                 problem = _treespec_problem(value)
@@ -215,7 +225,7 @@ def _common_ok(node: ast.AST) -> bool | None:
         if isinstance(v, int):
             return abs(v) <= _MAX_LITERAL
         if isinstance(v, str):
-            return bool(_NAME.match(v) or _NUMBER.match(v))
+            return _is_name(v) or bool(_NUMBER.match(v))
         return False
     return None
 
@@ -235,7 +245,7 @@ def _safe_sympy(text: Any) -> bool:
         ok = _common_ok(node)
         if ok is None:
             if isinstance(node, ast.Name):
-                ok = bool(_NAME.match(node.id)) and not node.id.startswith("__")
+                ok = _is_name(node.id) and not node.id.startswith("__")
             elif isinstance(node, ast.Call):
                 ok = (isinstance(node.func, ast.Name) and node.func.id in _SYMPY_CALLS and not _huge_power(node)
                       and all(kw.arg is not None and isinstance(kw.value, ast.Constant) for kw in node.keywords))
