@@ -51,6 +51,9 @@ class CheckOutput:
     #: Significance of the estimates behind a metric, by metric name. A threshold missed only by
     #: estimates that are not significant is "within noise": it warns, it does not fail.
     noise_tests: dict[str, list[NoiseTest]] = field(default_factory=dict)
+    #: Groups whose per-group metrics are shown but never decide (e.g. below ``min_group_size``), with the
+    #: reason: a threshold on a per-group metric is judged on the worst of the other groups.
+    undecided_groups: dict[str, str] = field(default_factory=dict)
 
 
 class Check(abc.ABC):

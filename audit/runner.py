@@ -188,7 +188,7 @@ def judge(output: CheckOutput, thresholds: dict[str, ThresholdSpec], defaults: d
     merged.update({k: (v, "config") for k, v in thresholds.items()})
     outcomes = []
     for name, (spec, source) in merged.items():
-        outcome = judge_threshold(name, spec, source, output.metrics)
+        outcome = judge_threshold(name, spec, source, output.metrics, output.undecided_groups)
         if not outcome.passed and is_judged(outcome) and spec.level == "fail":
             beyond = [t for t in output.noise_tests.get(name, []) if not _within(spec, t.value)]
             if beyond and not any(t.significant for t in beyond):
@@ -211,16 +211,24 @@ def _undefined(value: float | None) -> bool:
     return value is None or bool(np.isnan(value))
 
 
-def judge_threshold(name: str, spec: ThresholdSpec, source: str, metrics: list[Metric]) -> ThresholdOutcome:
+def judge_threshold(name: str, spec: ThresholdSpec, source: str, metrics: list[Metric],
+                    undecided: dict[str, str] | None = None) -> ThresholdOutcome:
     """Judge one threshold against the metrics of a check.
 
     A headline metric (``group`` None) of that name is judged directly. A metric reported only per
     group is judged on its worst group: the one furthest below ``min`` / above ``max`` (for a
-    ``min`` bound the lowest value, for a ``max`` bound the highest). Groups whose value is undefined
-    are left out and named in ``detail``; when every group is undefined the threshold is not judged.
+    ``min`` bound the lowest value, for a ``max`` bound the highest). Groups whose value is undefined,
+    and groups the check marks as shown but not deciding (``undecided``, e.g. too small), are left out
+    and named in ``detail``; when no group is left the threshold is not judged.
     """
     base = {"metric": name, "min": spec.min, "max": spec.max, "level": spec.level, "source": source}
+    undecided = undecided or {}
     found = [m for m in metrics if m.name == name]
+    small = [str(m.group) for m in found if m.group is not None and m.group in undecided]
+    found = [m for m in found if m.group is None or m.group not in undecided]
+    if not found and small:
+        return ThresholdOutcome(**base, observed=None, passed=False,
+                                note=f"only groups that do not decide ({undecided[small[0]]}): {', '.join(small[:5])}")
     if not found:
         return ThresholdOutcome(**base, observed=None, passed=False, note="the check did not report this metric")
     headline = next((m for m in found if m.group is None), None)
@@ -246,6 +254,8 @@ def judge_threshold(name: str, spec: ThresholdSpec, source: str, metrics: list[M
         observed, group = worst.value, worst.group
         direction = ("lowest" if spec.max is None else "highest" if spec.min is None else "furthest out of bounds")
         detail = f"worst of {len(defined)} groups ({direction} value): {group}"
+        if small:
+            detail += f"; {len(small)} group(s) shown but not deciding ({undecided[small[0]]}): {', '.join(small[:5])}"
         if left_out:
             detail += f"; {len(left_out)} undefined group(s) left out: {', '.join(left_out[:5])}" + (
                 ", …" if len(left_out) > 5 else "")

@@ -277,6 +277,7 @@ class GroupMetrics(Check):
         rows: list[list] = []
         gap_rows: list[list] = []
         small: list[str] = []
+        undecided: dict[str, str] = {}
         worst: dict[str, tuple[float, Metric]] = {}
         tested: dict[str, list[tuple[str, float, float | None, float | None]]] = {}
         rng = ctx.rng(self.id)
@@ -303,13 +304,17 @@ class GroupMetrics(Check):
                     cells += [round(float(mean_score[g]), 6), round(float(observed[g]), 6),
                               round(abs(float(mean_score[g]) - float(observed[g])), 6)]
                     rows.append(cells)
-                    if binary:
-                        values = {k: row[k] for k in ("selection_rate", "tpr", "fpr", "ppv", "accuracy")}
-                        values["mean_score"], values["observed_rate"] = mean_score[g], observed[g]
-                        for k, v in values.items():
-                            metrics.append(Metric(name=k, group=f"{col}={g}", value=None if pd.isna(v) else float(v),
-                                                  n=int(row["count"]), method=f"fairlearn MetricFrame by group "
-                                                  f"({k}, positive class {names[c]!r})"))
+                    # Per group (one-vs-rest per class for multiclass), so a threshold on any of them is judged
+                    # on the worst group.
+                    values = {k: row[k] for k in ("selection_rate", "tpr", "fpr", "ppv", "accuracy")}
+                    values["mean_score"], values["observed_rate"] = mean_score[g], observed[g]
+                    where = f"{col}={g}" if binary else f"{col}={g}|class={names[c]}"
+                    if g not in eligible:
+                        undecided[where] = f"fewer than min_group_size = {cfg.min_group_size} members"
+                    for k, v in values.items():
+                        metrics.append(Metric(name=k, group=where, value=None if pd.isna(v) else float(v),
+                                              n=int(row["count"]), method=f"fairlearn MetricFrame by group "
+                                              f"({k}, positive class {names[c]!r})"))
                 reps: dict[str, np.ndarray] = {}
                 null: dict[str, np.ndarray] = {}
                 if len(eligible) >= 2:
@@ -398,7 +403,7 @@ class GroupMetrics(Check):
                    f"equalized odds difference {fmt(eod)} over {', '.join(columns)} on {n} samples.")
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, method=method + " " + SIGNIFICANCE_RULE,
                            limitations=limitations, dataset="eval", n_samples=n, status_floor=floor,
-                           noise_tests=noise_tests(tested, cfg.significance_level))
+                           noise_tests=noise_tests(tested, cfg.significance_level), undecided_groups=undecided)
 
     def _mitigation(self, ctx: AuditContext, cfg: FairnessConfig, classes: list[int],
                     binary: bool) -> tuple[list, list[str]]:

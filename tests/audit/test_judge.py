@@ -171,3 +171,16 @@ def test_a_default_that_cannot_be_judged_is_listed_but_is_not_a_risk() -> None:
         ("methods_failing_sanity", False)]
     result = AuditResult.model_construct(checks=checks, summary=s, probe=None)
     assert all(r["check"] != "explanations" for r in fmt.top_risks(result))
+
+
+def test_groups_that_do_not_decide_are_left_out_of_the_worst_group() -> None:
+    """Groups below a check's minimum size are shown but never decide (fairness' min_group_size)."""
+    out = _out(_m("tpr", 0.9, "sex=f"), _m("tpr", 0.8, "sex=m"), _m("tpr", 0.0, "sex=x"))
+    out.undecided_groups = {"sex=x": "fewer than min_group_size = 30 members"}
+    status, [t] = judge(out, {"tpr": ThresholdSpec(min=0.5)}, {})
+    assert (status, t.group, t.observed) == ("pass", "sex=m", 0.8)
+    assert "1 group(s) shown but not deciding (fewer than min_group_size = 30 members): sex=x" in t.detail
+    only_small = _out(_m("tpr", 0.0, "sex=x"))
+    only_small.undecided_groups = out.undecided_groups
+    status, [t] = judge(only_small, {"tpr": ThresholdSpec(min=0.5)}, {})
+    assert status == "warn" and t.note.startswith("only groups that do not decide")

@@ -216,6 +216,12 @@ def test_text_character_edits_flip_a_word_sensitive_model() -> None:
     assert m["clean_accuracy"] == 1.0 and m["flip_rate"] == pytest.approx(0.75) and m["robust_accuracy"] == 0.25
     for original, edited, n_edits, _ in out.evidence[0].rows:
         assert "good" in original.split() and "good" not in edited.split() and 1 <= n_edits <= 2
+    # A text model whose correct predictions flip this easily is not robust: the built-in condition warns
+    # (issue 12: a HF text model flipping 78% got adversarial PASS); the image-only attack_success_rate does not apply.
+    from audit.runner import judge
+
+    status, outcomes = judge(out, {}, AdversarialRobustness.default_thresholds)
+    assert status == "warn" and [(t.metric, t.source, t.passed) for t in outcomes] == [("flip_rate", "default", False)]
 
 
 def test_decision_only_detection() -> None:

@@ -170,6 +170,10 @@ def test_small_group_warns_and_is_excluded(noisy) -> None:
     assert values(out, "sex")["demographic_parity_difference"] == pytest.approx(
         demographic_parity_difference(y[keep], pred[keep], sensitive_features=sens["sex"][keep]))
     assert values(out, "sex=x")["selection_rate"] == 1.0  # still shown
+    # ... but never deciding: a threshold on a per-group metric is judged on the worst of the large groups
+    assert out.undecided_groups == {"sex=x": f"fewer than min_group_size = {cfg().min_group_size} members"}
+    _, [outcome] = judge(out, {"selection_rate": ThresholdSpec(max=0.99)}, {})
+    assert outcome.group in ("sex=f", "sex=m") and "sex=x" in outcome.detail
 
 
 def test_missing_values_form_their_own_group(noisy) -> None:
