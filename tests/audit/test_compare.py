@@ -164,3 +164,29 @@ def test_every_model_is_probed_before_any_check_runs(safetensors_file: Path, ima
     with pytest.raises(InputError, match=r"60 of 60 rows of data\.eval give non-finite"):
         run_compare(cfg(safetensors_file, image_npz), models=[other], on_model=lambda e: audited.append(e.label))
     assert audited == []
+
+
+def test_a_non_deterministic_compared_model_is_flagged_in_the_comparison(safetensors_file: Path, image_npz: Path,
+                                                                         tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from reports.compare import render_compare_html
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.randn(x.shape[0], 3)
+
+    other = tmp_path / "noisy.pt"
+    torch.jit.save(torch.jit.script(Noisy()), str(other))
+    from audit.registry import list_checks
+
+    only_perf = [f"checks.{c}.enabled=false" for c in list_checks() if c != "performance"]
+    config = load_config(None, {"model.path": str(safetensors_file), "model.class": TINY_CNN_CLASS,
+                                "data.eval.path": str(image_npz), "device": "cpu"}, [*FAST, *only_perf])
+    comparison = run_compare(config, models=[other])
+    base, noisy = comparison.entries
+    assert base.result.probe.deterministic and not base.result.probe.findings
+    assert not noisy.result.probe.deterministic and noisy.result.probe.disagreement_rate > 0.3
+    html = render_compare_html(comparison)
+    assert "<strong>Model probe:</strong> The model is not deterministic" in html
