@@ -335,3 +335,31 @@ def test_scan_of_a_torchscript_model_runs_the_art_defences(digits, planted) -> N
     assert m[("flagged_samples", None)] is not None and m[("flagged_samples", None)] > 0
     assert m[("flagged_samples", None)] == {(x.name, x.group): x.value for x in eager.metrics}[("flagged_samples", None)]
     assert "flagged by both ART defences" in out.summary
+
+
+def test_binary_model_audit_has_no_backdoor_risk_on_page_one(tmp_path, tabular_csv, tiny_mlp) -> None:
+    """Issue 12: every binary model got a backdoor-scan WARN because Neural Cleanse needs >= 5 classes. Through the
+    real runner the scan is skipped with the reason, and page one's top risks do not mention it."""
+    import json
+
+    from safetensors.torch import save_file
+    from tiny_models import TINY_MLP_CLASS
+
+    from audit.config import load_config
+    from audit.registry import list_checks
+    from audit.runner import run_audit
+    from reports._format import top_risks
+
+    weights = tmp_path / "mlp.safetensors"
+    save_file(tiny_mlp.state_dict(), str(weights))
+    cfg_path = tmp_path / "audit.yaml"
+    cfg_path.write_text(json.dumps({
+        "version": 1, "model": {"path": str(weights), "class": TINY_MLP_CLASS},
+        "data": {"eval": {"path": str(tabular_csv), "target": "label", "sensitive_features": ["sex"]},
+                 "reference": {"path": str(tabular_csv), "target": "label", "sensitive_features": ["sex"]}},
+        "device": "cpu", "energy": {"track": False}}))
+    off = {c: {"enabled": False} for c in list_checks() if c not in ("poisoning.backdoor_scan", "performance")}
+    result = run_audit(load_config(cfg_path, overrides={"checks": {**off, "poisoning.backdoor_scan": {"enabled": True}}}))
+    scan = result.check("poisoning.backdoor_scan")
+    assert scan.status == "skipped" and "at least 5 classes" in scan.skip_reason
+    assert all(r["check"] != scan.title for r in top_risks(result, limit=50))
