@@ -585,6 +585,27 @@ def test_disk_full_midway_leaves_the_previous_set(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "summary.md").exists() and not strays(tmp_path)
 
 
+def test_sigterm_during_publication_waits_until_the_set_is_whole(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM that lands between two renames of the publication is held back until the last one."""
+    out = tmp_path / "out"
+    _previous_set(out, monkeypatch, tmp_path)
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        real_replace(src, dst)
+        if Path(dst) == out / "model_card.md":  # the first rename of the set: send SIGTERM to ourselves
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, stderr = invoke("report", _write_results(tmp_path / "new", "r-new"), "--out", out, "--format", "card")
+    monkeypatch.undo()
+    assert code == 143 and "terminated (SIGTERM)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model_card.html", "model_card.md", "results.json"]
+    assert all("r-new" in p.read_text() and "r-previous" not in p.read_text() for p in out.iterdir()), \
+        "one complete set, the new one: no file of the previous audit beside it"
+
+
 def test_same_report_keeps_its_other_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     previous = _previous_set(out, monkeypatch, tmp_path)
@@ -616,6 +637,19 @@ def test_report_into_another_audits_folder_replaces_the_whole_set(tmp_path: Path
     assert code == 0, stderr
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
     assert "r-b" in (out / "report.html").read_text() and "r-previous" not in (out / "report.html").read_text()
+
+
+def test_every_file_of_a_set_names_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    printer, _ = fake_chromium(tmp_path, "print")
+    monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(printer))
+    written = write_reports(_result("r-7f3a9c"), out, pdf=True, card=True, junit=out / "junit.xml",
+                            markdown=out / "summary.md")
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "model_card.html", "model_card.md", "report.html",
+                                                    "report.pdf", "results.json", "summary.md"]
+    for key, path in written.items():
+        if key != "pdf":  # the PDF is the printed report.html
+            assert "r-7f3a9c" in path.read_text(), f"{path.name} does not name its report"
 
 
 # ------------------------------------------------------------------------------ injection strings
@@ -661,7 +695,8 @@ def _structure(page: str) -> list[str]:
 
 
 def _gfm(markdown: str) -> str:
-    cmarkgfm = pytest.importorskip("cmarkgfm", reason="cmarkgfm (GitHub's renderer) is a dev dependency")
+    """Rendered by GitHub's own cmark-gfm (with its autolink extension); a dev dependency, so never skipped."""
+    import cmarkgfm
     from cmarkgfm.cmark import Options
 
     return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
