@@ -33,8 +33,9 @@ def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
     """Project perturbations onto the ε-ball of ``norm``."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
-    factor = (eps / _flat_norm(delta)).clamp(max=1.0)
-    return delta * factor
+    if norm == "l2":
+        return delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+    raise ValueError(f"The 'norm' parameter of project must be 'linf' or 'l2'. Got {norm!r} instead.")
 
 
 def _random_start(x: torch.Tensor, eps: float, norm: Norm, generator: torch.Generator) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from audit.attacks import _random_start, frozen_parameters, pgd, project
+from audit.attacks import _random_start, fgsm, frozen_parameters, pgd, project
 
 
 def reference_linf_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step_size: float,
@@ -109,8 +109,8 @@ def test_pgd_defaults_are_ten_steps_of_a_quarter_eps_from_a_start_seeded_with_ze
 
 @pytest.mark.parametrize("restarts", [2, 3])
 def test_restarts_keep_the_first_perturbation_that_fools_each_sample(restarts: int) -> None:
-    model, x, y = mlp_and_data(n=200)
-    eps, steps = 0.06, 3
+    model, x, y = mlp_and_data(n=400)
+    eps, steps = 0.06, 1
     gen = torch.Generator().manual_seed(11)
     advs = [reference_pgd(model, x, y, eps, "linf", steps, eps / 2, _random_start(x, eps, "linf", gen), None)
             for _ in range(restarts)]
@@ -123,6 +123,8 @@ def test_restarts_keep_the_first_perturbation_that_fools_each_sample(restarts: i
         done |= f
     # the case is informative: a later start fools samples the first did not, and some samples are never fooled
     assert (done & ~fooled[0]).any() and (~done).any() and fooled[0].any()
+    if restarts == 3:  # a sample fooled by the first start, not the second, again by the third keeps the first
+        assert (fooled[0] & ~fooled[1] & fooled[2]).any()
     ours = pgd(model, x, y, eps=eps, steps=steps, step_size=eps / 2, restarts=restarts,
                generator=torch.Generator().manual_seed(11))
     torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
@@ -154,11 +156,27 @@ def test_random_start_l2_is_uniform_in_the_ball(shape: tuple[int, ...]) -> None:
     assert one.shape == (1, 3) and 0 < float(one.norm()) <= 0.5
 
 
+def test_fgsm_defaults_to_linf_and_equals_one_full_signed_step() -> None:
+    model, x, y = mlp_and_data()
+    ours = fgsm(model, x, y, eps=0.1)
+    torch.testing.assert_close(ours, reference_pgd(model, x, y, 0.1, "linf", 1, 0.1, None, None), atol=1e-6, rtol=0)
+    assert torch.equal(ours, fgsm(model, x, y, eps=0.1, norm="linf"))
+
+
+def test_random_start_keeps_a_half_precision_dtype() -> None:
+    """A bf16 model gets a bf16 start: a float32 start would promote its inputs to float32."""
+    x = torch.zeros(8, 5, dtype=torch.bfloat16)
+    for norm in ("linf", "l2"):
+        assert _random_start(x, 0.5, norm, torch.Generator().manual_seed(0)).dtype == torch.bfloat16
+
+
 def test_l2_projection_shrinks_only_what_is_outside_the_ball() -> None:
     delta = torch.tensor([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0]])
     out = project(delta, 1.0, "l2")
     torch.testing.assert_close(out, torch.tensor([[0.3, 0.4], [0.6, 0.8], [0.0, 0.0]]))
     torch.testing.assert_close(project(delta, 0.5, "linf"), torch.tensor([[0.3, 0.4], [0.5, 0.5], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="'norm' parameter of project must be 'linf' or 'l2'. Got 'L2'"):
+        project(delta, 1.0, "L2")
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -227,6 +245,10 @@ def test_char_edit_makes_one_swap_deletion_or_lowercase_insertion_anywhere() -> 
     deleted = {o for o in outs if len(o) == 5}
     assert "bcdef" in deleted and "abcde" in deleted and "bacdef" in outs and "abcdfe" in outs
     assert any(o.startswith(c) for o in outs for c in "ghijklmnopqrstuvwxyz")  # insertion before the first letter
+    # each operation a third of the time; a swap drawn at the last letter becomes an insertion
+    share = {k: kinds.count(k) / len(kinds) for k in ("swap", "delete", "insert")}
+    assert share == pytest.approx({"swap": 5 / 18, "delete": 1 / 3, "insert": 7 / 18}, abs=0.035)
+    assert {edit_kind("ab", _char_edit("ab", rng)) for _ in range(200)} == {"swap", "delete", "insert"}
     # a one-letter word can only grow; the empty word stays empty
     assert {len(_char_edit("a", rng)) for _ in range(50)} == {2}
     assert _char_edit("", rng) == ""
@@ -262,3 +284,34 @@ def test_char_edit_attack_edits_until_the_prediction_flips_within_the_budget() -
     # once flipped, a text is not edited further
     long, n_long = char_edit_attack(Graded(), texts[:1], labels[:1], budget=8, candidates=24, seed=0)
     assert list(n_long) == [4] and len(long[0]) == 10
+    assert edits.dtype.kind == "i"
+    # seeded: the same seed gives the same texts, and the defaults are 3 edits of 16 candidates with seed 0
+    assert char_edit_attack(Graded(), texts, labels, budget=4, candidates=24, seed=0)[0] == adv
+    default, n_default = char_edit_attack(Graded(), texts, labels)
+    explicit, n_explicit = char_edit_attack(Graded(), texts, labels, budget=3, candidates=16, seed=0)
+    assert default == explicit and list(n_default) == list(n_explicit) == [3, 3, 0]
+
+
+class ThreeLowercaseWords:
+    """Positive iff the text is exactly three lowercase words separated by single spaces."""
+
+    def __call__(self, texts: list[str]):  # noqa: ANN204
+        import re
+
+        import numpy as np
+
+        p = np.array([0.9 if re.fullmatch(r"[a-z]+( [a-z]+){2}", t) else 0.1 for t in texts])
+        return np.stack([1 - p, p], 1)
+
+
+def test_char_edit_attack_edits_inside_words_and_keeps_the_rest_of_the_text() -> None:
+    """Edits never touch the spaces between words or add anything but lowercase letters, so a model that only
+    checks the word structure cannot be flipped with 3 edits of 4-letter words; other whitespace is kept."""
+    import numpy as np
+
+    from audit.attacks import char_edit_attack
+
+    adv, edits = char_edit_attack(ThreeLowercaseWords(), ["abcd goodx films"], np.array([1]), budget=3, candidates=32)
+    assert list(edits) == [3] and adv[0].count(" ") == 2 and ThreeLowercaseWords()(adv)[0].argmax() == 1
+    kept, n_kept = char_edit_attack(Graded(), ["go\nx  z"], np.array([1]), budget=2, candidates=8)
+    assert list(n_kept) == [2] and kept[0].count("\n") == 1 and "  " in kept[0] and len(kept[0]) == len("go\nx  z") + 2

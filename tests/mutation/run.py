@@ -9,7 +9,7 @@ module and every surviving mutant with its explanation.
 Each target is one module (optionally only some of its functions) and the fast, targeted tests
 that pin it. The tree is copied to a scratch directory per target, where mutmut writes its
 mutants and its cache, so the checkout is never touched; pass ``--workdir`` to keep the scratch
-directories between runs (mutmut then only re-runs what changed).
+directories (mutants are always generated and tested afresh).
 
 A mutant is *detected* when the tests fail on it (killed) or hang (timeout). The score is
 detected / generated. A survivor is either killed by a new test, or listed in
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -98,6 +99,7 @@ def mutmut_config(target: Target) -> str:
 
 def prepare(target: Target, workdir: Path) -> Path:
     here = workdir / target.module
+    shutil.rmtree(here / "mutants", ignore_errors=True)  # results of other tests or source must not be reused
     here.mkdir(parents=True, exist_ok=True)
     for name in COPY:
         src, dst = ROOT / name, here / name
@@ -114,6 +116,22 @@ def prepare(target: Target, workdir: Path) -> Path:
 def mutmut(here: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONHASHSEED": "0"}
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=here, env=env, capture_output=True, text=True)
+
+
+_DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in sys.argv[1:]}))
+"""
+
+
+def diffs(here: Path, names: list[str]) -> dict[str, str]:
+    """The diff of each mutant, from one process (``mutmut show`` takes one process per mutant)."""
+    if not names:
+        return {}
+    proc = subprocess.run([sys.executable, "-c", _DIFFS, *names], cwd=here, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def function_of(name: str, module: str) -> str:
@@ -151,11 +169,11 @@ def run_target(key: str, target: Target, workdir: Path, children: int, known: li
         if any(fnmatch.fnmatchcase(name, g) for g in target.globs()):
             statuses[name] = status
     survivors = []
-    for name, status in sorted(statuses.items(), key=lambda kv: (kv[0].rsplit("__mutmut_", 1)[0],
-                                                                  int(kv[0].rsplit("_", 1)[1]))):
-        if status in DETECTED:
-            continue
-        diff = mutmut(here, "show", name).stdout.split("\n", 1)[-1].strip()
+    order = sorted(statuses, key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
+    survived = [n for n in order if statuses[n] not in DETECTED]
+    diff_of = diffs(here, survived)
+    for name in survived:
+        status, diff = statuses[name], diff_of[name].strip()
         function = function_of(name, target.module)
         survivors.append({"name": name, "status": status, "function": function, "diff": diff,
                           "why": explain(target, function, diff, known)})
