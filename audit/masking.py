@@ -2,13 +2,18 @@
 functions of measured accuracies, so each can be tested on its own.
 
 A robustness estimate from a white-box attack is only an upper bound; when the model's gradients
-are masked, obfuscated or shattered, the attack fails and the bound is meaningless. Four symptoms
-give it away, each evaluated here on the accuracies the ``adversarial`` check measured:
+are masked, obfuscated or shattered, the attack fails and the bound is meaningless. Five symptoms
+give it away, each evaluated here on what the ``adversarial`` check measured:
 
 1. accuracy does not fall as ε grows (a larger ball contains every smaller one);
 2. the iterative attack (PGD) is weaker than the single-step one (FGSM), which it contains;
 3. an ε spanning the whole input range does not drive accuracy near zero (any input is reachable);
-4. a black-box attack, which needs no gradients, beats the white-box one.
+4. a black-box attack, which needs no gradients, beats the white-box one;
+5. the gradient attack leaves inputs where they were: their loss gradient is exactly zero (a
+   saturated softmax, rounding, a quantiser, a model whose outputs are decisions), so every gradient
+   attack is blind on them — and on a model that is blind everywhere the first four symptoms can
+   all stay silent, since no white-box number moves (Carlini et al. 2019, "verify that gradients
+   are non-zero").
 
 Each function returns table rows ``[safeguard, "pass" | "TRIPPED", detail]``.
 
@@ -64,6 +69,18 @@ def black_box_not_stronger(name: str, black_box: float, white_box: float, margin
     ok = black_box >= white_box - margin
     return ["black-box does not beat white-box", PASS if ok else TRIPPED,
             f"{name} {black_box:.3f} vs PGD {white_box:.3f} (margin {margin})"]
+
+
+MAX_UNMOVED = 0.1
+"""Share of the attacked samples FGSM may leave exactly unperturbed before the gradients count as masked."""
+
+
+def gradients_move_inputs(unmoved: dict[str, tuple[float, float]], bound: float = MAX_UNMOVED) -> list[list[Any]]:
+    """One row per norm, from ``{norm: (largest ε, share of samples FGSM left exactly where they were)}``:
+    tripped when that share exceeds ``bound``."""
+    return [[f"FGSM {norm}: input gradients move the inputs", PASS if share <= bound else TRIPPED,
+             f"{share:.1%} of samples unmoved at ε={eps:g} (must be ≤ {bound:.0%})"]
+            for norm, (eps, share) in sorted(unmoved.items())]
 
 
 def tripped(rows: list[list[Any]]) -> list[list[Any]]:

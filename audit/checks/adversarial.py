@@ -133,6 +133,7 @@ class AdversarialRobustness(Check):
             return accuracy_of(adv), adv
 
         curve: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        unmoved: dict[str, tuple[float, float]] = {}  # norm -> (largest ε, share of samples FGSM left unmoved)
         table: list[list[Any]] = []
         metrics: list[Metric] = []
         examples: tuple[torch.Tensor, float] | None = None
@@ -163,6 +164,8 @@ class AdversarialRobustness(Check):
                                               n=int(success.sum()), higher_is_better=None,
                                               method=f"mean {norm} size of successful perturbations"))
                     curve.setdefault((kind, norm), []).append((eps, acc))
+                    if kind == "fgsm" and eps >= unmoved.get(norm, (-1.0, 0.0))[0]:
+                        unmoved[norm] = (eps, float((size == 0).float().mean()))
                     table.append([kind.upper(), norm, eps, round(acc, 4), round(lo, 4), round(hi, 4),
                                   round(float(success.sum() / max(clean_correct.sum(), 1)), 4)])
                     if norm == head_norm and eps == headline:
@@ -173,7 +176,8 @@ class AdversarialRobustness(Check):
         tol = 1.5 / m
         safeguards: list[list[Any]] = []
         if white_box:
-            safeguards += masking.accuracy_falls_with_eps(curve, tol) + masking.pgd_at_least_fgsm(curve, tol)
+            safeguards += (masking.accuracy_falls_with_eps(curve, tol) + masking.pgd_at_least_fgsm(curve, tol)
+                           + masking.gradients_move_inputs(unmoved))
             big, _ = attack("pgd", width, "linf")
             safeguards.append(masking.unbounded_reaches_zero(float(big.mean()), width, cfg.near_zero))
         tripped = masking.tripped(safeguards)

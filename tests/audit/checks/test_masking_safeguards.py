@@ -45,13 +45,20 @@ def zero(c: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(c)
 
 
+def outward(copies: torch.Tensor) -> torch.Tensor:
+    """Away from the class boundary 0.5: the attack moves the class copies, but never across."""
+    return torch.sign(copies - 0.5)
+
+
 class Canary(nn.Module):
-    """Wrong exactly when the canaries moved by ``d`` with ``wrong(d)``; gradient ``direction`` on the canaries."""
+    """Wrong exactly when the canaries moved by ``d`` with ``wrong(d)``; gradient ``direction`` on the canaries
+    and ``copies`` on the class copies (none by default)."""
 
     def __init__(self, wrong: Callable[[torch.Tensor], torch.Tensor],
-                 direction: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 direction: Callable[[torch.Tensor], torch.Tensor],
+                 copies: Callable[[torch.Tensor], torch.Tensor] = zero) -> None:
         super().__init__()
-        self.wrong, self.direction = wrong, direction
+        self.wrong, self.direction, self.copies = wrong, direction, copies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         side = x[:, :COPIES].mean(1) > 0.5  # the clean class
@@ -59,7 +66,7 @@ class Canary(nn.Module):
         d = (canary - CLEAN).abs().amax(1)
         pred = side ^ self.wrong(d)
         value = 4 * nn.functional.one_hot(pred.long(), 2).float() - 2 + 0.01 * x[:, :1].detach()
-        t = (canary * self.direction(canary.detach())).sum(1)
+        t = (canary * self.direction(canary.detach())).sum(1) + (x[:, :COPIES] * self.copies(x[:, :COPIES].detach())).sum(1)
         # +1 on the class that is not the clean one: the loss then grows along ``direction``
         away = torch.stack([torch.where(side, 1.0, -1.0), torch.where(side, -1.0, 1.0)], 1)
         return value + (t - t.detach())[:, None] * away
@@ -90,6 +97,7 @@ FALLS = ("FGSM linf: accuracy falls as ε grows", "PGD linf: accuracy falls as �
 PGD_FGSM = "PGD at least as strong as FGSM (linf)"
 UNBOUNDED = "ε spanning the input range (1) drives accuracy near zero"
 BLACK_BOX = "black-box does not beat white-box"
+MOVES = "FGSM linf: input gradients move the inputs"
 
 
 def tripped(verdicts: dict) -> set[str]:
@@ -117,7 +125,7 @@ def test_canary_model_behaves_as_designed() -> None:
 def test_honest_canary_model_trips_nothing() -> None:
     """The control: wrong after any move of the canaries, with a truthful gradient — every safeguard passes."""
     verdicts, head, out = run(Canary(lambda d: d > 0.03, const), black_box="always")
-    assert set(verdicts) == {*FALLS, PGD_FGSM, UNBOUNDED, BLACK_BOX}
+    assert set(verdicts) == {*FALLS, PGD_FGSM, UNBOUNDED, BLACK_BOX, MOVES}
     assert tripped(verdicts) == set() and head["safeguards_tripped"] == 0 and out.status_floor == "pass"
     assert head["robust_accuracy"] == 0.0
 
@@ -137,7 +145,7 @@ def test_pgd_weaker_than_fgsm_trips_only_that_safeguard() -> None:
     """The gradient exists only at the clean point: FGSM uses it, PGD starts elsewhere and is blind. Wrong when
     d > 0.15: FGSM at ε = 0.2 always wins, PGD's random start only sometimes (about 1 - 0.75²)."""
     verdicts, head, out = run(Canary(lambda d: d > 0.15, at_clean_only), black_box="never")
-    assert tripped(verdicts) == {PGD_FGSM}
+    assert tripped(verdicts) == {PGD_FGSM} and verdicts[MOVES] == "pass"
     acc = {m.group: m.value for m in out.metrics if m.name == "accuracy_under_attack"}
     assert acc["fgsm/linf/0.2"] == 0.0 and acc["pgd/linf/0.2"] > 0.4
     assert head["safeguards_tripped"] == 1 and out.status_floor == "warn"
@@ -155,15 +163,26 @@ def test_accuracy_at_unbounded_eps_staying_high_trips_only_that_safeguard() -> N
 
 
 def test_black_box_beating_white_box_trips_only_that_safeguard_and_its_number_is_used() -> None:
-    """No gradient at all (as behind a rounding or a quantiser): FGSM does not move, PGD moves only by its
-    random start; Square attack moves every feature by ±ε and wins. Robust accuracy is Square's."""
-    model = Canary(lambda d: d > 0.15, zero)
+    """No gradient on the canaries (as behind a rounding or a quantiser), a useless one on the class copies: FGSM
+    moves only the copies, PGD moves the canaries only by its random start; Square attack moves every feature by
+    ±ε and wins. Robust accuracy is Square's."""
+    model = Canary(lambda d: d > 0.15, zero, copies=outward)
     verdicts, head, out = run(model, black_box="always")
     assert tripped(verdicts) == {BLACK_BOX}
     acc = {m.group: m.value for m in out.metrics if m.name == "accuracy_under_attack"}
     assert acc["fgsm/linf/0.2"] == 1.0 and 0.4 < acc["pgd/linf/0.2"] < 0.8
     assert head["robust_accuracy"] == 0.0 and "found by Square" in out.metrics[0].method
     assert head["robust_accuracy"] < acc["pgd/linf/0.2"] and out.status_floor == "warn"
+
+
+def test_zero_gradients_trip_the_unmoved_inputs_safeguard_and_the_black_box_attack_then_runs() -> None:
+    """No input gradient anywhere: FGSM leaves every input where it was, so no white-box number moves —
+    accuracy falls with ε (PGD's random start alone), PGD beats FGSM, the unbounded attack reaches zero.
+    Only the unmoved-inputs safeguard sees it; the black-box attack it triggers finds the real robustness."""
+    verdicts, head, out = run(Canary(lambda d: d > 0.15, zero))
+    assert tripped(verdicts) == {MOVES, BLACK_BOX}
+    assert next(r[2] for r in out.evidence[1].rows if r[0] == MOVES).startswith("100.0% of samples unmoved at ε=0.2")
+    assert head["robust_accuracy"] == 0.0 and "found by Square" in out.metrics[0].method and out.status_floor == "warn"
 
 
 def test_quantised_model_is_attacked_through_its_float_twin() -> None:
@@ -223,6 +242,15 @@ def test_pgd_at_least_fgsm_on_known_curves() -> None:
     # one attack without the other (an attack list without FGSM): nothing to compare, nothing tripped
     for only in ("pgd", "fgsm"):
         assert masking.pgd_at_least_fgsm({(only, "l2"): [(1.0, 0.5)]}, tol) == [["PGD at least as strong as FGSM (l2)", "pass", "all ε"]]
+
+
+def test_unmoved_inputs_safeguard_on_known_shares() -> None:
+    rows = masking.gradients_move_inputs({"linf": (0.3, 0.1), "l2": (2.0, 0.5)})
+    assert rows == [["FGSM l2: input gradients move the inputs", "TRIPPED", "50.0% of samples unmoved at ε=2 (must be ≤ 10%)"],
+                    ["FGSM linf: input gradients move the inputs", "pass", "10.0% of samples unmoved at ε=0.3 (must be ≤ 10%)"]]
+    assert masking.gradients_move_inputs({"linf": (0.3, 0.1001)})[0][1] == "TRIPPED"
+    assert masking.gradients_move_inputs({"linf": (0.3, 0.3)}, bound=0.5)[0][1] == "pass"
+    assert masking.gradients_move_inputs({}) == []
 
 
 def test_unbounded_and_black_box_safeguards_on_known_numbers() -> None:
