@@ -40,6 +40,7 @@ import io
 import json
 import pickletools
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -137,8 +138,11 @@ def loads_with_weights_only(data: bytes) -> bool:
     import torch
 
     if data[:4] == b"PK\x03\x04":  # a nested torch.save zip: the same container checks first
-        with zipfile.ZipFile(io.BytesIO(data)) as inner:
-            check_zip_entries(inner.infolist(), len(data), "(nested archive)")
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                check_zip_entries(inner.infolist(), len(data), "(nested archive)")
+        except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+            return False  # torch fails too, and then retries with weights_only=False
     try:
         torch.load(io.BytesIO(data), weights_only=True)
     except Exception:  # noqa: BLE001 - any failure makes torch fall back to unpickling
@@ -214,7 +218,13 @@ class _ExportEntries:
         return iter(self._entries)
 
     def read(self, info: zipfile.ZipInfo) -> bytes:
-        return self.zf.read(info)
+        try:
+            return self.zf.read(info)
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError) as exc:
+            raise ModelInputError(
+                f"model file {self.path}: archive entry {_short(info.filename)} cannot be read ({_one_line(exc)}); "
+                "the file is corrupt or not written by torch: copy or save it again."
+            ) from None
 
     def json(self, info: zipfile.ZipInfo) -> Any:
         try:

@@ -270,6 +270,18 @@ def _patched_central_directory(field: int) -> Callable[[Path, dict[str, bytes]],
     return build
 
 
+def _corrupt_deflate(tmp: Path, files: dict[str, bytes]) -> Path:
+    """model.json deflated, then a byte of its compressed stream flipped: a CRC or inflate error on read."""
+    path = write_zip(tmp / "net.pt2", files, compress=zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("net/models/model.json")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _raw(name: str, data: Callable[[Path], bytes]) -> Builder:
     def build(tmp: Path, files: dict[str, bytes]) -> Path:
         path = tmp / name
@@ -402,6 +414,9 @@ CASES: list[tuple[str, Builder, list[str], list[str]]] = [
     ("pt2-zip-bomb", _bomb, [], ["zip bomb", "extra/notes.txt"]),
     ("pt2-entry-past-end", _patched_central_directory(20), [], ["truncated or corrupt", "models/model.json"]),
     ("pt2-stored-size-lie", _patched_central_directory(24), [], ["claims 1073741824 bytes"]),
+    ("pt2-corrupt-entry", _corrupt_deflate, [], ["'net/models/model.json' cannot be read", "copy or save it again"]),
+    ("pt2-broken-nested-zip", _pt2(lambda t, f: {**f, "data/sample_inputs/model.pt": b"PK\x03\x04 truncated"}), [],
+     ["data/sample_inputs/model.pt", "weights_only=True"]),
     ("pt2-json-not-json", _pt2(lambda t, f: {**f, WEIGHTS: b"{not json"}), [], ["not valid JSON", "weights_config.json"]),
     # raw pickles and torch.save files
     ("pickle-pkl", _raw("model.pkl", PAYLOAD), [], PICKLE),
