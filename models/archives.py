@@ -30,8 +30,11 @@ Every zip (``.pt2``, TorchScript, ``torch.save``) also gets container checks: a 
 past the end of the file, no entry name twice (torch's reader matches names case-insensitively, so
 case-folded), and no entry that inflates more than :data:`MAX_INFLATION` times (a zip bomb).
 
+A ``.pt2`` payload stored as 0 bytes is a tensor torch fills with zeros at its declared size; their
+total may not exceed :data:`MAX_ZERO_FILL`.
+
 ``allow_pickle=True`` lifts the pickle and code checks (the user trusts the file), never the
-container checks or the AOTInductor refusal.
+container checks, the zero-fill bound or the AOTInductor refusal.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from models.export_program import program_problems
 MAX_INFLATION = 100
 """An entry may inflate at most this many times its stored size (plus 1 MiB); deflate reaches ~1000x."""
 _SLACK = 1 << 20
+MAX_ZERO_FILL = 1 << 30
+"""Most bytes of zero-filled tensors a .pt2 may declare with empty payload entries (torch writes none)."""
 
 TRUST_FIX = "or pass --allow-pickle (model.allow_pickle: true) if you trust the file"
 
@@ -170,6 +175,9 @@ def check_export_archive(path: Path, *, allow_pickle: bool) -> None:
                 f"model file {path} holds AOTInductor compiled code (archive entry {_short(aoti)}), a shared library "
                 "that runs when loaded; deepaudit never loads it. Save the program with torch.export.save instead."
             )
+        for name, info in entries:  # a resource guard, so it holds with allow_pickle too
+            if name.startswith(("data/weights/", "data/constants/")) and name.endswith("_config.json"):
+                _check_zero_fill(entries, info, name.split("/")[1])
         if allow_pickle:
             return
         for name, info in entries:
@@ -216,6 +224,10 @@ class _ExportEntries:
 
     def __iter__(self) -> Iterator[tuple[str, zipfile.ZipInfo]]:
         return iter(self._entries)
+
+    def size(self, name: str) -> int | None:
+        """The stored size of the entry torch's reader would find under ``name`` (case-folded), if any."""
+        return next((info.file_size for n, info in self._entries if n == name), None)
 
     def read(self, info: zipfile.ZipInfo) -> bytes:
         try:
@@ -271,6 +283,36 @@ def _check_payload_config(entries: _ExportEntries, info: zipfile.ZipInfo, kind: 
             raise ModelInputError(
                 f"{where} holds {what} (archive entry {_short(entry)}) that torch.export.load would unpickle, which "
                 f"can run arbitrary code. Re-save it with torch.export.save from a model with plain tensors, {TRUST_FIX}."
+            )
+
+
+def _check_zero_fill(entries: _ExportEntries, info: zipfile.ZipInfo, kind: str) -> None:
+    """A payload stored as 0 bytes is a tensor torch fills with zeros at the size its config declares:
+    a few bytes of JSON could ask for terabytes. Their declared total must stay within MAX_ZERO_FILL."""
+    import torch
+    from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE
+
+    config = entries.json(info)
+    items = config.get("config") if isinstance(config, dict) else None
+    total = 0
+    for fqn, meta in (items or {}).items() if isinstance(items, dict) else []:
+        tensor = meta.get("tensor_meta") if isinstance(meta, dict) and not meta.get("use_pickle") else None
+        stored = entries.size(f"data/{kind}/{str(meta.get('path_name', '')).lower()}") if tensor else None
+        if not isinstance(tensor, dict) or stored != 0:
+            continue
+        try:
+            dtype = _SERIALIZE_TO_TORCH_DTYPE[tensor["dtype"]]
+            numel = 1
+            for dim in tensor["sizes"]:
+                numel *= max(int(dim["as_int"]), 0)
+            total += numel * torch.empty(0, dtype=dtype).element_size()
+        except (KeyError, TypeError, ValueError):
+            continue  # torch refuses a malformed tensor_meta itself, before allocating
+        if total > MAX_ZERO_FILL:
+            raise ModelInputError(
+                f"model file {entries.path}: archive entry {_short(info.filename)} declares {fqn!r} and other empty "
+                f"payloads as {total} bytes of zeros (over {MAX_ZERO_FILL}) that torch would allocate; "
+                "re-save the model with torch.export.save."
             )
 
 

@@ -166,6 +166,14 @@ def _constant_entry(path_name: str, payload: Callable[[Path], bytes], use_pickle
     return edit
 
 
+def _zero_fill(tmp: Path, files: dict[str, bytes]) -> dict[str, bytes]:
+    """An empty weight entry declared as 2**21 x 2**21 float32 (16 TiB) that torch would torch.zeros()."""
+    files = with_config(files, WEIGHTS, lambda c: c["config"]["fc.weight"]["tensor_meta"].update(
+        sizes=[{"as_int": 1 << 21}, {"as_int": 1 << 21}], strides=[{"as_int": 1 << 21}, {"as_int": 1}]))
+    files["data/weights/weight_0"] = b""
+    return files
+
+
 def _sample_inputs(tmp: Path, files: dict[str, bytes]) -> dict[str, bytes]:
     files["data/sample_inputs/model.pt"] = torch_saved(((Payload(tmp / MARKER),), {}))
     return files
@@ -417,6 +425,8 @@ CASES: list[tuple[str, Builder, list[str], list[str]]] = [
     ("pt2-corrupt-entry", _corrupt_deflate, [], ["'net/models/model.json' cannot be read", "copy or save it again"]),
     ("pt2-broken-nested-zip", _pt2(lambda t, f: {**f, "data/sample_inputs/model.pt": b"PK\x03\x04 truncated"}), [],
      ["data/sample_inputs/model.pt", "weights_only=True"]),
+    ("pt2-zero-filled-weight-even-with-allow-pickle", _pt2(_zero_fill), ["--allow-pickle"],
+     ["17592186044416 bytes of zeros", "'fc.weight'"]),
     ("pt2-json-not-json", _pt2(lambda t, f: {**f, WEIGHTS: b"{not json"}), [], ["not valid JSON", "weights_config.json"]),
     # raw pickles and torch.save files
     ("pickle-pkl", _raw("model.pkl", PAYLOAD), [], PICKLE),
