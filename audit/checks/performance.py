@@ -8,9 +8,9 @@ the one-sided exact binomial test of caret's ``confusionMatrix`` ("AccuracyPValu
 the no-information rate), computed with ``scipy.stats.binomtest``; its p-value is judged by default
 (``baseline_p_value`` ≤ 0.01), so a model no better than always answering the most frequent class
 fails the default audit. Significance alone lets a near-chance model through on a large set (14% on
-10 balanced classes is significant from about 700 samples), so the share of the baseline's errors the
-model removes, ``baseline_lift`` = (accuracy − baseline) / (1 − baseline), is judged too: below 0.1 it
-warns.
+10 balanced classes is significant at 1% from about 400 samples), so the share of the baseline's
+errors the model removes, ``baseline_lift`` = (accuracy − baseline) / (1 − baseline), is judged too:
+below 0.1 it warns.
 """
 
 from __future__ import annotations
