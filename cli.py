@@ -173,12 +173,15 @@ def _output_lock(folder: Path, command: str) -> Iterator[None]:
 
 def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
     """The check table (what each check was judged against) on stdout; with a non-zero exit code,
-    one line per reason on stderr — also with --quiet, so a CI log always says why."""
+    one line per reason on stderr — also with --quiet, so a CI log always says why; so are the model
+    probe's findings (a non-deterministic model)."""
     from reports import _format as fmt
 
     if result.summary.exit_code:
         for line in fmt.gate_lines(result):
             _stderr(f"deepaudit: {line}")
+    for finding in result.probe.findings if result.probe is not None else []:
+        _stderr(f"deepaudit: WARN model probe: {finding}")
     if quiet:
         return
     from rich.console import Console
@@ -195,8 +198,6 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
         table.add_row(Text(c.id), Text(fmt.status_word(c.status)), Text(judged), Text(c.summary))
     console = Console()
     console.print(table, highlight=False)
-    for finding in result.probe.findings if result.probe is not None else []:
-        console.print(f"WARN model probe: {finding}", highlight=False, soft_wrap=True)
     for kind, path in written.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 

@@ -108,7 +108,8 @@ def _cfg(model: Path, data: Path, *sets: str, batch_size: int = 16):  # noqa: AN
 def _cli(tmp_path: Path, model: Path, data: Path, *sets: str) -> tuple[int, str, str, Path]:
     out = tmp_path / "out"
     args = ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--device", "cpu",
-            "--batch-size", "16", "--markdown", str(tmp_path / "summary.md"), "--junit", str(tmp_path / "junit.xml")]
+            "--batch-size", "16", "--markdown", str(tmp_path / "summary.md"), "--junit", str(tmp_path / "junit.xml"),
+            "--quiet"]  # the probe's findings reach stderr even so
     for s in [*FAST, *sets]:
         args += ["--set", s]
     result = CliRunner().invoke(cli.app, args)
@@ -154,7 +155,7 @@ def test_allow_nonfinite_excludes_the_rows_from_every_check_and_says_so(tmp_path
     page_one = html.split('id="traceability"')[0]
     assert "12 of 60 evaluation rows with non-finite logits" in page_one and "were excluded from every check" in page_one
     assert "12 of 60 evaluation rows" in (tmp_path / "summary.md").read_text()
-    assert "WARN model probe: 12 of 60 evaluation rows" in " ".join(stdout.split())
+    assert "deepaudit: WARN model probe: 12 of 60 evaluation rows" in stderr
 
 
 def test_nonfinite_reference_logits_are_bad_input_when_a_check_computes_them(tmp_path: Path) -> None:
@@ -228,7 +229,7 @@ def test_dropout_model_traced_in_training_mode_is_a_finding_on_page_one(tmp_path
     assert f"{rate} of 16 predictions changed" in callout
     md = (tmp_path / "summary.md").read_text()
     assert f"**Model probe: WARN**\n\n- The model is not deterministic: {rate} of 16 predictions changed" in md
-    assert "WARN model probe: The model is not deterministic" in " ".join(stdout.split())
+    assert f"deepaudit: WARN model probe: The model is not deterministic: {rate}" in stderr
     from junitparser import JUnitXml
 
     suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
