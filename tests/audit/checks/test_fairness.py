@@ -481,3 +481,34 @@ def test_real_gap_still_fails() -> None:
     table = next(e for e in out.evidence if e.title == "Fairness gaps")
     row = next(r for r in table.rows if r[0] == "g" and r[1] == "demographic_parity_difference")
     assert row[7] < 0.01 and row[2] > row[8]  # p-value, and the gap beyond the null's 95th percentile
+
+
+def test_random_attribute_through_the_runner_warns_within_noise_and_exits_0(tmp_path: Path, tiny_mlp) -> None:
+    """End to end: a sensitive column assigned at random on 400 rows, a fail threshold at 0 on equalized odds. The
+    gap is positive (it always is) but within its permutation null: the check warns, the audit exits 0."""
+    from safetensors.torch import save_file
+    from tiny_models import TINY_MLP_CLASS
+
+    from audit.config import load_config
+    from audit.registry import list_checks
+    from audit.runner import run_audit
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(400, 4)).astype(np.float32), columns=["f1", "f2", "f3", "f4"])
+    frame["label"] = rng.integers(0, 2, 400)
+    frame["group"] = rng.choice(["a", "b"], 400)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    save_file(tiny_mlp.state_dict(), str(tmp_path / "mlp.safetensors"))
+    (tmp_path / "audit.yaml").write_text(json.dumps({
+        "version": 1, "model": {"path": str(tmp_path / "mlp.safetensors"), "class": TINY_MLP_CLASS},
+        "data": {"eval": {"path": str(tmp_path / "data.csv"), "target": "label", "sensitive_features": ["group"]}},
+        "device": "cpu", "energy": {"track": False}}))
+    checks = {c: {"enabled": False} for c in list_checks() if c != "fairness.group_metrics"}
+    checks["fairness.group_metrics"] = {"mitigation": [], "n_resamples": 200, "thresholds": {
+        "equalized_odds_difference": {"max": 0.0, "level": "fail"}}}
+    result = run_audit(load_config(tmp_path / "audit.yaml", overrides={"checks": checks}))
+    check = result.check("fairness.group_metrics")
+    outcome = next(t for t in check.thresholds if t.metric == "equalized_odds_difference")
+    assert outcome.observed > 0 and not outcome.passed and outcome.level == "warn"
+    assert outcome.detail.startswith("within noise") and "permutation p" in outcome.detail
+    assert check.status == "warn" and result.summary.exit_code == 0
