@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = "2.0"
 
@@ -239,6 +239,19 @@ class AuditResult(_Frozen):
                                           "unmeasured is missing from the results, never zero.")
     probe: ProbeResult | None = Field(default=None, description="The model probe run before any check (null in results "
                                                                 "written before it existed).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judged_of_schema_1(cls, data: Any) -> Any:
+        """A results.json of schema 1.x has no ``summary.judged``: derive it from the thresholds (a threshold
+        without a note was judged), so re-rendering an old audit does not claim that nothing was judged."""
+        if isinstance(data, dict) and str(data.get("schema_version", SCHEMA_VERSION)).startswith("1."):
+            summary = data.get("summary")
+            if isinstance(summary, dict) and "judged" not in summary:
+                judged = [c.get("id") for c in data.get("checks") or [] if isinstance(c, dict)
+                          and any(isinstance(t, dict) and t.get("note") is None for t in c.get("thresholds") or [])]
+                data = {**data, "summary": {**summary, "judged": judged}}
+        return data
 
     def check(self, check_id: str) -> CheckResult:
         for c in self.checks:

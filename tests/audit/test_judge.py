@@ -184,3 +184,21 @@ def test_groups_that_do_not_decide_are_left_out_of_the_worst_group() -> None:
     only_small.undecided_groups = out.undecided_groups
     status, [t] = judge(only_small, {"tpr": ThresholdSpec(min=0.5)}, {})
     assert status == "warn" and t.note.startswith("only groups that do not decide")
+
+
+def test_a_schema_1_results_file_keeps_what_was_judged() -> None:
+    """`deepaudit report old.json`: a 1.x results.json has no summary.judged; it is derived from the thresholds,
+    so an old audit is not re-rendered as 'nothing was judged'."""
+    import json
+
+    from audit.results import AuditResult
+    from reports import _format as fmt
+    from tests.reports.conftest import build_result
+
+    data = json.loads(build_result().to_json())
+    data["schema_version"] = "1.2"
+    for key in ("judged", "not_judged", "on_not_judged"):
+        data["summary"].pop(key)
+    old = AuditResult.from_json(json.dumps(data))
+    assert old.summary.judged == ["performance", "fairness.group_gaps", "robustness.pgd"]
+    assert all("nothing was judged" not in r["text"] for r in fmt.top_risks(old, limit=50))
