@@ -119,3 +119,20 @@ def test_resampling_memory_does_not_grow_with_rows() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_permutation_p_values_are_calibrated_under_the_null() -> None:
+    """On groups assigned at random the p-value of the DP gap is (near) uniform: p < 0.05 about 5% of the time, so
+    a random attribute fails a significance-gated threshold at the rate the level states, not always."""
+    rng = np.random.default_rng(6)
+    ps = []
+    for _ in range(400):
+        n = 300
+        y, p, g = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.integers(0, 3, n)
+        _, counts = group_counts(y, p, g)
+        obs = float(gaps_from_counts(counts)["demographic_parity_difference"])
+        ps.append(noise_floor(permutation_gaps(counts, 400, rng)["demographic_parity_difference"], obs,
+                              "demographic_parity_difference")[0])
+    ps = np.array(ps)
+    assert 0.02 <= (ps < 0.05).mean() <= 0.09
+    assert 0.4 <= np.median(ps) <= 0.6
