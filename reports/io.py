@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -73,16 +74,27 @@ def _fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back in this thread for the block; they are delivered right after.
+    """Hold SIGINT and SIGTERM back for the block; they are delivered right after it.
 
     For short steps that must not be cut in half (publishing a report set, killing a browser's
-    process group). A no-op where the platform has no ``pthread_sigmask``.
+    process group). Python runs signal handlers in the main thread whichever thread the kernel
+    picked (a thread mask would not hold back a signal delivered to a torch or OpenMP thread), so
+    the handlers themselves are swapped for one that only records the signal; the previous handlers
+    come back at the end and each recorded signal is raised again. Outside the main thread, where
+    handlers cannot be changed, this does nothing.
     """
-    if not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    swapped = [sig for sig, handler in previous.items() if handler not in (None, signal.SIG_IGN)]
+    for sig in swapped:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig in swapped:
+            signal.signal(sig, previous[sig])
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
