@@ -265,12 +265,17 @@ def audit(
 
         args: Any = None
         if model_args is not None:
+            from audit.config import MAX_YAML_BYTES, check_value_limits
+
+            if len(model_args) > MAX_YAML_BYTES:
+                raise ConfigError(f"--model-args is {len(model_args):,} characters, over the limit of {MAX_YAML_BYTES:,}.")
             try:
                 args = json.loads(model_args)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ConfigError(f"--model-args must be a JSON object, e.g. '{{\"n_classes\": 10}}' ({exc}).") from None
             if not isinstance(args, dict):
                 raise ConfigError("--model-args must be a JSON object, e.g. '{\"n_classes\": 10}'.")
+            check_value_limits(args, "--model-args")
         data_keys = {"target": target, "sensitive_features": sensitive or None, "text_column": text_column,
                      "max_samples": max_samples}
         overrides: dict[str, Any] = {

@@ -25,6 +25,30 @@ ModelFormat = Literal["auto", "torchscript", "export", "safetensors", "state_dic
 DataFormat = Literal["auto", "npz", "csv", "parquet", "image_folder", "hf_dataset"]
 
 
+#: The default memory budget of one data set (``data.<role>.max_bytes``).
+DEFAULT_MAX_BYTES = 4 * 2**30
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``'8GiB'``, ``'500 MB'``, ``'1e9'`` → bytes; ValueError for anything else."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in _SIZE_UNITS:
+        raise ValueError("must be a number of bytes or a size like 8GiB, 500MB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def format_size(n: float) -> str:
+    """Bytes as text in binary units: 2.4 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
 class StrictModel(BaseModel):
     """Unknown keys are errors, so a typo never silently does nothing; every float is finite
     (``.nan`` and ``.inf`` are refused wherever a number is expected)."""
@@ -118,7 +142,20 @@ class DataSpec(StrictModel):
     split: str | None = Field(default=None, description="Split of a saved HF DatasetDict (default: 'test' if present, else the only split).")
     image_size: tuple[PositiveInt, PositiveInt] | None = Field(default=None, description="Resize image-folder images to (height, width).")
     image_mode: Literal["auto", "RGB", "L"] = Field(default="auto", description="Colour mode for image folders.")
-    max_samples: int | None = Field(default=None, gt=0, description="Use a random subset of at most this many samples (seeded).")
+    max_samples: int | None = Field(
+        default=None, gt=0,
+        description="Use a random subset of at most this many samples (seeded); the other rows are never decoded.")
+    max_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, gt=0,
+        description="Memory budget for loading this set: bytes, or a size like 8GiB or 500MB. What the set needs is "
+        "estimated before any data is read (npz: the kept rows, from the array headers; image folders: the kept "
+        "images, from their headers; CSV, Parquet and saved HF datasets are read whole: file size, Parquet "
+        "metadata, Arrow size), and a set over it is refused. Raise it for a bigger set, or set max_samples.")
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v) if isinstance(v, str) else v
 
 
 class DataSets(StrictModel):
@@ -335,24 +372,137 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+#: Limits on YAML the audit reads (config files, ``--set`` values, terms files). A deepaudit config is a few
+#: kB, nests fewer than 10 levels and has a few hundred values; these limits are far above that and far
+#: below what a hostile file needs to exhaust memory or the stack (an alias bomb, deep nesting).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with a nesting limit while composing and an expansion limit before building.
+
+    Aliases share nodes, so a billion-laughs file composes into a small graph; its size with every alias
+    expanded is counted (once per node, memoised) before any Python object is built.
+    """
+
+    source = "YAML"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _too_deep(self.source)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        _expanded_size(node, 1, {}, set(), self.source)
+        return super().construct_document(node)
+
+
+def _too_deep(source: str) -> ConfigError:
+    return ConfigError(f"{source}: the YAML nests deeper than {MAX_YAML_DEPTH} levels (aliases expanded); "
+                       "a deepaudit config needs fewer than 10. Flatten it.")
+
+
+def _expanded_size(node: Any, level: int, memo: dict[int, tuple[int, int]], open_: set[int], source: str) -> tuple[int, int]:
+    """(values, depth) of ``node`` with every alias expanded; ConfigError past the limits or on a cycle."""
+    key = id(node)
+    if key in memo:
+        size, depth = memo[key]
+    else:
+        if key in open_:
+            raise ConfigError(f"{source}: a YAML alias refers to a node that contains it (a recursive structure); "
+                              "write the values out instead.")
+        if level > MAX_YAML_DEPTH:
+            raise _too_deep(source)
+        open_.add(key)
+        size, depth = 1, 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+        for child in children:
+            child_size, child_depth = _expanded_size(child, level + 1, memo, open_, source)
+            size, depth = size + child_size, max(depth, child_depth + 1)
+            if size > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{source}: the YAML expands to more than {MAX_YAML_VALUES:,} values once its aliases (*name) "
+                    "are expanded (an alias bomb?); no deepaudit config needs that many. Write the values out.")
+        open_.discard(key)
+        memo[key] = (size, depth)
+    if level + depth - 1 > MAX_YAML_DEPTH:
+        raise _too_deep(source)
+    return size, depth
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """Parse YAML text safely: no Python objects, and at most ``MAX_YAML_BYTES`` characters,
+    ``MAX_YAML_DEPTH`` levels and ``MAX_YAML_VALUES`` values with aliases expanded.
+
+    Raises
+    ------
+    ConfigError
+        Past a limit, with one line naming ``source``.
+    yaml.YAMLError
+        Invalid YAML.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML, over the limit of {MAX_YAML_BYTES:,} (1 MiB); "
+                          "a deepaudit config is a few kB. Is this the right file?")
+    loader = _LimitedLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except (ValueError, OverflowError, TypeError) as exc:  # a scalar PyYAML cannot build: 2026-13-01, 5000 digits
+        text = str(exc).strip().splitlines()
+        raise ConfigError(f"{source}: a value cannot be read ({text[0][:200] if text else type(exc).__name__}).") from None
+    finally:
+        loader.dispose()
+
+
+def check_value_limits(value: Any, source: str) -> None:
+    """The YAML limits for a value parsed some other way (``--model-args`` JSON): depth and number of values."""
+    stack, count = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        count += 1
+        if level > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: nests deeper than {MAX_YAML_DEPTH} levels; flatten it.")
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(f"{source}: holds more than {MAX_YAML_VALUES:,} values; no model needs that many arguments.")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key.path=value`` with the value parsed as YAML (numbers, booleans, lists)."""
+    """``key.path=value`` with the value parsed as YAML (numbers, booleans, lists), within the YAML limits."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set checks.performance.thresholds.accuracy.min=0.9")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = safe_yaml(raw, f"--set {key.strip()[:100]}") if raw else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML file into a dict, with one-line errors."""
+    """Read a YAML file into a dict, with one-line errors; at most ``MAX_YAML_BYTES`` are read."""
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist. Create one with 'deepaudit init {path}'.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: the config file is over the limit of {MAX_YAML_BYTES:,} bytes (1 MiB); "
+                              "a deepaudit config is a few kB. Is this the right file?")
+        data = safe_yaml(raw.decode("utf-8"), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -594,6 +744,9 @@ def config_reference_markdown() -> str:
         "Unknown keys are errors (with a suggestion), so a typo never silently does nothing. Every number must be",
         "finite (`.nan` and `.inf` are refused) and inside the range its type shows (e.g. `float (> 0)`); names in",
         "lists (corruptions, attacks, scores, methods) must be known ones. A bad value exits 2 before anything runs.",
+        f"A config file (and each `--set` value) is safe YAML within limits: at most {MAX_YAML_BYTES:,} bytes, "
+        f"{MAX_YAML_DEPTH} levels of nesting",
+        f"and {MAX_YAML_VALUES:,} values once aliases are expanded; past them it is refused with one line (exit 2).",
         "",
     ]
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
+import math
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.lib import format as npy_format
 from PIL import Image
 
-from audit.config import DataSpec, InputKind
+from audit.config import DataSpec, InputKind, format_size
 from audit.errors import InputError
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
@@ -30,6 +34,8 @@ _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _HF_INPUT_COLUMNS = ("image", "img", "pixel_values", "x", "text")
 _GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L"})
 _CHUNK = 1 << 20
+_READ_CHUNK = 1 << 22  # bytes per read while streaming an npz member
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than about 1032:1 (zlib's technical details)
 _SUPPORTED = "supported: .npz, .csv, .parquet/.pq, an image folder (one subfolder per class) or a save_to_disk folder"
 
 
@@ -73,6 +79,8 @@ class _Raw:
     class_names: list[str] | None = None
     sensitive: pd.DataFrame | None = None
     feature_names: list[str] | None = None
+    n: int | None = None  # set by a reader that applied max_samples itself: the rows in the file
+    keep: np.ndarray | None = None  # ... and the original indices of the rows it kept (None: all)
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -114,16 +122,13 @@ def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = N
         need, got = ("a folder", "a file") if folder else ("a file", "a folder")
         raise InputError(f"{where}: format {fmt} needs {need} but {path} is {got}. Fix {where}.path or {where}.format.")
     readers = {"npz": _read_npz, "csv": _read_table, "parquet": _read_table, "image_folder": _read_image_folder}
-    raw = readers.get(fmt, _read_hf)(path, fmt, spec, where, class_names)
+    raw = readers.get(fmt, _read_hf)(path, fmt, spec, where, class_names, seed)
 
-    n = len(raw.inputs)
+    subset_done = raw.n is not None  # the npz reader reads only the kept rows
+    n = raw.n if subset_done else len(raw.inputs)
     if n == 0:
         raise _no_samples(path, where)
-    if isinstance(raw.inputs, np.ndarray):
-        _check_finite(raw.inputs, where)
-    keep = None
-    if spec.max_samples is not None and spec.max_samples < n:
-        keep = np.sort(np.random.default_rng(seed).choice(n, size=spec.max_samples, replace=False)).astype(np.int64)
+    keep = raw.keep if subset_done else _subset(n, spec.max_samples, seed)
     rows = np.arange(n) if keep is None else keep
 
     inputs: np.ndarray | list[str]
@@ -131,13 +136,14 @@ def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = N
     if isinstance(raw.inputs, _Images):
         inputs, kind = _decode_images(raw.inputs, rows, spec, where), "image"
     elif isinstance(raw.inputs, list):
-        inputs, kind = [raw.inputs[i] for i in rows], "text"
+        inputs, kind = (raw.inputs if subset_done else [raw.inputs[i] for i in rows]), "text"
     else:
-        inputs = raw.inputs if keep is None else raw.inputs[keep]
+        inputs = raw.inputs if keep is None or subset_done else raw.inputs[keep]
         kind = "tabular" if raw.feature_names is not None else _infer_kind(raw.inputs)
-    target = raw.target if raw.target is None or keep is None else raw.target[keep]
+        _check_finite(inputs, where, keep)
+    target = raw.target if raw.target is None or keep is None or subset_done else raw.target[keep]
     sensitive = raw.sensitive
-    if sensitive is not None and keep is not None:
+    if sensitive is not None and keep is not None and not subset_done:
         sensitive = sensitive.iloc[keep].reset_index(drop=True)
     try:
         digest = file_sha256(path)
@@ -183,7 +189,9 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------------------- readers
 
 
-def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None) -> _Raw:
+def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
+    """Read only what the audit keeps: every array's .npy header first (shape, dtype, size checked against
+    the zip entry and the memory budget), then the kept rows, streamed in chunks."""
     if isinstance(spec.features, list):
         raise InputError(f"{where}: for .npz, features is the name of one array (e.g. 'x'), not a list. Fix {where}.features.")
     if not zipfile.is_zipfile(path):
@@ -192,44 +200,226 @@ def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: lis
     wanted = [(x_name, "text_column" if spec.text_column else "features")] + ([(spec.target, "target")] if spec.target else [])
     wanted += [(s, "sensitive_features") for s in spec.sensitive_features]
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with zipfile.ZipFile(path) as zf:
+            entries = {(e.filename[:-4] if e.filename.endswith(".npy") else e.filename): e for e in zf.infolist()}
             for array, key in wanted:
-                if array not in npz.files:
-                    raise _missing(where, "array", array, list(npz.files), key)
-            arrays = {array: npz[array] for array, _ in wanted}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            msg = "holds pickled objects, which are never loaded; it must hold plain numeric arrays (numpy.savez)."
-            raise InputError(f"{where}: {path} {msg}") from None
-        raise InputError(f"{where}: {path} is not a valid .npz file ({_brief(exc)}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                if array not in entries:
+                    raise _missing(where, "array", array, list(entries), key)
+            heads = {array: _npy_header(zf, entries[array], array, path, where) for array, _ in wanted}
+            _check_npz_shapes(heads, spec, x_name, where)
+            n = heads[x_name].shape[0]
+            keep = _subset(n, spec.max_samples, seed)
+            _check_npz_budget(heads, spec, x_name, n, keep, path, where)
+            whole = _labels_read_whole(heads, spec)
+            arrays = {a: _read_member(zf, path, h, None if a == whole else keep) for a, h in heads.items()}
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+            struct.error) as exc:
         raise InputError(f"{where}: {path} is not a valid .npz file ({_brief(exc)}).") from None
 
     x = arrays[x_name]
     text = x.ndim == 1 and x.dtype.kind in "US"  # a 1-D array of strings is raw text
     inputs = [str(v) for v in x.tolist()] if text else _array_inputs(x, f"array {x_name!r}", where)
-    n = len(inputs)
     target, names = None, None
     if spec.target:
         y = arrays[spec.target]
         y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
-        if y.ndim != 1:
+        if spec.target == _labels_read_whole(heads, spec):
+            target, names = _encode_labels(y, f"array {spec.target!r}", where, class_names)
+            target = target if keep is None else target[keep]
+        else:
+            target, names = _encode_labels(y, f"array {spec.target!r}", where, class_names, keep)
+    sensitive = pd.DataFrame({s: arrays[s] for s in spec.sensitive_features}) if spec.sensitive_features else None
+    return _Raw(inputs, target, names, sensitive, n=n, keep=keep)
+
+
+@dataclass(frozen=True)
+class _NpyHead:
+    """One array of an npz, from its .npy header; no data read yet."""
+
+    name: str  # the array's name, as the config gives it
+    entry: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    header_bytes: int  # bytes of the .npy header before the data
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+
+def _npy_header(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, name: str, path: Path, where: str) -> _NpyHead:
+    """Read and check one member's .npy header against its zip entry; InputError for a hostile or broken one."""
+    what = f"array {name!r} in {path}"
+    with zf.open(entry) as member:
+        try:
+            version = npy_format.read_magic(member)
+        except ValueError:
+            msg = "is not a .npy array; an npz must hold numeric arrays written by numpy.savez"
+            raise InputError(f"{where}: member {entry.filename!r} of {path} {msg}.") from None
+        if version not in ((1, 0), (2, 0)):
+            raise InputError(f"{where}: {what} has .npy format version {version}; only 1.0 and 2.0 are read. Save it with numpy.savez.")
+        try:
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, fortran, dtype = read_header(member)
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise InputError(f"{where}: {what} has a broken .npy header ({_brief(exc)}).") from None
+        header_bytes = member.tell()
+    if dtype.hasobject:
+        msg = "holds pickled objects, which are never loaded; it must hold plain numeric arrays (numpy.savez)."
+        raise InputError(f"{where}: {path} {msg}")
+    nbytes = math.prod(shape) * dtype.itemsize if all(d >= 0 for d in shape) else -1
+    if nbytes < 0 or entry.file_size != header_bytes + nbytes or (
+            entry.compress_type == zipfile.ZIP_STORED and entry.compress_size != entry.file_size):
+        claim = f"claims shape {shape} of {dtype} ({format_size(max(nbytes, 0))})"
+        raise InputError(f"{where}: {what} {claim} but its zip entry holds {format_size(entry.file_size - header_bytes)}; "
+                         "the file is corrupt or was not written by numpy.savez.")
+    if entry.compress_type == zipfile.ZIP_DEFLATED and entry.file_size > _DEFLATE_MAX_RATIO * entry.compress_size + (1 << 16):
+        raise InputError(f"{where}: {what} claims {format_size(entry.file_size)} from {format_size(entry.compress_size)} "
+                         "compressed, more than deflate can produce; the file is corrupt or hostile.")
+    return _NpyHead(name, entry, tuple(shape), dtype, bool(fortran), header_bytes)
+
+
+def _labels_read_whole(heads: dict[str, _NpyHead], spec: DataSpec) -> str | None:
+    """String labels are read whole: they define the class names from every row, subset or not."""
+    return spec.target if spec.target and heads[spec.target].dtype.kind in "US" else None
+
+
+def _check_npz_shapes(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, where: str) -> None:
+    """The shape rules of the inputs, labels and sensitive features, from the headers alone."""
+    x = heads[x_name]
+    if not (len(x.shape) == 1 and x.dtype.kind in "US"):
+        _check_input_shape(x.shape, x.dtype, f"array {x_name!r}", where)
+    n = x.shape[0]
+    if spec.target:
+        shape = heads[spec.target].shape
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             msg = "targets must be 1-D class indices or names (y.argmax(1) for one-hot)."
-            raise InputError(f"{where}: array {spec.target!r} has shape {y.shape}; {msg}")
-        _check_length(len(y), n, f"target array {spec.target!r}", x_name, where)
-        target, names = _encode_labels(y, f"array {spec.target!r}", where, class_names)
-    sensitive = None
-    if spec.sensitive_features:
-        for s in spec.sensitive_features:
-            if arrays[s].ndim != 1:
-                raise InputError(f"{where}: sensitive feature array {s!r} has shape {arrays[s].shape}; it must be 1-D.")
-            _check_length(len(arrays[s]), n, f"sensitive feature array {s!r}", x_name, where)
-        sensitive = pd.DataFrame({s: arrays[s] for s in spec.sensitive_features})
-    return _Raw(inputs, target, names, sensitive)
+            raise InputError(f"{where}: array {spec.target!r} has shape {shape}; {msg}")
+        _check_length(shape[0], n, f"target array {spec.target!r}", x_name, where)
+    for s in spec.sensitive_features:
+        shape = heads[s].shape
+        if len(shape) != 1:
+            raise InputError(f"{where}: sensitive feature array {s!r} has shape {shape}; it must be 1-D.")
+        _check_length(shape[0], n, f"sensitive feature array {s!r}", x_name, where)
 
 
-def _read_table(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None) -> _Raw:
+def _check_npz_budget(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, n: int, keep: np.ndarray | None,
+                      path: Path, where: str) -> None:
+    """Refuse, before reading any data, a load whose memory would exceed ``spec.max_bytes``."""
+    k = n if keep is None else len(keep)
+    costs: dict[str, int] = {}
+    for name, head in heads.items():
+        whole = name == _labels_read_whole(heads, spec) or (head.fortran and len(head.shape) > 1)  # then subset
+        rows, elems = (n if whole else k), math.prod(head.shape[1:])
+        if name == x_name and head.dtype.kind in "US":
+            per_row = elems * head.dtype.itemsize + 64  # numpy strings, then one Python str per row
+        elif name == x_name:  # the stored rows, then their float32 (or int64 token id) copy
+            held = np.dtype(np.int64 if len(head.shape) == 2 and head.dtype.kind in "iu" else np.float32)
+            per_row = elems * (head.dtype.itemsize + (0 if head.dtype == held else held.itemsize))
+        elif name == spec.target:
+            per_row = elems * head.dtype.itemsize + 32  # the labels, then int64 indices and the checks' masks
+        else:
+            per_row = 2 * elems * head.dtype.itemsize  # the array, then its DataFrame column
+        costs[name] = rows * per_row
+    need = sum(costs.values()) + _selection_bytes(n, k)
+    if need > spec.max_bytes:
+        name = max(costs, key=costs.__getitem__)
+        head = heads[name]
+        raise InputError(
+            f"{where}: loading {k:,} of {n:,} rows of {path} needs about {format_size(need)} of memory "
+            f"(array {name!r}: shape {head.shape}, {head.dtype}), over the budget of {format_size(spec.max_bytes)}. "
+            f"Set {where}.max_samples to load fewer rows, or raise {where}.max_bytes "
+            f"(e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+
+
+def _read_member(zf: zipfile.ZipFile, path: Path, head: _NpyHead, keep: np.ndarray | None) -> np.ndarray:
+    """The rows ``keep`` (sorted; None: all) of one array. Memory: the kept rows plus one chunk of the stream."""
+    if head.fortran and len(head.shape) > 1:  # rows are not contiguous: read it whole
+        flat = np.empty(math.prod(head.shape), head.dtype)
+        with zf.open(head.entry) as member:
+            _read_exact(member, head.header_bytes)
+            _fill(member, flat)
+        whole = flat.reshape(head.shape, order="F")
+        return whole if keep is None else whole[keep]
+    row_shape = head.shape[1:]
+    if keep is None:
+        out = np.empty(head.shape, head.dtype)
+        with zf.open(head.entry) as member:
+            _read_exact(member, head.header_bytes)
+            _fill(member, out)
+        return out
+    out = np.empty((len(keep), *row_shape), head.dtype)
+    if len(keep) == 0 or head.row_bytes == 0:
+        return out
+    if head.entry.compress_type == zipfile.ZIP_STORED:  # uncompressed: read the kept rows in place
+        offset = _stored_data_offset(path, head.entry) + head.header_bytes
+        mapped = np.memmap(path, dtype=head.dtype, mode="r", offset=offset, shape=head.shape)
+        out[...] = mapped[keep]
+        del mapped
+        return out
+    chunk_rows = max(1, _READ_CHUNK // head.row_bytes)
+    with zf.open(head.entry) as member:
+        _read_exact(member, head.header_bytes)
+        end = int(keep[-1]) + 1
+        for start in range(0, end, chunk_rows):
+            stop = min(start + chunk_rows, end)
+            lo, hi = np.searchsorted(keep, [start, stop])
+            if lo == hi:
+                _skip(member, (stop - start) * head.row_bytes)
+                continue
+            block = np.frombuffer(_read_exact(member, (stop - start) * head.row_bytes), head.dtype)
+            out[lo:hi] = block.reshape(stop - start, *row_shape)[keep[lo:hi] - start]
+    return out
+
+
+def _read_exact(stream: io.BufferedIOBase, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError(f"the data ends after {len(data)} of {size} bytes; the file is truncated")
+    return data
+
+
+def _skip(stream: io.BufferedIOBase, size: int) -> None:
+    while size > 0:
+        size -= len(_read_exact(stream, min(size, _READ_CHUNK)))
+
+
+def _fill(stream: io.BufferedIOBase, out: np.ndarray) -> None:
+    """Read ``out.nbytes`` bytes into the C-contiguous ``out``, in chunks."""
+    view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+    for pos in range(0, len(view), _READ_CHUNK):
+        chunk = _read_exact(stream, min(_READ_CHUNK, len(view) - pos))
+        view[pos:pos + len(chunk)] = chunk
+
+
+def _stored_data_offset(path: Path, entry: zipfile.ZipInfo) -> int:
+    """Where an uncompressed zip entry's bytes start: after its local header (30 bytes, name, extra field)."""
+    with path.open("rb") as handle:
+        handle.seek(entry.header_offset)
+        local = handle.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header of {entry.filename!r}")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return entry.header_offset + 30 + name_len + extra_len
+
+
+def _subset(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
+    """The sorted original indices of the seeded random subset, or None to keep every row."""
+    if max_samples is None or max_samples >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False)).astype(np.int64)
+
+
+def _selection_bytes(n: int, k: int) -> int:
+    """Memory of ``_subset``: numpy's choice without replacement shuffles an index of all n rows when k > n // 50
+    (n > 10,000), else it samples k indices with a hash set."""
+    return 8 * n if k < n and n > 10_000 and k > n // 50 else 32 * k
+
+
+def _read_table(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
     try:
+        _check_table_budget(path, fmt, spec, where)
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path, engine="pyarrow")
     except pd.errors.EmptyDataError:
         raise InputError(f"{where}: {path} is empty; the audit needs at least one sample.") from None
@@ -255,7 +445,26 @@ def _read_table(path: Path, fmt: str, spec: DataSpec, where: str, class_names: l
     return _Raw(_table_inputs(frame, features, where), target, names, sensitive, features)
 
 
-def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None) -> _Raw:
+def _check_table_budget(path: Path, fmt: str, spec: DataSpec, where: str) -> None:
+    """A table is parsed whole (max_samples or not): refuse one whose size in memory would exceed
+    ``spec.max_bytes``, judged before parsing from the Parquet metadata or a CSV's file size."""
+    if fmt == "csv":
+        need, what = path.stat().st_size, "of CSV text"
+    else:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        need = max(decoded, 8 * meta.num_rows * meta.num_columns)
+        what = f"by its metadata ({meta.num_rows:,} rows of {meta.num_columns:,} columns)"
+    if need > spec.max_bytes:
+        raise InputError(
+            f"{where}: {path} needs about {format_size(need)} of memory {what}, over the budget of "
+            f"{format_size(spec.max_bytes)}; a table is read whole, even with max_samples. Use a smaller file, or raise "
+            f"{where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+
+
+def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
     folders = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
     labels: list[str] = []
@@ -272,7 +481,7 @@ def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_n
     return _Raw(_Images(sources, lambda i: Image.open(files[i])), target, names)
 
 
-def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None) -> _Raw:
+def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
     import datasets
 
     try:
@@ -289,6 +498,12 @@ def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list
         data = data[split]
     if len(data) == 0:
         raise _no_samples(path, where)
+    need = data.data.nbytes  # the Arrow columns, memory-mapped; the columns used are copied out whole
+    if need > spec.max_bytes:
+        raise InputError(
+            f"{where}: {path} holds {format_size(need)} of columns ({len(data):,} rows), over the memory budget of "
+            f"{format_size(spec.max_bytes)}; a saved dataset's columns are read whole, even with max_samples. Save a "
+            f"smaller subset, or raise {where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
     columns = list(data.column_names)
     if spec.features is None and spec.text_column is None:
         col = next((c for c in _HF_INPUT_COLUMNS if c in columns), None)
@@ -340,20 +555,24 @@ def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list
 
 
 def _encode_labels(
-    values: pd.Series | np.ndarray, source: str, where: str, class_names: list[str] | None
+    values: pd.Series | np.ndarray, source: str, where: str, class_names: list[str] | None,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str] | None]:
-    """Labels to int64 class indices; the class names they define (string labels), else None."""
+    """Labels to int64 class indices; the class names they define (string labels), else None.
+
+    ``keep``: the original row of each label, when only some rows were read (for messages).
+    """
     labels = pd.Series(values).reset_index(drop=True)
     missing = labels.isna().to_numpy()
     if missing.any():
         fix = f"Drop those rows, or set {where}.target: null for unlabelled data."
-        raise InputError(f"{where}: {source} has missing labels in {_rows(missing)}. {fix}")
+        raise InputError(f"{where}: {source} has missing labels in {_rows(missing, keep)}. {fix}")
     if pd.api.types.is_numeric_dtype(labels) and not isinstance(labels.dtype, pd.CategoricalDtype):
         y = labels.to_numpy(dtype=np.float64)
         bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0)
         if bad.any():
             fix = "numeric labels must be class indices 0, 1, 2, ... Fix the labels or store class names as strings."
-            raise InputError(f"{where}: {source} holds {y[bad][0]:g} in {_rows(bad)}; {fix}")
+            raise InputError(f"{where}: {source} holds {y[bad][0]:g} in {_rows(bad, keep)}; {fix}")
         index = y.astype(np.int64)
         if class_names is not None and index.max() >= len(class_names):
             msg = f"{source} holds label {int(index.max())} but the model has {len(class_names)} classes {_short(class_names)}"
@@ -372,6 +591,9 @@ def _encode_labels(
 def _decode_images(images: _Images, rows: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
     """Decode the kept images to float32 (N, C, H, W) in [0, 1]; the headers of all are checked first."""
     heads = [_with_image(images, i, where, lambda im: (im.mode, im.size)) for i in range(len(images))]
+    for i, (_, (w, h)) in enumerate(heads):
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+            raise _image_bomb(images.sources[i], w, h, where)
     modes, sizes = {m for m, _ in heads}, [s for _, s in heads]
     mode = spec.image_mode if spec.image_mode != "auto" else ("L" if modes <= _GRAY_MODES else "RGB")
     if spec.image_size is not None:
@@ -392,28 +614,45 @@ def _decode_images(images: _Images, rows: np.ndarray, spec: DataSpec, where: str
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return np.repeat(arr, 3, axis=0) if mode == "RGB" and len(arr) == 1 else arr
 
-    out = np.empty((len(rows), 1 if mode == "L" else 3, height, width), dtype=np.float32)
+    shape = (len(rows), 1 if mode == "L" else 3, height, width)
+    need = 4 * math.prod(shape)
+    if need > spec.max_bytes:
+        raise InputError(
+            f"{where}: {len(rows):,} images of {height}x{width} need {format_size(need)} of memory as float32, over the "
+            f"budget of {format_size(spec.max_bytes)}. Set {where}.max_samples or a smaller {where}.image_size, or raise "
+            f"{where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+    out = np.empty(shape, dtype=np.float32)
     for j, i in enumerate(rows):
         out[j] = _with_image(images, int(i), where, pixels)
     return out
+
+
+def _image_bomb(source: str, width: int, height: int, where: str) -> InputError:
+    limit = Image.MAX_IMAGE_PIXELS
+    return InputError(f"{where}: image {source} is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                      "(Pillow's decompression-bomb guard, PIL.Image.MAX_IMAGE_PIXELS). Resize it or remove it.")
 
 
 def _with_image(images: _Images, i: int, where: str, fn: Callable[[Image.Image], Any]) -> Any:
     try:
         with images.open(i) as im:
             return fn(im)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # Pillow refuses over 2x MAX_IMAGE_PIXELS
         raise InputError(f"{where}: image {images.sources[i]} cannot be read ({_brief(exc)}). Replace or remove it.") from None
 
 
 def _array_inputs(x: np.ndarray, source: str, where: str) -> np.ndarray:
     """Numeric inputs, samples first: int64 token ids when 2-D integer, else float32."""
-    if x.dtype.kind not in "biuf":
-        raise InputError(f"{where}: {source} has dtype {x.dtype}; inputs must be numeric arrays of one shape per sample.")
-    if x.ndim < 2:
-        msg = "inputs need at least 2 dimensions, samples first: (N, F) or (N, C, H, W). Reshape it, e.g. x.reshape(-1, 1)."
-        raise InputError(f"{where}: {source} has shape {x.shape}; {msg}")
+    _check_input_shape(x.shape, x.dtype, source, where)
     return x.astype(np.int64 if x.ndim == 2 and x.dtype.kind in "iu" else np.float32, copy=False)
+
+
+def _check_input_shape(shape: tuple[int, ...], dtype: np.dtype, source: str, where: str) -> None:
+    if dtype.kind not in "biuf":
+        raise InputError(f"{where}: {source} has dtype {dtype}; inputs must be numeric arrays of one shape per sample.")
+    if len(shape) < 2:
+        msg = "inputs need at least 2 dimensions, samples first: (N, F) or (N, C, H, W). Reshape it, e.g. x.reshape(-1, 1)."
+        raise InputError(f"{where}: {source} has shape {shape}; {msg}")
 
 
 def _table_inputs(frame: pd.DataFrame, features: list[str], where: str) -> np.ndarray:
@@ -433,12 +672,13 @@ def _text_inputs(column: pd.Series, name: str, where: str) -> list[str]:
     return [str(v) for v in column.tolist()]
 
 
-def _check_finite(x: np.ndarray, where: str) -> None:
+def _check_finite(x: np.ndarray, where: str, keep: np.ndarray | None = None) -> None:
+    """The audited rows (``keep``: their original indices) hold no NaN or inf."""
     if x.dtype.kind != "f":
         return
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
-        raise InputError(f"{where}: inputs hold NaN or inf in {_rows(bad)}. Drop or impute those rows before the audit.")
+        raise InputError(f"{where}: inputs hold NaN or inf in {_rows(bad, keep)}. Drop or impute those rows before the audit.")
 
 
 def _infer_kind(x: np.ndarray) -> InputKind | None:
@@ -475,8 +715,11 @@ def _no_samples(path: Path, where: str) -> InputError:
     return InputError(f"{where}: {path} holds 0 samples; the audit needs at least one.")
 
 
-def _rows(mask: np.ndarray) -> str:
-    return f"{int(mask.sum())} row(s) (first: row {int(np.flatnonzero(mask)[0])}, counting from 0)"
+def _rows(mask: np.ndarray, keep: np.ndarray | None = None) -> str:
+    """``mask`` marks bad rows; ``keep``, when given, maps them to rows of the file."""
+    first = int(np.flatnonzero(mask)[0])
+    first = first if keep is None else int(keep[first])
+    return f"{int(mask.sum())} row(s) (first: row {first}, counting from 0)"
 
 
 def _short(items: list[str], limit: int = 10) -> str:

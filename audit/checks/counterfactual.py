@@ -30,7 +30,7 @@ import torch
 import yaml
 from pydantic import Field
 
-from audit.config import CheckConfig, ThresholdSpec
+from audit.config import CheckConfig, ThresholdSpec, safe_yaml
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, register_check
@@ -68,7 +68,7 @@ def load_terms(cfg: CounterfactualConfig) -> dict[str, dict[str, list[str]]]:
         path = Path(cfg.terms_file)
         if not path.is_file():
             raise InputError(f"terms_file {cfg.terms_file!r} of fairness.counterfactual_text does not exist.")
-        terms, source = yaml.safe_load(path.read_text(encoding="utf-8")), cfg.terms_file
+        terms, source = safe_yaml(path.read_text(encoding="utf-8"), cfg.terms_file), cfg.terms_file
     else:
         terms, source = default_terms(), "identity_terms.yaml"
     if cfg.axes:
