@@ -251,6 +251,9 @@ class _NpyHead:
 def _npy_header(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, name: str, path: Path, where: str) -> _NpyHead:
     """Read and check one member's .npy header against its zip entry; InputError for a hostile or broken one."""
     what = f"array {name!r} in {path}"
+    if entry.compress_type == zipfile.ZIP_DEFLATED and entry.file_size > _DEFLATE_MAX_RATIO * entry.compress_size + (1 << 16):
+        raise InputError(f"{where}: {what} claims {format_size(entry.file_size)} from {format_size(entry.compress_size)} "
+                         "compressed, more than deflate can produce; the file is corrupt or hostile.")
     with zf.open(entry) as member:
         try:
             version = npy_format.read_magic(member)
@@ -274,9 +277,6 @@ def _npy_header(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, name: str, path: Pa
         claim = f"claims shape {shape} of {dtype} ({format_size(max(nbytes, 0))})"
         raise InputError(f"{where}: {what} {claim} but its zip entry holds {format_size(entry.file_size - header_bytes)}; "
                          "the file is corrupt or was not written by numpy.savez.")
-    if entry.compress_type == zipfile.ZIP_DEFLATED and entry.file_size > _DEFLATE_MAX_RATIO * entry.compress_size + (1 << 16):
-        raise InputError(f"{where}: {what} claims {format_size(entry.file_size)} from {format_size(entry.compress_size)} "
-                         "compressed, more than deflate can produce; the file is corrupt or hostile.")
     return _NpyHead(name, entry, tuple(shape), dtype, bool(fortran), header_bytes)
 
 
