@@ -204,7 +204,6 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
         noise = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(seed)).to(inputs) * noise_scale
         return noise, inputs - noise
 
-    torch.manual_seed(seed)
     return captum_infidelity(model, perturb, x, attr, target=target, n_perturb_samples=n_perturb).detach()
 
 

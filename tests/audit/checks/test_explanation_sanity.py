@@ -115,3 +115,83 @@ def test_infidelity_known_answers() -> None:
     zero = E.infidelity(model, x, target, torch.zeros_like(w), sigma, n_perturb=4000, seed=3)
     torch.testing.assert_close(zero, sigma**2 * (w**2).sum(1), rtol=0.1, atol=0)
     assert torch.equal(zero, E.infidelity(model, x, target, torch.zeros_like(w), sigma, n_perturb=4000, seed=3))
+
+
+def test_infidelity_defaults_and_seed() -> None:
+    model = linear([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
+    x, target = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.5, 3.0]]), torch.tensor([0, 1])
+    zero = torch.zeros(2, 3)
+    default = E.infidelity(model, x, target, zero, 0.1)
+    assert torch.equal(default, E.infidelity(model, x, target, zero, 0.1, n_perturb=8, seed=0))
+    assert not torch.equal(default, E.infidelity(model, x, target, zero, 0.1, n_perturb=8, seed=1))
+    assert not torch.equal(default, E.infidelity(model, x, target, zero, 0.1, n_perturb=9, seed=0))
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(default, E.infidelity(model, x, target, zero, 0.1))
+
+
+class Kinks(nn.Module):
+    """Gradients with kinks along the path: Captum's quadrature then depends on the number of steps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(torch.relu(x - 0.3) ** 2).sum(1), (torch.relu(0.2 - x) ** 2).sum(1)], 1)
+
+
+def test_integrated_gradients_equals_captum_with_a_baseline_and_its_step_count() -> None:
+    """On a non-linear model the step count and the baseline change IG: both must reach Captum."""
+    from captum.attr import IntegratedGradients
+
+    x, target = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.5, 3.0]]), torch.tensor([0, 1])
+    base = torch.tensor([[0.5, -1.0, 0.25]])
+    for n_steps in (4, 32):
+        ours, delta = E.integrated_gradients(Kinks(), x, target, base, n_steps=n_steps)
+        ref, ref_delta = IntegratedGradients(Kinks()).attribute(x, baselines=base, target=target, n_steps=n_steps,
+                                                                return_convergence_delta=True)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(delta, ref_delta)
+    default = E.integrated_gradients(Kinks(), x, target, base)[0]
+    torch.testing.assert_close(default, E.integrated_gradients(Kinks(), x, target, base, n_steps=32)[0])
+    assert not torch.allclose(default, E.integrated_gradients(Kinks(), x, target, base, n_steps=33)[0], atol=1e-6, rtol=0)
+
+
+def test_randomized_copy_is_seeded_and_keeps_each_tensors_scale() -> None:
+    torch.manual_seed(0)
+    big = nn.Linear(200, 100)
+    with torch.no_grad():
+        big.weight.mul_(0.05 / big.weight.std())
+        big.bias.copy_(torch.linspace(-0.01, 0.01, 100))
+    tiny_bias = nn.Linear(3, 2)
+    with torch.no_grad():
+        tiny_bias.bias.copy_(torch.tensor([0.001, 0.003]))
+    scalars = nn.ParameterList([nn.Parameter(torch.tensor(0.5)) for _ in range(2000)])
+    model = nn.ModuleDict({"big": big, "tiny": tiny_bias, "scalars": scalars})
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    a, b = E.randomized_copy(model, seed=3), E.randomized_copy(model, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # seeded
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # the original is untouched
+    assert all(torch.equal(p, q) for p, q in zip(E.randomized_copy(model).parameters(),
+                                                 E.randomized_copy(model, seed=0).parameters()))
+    assert not torch.equal(a.big.weight, E.randomized_copy(model, seed=4).big.weight)
+    # each tensor is re-drawn at its own scale: N(0, std²) for tensors, N(0, 1) for scalars
+    assert float(a.big.weight.std()) == pytest.approx(0.05, rel=0.05)
+    assert float(a.big.bias.std()) == pytest.approx(float(big.bias.std()), rel=0.3)
+    assert float(a.tiny.bias.abs().max()) < 0.02  # a 2-element tensor keeps its std (0.0014), not 1
+    assert float(torch.stack(list(a.scalars)).std()) == pytest.approx(1.0, rel=0.1)
+
+
+def test_rank_agreement_skips_what_has_no_ranking() -> None:
+    """Samples with fewer than two positions or a constant map have no rank correlation and are skipped,
+    whichever comes first; two positions are enough; with nothing left the agreement is NaN."""
+    same = [4.0, 1.0, 3.0, 2.0]
+    const_u = torch.tensor([[1.0, 1.0, 1.0, 1.0], same])
+    const_v = torch.tensor([same, same])
+    assert E.rank_agreement(const_u, const_v) == pytest.approx(1.0)  # the first sample (constant u) is skipped
+    assert E.rank_agreement(const_v, const_u) == pytest.approx(1.0)  # ... and with constant v
+    # a spread of exactly 1 is a ranking like any other
+    assert E.rank_agreement(torch.tensor([[0.0, 1.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.5]])) == pytest.approx(1.0)
+    assert E.rank_agreement(torch.tensor([[0.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.5]])) == pytest.approx(-1.0)
+    # two positions: ±1
+    assert E.rank_agreement(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 1.0]])) == pytest.approx(-1.0)
+    # one position left by the mask: skipped; nothing left: NaN
+    one = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    assert E.rank_agreement(const_v, const_v, mask=one) == pytest.approx(1.0)
+    assert np.isnan(E.rank_agreement(const_u[:1], const_v[:1]))
