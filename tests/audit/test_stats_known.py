@@ -1,0 +1,121 @@
+"""audit.stats on known answers: every helper the checks' intervals and tests rest on, checked against
+counts and quantiles worked out by hand or by a plain loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit import stats
+
+
+def test_bootstrap_index_chunks_cover_every_resample_within_the_memory_bound() -> None:
+    rng = np.random.default_rng(0)
+    chunks = list(stats.bootstrap_index_chunks(10, 25, rng, max_elements=100))
+    assert [c.shape for c in chunks] == [(10, 10), (10, 10), (5, 10)]
+    every = np.concatenate(chunks)
+    assert every.min() == 0 and every.max() == 9 and every.dtype.kind == "i"
+    # a row count beyond the bound still makes progress, one resample at a time
+    assert [c.shape for c in stats.bootstrap_index_chunks(1000, 3, rng, max_elements=10)] == [(1, 1000)] * 3
+    # the default bound takes everything at once when it fits, and an exact multiple leaves no empty chunk
+    assert [c.shape for c in stats.bootstrap_index_chunks(50, 7, rng)] == [(7, 50)]
+    assert [c.shape for c in stats.bootstrap_index_chunks(10, 20, rng, max_elements=100)] == [(10, 10), (10, 10)]
+    # the same seed gives the same resamples
+    a = np.concatenate(list(stats.bootstrap_index_chunks(10, 25, np.random.default_rng(3), max_elements=100)))
+    b = np.concatenate(list(stats.bootstrap_index_chunks(10, 25, np.random.default_rng(3), max_elements=100)))
+    assert np.array_equal(a, b)
+    # an empty set: the bound is computed without dividing by zero, and every resample is empty
+    assert [c.shape for c in stats.bootstrap_index_chunks(0, 2, rng, max_elements=100)] == [(2, 0)]
+
+
+def test_percentile_interval_known_quantiles() -> None:
+    samples = np.arange(101, dtype=float)  # quantile q of 0..100 is 100 q
+    assert stats.percentile_interval(samples) == pytest.approx((2.5, 97.5))
+    assert stats.percentile_interval(samples, level=0.9) == pytest.approx((5.0, 95.0))
+    with_nan = np.r_[samples, np.nan, np.inf]
+    assert stats.percentile_interval(with_nan) == pytest.approx((2.5, 97.5))  # undefined replicates left out
+    assert stats.percentile_interval(np.array([np.nan, np.nan])) == (None, None)
+    low, high = stats.percentile_interval(np.array([3.0]))
+    assert (low, high) == (3.0, 3.0) and type(low) is float
+
+
+def test_confusion_counts_known_matrices() -> None:
+    y = np.array([0, 0, 1, 2, 2, 2])
+    p = np.array([0, 1, 1, 2, 0, 2])
+    expected = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert np.array_equal(stats.confusion_counts(y, p, 3), expected)
+    assert np.array_equal(stats.confusion_counts(y, p, 4)[:3, :3], expected)  # a class never seen: zeros
+    idx = np.array([[0, 1, 2, 3, 4, 5], [5, 5, 5, 0, 0, 1]])
+    cms = stats.confusion_counts(y, p, 3, idx)
+    assert cms.shape == (2, 3, 3)
+    assert np.array_equal(cms[0], expected)
+    assert np.array_equal(cms[1], np.array([[2, 1, 0], [0, 0, 0], [0, 0, 3]]))
+
+
+def test_binned_sums_known_counts_and_sums() -> None:
+    bins = np.array([0, 2, 2, 1, 0])
+    conf = np.array([0.9, 0.6, 0.8, 0.5, 0.7])
+    hit = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    counts, s_conf, s_hit = stats.binned_sums(bins, [conf, hit], 4)
+    np.testing.assert_allclose(counts, [2, 1, 2, 0])
+    np.testing.assert_allclose(s_conf, [1.6, 0.5, 1.4, 0.0])
+    np.testing.assert_allclose(s_hit, [1.0, 1.0, 1.0, 0.0])
+    assert counts.dtype == np.float64
+    idx = np.array([[0, 0, 0, 0, 0], [1, 2, 3, 4, 0]])
+    counts_b, s_conf_b, s_hit_b = stats.binned_sums(bins, [conf, hit], 4, idx)
+    np.testing.assert_allclose(counts_b, [[5, 0, 0, 0], [2, 1, 2, 0]])
+    np.testing.assert_allclose(s_conf_b, [[4.5, 0, 0, 0], [1.6, 0.5, 1.4, 0]])
+    np.testing.assert_allclose(s_hit_b, [[5.0, 0, 0, 0], [1.0, 1.0, 1.0, 0]])
+    assert counts_b.dtype == np.float64
+
+
+def test_bootstrap_score_histograms_known_layout_and_distribution() -> None:
+    pos = np.array([0.9, 0.9, 0.4])
+    neg = np.array([0.1, 0.4, 0.2, 0.2])
+    h_pos, h_neg = stats.bootstrap_score_histograms(pos, neg, 4000, np.random.default_rng(0))
+    # distinct scores ascending: 0.1, 0.2, 0.4, 0.9
+    assert h_pos.shape == h_neg.shape == (4000, 4)
+    assert (h_pos.sum(1) == 3).all() and (h_neg.sum(1) == 4).all()
+    assert (h_pos[:, :2] == 0).all() and (h_neg[:, 3] == 0).all()
+    # each resample draws rows with replacement: expected counts n × share of each score
+    np.testing.assert_allclose(h_pos.mean(0), [0, 0, 1, 2], atol=0.06)
+    np.testing.assert_allclose(h_neg.mean(0), [1, 2, 1, 0], atol=0.06)
+    # a multinomial variance, not a fixed histogram: Var = n p (1 - p)
+    np.testing.assert_allclose(h_neg.var(0), [4 * 0.25 * 0.75, 4 * 0.5 * 0.5, 4 * 0.25 * 0.75, 0], atol=0.08)
+    again = stats.bootstrap_score_histograms(pos, neg, 4000, np.random.default_rng(0))
+    assert np.array_equal(again[0], h_pos) and np.array_equal(again[1], h_neg)
+
+
+def test_multinomial_resamples_of_nothing_and_known_moments() -> None:
+    rng = np.random.default_rng(0)
+    zero = stats.multinomial_resamples(np.array([0, 0, 0]), 5, rng)
+    assert zero.shape == (5, 3) and not zero.any() and zero.dtype == np.int64
+    draws = stats.multinomial_resamples(np.array([3, 1]), 20000, rng)
+    assert draws.shape == (20000, 2) and (draws.sum(1) == 4).all()
+    assert draws[:, 0].mean() == pytest.approx(3.0, abs=0.03)
+    assert draws[:, 0].var() == pytest.approx(4 * 0.75 * 0.25, rel=0.05)
+
+
+def test_permuted_group_counts_two_groups_is_hypergeometric() -> None:
+    """Two groups of 5 and 3 rows, 4 positives in all: group 0's positives are hypergeometric(4, 4, 5)."""
+    counts = np.array([[2, 3], [2, 1]])  # columns: negatives, positives
+    draws = stats.permuted_group_counts(counts, 20000, np.random.default_rng(0))
+    assert draws.shape == (20000, 2, 2) and draws.dtype == np.int64
+    assert (draws.sum(2) == [5, 3]).all() and (draws.sum(1) == [4, 4]).all()
+    pos0 = draws[:, 0, 1]
+    from math import comb
+
+    pmf = np.array([comb(4, k) * comb(4, 5 - k) / comb(8, 5) for k in range(5)])
+    np.testing.assert_allclose(np.bincount(pos0, minlength=5) / 20000, pmf, atol=0.01)
+    single = stats.permuted_group_counts(np.array([[4, 6]]), 3, np.random.default_rng(0))
+    assert (single == [[4, 6]]).all()  # one group: nothing to shuffle
+
+
+def test_permutation_p_value_tolerance_and_direction() -> None:
+    null = np.array([0.5, 0.5 - 1e-13, 0.2])
+    assert stats.permutation_p_value(null, 0.5) == pytest.approx(3 / 4)  # 1e-12 absorbs rounding: both ties count
+    assert stats.permutation_p_value(null, 0.5 + 1e-11) == pytest.approx(1 / 4)
+    assert stats.permutation_p_value(null, 0.2, greater=False) == pytest.approx(2 / 4)
+    assert stats.permutation_p_value(null, 0.2 - 1e-11, greater=False) == pytest.approx(1 / 4)
+    assert stats.permutation_p_value(np.array([0.1, np.inf]), 0.05) == pytest.approx(2 / 2)  # inf is undefined
+    assert stats.permutation_p_value(np.array([0.1]), np.inf) is None
