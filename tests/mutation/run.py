@@ -71,7 +71,7 @@ TARGETS: dict[str, Target] = {
     "attacks": Target("audit/attacks.py", ["tests/audit/test_attacks.py", ADV, SAFEGUARDS],
                       what="FGSM, PGD (L∞, L2, restarts), projection, random starts, the text character-edit attack"),
     "masking": Target("audit/masking.py", [SAFEGUARDS],
-                      what="the four gradient-masking safeguards of the adversarial check"),
+                      what="the five gradient-masking safeguards of the adversarial check"),
     "explain": Target("audit/explain.py",
                       ["tests/audit/checks/test_explanation_sanity.py", "tests/audit/checks/test_explanations.py"],
                       functions=["infidelity", "rank_agreement", "randomized_copy", "integrated_gradients",
@@ -82,10 +82,12 @@ TARGETS: dict[str, Target] = {
     "fairness": Target("audit/fairness/gaps.py",
                        ["tests/audit/test_fairness_gaps.py", "tests/audit/test_stats_resampling.py"],
                        what="the fairness gaps from group counts, their bootstrap and permutation null"),
-    "judge": Target("audit/runner.py", ["tests/audit/test_runner.py"], functions=["judge"],
-                    what="threshold judging"),
-    "summarise": Target("audit/results.py", ["tests/audit/test_results.py"], functions=["summarise"],
-                        what="the audit verdict from the check results"),
+    "judge": Target("audit/runner.py", ["tests/audit/test_judge.py"],
+                    functions=["judge", "judge_threshold", "_within", "_undefined"],
+                    what="threshold judging: a check's status from its thresholds, worst group, not judged"),
+    "summarise": Target("audit/results.py", ["tests/audit/test_judge.py"],
+                        functions=["summarise", "is_judged", "effective_level", "within_noise"],
+                        what="the audit's verdict and exit code from the check results"),
 }
 
 
