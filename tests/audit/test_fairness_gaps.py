@@ -49,9 +49,13 @@ def test_gaps_known_values() -> None:
     # nobody selected anywhere: the ratio is undefined, not 0 or 1
     none = G.gaps_from_rates({**rates, "selection_rate": np.array([0.0, 0.0])})
     assert np.isnan(none["demographic_parity_ratio"]) and none["demographic_parity_difference"] == 0.0
-    # batched over resamples: gaps over the last axis
-    batched = G.gaps_from_rates({k: np.stack([v, v]) for k, v in rates.items()})
-    assert batched["demographic_parity_difference"].shape == (2,)
+    # batched over resamples: each resample's gaps over its own groups (the last axis)
+    first = {"selection_rate": [0.2, 0.8], "tpr": [0.5, 0.6], "fpr": [0.1, 0.3], "ppv": [0.5, 0.5]}
+    other = {"selection_rate": [0.0, 0.0], "tpr": [0.5, 0.6], "fpr": [0.2, 0.6], "ppv": [0.5, 0.5]}
+    batched = G.gaps_from_rates({k: np.array([first[k], other[k]]) for k in first})
+    np.testing.assert_allclose(batched["demographic_parity_difference"], [0.6, 0.0])
+    np.testing.assert_allclose(batched["demographic_parity_ratio"], [0.25, np.nan])
+    np.testing.assert_allclose(batched["equalized_odds_difference"], [0.2, 0.4])
 
 
 def test_gaps_from_counts_compose_rates_and_gaps() -> None:

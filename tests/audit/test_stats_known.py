@@ -24,6 +24,10 @@ def test_bootstrap_index_chunks_cover_every_resample_within_the_memory_bound() -
     a = np.concatenate(list(stats.bootstrap_index_chunks(10, 25, np.random.default_rng(3), max_elements=100)))
     b = np.concatenate(list(stats.bootstrap_index_chunks(10, 25, np.random.default_rng(3), max_elements=100)))
     assert np.array_equal(a, b)
+    # one row: the bound is max_elements rows per chunk
+    assert [c.shape for c in stats.bootstrap_index_chunks(1, 15, rng, max_elements=10)] == [(10, 1), (5, 1)]
+    # the default bound is 4,000,000 indices per chunk: 97,561 rows (41 × 97,561 = 4,000,001) give 40 per chunk
+    assert next(stats.bootstrap_index_chunks(97561, 50, rng)).shape == (40, 97561)
     # an empty set: the bound is computed without dividing by zero, and every resample is empty
     assert [c.shape for c in stats.bootstrap_index_chunks(0, 2, rng, max_elements=100)] == [(2, 0)]
 
@@ -50,6 +54,9 @@ def test_confusion_counts_known_matrices() -> None:
     assert cms.shape == (2, 3, 3)
     assert np.array_equal(cms[0], expected)
     assert np.array_equal(cms[1], np.array([[2, 1, 0], [0, 0, 0], [0, 0, 3]]))
+    # the last resample never hits the last cell (true 2, predicted 2): the matrices keep their shape
+    cms = stats.confusion_counts(y, p, 3, np.array([[3, 5, 0, 0, 0, 0], [0, 1, 2, 4, 4, 4]]))
+    assert np.array_equal(cms[1], np.array([[1, 1, 0], [0, 1, 0], [3, 0, 0]]))
 
 
 def test_binned_sums_known_counts_and_sums() -> None:
@@ -84,6 +91,9 @@ def test_bootstrap_score_histograms_known_layout_and_distribution() -> None:
     np.testing.assert_allclose(h_neg.var(0), [4 * 0.25 * 0.75, 4 * 0.5 * 0.5, 4 * 0.25 * 0.75, 0], atol=0.08)
     again = stats.bootstrap_score_histograms(pos, neg, 4000, np.random.default_rng(0))
     assert np.array_equal(again[0], h_pos) and np.array_equal(again[1], h_neg)
+    # the top score only among negatives, the lowest only among positives: both histograms keep every column
+    h_pos, h_neg = stats.bootstrap_score_histograms(np.array([0.1, 0.2]), np.array([0.2, 0.9]), 3, np.random.default_rng(0))
+    assert h_pos.shape == h_neg.shape == (3, 3) and (h_pos[:, 2] == 0).all() and (h_neg[:, 0] == 0).all()
 
 
 def test_multinomial_resamples_of_nothing_and_known_moments() -> None:
@@ -109,6 +119,9 @@ def test_permuted_group_counts_two_groups_is_hypergeometric() -> None:
     np.testing.assert_allclose(np.bincount(pos0, minlength=5) / 20000, pmf, atol=0.01)
     single = stats.permuted_group_counts(np.array([[4, 6]]), 3, np.random.default_rng(0))
     assert (single == [[4, 6]]).all()  # one group: nothing to shuffle
+    # counts that arrive as floats (a pandas sum) are counts all the same
+    as_float = stats.permuted_group_counts(counts.astype(float), 50, np.random.default_rng(5))
+    assert np.array_equal(as_float, stats.permuted_group_counts(counts, 50, np.random.default_rng(5)))
 
 
 def test_permutation_p_value_tolerance_and_direction() -> None:
@@ -117,5 +130,8 @@ def test_permutation_p_value_tolerance_and_direction() -> None:
     assert stats.permutation_p_value(null, 0.5 + 1e-11) == pytest.approx(1 / 4)
     assert stats.permutation_p_value(null, 0.2, greater=False) == pytest.approx(2 / 4)
     assert stats.permutation_p_value(null, 0.2 - 1e-11, greater=False) == pytest.approx(1 / 4)
+    # the tolerance is inclusive at its edge, both ways
+    assert stats.permutation_p_value(np.array([0.5 - 1e-12]), 0.5) == pytest.approx(1.0)
+    assert stats.permutation_p_value(np.array([0.5 + 1e-12]), 0.5, greater=False) == pytest.approx(1.0)
     assert stats.permutation_p_value(np.array([0.1, np.inf]), 0.05) == pytest.approx(2 / 2)  # inf is undefined
     assert stats.permutation_p_value(np.array([0.1]), np.inf) is None
