@@ -34,7 +34,7 @@ _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _HF_INPUT_COLUMNS = ("image", "img", "pixel_values", "x", "text")
 _GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L"})
 _CHUNK = 1 << 20
-_READ_CHUNK = 1 << 22  # bytes per read while streaming an npz member
+_READ_CHUNK = 1 << 20  # bytes per read while streaming an npz member
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than about 1032:1 (zlib's technical details)
 _SUPPORTED = "supported: .npz, .csv, .parquet/.pq, an image folder (one subfolder per class) or a save_to_disk folder"
 
