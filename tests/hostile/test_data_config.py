@@ -320,6 +320,19 @@ def test_model_args_too_deep_for_the_limit(tmp_path: Path, models: dict[str, Pat
                    "deeper than")
 
 
+def test_alias_bomb_in_a_counterfactual_terms_file(tmp_path: Path) -> None:
+    """The terms file of fairness.counterfactual_text is user YAML too: read within the same limits."""
+    from audit.checks.counterfactual import CounterfactualConfig, load_terms
+    from audit.errors import ConfigError
+
+    terms = tmp_path / "terms.yaml"
+    terms.write_text(f"x:\n{laughs()}\ngender: {{female: *i, male: *i}}\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="100,000 values once its aliases"):
+        load_terms(CounterfactualConfig(terms_file=str(terms)))
+    assert time.perf_counter() - start < 2.0
+
+
 def test_ordinary_anchors_still_work(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path, "model: {path: m.pt, init_args: &args {n: 3, sizes: &s [8, 8]}}\n"
                                "data: {eval: &d {path: d.npz, max_samples: 10}, reference: *d}\n"
