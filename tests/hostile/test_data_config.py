@@ -503,7 +503,7 @@ def test_npz_bomb_with_max_samples_keeps_memory_bounded(tmp_path: Path, models: 
 
     def cap() -> None:
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        limit = 6 << 30 if hard == resource.RLIM_INFINITY else min(6 << 30, hard)
+        limit = 8 << 30 if hard == resource.RLIM_INFINITY else min(8 << 30, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
