@@ -256,6 +256,19 @@ def test_one_gigabyte_config_file(tmp_path: Path) -> None:
                    "the config file is over the limit", "1 MiB", seconds=2.0)
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_config_file(tmp_path: Path) -> None:
+    """/dev/zero never ends: only the first MiB is read."""
+    assert_refused(["audit", "-c", "/dev/zero", "--quiet", "--out", tmp_path / "out"], tmp_path / "out",
+                   "the config file is over the limit", seconds=2.0)
+
+
+def test_config_that_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").mkdir()
+    assert_refused(["audit", "-c", tmp_path / "cfg.yaml", "--quiet", "--out", tmp_path / "out"], tmp_path / "out",
+                   "cannot be read")
+
+
 def test_huge_scalar_in_config(tmp_path: Path, models: dict[str, Path]) -> None:
     cfg = write_yaml(tmp_path, f"model: {{path: {models['cnn']}}}\ndata: {{eval: {{path: d.npz}}}}\n"
                                f"attestations: {{logging: {{statement: '{'x' * (2 << 20)}'}}}}\n")
