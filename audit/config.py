@@ -768,7 +768,7 @@ def config_reference_markdown() -> str:
                   "on a metric reported per group (class, subgroup, attack, corruption) a threshold is judged on the "
                   "worst group in its direction, and the outcome names that group. *Judged by default* lists the "
                   "check's built-in conditions; a threshold in the config with the same metric name replaces one "
-                  "(e.g. `checks.performance.thresholds.baseline_p_value.max=0.05` relaxes it). A check without any "
+                  "(e.g. `checks.performance.thresholds.informative_p_value.max=0.05` relaxes it). A check without any "
                   "is *measured*, not judged, unless you set a threshold.", ""])
 
     def bound(spec: ThresholdSpec) -> str:

@@ -34,10 +34,10 @@ def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
             "--set", "checks.adversarial={n_samples: 16, black_box: never}",
             "--set", "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
             # The tiny models here are untrained and the labels random: they cannot beat the majority-class baseline,
-            # so the built-in conditions (baseline_p_value <= 0.01, baseline_lift >= 0.1) fail and warn, as they should.
+            # so the built-in conditions (informative_p_value <= 0.01, baseline_lift >= 0.1) fail and warn, as they should.
             # These tests are about the CLI's plumbing, so they relax them explicitly; test_verdicts.py tests the
             # defaults on purpose.
-            "--set", "checks.performance.thresholds={baseline_p_value: {max: 1}, baseline_lift: {min: -1000}}", *extra]
+            "--set", "checks.performance.thresholds={informative_p_value: {max: 1}, baseline_lift: {min: -1000}}", *extra]
 
 
 def load(out: Path) -> dict:
@@ -67,7 +67,7 @@ def test_safetensors_with_class_from_config(tmp_path: Path, safetensors_file: Pa
         f"data: {{eval: {{path: {image_npz.name}, sensitive_features: [group]}}}}\n"
         "device: cpu\noutput: {dir: out}\n"
         # untrained model, random labels: the built-in baseline condition is relaxed explicitly (see audit_flags)
-        "checks: {performance: {n_resamples: 50, thresholds: {accuracy: {min: 0.0}, baseline_p_value: {max: 1}, "
+        "checks: {performance: {n_resamples: 50, thresholds: {accuracy: {min: 0.0}, informative_p_value: {max: 1}, "
         "baseline_lift: {min: -1000}}}}\n"
     )
     code, _, stderr = invoke("audit", "--config", cfg, "--quiet")
@@ -79,7 +79,7 @@ def test_safetensors_with_class_from_config(tmp_path: Path, safetensors_file: Pa
     assert accuracy == {"metric": "accuracy", "min": 0.0, "max": None, "level": "fail",
                         "observed": perf["metrics"][0]["value"], "passed": True, "source": "config", "note": None,
                         "group": None, "detail": None}
-    baseline = next(t for t in perf["thresholds"] if t["metric"] == "baseline_p_value")
+    baseline = next(t for t in perf["thresholds"] if t["metric"] == "informative_p_value")
     assert (baseline["source"], baseline["max"]) == ("config", 1.0)  # the config overrides the built-in default
 
 

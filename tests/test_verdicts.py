@@ -64,11 +64,11 @@ def test_near_chance_model_fails_performance_by_default(tmp_path: Path, torchscr
     assert code == 1, stderr
     perf = _check(data, "performance")
     assert perf["status"] == "fail"
-    outcome = next(t for t in perf["thresholds"] if t["metric"] == "baseline_p_value")
+    outcome = next(t for t in perf["thresholds"] if t["metric"] == "informative_p_value")
     assert (outcome["source"], outcome["max"], outcome["passed"]) == ("default", 0.01, False)
     assert stdout == ""
     lines = stderr.strip().splitlines()
-    assert lines == [f"deepaudit: FAIL performance: baseline_p_value {outcome['observed']:.4f} > required 0.0100 "
+    assert lines == [f"deepaudit: FAIL performance: informative_p_value {outcome['observed']:.4f} > required 0.0100 "
                      "(built-in default)"]
 
 
@@ -81,7 +81,7 @@ def test_perfect_classifier_passes_with_a_per_group_threshold(tmp_path: Path, ba
     assert perf["status"] == "pass" and data["summary"]["status"] == "pass" and data["summary"]["judged"] == ["performance"]
     precision = next(t for t in perf["thresholds"] if t["metric"] == "precision")
     assert (precision["passed"], precision["observed"], precision["group"]) == (True, 1.0, "0")
-    baseline = next(t for t in perf["thresholds"] if t["metric"] == "baseline_p_value")
+    baseline = next(t for t in perf["thresholds"] if t["metric"] == "informative_p_value")
     assert baseline["passed"] and baseline["source"] == "default" and baseline["observed"] < 1e-20
 
 

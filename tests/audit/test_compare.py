@@ -20,9 +20,9 @@ FAST = ["checks.performance.n_resamples=20", "checks.ood.n_synthetic=20", "energ
         "checks.efficiency={min_seconds: 0, measure_energy: false}", "checks.adversarial={n_samples: 16, black_box: never}",
         "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
         # An untrained tiny CNN on random labels cannot beat the majority baseline, so the built-in condition
-        # (baseline_p_value <= 0.01) would fail it and baseline_lift >= 0.1 warn; these tests are about lining
+        # (informative_p_value <= 0.01) would fail it and baseline_lift >= 0.1 warn; these tests are about lining
         # results up, not model quality.
-        "checks.performance.thresholds={baseline_p_value: {max: 1}, baseline_lift: {min: -1000}}"]
+        "checks.performance.thresholds={informative_p_value: {max: 1}, baseline_lift: {min: -1000}}"]
 
 
 def cfg(model: Path, data: Path):

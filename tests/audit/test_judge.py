@@ -147,11 +147,11 @@ def test_near_chance_fails_and_a_good_model_passes_the_default_condition() -> No
     # 10 balanced classes, 1,000 samples: 14% accuracy against a 10% baseline is significant; 11% is not
     for n_correct, expected in ((110, "fail"), (140, "pass"), (100, "fail")):
         _, p = majority_baseline_test(n_correct, np.full(10, 100))
-        assert judge(_out(_m("baseline_p_value", p)), {}, defaults)[0] == expected, n_correct
+        assert judge(_out(_m("informative_p_value", p)), {}, defaults)[0] == expected, n_correct
     # significance alone lets a near-chance model through on a large set: the lift condition warns
     _, p = majority_baseline_test(1400, np.full(10, 1000))
     lift = (0.14 - 0.1) / 0.9
-    status, outcomes = judge(_out(_m("baseline_p_value", p), _m("baseline_lift", lift)), {}, defaults)
+    status, outcomes = judge(_out(_m("informative_p_value", p), _m("baseline_lift", lift)), {}, defaults)
     assert status == "warn" and [t.passed for t in outcomes] == [True, False]
 
 

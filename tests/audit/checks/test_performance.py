@@ -175,10 +175,55 @@ def test_baseline_metrics_equal_scipy_on_the_same_predictions(noisy: tuple[np.nd
     correct = int((logits.argmax(1) == y).sum())
     assert metrics["baseline_accuracy"] == majority
     assert metrics["baseline_p_value"] == binomtest(correct, len(y), majority, alternative="greater").pvalue
-    assert metrics["baseline_lift"] == pytest.approx((correct / len(y) - majority) / (1 - majority), abs=1e-12)
+    bal = balanced_accuracy_score(y, logits.argmax(1))
+    chance = 1 / len(np.unique(y))
+    assert metrics["baseline_lift"] == pytest.approx(
+        max((correct / len(y) - majority) / (1 - majority), (bal - chance) / (1 - chance)), abs=1e-12)
+    assert metrics["informative_p_value"] == min(1.0, 2 * min(metrics["baseline_p_value"], metrics["chance_p_value"]))
     assert judge(out, {}, Performance.default_thresholds)[0] == "pass"
     # the same labels with predictions at chance: the default condition fails the check
     chance = np.random.default_rng(1).normal(size=logits.shape)
     out = Performance(PerformanceConfig(n_resamples=0)).run(make_ctx(chance, y))
     status, outcomes = judge(out, {}, Performance.default_thresholds)
-    assert status == "fail" and outcomes[0].metric == "baseline_p_value" and outcomes[0].source == "default"
+    assert status == "fail" and outcomes[0].metric == "informative_p_value" and outcomes[0].source == "default"
+
+
+def test_chance_test_equals_a_brute_force_permutation_test() -> None:
+    """The chance p-value is the permutation test of balanced accuracy, row by row (known answer: the same
+    seeded shuffles through scikit-learn's balanced_accuracy_score give the same p-value)."""
+    from audit.checks.performance import chance_balanced_accuracy_test
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    pred = np.where(rng.random(120) < 0.3, y, rng.integers(0, 3, 120))
+    observed = balanced_accuracy_score(y, pred)
+    shuffles = np.random.default_rng(9).permuted(np.broadcast_to(pred, (300, 120)), axis=1)
+    null = np.array([balanced_accuracy_score(y, s) for s in shuffles])
+    expected = (1 + int((null >= observed - 1e-12).sum())) / 301
+    for max_cells in (4_000_000, 250):  # one chunk, and chunks of two shuffles: the same draws either way
+        p = chance_balanced_accuracy_test(y, pred, 300, np.random.default_rng(9), max_cells=max_cells)
+        assert p == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_rare_class_model_beats_chance_though_not_the_majority_rate() -> None:
+    """A fraud/diagnosis-style model: 5% positives, 80% of them found, 10% false alarms. Its accuracy (~0.895)
+    is below the majority rate (0.95), so the accuracy test alone would fail it by default; balanced accuracy
+    (~0.85) is far above chance, so it beats a trivial rule and the default condition passes. A constant
+    model (always the majority class) and a model guessing at the class rates both fail."""
+    from audit.runner import judge
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.05).astype(np.int64)
+    pred = np.where(y == 1, rng.random(2000) < 0.8, rng.random(2000) < 0.1).astype(np.int64)
+    cases = {"rare-class model": (pred, "pass"), "constant": (np.zeros_like(y), "fail"),
+             "guessing": ((rng.random(2000) < 0.05).astype(np.int64), "fail")}
+    seen = {}
+    for name, (p, expected) in cases.items():
+        logits = np.eye(2)[p] * 4.0
+        out = Performance(PerformanceConfig(n_resamples=0)).run(make_ctx(logits, y))
+        seen[name] = {m.name: m.value for m in out.metrics if m.group is None}
+        failed = [t.metric for t in judge(out, {}, Performance.default_thresholds)[1] if not t.passed and t.level == "fail"]
+        assert failed == ([] if expected == "pass" else ["informative_p_value"]), (name, seen[name])
+    rare = seen["rare-class model"]
+    assert rare["baseline_p_value"] > 0.5 and rare["chance_p_value"] < 0.001  # the accuracy test alone would fail it
+    assert seen["constant"]["chance_p_value"] == 1.0  # a constant prediction is no better than any shuffle of it
