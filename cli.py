@@ -199,7 +199,7 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
     console = Console()
     console.print(table, highlight=False)
     for kind, path in written.items():
-        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | None = None) -> int:
@@ -442,15 +442,17 @@ def compare(
             from rich.console import Console
             from rich.table import Table
 
+            from rich.text import Text
+
             table = Table(title="deepaudit compare")
             table.add_column("check.metric")
             for e in comparison.entries:
-                table.add_column(e.label)
+                table.add_column(Text(e.label))  # labels are file names: brackets are content, not markup
             for r in comparison_rows(comparison):
                 cells = ["—" if v is None else f"{v:.4g}" + (f" ({r.deltas[i]:+.3g} {r.verdicts[i]})".rstrip()
                                                           if i and r.deltas[i] is not None else "")
                          for i, v in enumerate(r.values)]
-                table.add_row(f"{r.check}.{r.metric}", *cells)
+                table.add_row(Text(f"{r.check}.{r.metric}"), *cells)
             Console().print(table)
         for kind, path in written.items():
             print(f"{kind}: {path}")

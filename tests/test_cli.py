@@ -331,3 +331,12 @@ def test_demo_tabular_model_with_fairness_mitigation_and_index(tmp_path: Path, m
     assert (out / "arrests" / "model_card.md").is_file()
     code, _, stderr = invoke("demo", "--only", "mnist", "--out", out)
     assert code == 2 and "--only takes" in stderr
+
+
+def test_paths_with_square_brackets_print_as_written(tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    """rich would read '[red]' in an output path as markup and drop it; the printed path must be the real one."""
+    out = tmp_path / "run[red]1"
+    flags = [f for f in audit_flags(torchscript_file, image_npz, out) if f != "--quiet"]
+    code, stdout, stderr = invoke(*flags)
+    assert code == 0, stderr
+    assert f"json: {out / 'results.json'}" in stdout.replace("\n", "")
