@@ -368,15 +368,24 @@ class BackdoorScan(Check):
                                           init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
                                           device=adapter.device, seed=int(rng.integers(0, 2**31)))
         index = mad_anomaly_index(found.mask_l1)
-        flags = flagged_by_anomaly(found.mask_l1, cfg.anomaly_threshold)
-        suspected = [int(c) for c in np.flatnonzero(flags)]
+        n_reached = int(found.reached.sum())
+        # The index compares each class's smallest working trigger with the median class: it means nothing when
+        # most classes never found a working trigger (their "smallest mask" is wherever the optimiser stopped),
+        # and a mask that does not work is no trigger, so only classes that reached the threshold are suspected.
+        converged = 2 * n_reached > k
+        flags = flagged_by_anomaly(found.mask_l1, cfg.anomaly_threshold) & found.reached
+        suspected = [int(c) for c in np.flatnonzero(flags)] if converged else []
         below = found.mask_l1 <= np.median(found.mask_l1)
-        anomaly_value = float(index[below].max())
+        anomaly_value = float(index[below].max()) if converged else None
+        not_converged = (f"not measured: only {n_reached} of {k} classes reached the trigger success threshold "
+                         f"({cfg.success_threshold:.0%}) in {cfg.steps} steps, so the trigger sizes cannot be compared "
+                         "(raise steps or lr)")
         size = int(np.prod(found.masks.shape[1:]))
         metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=k, higher_is_better=False,
-                              method=f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
-                                     f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
-                                     f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"))
+                              method=(f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
+                                      f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
+                                      f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"
+                                      + ("" if converged else f"; {not_converged}"))))
         for c in range(k):
             metrics += [
                 Metric(name="trigger_mask_l1", group=names[c], value=float(found.mask_l1[c]), n=len(rows),
@@ -388,7 +397,7 @@ class BackdoorScan(Check):
                        method="MAD anomaly index of this class's trigger mask L1 norm"),
             ]
             per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
-                             round(float(found.success[c]), 3), "yes" if flags[c] else "no"]
+                             round(float(found.success[c]), 3), "yes" if c in suspected else "no"]
         if not found.reached.all():
             limitations.append(f"{int((~found.reached).sum())} class(es) never reached the trigger success threshold "
                                f"in {cfg.steps} steps; their last mask is used (raise steps).")
@@ -409,9 +418,10 @@ class BackdoorScan(Check):
                                    data={"images": images, "titles": titles},
                                    caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
                                            "overall when none is suspected)."))
-        metrics.append(Metric(name="suspected_classes", value=float(len(suspected)), n=k, higher_is_better=False,
-                              method="classes Neural Cleanse flags (trigger mask below the median, anomaly index above "
-                                     f"{cfg.anomaly_threshold:g})"))
+        metrics.append(Metric(name="suspected_classes", value=float(len(suspected)) if converged else None, n=k,
+                              higher_is_better=False,
+                              method="classes Neural Cleanse flags (a working trigger mask below the median, anomaly index "
+                                     f"above {cfg.anomaly_threshold:g})" + ("" if converged else f"; {not_converged}")))
         # ------------------------------------------------------------------ ART defences on the training set
         flagged_rows: list[list[Any]] = []
         n_flagged: int | None = None
@@ -447,7 +457,9 @@ class BackdoorScan(Check):
                                            "spectral signature", "spectral score"], rows=flagged_rows[:500],
                                   caption=f"{len(flagged_rows)} samples flagged by at least one method"
                                           + (" (first 500 shown)" if len(flagged_rows) > 500 else "") + "."))
-        if not suspected:
+        if not converged:
+            verdict = f"no verdict, Neural Cleanse did not converge ({not_converged[len('not measured: '):]})"
+        elif not suspected:
             verdict = "no class stands out as a backdoor target"
         elif n_flagged is None:
             verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; the training "
@@ -455,8 +467,8 @@ class BackdoorScan(Check):
         else:
             verdict = (f"suspected backdoor target class(es): {', '.join(names[c] for c in suspected)}; {n_flagged} "
                        "training samples flagged by both ART defences")
-        summary = (f"Neural Cleanse anomaly index {anomaly_value:.2f} (> {cfg.anomaly_threshold:g} is suspicious): "
-                   + verdict + ".")
+        summary = ((f"Neural Cleanse anomaly index {anomaly_value:.2f} (> {cfg.anomaly_threshold:g} is suspicious): "
+                    if converged else "Neural Cleanse: ") + verdict + ".")
         return CheckOutput(
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
             n_samples=len(x_ev_all),

@@ -284,6 +284,31 @@ def test_scan_bad_input(digits, clean) -> None:
             AuditContext(binary, {"eval": ds("eval", x, y, "tabular"), "reference": ds("reference", x, y, "tabular")}))
 
 
+def test_scan_without_convergence_has_no_anomaly_verdict(digits, clean, monkeypatch) -> None:
+    """Not run is never a finding: when most classes never found a working trigger (an untrained model, too few
+    steps) the mask sizes are wherever the optimiser stopped, so there is no anomaly index, no suspected class
+    and no warning — even when one unreached class has a tiny mask (an index of thousands before this guard)."""
+    import audit.checks.poisoning as scan_module
+    from audit.poisoning import ReverseEngineered
+
+    def not_converged(_logits, x, k, **_kw):
+        l1 = np.full(k, 40.0) + np.arange(k)
+        l1[3] = 0.5  # the smallest mask by far, but it never worked
+        reached = np.zeros(k, dtype=bool)
+        reached[[0, 1, 2]] = True  # 3 of 10 classes converged
+        return ReverseEngineered(mask_l1=l1, success=np.where(reached, 0.99, 0.2), reached=reached,
+                                 masks=np.zeros((k, 1, 8, 8)), patterns=np.zeros((k, 1, 8, 8)))
+
+    monkeypatch.setattr(scan_module, "reverse_engineer_triggers", not_converged)
+    out = BackdoorScan(SCAN).run(AuditContext(adapter_of(clean, digits), {"eval": ds("eval", digits.x_test, digits.y_test)}))
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("anomaly_index", None)].value is None and "only 3 of 10 classes" in m[("anomaly_index", None)].method
+    assert m[("suspected_classes", None)].value is None
+    assert "did not converge" in out.summary and "suspected" not in out.summary
+    status, outcomes = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status != "warn" and not outcomes[0].passed and outcomes[0].observed is None
+
+
 def test_scan_says_when_the_art_defences_did_not_run(digits, planted) -> None:
     """Not run is never zero: without a training set the flagged count is null with the reason, and the
     summary does not claim a number of flagged samples."""
