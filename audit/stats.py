@@ -142,3 +142,12 @@ def permutation_p_value(null: np.ndarray, observed: float, greater: bool = True)
         return None
     extreme = finite >= observed - 1e-12 if greater else finite <= observed + 1e-12
     return float((1 + int(extreme.sum())) / (1 + finite.size))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n."""
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

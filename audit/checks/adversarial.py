@@ -24,12 +24,12 @@ from pydantic import Field, model_validator
 
 from audit import masking
 from audit.attacks import Norm, fgsm, pgd
-from audit.checks.corruption import wilson_interval
 from audit.config import CheckConfig, ThresholdSpec, PositiveFloat
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.stats import wilson_interval
 from models.adapter import ModelAdapter
 
 

@@ -20,7 +20,7 @@ from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import bootstrap_index_chunks, percentile_interval
+from audit.stats import bootstrap_index_chunks, percentile_interval, wilson_interval
 
 
 class CorruptionConfig(CheckConfig):
@@ -40,15 +40,6 @@ class CorruptionConfig(CheckConfig):
     @classmethod
     def _known(cls, v: list[str] | None) -> list[str] | None:
         return check_names(v, C.all_corruptions(), "corruption")
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n."""
-    p = k / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 @register_check("corruption")

@@ -29,12 +29,12 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from audit.checks.corruption import wilson_interval
 from audit.config import CheckConfig
 from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.stats import wilson_interval
 
 
 class ExtractionConfig(CheckConfig):

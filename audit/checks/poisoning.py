@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from audit.checks.corruption import wilson_interval
 from audit.config import CheckConfig, OpenUnitFloat, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
@@ -44,6 +43,7 @@ from audit.poisoning import (
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.stats import wilson_interval
 
 TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 

@@ -8,7 +8,8 @@ import torch
 from tiny_models import TINY_CNN_CLASS
 
 from audit import corruptions as C
-from audit.checks.corruption import CorruptionConfig, CorruptionRobustness, wilson_interval
+from audit.checks.corruption import CorruptionConfig, CorruptionRobustness
+from audit.stats import wilson_interval
 from audit.context import AuditContext
 from audit.data import AuditDataset
 from models.loaders import load_model

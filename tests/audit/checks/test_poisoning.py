@@ -110,7 +110,7 @@ def test_poison_indices_skip_the_target_class() -> None:
 def test_simulation_through_the_recipe_matches_an_independent_art_poisoning(digits, meta, clean) -> None:
     from art.attacks.poisoning import PoisoningAttackBackdoor
     from art.attacks.poisoning.perturbations import add_pattern_bd
-    from audit.checks.corruption import wilson_interval
+    from audit.stats import wilson_interval
     from models.recipes import fit_recipe
 
     x_te, y_te = digits.x_test, digits.y_test
