@@ -33,6 +33,14 @@ def _figure_html(fig: Figure) -> Markup:
 
 
 @lru_cache(maxsize=1)
+def _without_control_characters(value: Any) -> Any:
+    """Every ``{{ … }}`` output without NUL, ESC and other control characters (``_format.clean_text``):
+    escaping makes them harmless to the browser, but they do not belong in a filed document."""
+    if isinstance(value, Markup):
+        return Markup(fmt.clean_text(value))
+    return fmt.clean_text(value) if isinstance(value, str) else value
+
+
 def environment() -> Environment:
     """The Jinja2 environment for the report templates (autoescaping on, strict undefined).
 
@@ -44,6 +52,7 @@ def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
+        finalize=_without_control_characters,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -163,3 +163,14 @@ def test_ci_level_noted_when_not_95(audit_result: AuditResult, level: float, sho
     check = check.model_copy(update={"metrics": [metric], "evidence": []})
     page = render_html(audit_result.model_copy(update={"checks": [check], "summary": summarise([check])}))
     assert shown in page
+
+
+def test_control_characters_never_reach_the_page(audit_result: AuditResult) -> None:
+    """NUL, ESC (terminal escapes), BEL and bidi overrides in data-derived strings (here a check summary) are
+    removed from the filed document; escaping alone leaves them in it."""
+    hostile = "grp\x00one \x1b[31mred\x1b[0m \x07bell \u202eevil"
+    checks = [audit_result.checks[0].model_copy(update={"summary": hostile}), *audit_result.checks[1:]]
+    page = render_html(_without_evidence(audit_result.model_copy(update={"checks": checks})))
+    for ch in ("\x00", "\x1b", "\x07", "\u202e"):
+        assert ch not in page, repr(ch)
+    assert "grpone [31mred[0m bell evil" in page
