@@ -51,9 +51,48 @@ def format_size(n: float) -> str:
 
 class StrictModel(BaseModel):
     """Unknown keys are errors, so a typo never silently does nothing; every float is finite
-    (``.nan`` and ``.inf`` are refused wherever a number is expected)."""
+    (``.nan`` and ``.inf`` are refused wherever a number is expected), and a boolean is refused where a
+    number is expected (pydantic alone would read ``true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, v: Any, info: Any) -> Any:
+        """Refuse ``true``/``false`` where a number is expected (pydantic would take ``true`` as 1)."""
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None and _has_bool(v) and _wants_number_not_bool(field.annotation):
+            raise ValueError("expected a number, not a boolean (true/false); write the number itself")
+        return v
+
+
+def _has_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_bool(x) for x in v)
+    return False
+
+
+def _wants_number_not_bool(annotation: Any) -> bool:
+    """Whether a field type takes numbers (int or float, in lists/unions/Annotated) and no booleans."""
+    seen: set[str] = set()
+
+    def walk(a: Any) -> None:
+        if a is Any:
+            seen.add("bool")
+        elif a is bool:
+            seen.add("bool")
+        elif a in (int, float):
+            seen.add("number")
+        elif typing.get_origin(a) is Literal:
+            seen.update("bool" if isinstance(x, bool) else "other" for x in typing.get_args(a))
+        else:
+            for arg in typing.get_args(a):
+                walk(arg)
+
+    walk(annotation)
+    return "number" in seen and "bool" not in seen
 
 
 #: Shared field types of the check configs (finiteness comes from :class:`StrictModel`).
@@ -742,7 +781,8 @@ def config_reference_markdown() -> str:
         "A config is YAML. Relative paths in it are relative to the config file; command-line flags override it,",
         "and `--set key.path=value` overrides any key. `deepaudit init` writes a commented starter config.",
         "Unknown keys are errors (with a suggestion), so a typo never silently does nothing. Every number must be",
-        "finite (`.nan` and `.inf` are refused) and inside the range its type shows (e.g. `float (> 0)`); names in",
+        "finite (`.nan` and `.inf` are refused), a number and not a boolean (`true` is refused, never read as 1), and",
+        "inside the range its type shows (e.g. `float (> 0)`); names in",
         "lists (corruptions, attacks, scores, methods) must be known ones. A bad value exits 2 before anything runs.",
         f"A config file (and each `--set` value) is safe YAML within limits: at most {MAX_YAML_BYTES:,} bytes, "
         f"{MAX_YAML_DEPTH} levels of nesting",

@@ -149,6 +149,10 @@ BAD_CHECK_VALUES = [
     ("adversarial", "{eps: [.inf]}", "checks.adversarial.eps.0", "finite number"),
     ("adversarial", "{eps: []}", "checks.adversarial", "eps .* both empty"),
     ("adversarial", "{eps_l2: [-1.0]}", "checks.adversarial.eps_l2.0", "greater than 0"),
+    ("adversarial", "{eps: [true]}", "checks.adversarial.eps", "a number, not a boolean"),
+    ("adversarial", "{headline_eps: true, eps: [1]}", "checks.adversarial.headline_eps", "not a boolean"),
+    ("efficiency", "{min_seconds: false}", "checks.efficiency.min_seconds", "not a boolean"),
+    ("explanations", "{n_explain: true}", "checks.explanations.n_explain", "not a boolean"),
     ("adversarial", "{eps: [], eps_l2: [.nan]}", "checks.adversarial.eps_l2.0", "finite number"),
     ("adversarial", "{headline_eps: 0.05}", "checks.adversarial", "headline_eps 0.05 is not one of eps"),
     ("adversarial", "{headline_eps: -0.1}", "checks.adversarial.headline_eps", "greater than 0"),
@@ -216,13 +220,14 @@ def _numeric_fields() -> list[tuple[str, str, bool]]:
 
 @pytest.mark.parametrize(("check_id", "key", "is_float"), _numeric_fields(), ids=lambda v: str(v))
 def test_every_numeric_check_key_has_a_range(check_id: str, key: str, is_float: bool) -> None:
-    """-1 is out of range for every numeric key (counts, rates, steps, budgets), and a float key refuses NaN."""
+    """-1 is out of range for every numeric key (counts, rates, steps, budgets), none takes a boolean, and a float
+    key refuses NaN."""
     from audit.config import validate_config
     from audit.registry import get_check
 
     field = get_check(check_id).Config.model_fields[key]
     is_list = "list[" in str(field.annotation)
-    for bad in ([-1] + ([float("nan"), float("inf")] if is_float else [])):
+    for bad in ([-1, True] + ([float("nan"), float("inf")] if is_float else [])):
         data = {"model": {"path": "m.pt"}, "data": {"eval": {"path": "d.npz"}},
                 "checks": {check_id: {key: [bad] if is_list else bad}}}
         with pytest.raises(ConfigError, match=re.escape(f"key 'checks.{check_id}.{key}")):
