@@ -676,8 +676,26 @@ def _any_training(module: nn.Module) -> bool:
     return any(m.training for m in module.modules())
 
 
+def _allow_mode_switch(module: nn.Module) -> None:
+    """Let ``train()``/``eval()`` on a ``torch.export`` program's module set the flags instead of raising.
+
+    ``ExportedProgram.module()`` binds ``train``/``eval`` methods that raise ``NotImplementedError`` to the
+    GraphModule it returns, because the graph's numerical behaviour (dropout, batch-norm statistics) was
+    fixed at export and a mode switch cannot change it. Libraries that toggle modes around their work
+    (SHAP's GradientExplainer, fine-tuning copies) then crash on a clean model. Removing the instance
+    overrides restores ``nn.Module.train``, which only sets the ``training`` flags: the outputs stay the
+    exported ones in either mode.
+    """
+    for m in module.modules():
+        if isinstance(m, torch.fx.GraphModule):
+            for name in ("train", "eval"):
+                if name in vars(m):
+                    delattr(m, name)
+
+
 def _set_eval(module: nn.Module) -> None:
     """Eval mode where the module supports it (a GraphModule from torch.export does not)."""
+    _allow_mode_switch(module)
     try:
         module.eval()
     except (NotImplementedError, RuntimeError):

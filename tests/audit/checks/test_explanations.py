@@ -150,3 +150,33 @@ def test_max_sensitivity_known_cases() -> None:
                        radius=0.1, n_perturb=16)
     bound = 0.1 * torch.tensor([2.0, 1.0, 0.5]).norm() / (x[0] * torch.tensor([2.0, -1.0, 0.5])).norm()
     assert 0.0 < float(ig[0]) <= float(bound) + 1e-6
+
+
+def test_check_on_exported_program_runs_shap(tmp_path, tiny_cnn: nn.Module) -> None:
+    """A clean torch.export (.pt2) model: ``ExportedProgram.module()`` refuses ``train()``/``eval()``, which
+    SHAP's GradientExplainer calls; the audit must explain it all the same (a crash was exit 3)."""
+    from models.loaders import load_model
+
+    x = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    path = tmp_path / "model.pt2"
+    program = torch.export.export(tiny_cnn, (torch.from_numpy(x[:4]),), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    torch.export.save(program, str(path))
+    adapter = load_model(path, device="cpu", input_kind="image", input_range=(0.0, 1.0))
+    ds = AuditDataset(name="eval", inputs=x, target=np.zeros(12, dtype=np.int64), class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients"], n_explain=2, n_steps=4, n_shap_samples=8,
+                             n_perturb=2, curve_steps=4)
+    out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
+    assert {r[1] for r in out.evidence[0].rows} == {"shap", "integrated_gradients"}
+    # SHAP on the exported program gives the values of the eager model it was exported from.
+    target = torch.zeros(2, dtype=torch.long)
+    xs, bg = torch.from_numpy(x[:2]), torch.from_numpy(x[4:12])
+    torch.testing.assert_close(E.shap_gradient(adapter.as_module(), xs, target, bg, n_samples=8),
+                               E.shap_gradient(tiny_cnn, xs, target, bg, n_samples=8), rtol=1e-4, atol=1e-5)
+    # Fine-tuning copies (poisoning, adversarial training, extraction) switch modes too; the outputs stay the exported ones.
+    import copy
+
+    twin = copy.deepcopy(adapter.as_module()).train()
+    with torch.no_grad():
+        torch.testing.assert_close(twin(xs), tiny_cnn(xs))
+    assert twin.eval() is twin and not adapter.training_mode()
