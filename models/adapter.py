@@ -232,6 +232,36 @@ def _script_linears(module: nn.Module) -> list[nn.Module]:
             and m.weight.dim() == 2 and m.weight.is_floating_point()]
 
 
+def _padded_forward(module: nn.Module, x: torch.Tensor, fixed_batch_size: int | None) -> torch.Tensor:
+    """``module(x)`` for a module that takes only ``fixed_batch_size`` rows (a static ``torch.export`` program):
+    ``x`` goes through in chunks of that size, the last padded with copies of its first row, and the padding's
+    outputs are dropped. Differentiable: gradients flow to ``x`` through the slices."""
+    if fixed_batch_size is None or x.shape[0] == fixed_batch_size:
+        return _as_logits(module(x))
+    chunks = []
+    b = fixed_batch_size
+    for start in range(0, x.shape[0], b):
+        part = x[start : start + b]
+        pad = b - part.shape[0]
+        if pad:
+            part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
+        chunks.append(_as_logits(module(part))[: b - pad])
+    _same_width(chunks, b)
+    return torch.cat(chunks)
+
+
+class FixedBatch(nn.Module):
+    """A module exported for a fixed batch size, taking any batch size (``_padded_forward``)."""
+
+    def __init__(self, module: nn.Module, fixed_batch_size: int) -> None:
+        super().__init__()
+        self.module = module
+        self.fixed_batch_size = fixed_batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _padded_forward(self.module, x, self.fixed_batch_size)
+
+
 class TorchAdapter(ModelAdapter):
     """Adapter for a ``torch.nn.Module`` (eager, TorchScript, or a ``torch.export`` program's module).
 
@@ -296,8 +326,10 @@ class TorchAdapter(ModelAdapter):
         return _any_training(self.module)
 
     def as_module(self) -> nn.Module:
-        """A module from raw inputs to logits (preprocessing included), for Captum and ART."""
-        return nn.Sequential(self.preprocess, self.module) if self.preprocess is not None else self.module
+        """A module from raw inputs to logits (preprocessing included), for Captum and ART; a program exported
+        for a fixed batch size takes any batch size through it, padded like ``logits``."""
+        module = self.module if self.fixed_batch_size is None else FixedBatch(self.module, self.fixed_batch_size)
+        return nn.Sequential(self.preprocess, module) if self.preprocess is not None else module
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -306,21 +338,7 @@ class TorchAdapter(ModelAdapter):
         return self.preprocess(x) if self.preprocess is not None else x
 
     def _forward(self, x: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
-        module = self.module if module is None else module
-        if self.fixed_batch_size is None or x.shape[0] == self.fixed_batch_size:
-            out = module(x)
-        else:
-            chunks = []
-            b = self.fixed_batch_size
-            for start in range(0, x.shape[0], b):
-                part = x[start : start + b]
-                pad = b - part.shape[0]
-                if pad:
-                    part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
-                chunks.append(_as_logits(module(part))[: b - pad])
-            _same_width(chunks, b)
-            out = torch.cat(chunks)
-        return _as_logits(out)
+        return _padded_forward(self.module if module is None else module, x, self.fixed_batch_size)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         x = self._prepare(inputs)

@@ -180,3 +180,29 @@ def test_check_on_exported_program_runs_shap(tmp_path, tiny_cnn: nn.Module) -> N
     with torch.no_grad():
         torch.testing.assert_close(twin(xs), tiny_cnn(xs))
     assert twin.eval() is twin and not adapter.training_mode()
+
+
+def test_exported_program_with_a_fixed_batch_is_explained(tmp_path, tiny_cnn: nn.Module) -> None:
+    """torch.export's default is a static batch size: the module for Captum and SHAP (``as_module``) pads any
+    batch to it like ``logits`` does (a guard error was exit 3), with the eager model's logits and gradients."""
+    from models.loaders import load_model
+
+    x = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(tiny_cnn, (torch.from_numpy(x[:4]),)), str(path))
+    adapter = load_model(path, device="cpu", input_kind="image", input_range=(0.0, 1.0))
+    assert adapter.fixed_batch_size == 4
+    for n in (1, 3, 4, 7):
+        xs = torch.from_numpy(x[:n]).requires_grad_(True)
+        ref = torch.from_numpy(x[:n]).requires_grad_(True)
+        out, eager = adapter.as_module()(xs), tiny_cnn(ref)
+        torch.testing.assert_close(out, eager)
+        out[:, 1].sum().backward()
+        eager[:, 1].sum().backward()
+        torch.testing.assert_close(xs.grad, ref.grad)
+    ds = AuditDataset(name="eval", inputs=x, target=np.zeros(12, dtype=np.int64), class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients", "gradient_shap", "saliency"], n_explain=2,
+                             n_steps=4, n_shap_samples=8, n_perturb=2, curve_steps=4)
+    out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
+    assert {r[1] for r in out.evidence[0].rows} == {"shap", "integrated_gradients", "gradient_shap", "saliency"}
