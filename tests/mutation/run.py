@@ -82,10 +82,10 @@ TARGETS: dict[str, Target] = {
     "fairness": Target("audit/fairness/gaps.py",
                        ["tests/audit/test_fairness_gaps.py", "tests/audit/test_stats_resampling.py"],
                        what="the fairness gaps from group counts, their bootstrap and permutation null"),
-    "judge": Target("audit/runner.py", ["tests/audit/test_judge.py"],
+    "judge": Target("audit/runner.py", ["tests/audit/test_judge.py", "tests/audit/test_judge_known.py"],
                     functions=["judge", "judge_threshold", "_within", "_undefined"],
                     what="threshold judging: a check's status from its thresholds, worst group, not judged"),
-    "summarise": Target("audit/results.py", ["tests/audit/test_judge.py"],
+    "summarise": Target("audit/results.py", ["tests/audit/test_judge.py", "tests/audit/test_judge_known.py"],
                         functions=["summarise", "is_judged", "effective_level", "within_noise"],
                         what="the audit's verdict and exit code from the check results"),
 }
