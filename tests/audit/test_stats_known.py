@@ -135,3 +135,16 @@ def test_permutation_p_value_tolerance_and_direction() -> None:
     assert stats.permutation_p_value(np.array([0.5 + 1e-12]), 0.5, greater=False) == pytest.approx(1.0)
     assert stats.permutation_p_value(np.array([0.1, np.inf]), 0.05) == pytest.approx(2 / 2)  # inf is undefined
     assert stats.permutation_p_value(np.array([0.1]), np.inf) is None
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (5, 10), (10, 10), (1, 3), (97, 256), (256, 256)])
+def test_wilson_interval_equals_scipy(k: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = stats.wilson_interval(k, n)
+    assert (low, high) == pytest.approx((ref.low, ref.high), abs=1e-6)
+    assert type(low) is float and type(high) is float and 0.0 <= low <= k / n <= high + 1e-12 and high <= 1.0
+    z99 = 2.5758293
+    ref99 = binomtest(k, n).proportion_ci(confidence_level=0.99, method="wilson")
+    assert stats.wilson_interval(k, n, z=z99) == pytest.approx((ref99.low, ref99.high), abs=1e-6)
