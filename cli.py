@@ -527,16 +527,9 @@ app.add_typer(models_app, name="models")
 
 
 def _load_results(path: Path) -> Any:
-    from audit.errors import InputError
-    from audit.results import AuditResult
+    from audit.results import load_results
 
-    if not path.is_file():
-        raise InputError(f"results file {path} does not exist.")
-    try:
-        return AuditResult.from_json(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"{path} is not a deepaudit results.json ({first}).") from None
+    return load_results(path)
 
 
 @app.command()

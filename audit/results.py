@@ -18,6 +18,9 @@ included.
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -341,6 +344,121 @@ def summarise(checks: list[CheckResult], *, on_not_judged: Literal["fail", "warn
         status, code = "skipped", 0
     return Summary(status=status, counts=counts, exit_code=code, judged=judged, not_judged=not_judged,
                    on_not_judged=on_not_judged)
+
+
+def with_probe(summary: Summary, probe: ProbeResult | None) -> Summary:
+    """A probe finding (non-determinism, excluded rows) makes the audit at least ``warn``."""
+    if probe is not None and probe.findings and summary.status in ("pass", "measured", "skipped"):
+        return summary.model_copy(update={"status": "warn"})
+    return summary
+
+
+def _major(version: str) -> int | None:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _unreal_metric(data: dict[str, Any]) -> str | None:
+    """The first metric field of the raw file that is neither a finite number nor null (a string "NaN" would
+    otherwise be coerced to a float; a genuine file writes an undefined value as null)."""
+    for c in data.get("checks") or []:
+        for m in (c.get("metrics") or []) if isinstance(c, dict) else []:
+            for key in ("value", "ci_low", "ci_high", "ci_level"):
+                v = m.get(key) if isinstance(m, dict) else None
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                    return f"metric {m.get('name')!r} of check {c.get('id')!r} has {key} {v!r}, not a number or null"
+    return None
+
+
+def inconsistencies(result: AuditResult) -> list[str]:
+    """What in a loaded result contradicts the rest of it: a check status its threshold outcomes rule out,
+    or a summary other than the one :func:`summarise` computes from the checks (schema 2: exactly; 1.x,
+    whose verdict rules were older: the counts and the error/fail verdicts). Empty when consistent."""
+    problems = []
+    schema_2 = (_major(result.schema_version) or 0) >= 2
+    for c in result.checks:
+        judged = [t for t in c.thresholds if is_judged(t)]
+        missed = [t for t in judged if not t.passed]
+        if any(t.level == "fail" for t in missed) and c.status not in ("fail", "error"):
+            problems.append(f"check {c.id!r} is '{c.status}' but missed a 'fail' threshold")
+        elif c.status == "pass" and missed:
+            problems.append(f"check {c.id!r} is 'pass' but missed a threshold")
+        elif c.status == "pass" and schema_2 and not judged:
+            problems.append(f"check {c.id!r} is 'pass' but no threshold was judged")
+        elif c.status == "measured" and judged:
+            problems.append(f"check {c.id!r} is 'measured' but a threshold was judged")
+    s = result.summary
+    if schema_2:
+        ids = {c.id for c in result.checks}
+        expected = with_probe(summarise(result.checks, on_not_judged=s.on_not_judged,
+                                        unrun=[u for u in s.not_judged if u.check not in ids]), result.probe)
+        if expected != s:
+            diffs = [k for k in Summary.model_fields if getattr(expected, k) != getattr(s, k)]
+            problems.append(f"the summary's {', '.join(diffs)} ({_show(s, diffs)}) is not what its checks give "
+                            f"({_show(expected, diffs)})")
+    else:
+        counts = {k: v for k, v in s.counts.items() if v}
+        actual: dict[str, int] = {}
+        for c in result.checks:
+            actual[c.status] = actual.get(c.status, 0) + 1
+        verdict = ("error", 3) if actual.get("error") else ("fail", 1) if actual.get("fail") else None
+        if counts != actual:
+            problems.append(f"the summary's counts {counts} are not those of its checks {actual}")
+        if verdict is not None and (s.status, s.exit_code) != verdict:
+            problems.append(f"the summary is '{s.status}' (exit code {s.exit_code}) but its checks give "
+                            f"'{verdict[0]}' (exit code {verdict[1]})")
+        elif verdict is None and s.status in ("error", "fail"):
+            problems.append(f"the summary is '{s.status}' but no check is")
+    return problems
+
+
+def _show(summary: Summary, keys: list[str]) -> str:
+    shown = {k: getattr(summary, k) for k in keys if k in ("status", "exit_code", "judged", "on_not_judged")}
+    return ", ".join(f"{k} {v!r}" for k, v in shown.items()) or "differs"
+
+
+def load_results(path: Path) -> AuditResult:
+    """Read a results.json for re-rendering or diffing, refusing what this code cannot vouch for: a file
+    written by a newer major schema, a metric value that is not a number or null, and a file that
+    contradicts itself (:func:`inconsistencies`: e.g. an edited verdict).
+
+    Raises
+    ------
+    audit.errors.InputError
+        The file is missing, unreadable, not a results.json, newer, or inconsistent.
+    """
+    from audit.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"results file {path} does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path} is not a deepaudit results.json ({first}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a deepaudit results.json (not a JSON object).")
+    version = str(data.get("schema_version", SCHEMA_VERSION))
+    major = _major(version)
+    if major is None:
+        raise InputError(f"{path} is not a deepaudit results.json (schema_version {version!r}).")
+    if major > _major(SCHEMA_VERSION):  # type: ignore[operator]
+        raise InputError(f"{path} has schema_version {version}, written by a newer deepaudit (this one reads "
+                         f"up to {SCHEMA_VERSION}); upgrade deepaudit to re-render it.")
+    unreal = _unreal_metric(data)
+    if unreal:
+        raise InputError(f"{path} is not a valid results.json: {unreal}; the file may have been edited.")
+    try:
+        result = AuditResult.model_validate(data)
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{path} is not a deepaudit results.json ({first}).") from None
+    problems = inconsistencies(result)
+    if problems:
+        raise InputError(f"{path} is inconsistent: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                         + "; the file may have been edited: re-run the audit.")
+    return result
 
 
 class CompareEntry(_Frozen):

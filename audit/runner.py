@@ -36,12 +36,12 @@ from audit.results import (
     Metric,
     NotJudged,
     Provenance,
-    Summary,
     WITHIN_NOISE,
     ThresholdOutcome,
     effective_level,
     is_judged,
     summarise,
+    with_probe,
 )
 from models.adapter import ModelAdapter, TokenizedTextAdapter
 from models.errors import ModelInputError
@@ -456,10 +456,3 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
                        attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
                        footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [],
                        probe=ctx.probe)
-
-
-def with_probe(summary: Summary, probe: Any) -> Summary:
-    """A probe finding (non-determinism, excluded rows) makes the audit at least ``warn``."""
-    if probe is not None and probe.findings and summary.status in ("pass", "measured", "skipped"):
-        return summary.model_copy(update={"status": "warn"})
-    return summary

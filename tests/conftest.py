@@ -93,3 +93,23 @@ def pickle_file(tmp_path: Path, tiny_cnn: TinyCNN) -> Path:
     path = tmp_path / "whole_model.pt"
     torch.save(tiny_cnn, path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _every_audit_reloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every audit a test runs must be consistent with itself (audit.results.inconsistencies), as
+    `deepaudit report` and `deepaudit diff` require of the results.json they load."""
+    import audit.compare
+    import audit.runner
+    from audit.results import AuditResult, inconsistencies
+
+    real = audit.runner.audit_adapter
+
+    def checked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = real(*args, **kwargs)
+        problems = inconsistencies(AuditResult.from_json(result.to_json()))
+        assert not problems, f"the audit wrote an inconsistent result: {problems}"
+        return result
+
+    monkeypatch.setattr(audit.runner, "audit_adapter", checked)
+    monkeypatch.setattr(audit.compare, "audit_adapter", checked)
