@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from audit.results import AuditResult, CheckResult, FileRecord, Metric, Provenance, summarise
+from audit.results import AuditResult, CheckResult, FileRecord, Metric, Provenance, ThresholdOutcome, summarise
 from reports import write_reports
 from reports.lock import LOCK_NAME
 
@@ -439,7 +439,8 @@ def _result(report_id: str, *, model_path: str = "models/net.pt", payload: str =
     checks = [
         CheckResult(id="performance", category="performance", title="Predictive performance", status="pass",
                     summary=f"Accuracy 0.9 on 100 samples; worst class {payload or 'cat'}.", metrics=[metric],
-                    limitations=[f"Class {payload or 'cat'} has 3 samples."]),
+                    limitations=[f"Class {payload or 'cat'} has 3 samples."],
+                    thresholds=[ThresholdOutcome(metric="accuracy", min=0.8, observed=0.9, passed=True, source="config")]),
         CheckResult(id="fairness.group_metrics", category="fairness", title="Group metrics", status="warn",
                     summary=f"Group {payload or 'b'} is small.",
                     metrics=[Metric(name="selection_rate", value=0.5, n=40, group=payload or "a", method="fairlearn"),
