@@ -233,53 +233,55 @@ def _common_ok(node: ast.AST) -> bool | None:
 _SYMPY_CALLS: frozenset[str] | None = None
 
 
-def _safe_sympy(text: Any) -> bool:
-    """An ``expr_str`` that ``sympy.sympify`` may evaluate: sympy constructors over names and numbers."""
-    global _SYMPY_CALLS
-    if _SYMPY_CALLS is None:
-        _SYMPY_CALLS = _sympy_calls()
+def _every_node_ok(text: Any, node_ok: Any) -> bool:
+    """``text`` parses as one Python expression and every node of it passes ``_common_ok`` or, where that has no
+    answer, ``node_ok``: the allowlist walk shared by sympy expressions and guards."""
     tree = _parse(text)
     if tree is None:
         return False
     for node in ast.walk(tree):
         ok = _common_ok(node)
-        if ok is None:
-            if isinstance(node, ast.Name):
-                ok = _is_name(node.id) and not node.id.startswith("__")
-            elif isinstance(node, ast.Call):
-                ok = (isinstance(node.func, ast.Name) and node.func.id in _SYMPY_CALLS and not _huge_power(node)
-                      and all(kw.arg is not None and isinstance(kw.value, ast.Constant) for kw in node.keywords))
-            else:
-                ok = False
-        if not ok:
+        if not (node_ok(node) if ok is None else ok):
             return False
     return True
+
+
+def _safe_sympy(text: Any) -> bool:
+    """An ``expr_str`` that ``sympy.sympify`` may evaluate: sympy constructors over names and numbers."""
+    global _SYMPY_CALLS
+    if _SYMPY_CALLS is None:
+        _SYMPY_CALLS = _sympy_calls()
+    calls = _SYMPY_CALLS
+
+    def node_ok(node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return _is_name(node.id) and not node.id.startswith("__")
+        if isinstance(node, ast.Call):
+            return (isinstance(node.func, ast.Name) and node.func.id in calls and not _huge_power(node)
+                    and all(kw.arg is not None and isinstance(kw.value, ast.Constant) for kw in node.keywords))
+        return False
+
+    return _every_node_ok(text, node_ok)
 
 
 def _safe_guard(text: Any) -> bool:
     """A ``guards_code`` line: comparisons over ``L['x'].size()[i]``, numbers and a few math functions."""
     if not isinstance(text, str) or not re.fullmatch(r"[^\"\\\r\n#;]*", text):
         return False
-    tree = _parse(text)
-    if tree is None:
+
+    def node_ok(node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in ("L", "math", "True", "False", "inf") or node.id in _GUARD_CALLS
+        if isinstance(node, ast.Attribute):
+            return ((isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in _MATH_OK)
+                    or node.attr in _TENSOR_METHODS)
+        if isinstance(node, ast.Subscript):
+            return isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, (int, str))
+        if isinstance(node, ast.Call):
+            return not node.keywords and not _huge_power(node) and _guard_callee_ok(node)
         return False
-    for node in ast.walk(tree):
-        ok = _common_ok(node)
-        if ok is None:
-            if isinstance(node, ast.Name):
-                ok = node.id in ("L", "math", "True", "False", "inf") or node.id in _GUARD_CALLS
-            elif isinstance(node, ast.Attribute):
-                ok = ((isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in _MATH_OK)
-                      or node.attr in _TENSOR_METHODS)
-            elif isinstance(node, ast.Subscript):
-                ok = isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, (int, str))
-            elif isinstance(node, ast.Call):
-                ok = not node.keywords and not _huge_power(node) and _guard_callee_ok(node)
-            else:
-                ok = False
-        if not ok:
-            return False
-    return True
+
+    return _every_node_ok(text, node_ok)
 
 
 def _guard_callee_ok(call: ast.Call) -> bool:
