@@ -151,3 +151,28 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def stratified_rows(labels: np.ndarray, limit: int, rng: np.random.Generator, min_per_class: int = 2) -> np.ndarray:
+    """Sorted indices of at most ``limit`` rows drawn without replacement, stratified by ``labels``.
+
+    Every row when there are at most ``limit``. Otherwise each class gets its proportional share
+    (largest remainders round it to ``limit`` in all) and at least ``min(min_per_class, its size)``
+    rows, the extra rows taken from the classes with the largest quotas. Draw the rows before any
+    expensive work on them (logits, features) so that a cap bounds that work.
+    """
+    y = np.asarray(labels)
+    n = len(y)
+    if n <= limit:
+        return np.arange(n)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    exact = limit * counts / n
+    quota = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: limit - int(quota.sum())]] += 1
+    floor = np.minimum(counts, min_per_class)
+    while (short := np.flatnonzero(quota < floor)).size and (quota - floor).max() > 0:
+        quota[short[0]] += 1
+        quota[int(np.argmax(quota - floor))] -= 1
+    rows = [rng.choice(np.flatnonzero(inverse == c), int(q), replace=False) for c, q in enumerate(quota) if q]
+    return np.sort(np.concatenate(rows))

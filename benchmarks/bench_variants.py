@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from audit.attacks import pgd  # noqa: E402
 from models.adapter import resolve_device  # noqa: E402
 from models.loaders import load_model  # noqa: E402
 from models.train import load_digits_split, train_digits_cnn  # noqa: E402
@@ -87,12 +88,14 @@ def main() -> None:
     base = adapter.module.eval()
     pre = adapter.preprocess
     split = load_digits_split()
-    x_train = pre(torch.from_numpy(split["x_train"])).detach()
     x_test = pre(torch.from_numpy(split["x_test"])).detach()
     y_test = split["y_test"]
     batches = [x_test[i : i + args.batch_size].to(dev) for i in range(0, len(x_test), args.batch_size)]
     batches = [b for b in batches if len(b) == args.batch_size] or batches[:1]
-    finetune = {"x": x_train.numpy(), "y": split["y_train"], "epochs": 2}
+    # what `deepaudit compare` passes (audit.compare._training_data): raw inputs with the model's preprocessing and
+    # input range, and the audit's PGD as pgd_at's inner maximisation (models/ imports nothing of audit/)
+    finetune = {"x": split["x_train"], "y": split["y_train"], "epochs": 2, "preprocess": pre,
+                "clip": adapter.input_range, "attack": pgd}
 
     specs = args.variants or list_variants()
     print(f"device: {dev}  torch {torch.__version__}  threads {torch.get_num_threads()}  "

@@ -43,7 +43,7 @@ from audit.poisoning import (
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import wilson_interval
+from audit.stats import stratified_rows, wilson_interval
 
 TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 
@@ -311,7 +311,7 @@ class BackdoorScanConfig(CheckConfig):
     max_classes: int = Field(default=50, ge=5, description="Skip Neural Cleanse for models with more classes (it optimises one trigger per class).")
     max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × batch_size forward and backward passes).")
     anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes).")
-    max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference the ART defences examine.")
+    max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference, stratified by label, the ART defences examine (drawn before its features are computed).")
     nb_dims: int = Field(default=10, ge=1, description="ActivationDefence: PCA dimensions of the penultimate features.")
     expected_poison_rate: float = Field(default=0.1, gt=0, le=1, description="SpectralSignatureDefense: expected poisoned share of a class.")
     reclassify_threshold: float | None = Field(
@@ -497,10 +497,11 @@ class BackdoorScan(Check):
         adapter = ctx.adapter
         k = _n_classes(ctx)
         ref = ctx.datasets["reference"]
-        rows = _subsample(len(ref), cfg.max_train_samples, rng)
+        # the cap bounds the work: rows are drawn (stratified by label) before any feature is computed
+        rows = stratified_rows(np.asarray(ref.target), cfg.max_train_samples, rng)
         x = np.ascontiguousarray(np.asarray(ref.inputs)[rows], dtype=np.float32)
         y = np.asarray(ref.target)[rows].astype(np.int64)
-        feats = ctx.features("reference").numpy()[rows]
+        feats = adapter.predict_features(x, batch_size=ctx.batch_size).numpy()
         extra: list[str] = []
         module = adapter.as_module() if hasattr(adapter, "as_module") else None
         if module is None:

@@ -267,6 +267,33 @@ def test_scan_does_not_flag_a_clean_model(digits, clean) -> None:
     assert status == "pass" and "no class stands out" in out.summary
 
 
+def test_scan_features_only_the_capped_training_rows(digits, planted) -> None:
+    """The ART defences' cap bounds the work: rows are drawn (stratified by label) before features are computed,
+    so an adapter that counts featurised rows never sees more than max_train_samples."""
+    model, x, y, _ = planted
+    cap = 120
+
+    class Counting(TorchAdapter):
+        featurised = 0
+
+        def predict_features(self, inputs, batch_size=256, progress=None):  # type: ignore[override]
+            Counting.featurised += len(inputs)
+            if Counting.featurised > cap:
+                raise AssertionError(f"{Counting.featurised} rows featurised, over the cap of {cap}")
+            return super().predict_features(inputs, batch_size=batch_size, progress=progress)
+
+    pre = digits.preprocessing
+    adapter = Counting(model, input_kind="image", device=torch.device("cpu"), preprocess=Normalize(pre["mean"], pre["std"]),
+                       input_range=(0.0, 1.0))
+    out = BackdoorScan(BackdoorScanConfig(n_samples=200, max_train_samples=cap)).run(
+        AuditContext(adapter, {"eval": ds("eval", digits.x_test, digits.y_test), "reference": ds("reference", x, y)}))
+    assert Counting.featurised == cap < len(x)
+    drawn = [r[0] for r in out.evidence[-1].rows]
+    assert drawn and all(0 <= r < len(x) for r in drawn)
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("flagged_samples", None)].value is not None and m[("flagged_samples", None)].n == cap
+
+
 def test_scan_bad_input(digits, clean) -> None:
     blind = adapter_of(clean, digits)
     blind.differentiable = False
