@@ -7,6 +7,7 @@ adapter's device, and shared: checks ask the context, they do not recompute.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,28 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
     return lambda _done: None
+
+
+def _take(inputs: Any, rows: np.ndarray) -> Any:
+    """Rows of a data set's inputs (an array, or a list of texts)."""
+    return [inputs[i] for i in rows] if isinstance(inputs, list) else inputs[rows]
+
+
+def _rows_key(kind: str, rows: np.ndarray) -> str:
+    """Cache key of an output for a subset of rows: the kind and a digest of the row indices."""
+    return f"{kind}[{len(rows)} rows {hashlib.blake2b(rows.tobytes(), digest_size=8).hexdigest()}]"
+
+
+def _refuse_nonfinite(name: str, ds: AuditDataset, out: torch.Tensor, rows: np.ndarray) -> None:
+    """Non-finite logits on data set ``name`` (rows ``rows`` of it) are bad input naming the rows."""
+    bad = np.flatnonzero(~torch.isfinite(out).all(dim=1).numpy())
+    if not len(bad):
+        return
+    where = ", ".join(str(int(ds.indices[r]) if ds.indices is not None else int(r)) for r in rows[bad[:10]])
+    sampled = " sampled" if len(rows) < len(ds) else ""
+    raise InputError(f"{len(bad)} of {len(rows)}{sampled} rows of data.{name} give non-finite (NaN or infinite) logits "
+                     f"(rows {where}{', …' if len(bad) > 10 else ''}); fix the model or its inputs "
+                     "(model.allow_nonfinite excludes rows of data.eval only).")
 
 
 class AuditContext:
@@ -92,15 +115,48 @@ class AuditContext:
         def compute() -> torch.Tensor:
             advance = self.progress(f"model logits on '{name}' ({len(ds)} samples)", len(ds))
             out = self.adapter.predict_logits(ds.inputs, batch_size=self.batch_size, progress=advance)
-            bad = np.flatnonzero(~torch.isfinite(out).all(dim=1).numpy())
-            if len(bad) and name != "eval":  # the evaluation set is probed before any check (audit.probe)
-                rows = ", ".join(str(int(ds.indices[r]) if ds.indices is not None else int(r)) for r in bad[:10])
-                raise InputError(f"{len(bad)} of {len(ds)} rows of data.{name} give non-finite (NaN or infinite) logits "
-                                 f"(rows {rows}{', …' if len(bad) > 10 else ''}); fix the model or its inputs "
-                                 "(model.allow_nonfinite excludes rows of data.eval only).")
+            if name != "eval":  # the evaluation set is probed before any check (audit.probe)
+                _refuse_nonfinite(name, ds, out, np.arange(len(ds)))
             return out
 
         return self._cached("logits", name, compute)
+
+    def logits_for(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        """Logits of rows ``rows`` of a data set: taken from the whole set's logits when they are
+        cached, else computed for those rows only (cached per data set and rows), so a check that
+        caps its sample never pays for the rows it does not keep."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if ("logits", name) in self._cache:
+            return self.logits(name)[torch.from_numpy(rows)]
+        ds = self.dataset(name)
+
+        def compute() -> torch.Tensor:
+            advance = self.progress(f"model logits on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
+            out = self.adapter.predict_logits(_take(ds.inputs, rows), batch_size=self.batch_size, progress=advance)
+            if name != "eval":
+                _refuse_nonfinite(name, ds, out, rows)
+            return out
+
+        return self._cached(_rows_key("logits", rows), name, compute)
+
+    def features_for(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        """Penultimate features of rows ``rows`` of a data set, like :meth:`logits_for`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if ("features", name) in self._cache:
+            return self.features(name)[torch.from_numpy(rows)]
+        if not self.adapter.has_features:
+            raise SkipCheck(f"the model ({self.adapter.format}) exposes no penultimate features.")
+        ds = self.dataset(name)
+
+        def compute() -> torch.Tensor:
+            advance = self.progress(f"features on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
+            try:
+                return self.adapter.predict_features(_take(ds.inputs, rows), batch_size=self.batch_size,
+                                                     progress=advance)
+            except NotImplementedError as exc:
+                raise SkipCheck(str(exc)) from None
+
+        return self._cached(_rows_key("features", rows), name, compute)
 
     def exclude_rows(self, name: str, keep: np.ndarray, logits: torch.Tensor) -> None:
         """Keep only rows ``keep`` of a data set, for every check (``model.allow_nonfinite``).

@@ -29,7 +29,7 @@ from audit.ood_scores import (
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import percentile_interval
+from audit.stats import percentile_interval, sample_rows
 
 ScoreName = Literal["msp", "max_logit", "energy", "mahalanobis", "knn"]
 FEATURE_SCORES = ("mahalanobis", "knn")
@@ -95,24 +95,27 @@ class OODDetection(Check):
         id_rows = np.arange(n)
         fit_note = ""
         if use_features:
+            # the fitting rows are drawn (stratified by class where there are labels) before any feature is computed
+            cap = f"at most max_fit_samples = {cfg.max_fit_samples}, stratified by class"
             if "reference" in ctx.datasets:
-                fit_feats = ctx.features("reference")
                 ref = ctx.datasets["reference"]
-                fit_labels = ref.target if ref.target is not None else ctx.y_pred("reference")
-                fit_note = f"fitted on the reference set ({len(fit_feats)} samples)"
+                fit_rows = sample_rows(len(ref), cfg.max_fit_samples, rng, strata=ref.target)
+                fit_feats = ctx.features_for("reference", fit_rows)
+                fit_labels = (ref.target[fit_rows] if ref.target is not None
+                              else ctx.logits_for("reference", fit_rows).argmax(1).numpy())
+                fit_note = f"fitted on {len(fit_rows)} of the reference set's {len(ref)} samples ({cap})"
             else:
                 perm = rng.permutation(n)
-                fit_rows, id_rows = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
-                fit_feats = ctx.features("eval")[fit_rows]
+                half, id_rows = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
                 labels = ev.target if ev.target is not None else ctx.y_pred("eval")
+                fit_rows = half[sample_rows(len(half), cfg.max_fit_samples, rng, strata=labels[half])]
+                fit_feats = ctx.features("eval")[fit_rows]
                 fit_labels = labels[fit_rows]
-                fit_note = (f"fitted on a random half of the evaluation set ({len(fit_rows)} samples; no reference set "
-                            f"given), all scores evaluated on the other half ({len(id_rows)})")
+                fit_note = (f"fitted on {len(fit_rows)} samples of a random half of the evaluation set ({len(half)} "
+                            f"samples, {cap}; no reference set given), all scores evaluated on the other half "
+                            f"({len(id_rows)})")
                 limitations.append("No reference set: Mahalanobis and k-NN were fitted on half of the evaluation set, "
                                    "so every score is evaluated on the other half only.")
-            if len(fit_feats) > cfg.max_fit_samples:
-                keep = np.sort(rng.choice(len(fit_feats), cfg.max_fit_samples, replace=False))
-                fit_feats, fit_labels = fit_feats[keep], fit_labels[keep]
             maha = Mahalanobis(fit_feats, np.asarray(fit_labels))
 
         def score_all(logits: torch.Tensor, feats: torch.Tensor | None) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ from audit.errors import SkipCheck
 from audit.ood_scores import bootstrap_auroc
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import bootstrap_score_histograms, percentile_interval
+from audit.stats import bootstrap_score_histograms, percentile_interval, sample_rows
 
 #: below this many held-out members (and as many non-members) the black-box attack is not run
 MIN_HELD_OUT = 10
@@ -131,18 +131,19 @@ class MembershipInference(Check):
         y_in, y_out = ref.target, ctx.y_true()
         rng = ctx.rng(self.id)
         n = min(len(y_in), len(y_out), cfg.max_samples)
-        rows_in = np.sort(rng.choice(len(y_in), n, replace=False))
-        rows_out = np.sort(rng.choice(len(y_out), n, replace=False))
+        # rows drawn first (stratified by class), so logits are computed for the sampled rows only
+        rows_in = sample_rows(len(y_in), n, rng, strata=y_in)
+        rows_out = sample_rows(len(y_out), n, rng, strata=y_out)
         level = 0.95 if cfg.n_resamples else None
+        logits_in = ctx.logits_for("reference", rows_in).double()
+        logits_out = ctx.logits_for("eval", rows_out).double()
 
-        def losses(name: str, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            logits = ctx.logits(name)[rows].double()
-            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[rows]), reduction="none").numpy()
-            correct = logits.argmax(1).numpy() == y[rows]
-            return loss, correct
+        def losses(logits: torch.Tensor, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="none").numpy()
+            return loss, logits.argmax(1).numpy() == y
 
-        loss_in, correct_in = losses("reference", rows_in, y_in)
-        loss_out, correct_out = losses("eval", rows_out, y_out)
+        loss_in, correct_in = losses(logits_in, y_in[rows_in])
+        loss_out, correct_out = losses(logits_out, y_out[rows_out])
         labels = np.r_[np.ones(n), np.zeros(n)]
         auc = float(roc_auc_score(labels, np.r_[-loss_in, -loss_out]))
         lo, hi = percentile_interval(bootstrap_auroc(-loss_in, -loss_out, cfg.n_resamples, rng))
@@ -176,8 +177,8 @@ class MembershipInference(Check):
         if n - n_train >= MIN_HELD_OUT and n_train >= MIN_HELD_OUT:
             train_in = np.sort(rng.choice(n, n_train, replace=False))
             train_out = np.sort(rng.choice(n, n_train, replace=False))
-            probs_in = ctx.probs("reference")[rows_in]
-            probs_out = ctx.probs("eval")[rows_out]
+            probs_in = torch.softmax(logits_in, dim=1).numpy()
+            probs_out = torch.softmax(logits_out, dim=1).numpy()
             s_in, s_out = black_box_attack(probs_in, y_in[rows_in], probs_out, y_out[rows_out], train_in, train_out,
                                            n_classes=probs_in.shape[1], model=cfg.black_box_model,
                                            seed=int(rng.integers(0, 2**31)))
@@ -244,8 +245,10 @@ class MembershipInference(Check):
                    f"leakage); loss-threshold AUROC {auc:.3f} on {n} + {n} samples, best advantage {advantage:.3f}; "
                    f"train-test accuracy gap {gap:.3f}.")
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, dataset="reference+eval", n_samples=2 * n,
-                           method=("Members are a seeded sample of data.reference, taken to be the training data; "
-                                   "non-members an equal sample of the evaluation set. Losses and probabilities come "
-                                   "from the logits computed once per data set; the attacks never query the model "
-                                   "again."),
+                           method=(f"Members are a seeded sample of {n} rows of data.reference ({len(y_in)} rows), "
+                                   "taken to be the training data; non-members an equal sample of the evaluation set "
+                                   f"({len(y_out)} rows); both drawn stratified by class (max_samples = "
+                                   f"{cfg.max_samples}) before any logits are computed, so the model runs on the "
+                                   "sampled rows only. Losses and probabilities come from those logits; the attacks "
+                                   "never query the model again."),
                            limitations=limitations)
