@@ -249,6 +249,7 @@ def audit(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random choice."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of every loop over data."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default deepaudit-out)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
@@ -282,7 +283,7 @@ def audit(
             "model.path": str(model) if model else None, "model.class": model_class, "model.init_args": args,
             "model.format": model_format, "model.allow_pickle": True if allow_pickle else None,
             "model.input_kind": input_kind, "data.eval.path": str(data) if data else None,
-            "device": device, "seed": seed, "batch_size": batch_size,
+            "device": device, "seed": seed, "batch_size": batch_size, "threads": threads,
             "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
             "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
             "output.pdf": pdf, "output.card": card,
@@ -309,6 +310,7 @@ def demo(
     out: Path = typer.Option(Path("deepaudit-demo"), "--out", "-o", help="Output folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed for training and the audit."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Where trained demo models are kept (default ~/.cache/deepaudit)."),
     only: Optional[str] = typer.Option(None, "--only", help="Audit only these demo models: comma-separated digits, arrests, tweets."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key of every demo audit, e.g. --set energy.track=false"),
@@ -317,12 +319,14 @@ def demo(
     """Train small models on bundled real data (an image, a tabular and a text model), audit each and
     write its full report, plus index.html linking them. Exit code: the worst of the audits."""
     with _translate_errors():
-        from audit.demo import parse_only
+        from audit.demo import demo_threads, parse_only
 
         names = parse_only(only)
+        sets = [*(set_ or []), *([f"threads={threads}"] if threads is not None else [])]
+        demo_threads(sets)  # bad values exit 2 before any work; training runs with the audit's threads
         _check_outputs(out)
         with _output_lock(out, "deepaudit demo"):
-            code, index = _demo_audits(names, out, device, seed, cache, set_, quiet)
+            code, index = _demo_audits(names, out, device, seed, cache, sets, quiet)
         print(f"index: {index.resolve()}")
     raise typer.Exit(code)
 
@@ -418,6 +422,7 @@ def compare(
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="Variant of the base to build and audit, e.g. int8_dynamic, pruned:0.5; repeat."),
     with_: Optional[list[Path]] = typer.Option(None, "--with", help="Another model file to audit beside the base; repeat."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     out: Path = typer.Option(Path("deepaudit-compare"), "--out", "-o", help="Output folder."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -429,7 +434,7 @@ def compare(
         from reports.compare import comparison_rows, write_comparison
 
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
-                     "device": device}
+                     "device": device, "threads": threads}
         cfg = load_config(config, overrides, set_)
         inputs = _audit_inputs(cfg, config)
         inputs.update({f"--with {p}": p for p in with_ or []})

@@ -18,6 +18,7 @@ from audit.data import file_sha256
 from audit.errors import InputError
 from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecord
 from audit.runner import audit_adapter, build_checks, load_inputs, probed_context
+from audit.threads import apply_threads
 from models.adapter import TokenizedTextAdapter
 from models.errors import ModelInputError
 from models.loaders import load_model
@@ -36,6 +37,7 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
         raise InputError("compare needs something to compare: pass --variant SPEC (e.g. int8_dynamic, pruned:0.5) "
                          "or --with MODEL_FILE.")
     checks = build_checks(cfg)
+    apply_threads(cfg.threads)  # before any model is loaded (torch's inter-op pool is sized once)
     base, datasets = load_inputs(cfg)
     plans: list[tuple[str, str, Any]] = []
     if variants:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from audit.errors import ConfigError
 
@@ -292,6 +292,11 @@ class AuditConfig(StrictModel):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
     batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
+    threads: int | None = Field(
+        default=None, gt=0,
+        description="CPU threads for torch's intra-op pool and the BLAS behind numpy (torch's inter-op pool gets 1). "
+                    "Default: the cores available to the process (CPU affinity, capped by a cgroup quota), or "
+                    "OMP_NUM_THREADS when smaller; a larger value is capped at the cores available.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What to write, and where (section `output`).")
     energy: EnergySpec = Field(default_factory=EnergySpec, description="Energy tracking (section `energy`).")
     checks: dict[str, dict[str, Any]] = Field(
@@ -620,6 +625,17 @@ def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig
     return cfg
 
 
+def validate_key(key: str, value: Any, source: str = "config") -> Any:
+    """Validate one top-level key alone, by the same rules as in a whole config (the demo checks
+    ``--threads`` before it trains anything)."""
+    field = AuditConfig.model_fields[key]
+    one = create_model(f"_Only_{key}", __base__=StrictModel, **{key: (field.annotation, field)})
+    try:
+        return getattr(one.model_validate({key: value}), key)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, one, source)) from None
+
+
 def validate_check_config(check_id: str, section: dict[str, Any], source: str = "config") -> CheckConfig:
     from audit.registry import check_config_class, get_check
 
@@ -668,6 +684,7 @@ data:
 device: auto                    # auto | cpu | cuda | cuda:N
 seed: 0
 batch_size: 256
+# threads: 2                    # CPU threads (default: the cores available to the process)
 on_not_judged: fail             # a fail threshold set here that could not be judged, or an audit that judged
                                 #   nothing, exits 1 (fail) or only warns (warn)
 

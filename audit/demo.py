@@ -19,8 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from audit.config import AuditConfig, parse_override, set_dotted, validate_config
+from audit.config import AuditConfig, parse_override, set_dotted, validate_config, validate_key
 from audit.errors import InputError
+from audit.results import ThreadSettings
+from audit.threads import apply_threads
 from models.recipes import train_recipe
 
 #: The demo's models, in the order they are audited: name -> (recipe, one-line description).
@@ -48,6 +50,17 @@ def parse_only(only: str | None) -> list[str]:
     if unknown or not names:
         raise InputError(f"--only takes a comma-separated list of {', '.join(DEMO_MODELS)}; got {only!r}.")
     return [n for n in DEMO_MODELS if n in names]
+
+
+def demo_threads(sets: list[str]) -> ThreadSettings:
+    """Validate the ``threads`` of the demo's ``--set`` items (``--threads``) and apply it, so a bad value
+    exits 2 before any training and the training runs with the audit's threads."""
+    value = None
+    for item in sets:
+        key, v = parse_override(item)
+        if key == "threads":
+            value = v
+    return apply_threads(validate_key("threads", value, "demo") if value is not None else None)
 
 
 def _data(folder: Path, meta: dict[str, Any], role: str, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,9 @@ be judged, or nothing at all was judged); ``Summary.judged``, ``Summary.not_judg
 ``Summary.on_not_judged``; ``ThresholdOutcome.group`` and ``ThresholdOutcome.detail`` (a threshold on
 a per-group metric is judged on the worst group). 1.3 and 1.4 (``energy_errors``, ``probe``) are
 included.
+
+2.1: ``Provenance.execution``: the thread counts the audit computed with (``audit.threads``) and the
+executor that ran its checks.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -159,6 +162,27 @@ class FileRecord(_Frozen):
     n_samples: int | None = None
 
 
+class ThreadSettings(_Frozen):
+    """The CPU threads an audit computed with (``audit.threads``)."""
+
+    requested: int | None = Field(description="The config's `threads` (--threads); null: the default rule.")
+    threads: int = Field(description="Threads used: torch's intra-op pool and each BLAS pool.")
+    cores_available: int = Field(description="Cores this process may run on (CPU affinity, capped by a cgroup quota).")
+    source: str = Field(description="Where the number came from.")
+    torch_intra_op: int = Field(description="torch.get_num_threads() after setting it.")
+    torch_inter_op: int = Field(description="torch.get_num_interop_threads() after setting it.")
+    blas: dict[str, int] = Field(default_factory=dict, description="Threads of each BLAS/OpenMP pool threadpoolctl found.")
+    notes: list[str] = Field(default_factory=list, description="What could not be set, and why.")
+
+
+class Execution(_Frozen):
+    """How the checks were executed: where, and with how many threads."""
+
+    executor: Literal["local", "ray"] = Field(default="local", description="`local`: one process; `ray`: Ray tasks.")
+    threads: ThreadSettings = Field(description="Thread counts of the process that ran the checks (each worker's, with Ray).")
+    method: str = Field(default="", description="One paragraph for the report's method text.")
+
+
 class Provenance(_Frozen):
     """Everything needed to say how, where and on what the audit ran."""
 
@@ -176,6 +200,7 @@ class Provenance(_Frozen):
     config: dict[str, Any]
     config_sha256: str
     model: dict[str, Any] = Field(description="Model facts from the adapter: kind, classes, parameters.")
+    execution: Execution | None = Field(default=None, description="Executor and thread counts (schema 2.1).")
 
 
 class ProbeResult(_Frozen):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
 import random
 import time
@@ -28,16 +29,19 @@ from audit.energy import AuditTracker
 from audit.errors import InputError, SkipCheck
 from audit.probe import probe_model
 from audit.registry import Check, CheckOutput, get_check, list_checks
+from audit.threads import apply_threads, describe_threads
 from audit.results import (
     STATUS_ORDER,
     AuditResult,
     CheckResult,
+    Execution,
     FileRecord,
     Metric,
     NotJudged,
     Provenance,
     WITHIN_NOISE,
     ThresholdOutcome,
+    ThreadSettings,
     effective_level,
     is_judged,
     summarise,
@@ -314,8 +318,15 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
                        duration_s=duration)
 
 
+def local_execution(threads: ThreadSettings) -> Execution:
+    """The provenance of checks run one after the other in this process."""
+    return Execution(executor="local", threads=threads, method=(
+        "Checks ran one after the other in one process (executor local), each starting from the audit seed. "
+        + describe_threads(threads)))
+
+
 def _hardware(device: torch.device) -> dict[str, str]:
-    hw = {"machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": str(torch.get_num_threads())}
+    hw = {"machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": str(os.cpu_count() or 1)}
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
         hw["cuda"] = str(torch.version.cuda)
@@ -361,6 +372,7 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
         Bad input: nothing has been written.
     """
     checks = build_checks(cfg)
+    apply_threads(cfg.threads)  # before the model is loaded: torch's inter-op pool can be sized only until then
     adapter, datasets = load_inputs(cfg)
     return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check)
 
@@ -402,6 +414,7 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     :func:`probed_context` when the caller probed the model already (compare probes every model first).
     """
     started = _now()
+    threads = apply_threads(cfg.threads)
     seed_everything(cfg.seed)
     checks = build_checks(cfg) if checks is None else checks
     if ctx is None:
@@ -449,6 +462,7 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts,
+        execution=local_execution(threads),
     )
     summary = summarise(results, on_not_judged=cfg.on_not_judged,
                         unrun=unrun_thresholds(cfg, {c.id for c in checks}))
