@@ -25,38 +25,6 @@ def bootstrap_index_chunks(n: int, n_resamples: int, rng: np.random.Generator,
         done += b
 
 
-def sample_rows(n: int, k: int, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
-    """Sorted indices of ``k`` of ``n`` rows drawn without replacement; every row when ``k >= n``.
-
-    Draw the rows *before* computing anything on them, so a cap bounds the work, not just what is
-    kept. With ``strata`` (one label per row, e.g. the class, or class × sensitive group) the draw is
-    stratified: each stratum gets its proportional share (largest remainder), and at least one row
-    whenever ``k`` is at least the number of strata, so no class or group is lost to the cap.
-    """
-    if k >= n:
-        return np.arange(n)
-    if strata is None:
-        return np.sort(rng.choice(n, k, replace=False))
-    _, inverse = np.unique(np.asarray(strata), return_inverse=True)
-    inverse = inverse.ravel()
-    counts = np.bincount(inverse)
-    quota = k * counts / n
-    take = np.floor(quota).astype(np.int64)
-    if len(counts) <= k:
-        take = np.maximum(take, 1)
-    short = k - int(take.sum())
-    if short > 0:  # the largest remainders get one more row each
-        take[np.argsort(take - quota, kind="stable")[:short]] += 1
-    while short < 0:  # the minimum of one row overshot: take back from the most over-served stratum
-        over = np.where(take > 1, take - quota, -np.inf)
-        take[int(np.argmax(over))] -= 1
-        short += 1
-    order = np.argsort(inverse, kind="stable")
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    picked = [order[s + rng.choice(c, t, replace=False)] for s, c, t in zip(starts, counts, take) if t]
-    return np.sort(np.concatenate(picked))
-
-
 def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float | None, float | None]:
     """Percentile interval of bootstrap replicates, ignoring undefined (NaN) replicates."""
     finite = samples[np.isfinite(samples)]

@@ -29,7 +29,7 @@ from audit.ood_scores import (
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import percentile_interval, sample_rows
+from audit.stats import percentile_interval, stratified_rows
 
 ScoreName = Literal["msp", "max_logit", "energy", "mahalanobis", "knn"]
 FEATURE_SCORES = ("mahalanobis", "knn")
@@ -99,7 +99,8 @@ class OODDetection(Check):
             cap = f"at most max_fit_samples = {cfg.max_fit_samples}, stratified by class"
             if "reference" in ctx.datasets:
                 ref = ctx.datasets["reference"]
-                fit_rows = sample_rows(len(ref), cfg.max_fit_samples, rng, strata=ref.target)
+                unlabelled = np.zeros(len(ref), dtype=np.int64)  # one stratum: a plain seeded draw
+                fit_rows = stratified_rows(ref.target if ref.target is not None else unlabelled, cfg.max_fit_samples, rng)
                 fit_feats = ctx.features_for("reference", fit_rows)
                 fit_labels = (ref.target[fit_rows] if ref.target is not None
                               else ctx.logits_for("reference", fit_rows).argmax(1).numpy())
@@ -108,7 +109,7 @@ class OODDetection(Check):
                 perm = rng.permutation(n)
                 half, id_rows = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
                 labels = ev.target if ev.target is not None else ctx.y_pred("eval")
-                fit_rows = half[sample_rows(len(half), cfg.max_fit_samples, rng, strata=labels[half])]
+                fit_rows = half[stratified_rows(labels[half], cfg.max_fit_samples, rng)]
                 fit_feats = ctx.features("eval")[fit_rows]
                 fit_labels = labels[fit_rows]
                 fit_note = (f"fitted on {len(fit_rows)} samples of a random half of the evaluation set ({len(half)} "

@@ -36,7 +36,7 @@ from audit.errors import SkipCheck
 from audit.ood_scores import bootstrap_auroc
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import bootstrap_score_histograms, percentile_interval, sample_rows
+from audit.stats import bootstrap_score_histograms, percentile_interval, stratified_rows
 
 #: below this many held-out members (and as many non-members) the black-box attack is not run
 MIN_HELD_OUT = 10
@@ -132,8 +132,8 @@ class MembershipInference(Check):
         rng = ctx.rng(self.id)
         n = min(len(y_in), len(y_out), cfg.max_samples)
         # rows drawn first (stratified by class), so logits are computed for the sampled rows only
-        rows_in = sample_rows(len(y_in), n, rng, strata=y_in)
-        rows_out = sample_rows(len(y_out), n, rng, strata=y_out)
+        rows_in = stratified_rows(y_in, n, rng)
+        rows_out = stratified_rows(y_out, n, rng)
         level = 0.95 if cfg.n_resamples else None
         logits_in = ctx.logits_for("reference", rows_in).double()
         logits_out = ctx.logits_for("eval", rows_out).double()

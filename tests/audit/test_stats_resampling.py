@@ -136,21 +136,3 @@ def test_permutation_p_values_are_calibrated_under_the_null() -> None:
     ps = np.array(ps)
     assert 0.02 <= (ps < 0.05).mean() <= 0.09
     assert 0.4 <= np.median(ps) <= 0.6
-
-
-def test_sample_rows_is_proportional_per_stratum_and_keeps_every_stratum() -> None:
-    from audit.stats import sample_rows
-
-    strata = np.r_[np.zeros(900, int), np.ones(95, int), np.full(5, 2)]
-    rows = sample_rows(len(strata), 100, np.random.default_rng(0), strata=strata)
-    assert len(rows) == 100 and len(np.unique(rows)) == 100 and (np.diff(rows) > 0).all()
-    # 90 / 9.5 / 0.5 by share: 90, 9 + 1 (largest remainder), and the tiny stratum keeps one row
-    assert np.bincount(strata[rows]).tolist() == [90, 9, 1]
-    again = sample_rows(len(strata), 100, np.random.default_rng(0), strata=strata)
-    assert (again == rows).all()  # seeded
-    assert (sample_rows(50, 80, np.random.default_rng(0)) == np.arange(50)).all()  # a cap above n keeps every row
-    plain = sample_rows(1000, 10, np.random.default_rng(1))
-    assert len(np.unique(plain)) == 10 and plain.max() < 1000
-    # more strata than rows to keep: proportional only, exactly k rows
-    many = sample_rows(200, 5, np.random.default_rng(2), strata=np.arange(200) % 20)
-    assert len(np.unique(many)) == 5
