@@ -541,20 +541,29 @@ def _load_results(path: Path) -> Any:
 def diff(
     base: Path = typer.Argument(..., help="results.json of the reference audit (e.g. the last release)."),
     new: Path = typer.Argument(..., help="results.json of the candidate."),
-    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest change of a metric in its bad direction that is not a regression."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest change of a rate (accuracy, AUROC, a gap) in its bad direction that is not a regression (absolute)."),
+    rel_tolerance: float = typer.Option(0.1, "--rel-tolerance", help="The same for sizes, parameters, FLOPs and timings, as a fraction of the base value."),
+    include_timing: bool = typer.Option(False, "--include-timing", help="Also judge latency, throughput and energy per inference (this machine's load; off by default)."),
+    strict: bool = typer.Option(False, "--strict", help="Count changes in metrics obtained on other samples or by another method as regressions."),
 ) -> None:
-    """List regressions of NEW against BASE; exit 1 on any, 0 on none, 2 for bad files."""
+    """List regressions of NEW against BASE; exit 1 on any, 0 on none, 2 for bad files.
+
+    Changes that are not comparable (other n, other method), within the values' noise, or in timing
+    are listed below the regressions and do not fail the diff.
+    """
     with _translate_errors():
         from audit.errors import InputError
         from reports.diff import diff_results, render_diff_table
 
-        if not tolerance >= 0:
-            raise InputError(f"--tolerance must be a number >= 0; got {tolerance}.")
-        regressions = diff_results(_load_results(base), _load_results(new), tolerance)
-        print(render_diff_table(regressions))
-        if regressions:
-            print(f"{len(regressions)} regression(s) of {new} against {base}.")
-    raise typer.Exit(EXIT_FAIL if regressions else EXIT_OK)
+        for flag, value in (("--tolerance", tolerance), ("--rel-tolerance", rel_tolerance)):
+            if not value >= 0:
+                raise InputError(f"{flag} must be a number >= 0; got {value}.")
+        report = diff_results(_load_results(base), _load_results(new), tolerance, rel_tolerance=rel_tolerance,
+                              include_timing=include_timing, strict=strict)
+        print(render_diff_table(report))
+        if report.regressions:
+            print(f"{len(report.regressions)} regression(s) of {new} against {base}.")
+    raise typer.Exit(EXIT_FAIL if report.regressions else EXIT_OK)
 
 
 def main() -> None:

@@ -131,12 +131,12 @@ def _result(audit_result: AuditResult, acc: float, thr_min: float = 0.9, status:
 
 def test_diff_finds_each_kind_of_regression(audit_result: AuditResult) -> None:
     base = _result(audit_result, 0.95)
-    assert diff_results(base, _result(audit_result, 0.945)) == []  # within tolerance
-    assert diff_results(base, _result(audit_result, 0.99)) == []  # better
-    kinds = {(r.check, r.kind) for r in diff_results(base, _result(audit_result, 0.93, status="fail", extra=False))}
+    assert diff_results(base, _result(audit_result, 0.945)).regressions == []  # within tolerance
+    assert diff_results(base, _result(audit_result, 0.99)).regressions == []  # better
+    kinds = {(r.check, r.kind) for r in diff_results(base, _result(audit_result, 0.93, status="fail", extra=False)).regressions}
     assert kinds == {("performance", "metric"), ("performance", "status"), ("ood", "check_missing")}
     changed = diff_results(base, _result(audit_result, 0.95, thr_min=0.8))
-    assert [(r.kind, r.item, r.base, r.new) for r in changed] == [("threshold", "accuracy", "min 0.9 (fail)", "min 0.8 (fail)")]
+    assert [(r.kind, r.item, r.base, r.new) for r in changed.regressions] == [("threshold", "accuracy", "min 0.9 (fail)", "min 0.8 (fail)")]
     assert "threshold changed" in render_diff_table(changed)
     with pytest.raises(ValueError, match="'tolerance' parameter"):
         diff_results(base, base, tolerance=-1)
