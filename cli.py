@@ -133,6 +133,19 @@ class _Progress:
             _stderr(text)
 
 
+CHECKS_HELP = ("Run only these checks, e.g. --checks adversarial,corruption (ids: 'deepaudit checks'); thresholds "
+               "on the others are reported as not selected and do not block.")
+
+
+def _selection(checks: str | None) -> list[str] | None:
+    """``--checks ID[,ID...]`` as a list of known check ids (ConfigError, exit 2, for an unknown one)."""
+    if checks is None:
+        return None
+    from audit.config import parse_check_selection
+
+    return parse_check_selection(checks)
+
+
 def _audit_inputs(cfg: Any, config: Path | None) -> dict[str, Path | None]:
     """Every input path of an audit config, by the key that names it (outputs must stay out of them)."""
     inputs: dict[str, Path | None] = {"model.path": cfg.model.path, "--config": config}
@@ -256,6 +269,7 @@ def audit(
     no_html: bool = typer.Option(False, "--no-html", help="Do not write report.html."),
     pdf: Optional[bool] = typer.Option(None, "--pdf/--no-pdf", help="Also write report.pdf (needs headless Chromium)."),
     card: Optional[bool] = typer.Option(None, "--card/--no-card", help="Also write model_card.md and model_card.html."),
+    checks: Optional[str] = typer.Option(None, "--checks", help=CHECKS_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key: --set checks.performance.thresholds.accuracy.min=0.9"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -286,7 +300,7 @@ def audit(
             "device": device, "seed": seed, "batch_size": batch_size, "threads": threads,
             "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
             "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
-            "output.pdf": pdf, "output.card": card,
+            "output.pdf": pdf, "output.card": card, "select": _selection(checks),
         }
         for key, value in data_keys.items():
             overrides[f"data.eval.{key}"] = value
@@ -313,6 +327,7 @@ def demo(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Where trained demo models are kept (default ~/.cache/deepaudit)."),
     only: Optional[str] = typer.Option(None, "--only", help="Audit only these demo models: comma-separated digits, arrests, tweets."),
+    checks: Optional[str] = typer.Option(None, "--checks", help=CHECKS_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key of every demo audit, e.g. --set energy.track=false"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -322,7 +337,9 @@ def demo(
         from audit.demo import demo_threads, parse_only
 
         names = parse_only(only)
-        sets = [*(set_ or []), *([f"threads={threads}"] if threads is not None else [])]
+        selection = _selection(checks)
+        sets = [*(set_ or []), *([f"threads={threads}"] if threads is not None else []),
+                *([f"select={json.dumps(selection)}"] if selection is not None else [])]
         demo_threads(sets)  # bad values exit 2 before any work; training runs with the audit's threads
         _check_outputs(out)
         with _output_lock(out, "deepaudit demo"):
@@ -424,6 +441,7 @@ def compare(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     out: Path = typer.Option(Path("deepaudit-compare"), "--out", "-o", help="Output folder."),
+    checks: Optional[str] = typer.Option(None, "--checks", help=CHECKS_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -434,7 +452,7 @@ def compare(
         from reports.compare import comparison_rows, write_comparison
 
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
-                     "device": device, "threads": threads}
+                     "device": device, "threads": threads, "select": _selection(checks)}
         cfg = load_config(config, overrides, set_)
         inputs = _audit_inputs(cfg, config)
         inputs.update({f"--with {p}": p for p in with_ or []})
@@ -463,6 +481,45 @@ def compare(
             print(f"{kind}: {path}")
         code = max(e.result.summary.exit_code for e in comparison.entries)
     raise typer.Exit(code)
+
+
+@app.command("checks")
+def checks_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List the checks: id, title, what each needs, the input kinds it applies to and what it judges by default."""
+    with _translate_errors():
+        from audit.registry import describe_checks
+
+        rows = describe_checks()
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        from audit.registry import INPUT_KINDS, NEEDS
+
+        def words(items: Any) -> str:
+            return ", ".join(items) or "—"
+
+        table = [("id", "title", "needs", "uses when there", "inputs", "judged by default")]
+        for r in rows:
+            kinds = "any" if set(r["input_kinds"]) == set(INPUT_KINDS) else words(r["input_kinds"])
+            defaults = words(f"{t['metric']} {_bound_text(t)} ({t['level']})" for t in r["default_thresholds"])
+            table.append((r["id"], r["title"], words(r["needs"]), words(r["uses"]), kinds,
+                          defaults if r["default_thresholds"] else "nothing: measured, not judged"))
+        widths = [max(len(row[i]) for row in table) for i in range(5)]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
+        print("\nneeds: the check is skipped (with the reason) without it; uses: used when there, done without otherwise.")
+        for key, text in NEEDS.items():
+            print(f"  {key:<19} {text}")
+        print("Run a few with --checks ID,ID (audit, compare, demo) or 'select: [ID, ...]' in the config; set "
+              "checks.<id>.thresholds.<metric> to judge a metric (docs/config.md lists every metric).")
+
+
+def _bound_text(threshold: dict[str, Any]) -> str:
+    parts = [f"≥ {threshold['min']:g}" if threshold["min"] is not None else "",
+             f"≤ {threshold['max']:g}" if threshold["max"] is not None else ""]
+    return " and ".join(p for p in parts if p)
 
 
 models_app = typer.Typer(

@@ -118,6 +118,27 @@ def check_names(values: list[str] | None, known: list[str] | tuple[str, ...], wh
     return values
 
 
+def split_check_ids(text: str) -> list[str]:
+    """``"adversarial, corruption"`` → ``["adversarial", "corruption"]`` (``--checks`` and a ``select`` string)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_check_selection(text: str, flag: str = "--checks") -> list[str]:
+    """Check ids from ``--checks ID[,ID...]``, each a registered check.
+
+    Raises
+    ------
+    ConfigError
+        No id, or an unknown one (with a did-you-mean and the known ids).
+    """
+    from audit.registry import list_checks
+
+    try:
+        return check_names(split_check_ids(text), list_checks(), "check") or []
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}; 'deepaudit checks' lists them.") from None
+
+
 class Preprocessing(StrictModel):
     """Preprocessing the adapter applies inside the model, so checks work in raw input space."""
 
@@ -299,6 +320,12 @@ class AuditConfig(StrictModel):
                     "OMP_NUM_THREADS when smaller; a larger value is capped at the cores available.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What to write, and where (section `output`).")
     energy: EnergySpec = Field(default_factory=EnergySpec, description="Energy tracking (section `energy`).")
+    select: list[str] | None = Field(
+        default=None,
+        description="Run only these checks (ids, as `deepaudit checks` lists them; `--checks ID,ID` sets it). A "
+                    "selected check runs even if `checks.<id>.enabled` is false; thresholds set on a check that is not "
+                    "selected are listed as not judged (not selected) and never block the gate. Unset: every enabled "
+                    "check runs.")
     checks: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-check settings by check id; a check left out runs with its defaults if it is on by default.",
@@ -316,6 +343,18 @@ class AuditConfig(StrictModel):
                     "disabled, its metric undefined or not reported) does, and an audit where no threshold was "
                     "judged at all: `fail` blocks the gate (exit 1, reported as not judged); `warn` reports it "
                     "and exits 0.")
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select(cls, v: Any) -> Any:
+        return split_check_ids(v) if isinstance(v, str) else v
+
+    @field_validator("select")
+    @classmethod
+    def _known_checks(cls, v: list[str] | None) -> list[str] | None:
+        from audit.registry import list_checks
+
+        return check_names(list(dict.fromkeys(v)), list_checks(), "check") if v is not None else None
 
     @field_validator("device")
     @classmethod
@@ -772,7 +811,7 @@ def _default_text(field: Any) -> str:
 
 def config_reference_markdown() -> str:
     """The key-by-key config reference (``docs/config.md``), generated from the models."""
-    from audit.registry import get_check, list_checks
+    from audit.registry import INPUT_KINDS, NEEDS, get_check, list_checks
 
     sections: list[tuple[str, type[BaseModel], str]] = [
         ("Top level", AuditConfig, ""),
@@ -837,7 +876,11 @@ def config_reference_markdown() -> str:
         defaults = getattr(cls, "default_thresholds", {})
         judged = ("Judged by default: " + ", ".join(f"`{m}` {bound(s)}" for m, s in defaults.items()) + "."
                   if defaults else "Judged by default: nothing (measured, not judged, unless you set a threshold).")
-        lines.extend([f"### `checks.{check_id}` — {cls.title}", "",
+        kinds = "any" if set(cls.input_kinds) == set(INPUT_KINDS) else ", ".join(cls.input_kinds)
+        needs = (f"Needs: {', '.join(NEEDS[n] for n in cls.needs) or 'nothing beyond the model and data.eval'}"
+                 + (f"; uses when there: {', '.join(NEEDS[n] for n in cls.uses)}" if cls.uses else "")
+                 + f". Inputs: {kinds}.")
+        lines.extend([f"### `checks.{check_id}` — {cls.title}", "", needs, "",
                       "Metrics: " + ", ".join(f"`{m}`" for m in cls.metric_names) + ".", "", judged, ""])
         table(cls.Config, f"checks.{check_id}.")
     return "\n".join(lines)

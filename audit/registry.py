@@ -12,7 +12,7 @@ import abc
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from audit.config import CheckConfig
 from audit.errors import ConfigError
@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type[Check]] = {}
 _loaded = False
+
+#: What a check can need from the data or the model (``Check.needs``, ``Check.uses``), as ``deepaudit checks``
+#: lists it. A check without one of its ``needs`` is skipped with the reason; one of its ``uses`` is used when
+#: there and replaced otherwise (e.g. a black-box attack for input gradients).
+NEEDS: dict[str, str] = {
+    "labels": "labels on the evaluation set (data.eval.target)",
+    "reference": "a reference (training) set: data.reference (labelled, for privacy and poisoning)",
+    "ood": "an out-of-distribution set: data.ood",
+    "sensitive_features": "sensitive feature columns: data.eval.sensitive_features",
+    "gradients": "input gradients (a differentiable torch model)",
+    "features": "penultimate features (the input of the model's last Linear layer)",
+    "attention": "attention maps (Transformer, ViT, Hugging Face text models)",
+    "raw_text": "raw text (data.eval.text_column), not token ids",
+    "trainable": "a torch model that can be fine-tuned, or a model.json recipe to retrain",
+}
+#: Every input kind; a check applies to those in ``Check.input_kinds``.
+INPUT_KINDS: tuple[str, ...] = ("image", "tabular", "text", "sequence")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,12 @@ class Check(abc.ABC):
         Names of the metrics ``run`` reports; thresholds may name any of them.
     default_enabled : bool
         Whether the check runs when the config does not mention it.
+    needs : tuple of str
+        Keys of :data:`NEEDS` the check cannot run without (it is skipped, with the reason).
+    uses : tuple of str
+        Keys of :data:`NEEDS` the check uses when they are there, and does without otherwise.
+    input_kinds : tuple of str
+        Input kinds the check applies to; on any other it is skipped.
     """
 
     id: ClassVar[str]
@@ -81,6 +104,9 @@ class Check(abc.ABC):
     Config: ClassVar[type[CheckConfig]] = CheckConfig
     metric_names: ClassVar[tuple[str, ...]] = ()
     default_enabled: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ()
+    uses: ClassVar[tuple[str, ...]] = ()
+    input_kinds: ClassVar[tuple[str, ...]] = INPUT_KINDS
 
     def __init__(self, config: CheckConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -101,6 +127,11 @@ def register_check(check_id: str) -> Callable[[type[Check]], type[Check]]:
     def deco(cls: type[Check]) -> type[Check]:
         if check_id in _REGISTRY and _REGISTRY[check_id] is not cls:
             raise ValueError(f"check {check_id!r} is registered twice")
+        unknown = [n for n in (*cls.needs, *cls.uses) if n not in NEEDS] + [
+            k for k in cls.input_kinds if k not in INPUT_KINDS]
+        if unknown:
+            raise ValueError(f"check {check_id!r} declares unknown needs or input kinds {unknown}; "
+                             f"choose from {', '.join(NEEDS)} and {', '.join(INPUT_KINDS)}")
         cls.id = check_id
         _REGISTRY[check_id] = cls
         return cls
@@ -138,3 +169,22 @@ def get_check(check_id: str) -> type[Check]:
 
 def check_config_class(check_id: str) -> type[CheckConfig]:
     return get_check(check_id).Config
+
+
+def describe_checks() -> list[dict[str, Any]]:
+    """Every registered check as plain data, in registry order (``deepaudit checks``, ``--json``): id, title,
+    category, what it needs and uses (``NEEDS`` key → text), the input kinds it applies to, whether it runs by
+    default, its metric names and its built-in thresholds (``default_thresholds``)."""
+    rows = []
+    for check_id in list_checks():
+        cls = get_check(check_id)
+        defaults = getattr(cls, "default_thresholds", {})
+        rows.append({
+            "id": check_id, "title": cls.title, "category": cls.category,
+            "needs": {n: NEEDS[n] for n in cls.needs}, "uses": {n: NEEDS[n] for n in cls.uses},
+            "input_kinds": list(cls.input_kinds), "default_enabled": cls.default_enabled,
+            "metrics": list(cls.metric_names),
+            "default_thresholds": [{"metric": m, "min": t.min, "max": t.max, "level": t.level}
+                                   for m, t in defaults.items()],
+        })
+    return rows

@@ -17,6 +17,7 @@ included.
 
 2.1: ``Provenance.execution``: the thread counts the audit computed with (``audit.threads``) and the
 executor that ran its checks.
+2.2: ``NotJudged.deselected`` (a threshold on a check left out by ``select`` / ``--checks``: listed, never blocking).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -232,6 +233,8 @@ class NotJudged(_Frozen):
     reason: str = Field(description="Why it could not be judged (check skipped or disabled, metric undefined, ...).")
     blocking: bool = Field(description="True for a 'fail' threshold from the config while on_not_judged is 'fail': "
                                        "the audit then exits 1.")
+    deselected: bool = Field(default=False, description="Its check was not selected (select, --checks): left out by "
+                                                         "intent, listed but never blocking and never a warning.")
 
 
 class Summary(_Frozen):
@@ -349,10 +352,10 @@ def summarise(checks: list[CheckResult], *, on_not_judged: Literal["fail", "warn
                             reason=t.note or "",
                             blocking=t.level == "fail" and t.source == "config" and on_not_judged == "fail")
                   for c in checks for t in c.thresholds if not is_judged(t)]
-    not_judged += [u.model_copy(update={"blocking": u.level == "fail" and u.source == "config" and on_not_judged == "fail"})
-                   for u in unrun or []]
+    not_judged += [u.model_copy(update={"blocking": u.level == "fail" and u.source == "config" and on_not_judged == "fail"
+                                               and not u.deselected}) for u in unrun or []]
     blocked = any(u.blocking for u in not_judged) or (not judged and on_not_judged == "fail")
-    soft = any(u.level == "fail" and u.source == "config" for u in not_judged) or not judged
+    soft = any(u.level == "fail" and u.source == "config" and not u.deselected for u in not_judged) or not judged
     if counts["error"]:
         status, code = "error", 3
     elif counts["fail"]:

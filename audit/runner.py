@@ -149,7 +149,10 @@ def _dry_run(adapter: ModelAdapter, ds: AuditDataset) -> None:
 
 
 def enabled_checks(cfg: AuditConfig) -> list[str]:
-    """Check ids to run, in registry order."""
+    """Check ids to run, in registry order: the selected ones (``select``, ``--checks``) when there is a
+    selection — selecting a check runs it whatever its ``enabled`` says —, else every enabled check."""
+    if cfg.select is not None:
+        return [check_id for check_id in list_checks() if check_id in cfg.select]
     out = []
     for check_id in list_checks():
         section = cfg.checks.get(check_id)
@@ -273,19 +276,23 @@ def not_run_outcomes(thresholds: dict[str, ThresholdSpec], reason: str) -> list[
 
 
 def unrun_thresholds(cfg: AuditConfig, ran: set[str]) -> list[NotJudged]:
-    """Thresholds the config sets on checks that do not run at all (disabled, or off by default)."""
+    """Thresholds the config sets on checks that do not run at all: disabled, off by default, or not selected
+    (``select``, ``--checks``). Those of checks not selected are marked ``deselected``: left out by intent,
+    they are listed but never block the gate or warn."""
     out = []
     for check_id, section in cfg.checks.items():
         if check_id in ran or not section or not section.get("thresholds"):
             continue
+        deselected = cfg.select is not None and check_id not in cfg.select
         explicitly = section.get("enabled", True) is False
-        reason = ("the check is disabled (enabled: false)" if explicitly else
+        reason = (f"not selected (select / --checks: {', '.join(cfg.select or [])})" if deselected else
+                  "the check is disabled (enabled: false)" if explicitly else
                   f"the check did not run (off by default: set checks.{check_id}.enabled: true)")
         for metric, spec in (section.get("thresholds") or {}).items():
             level = spec.get("level", "fail") if isinstance(spec, dict) else "fail"
             bounds = {k: spec.get(k) for k in ("min", "max")} if isinstance(spec, dict) else {}
             out.append(NotJudged(check=check_id, metric=metric, level=level, source="config", reason=reason,
-                                 blocking=False, **bounds))
+                                 blocking=False, deselected=deselected, **bounds))
     return out
 
 

@@ -268,7 +268,7 @@ def top_risks(result: AuditResult, limit: int = 5) -> list[dict[str, str]]:
             ranked.append((3, i, {**where, "status": "warn", "text": check.summary}))
     ran = {c.id for c in result.checks}
     for u in summary.not_judged:
-        if u.check not in ran:
+        if u.check not in ran and not u.deselected:  # a check left out by --checks is no risk
             ranked.append((1 if u.blocking else 2, len(result.checks) + 1,
                            {"check": u.check, "anchor": "overview", "status": "not_judged" if u.blocking else "warn",
                             "text": describe_not_judged(u)}))
@@ -367,7 +367,8 @@ def verdict(result: AuditResult) -> str:
     probed = result.probe is not None and bool(result.probe.findings)
     if probed and status == "warn" and k == 0:  # the warning is the probe's alone
         text = "the model probe raised a warning; no check warned or failed"
-    soft = status == "warn" and any(u.level == "fail" and u.source == "config" for u in summary.not_judged)
+    soft = status == "warn" and any(u.level == "fail" and u.source == "config" and not u.deselected
+                                    for u in summary.not_judged)
     if soft and k == 0 and not probed:  # the warning is the unjudged fail thresholds' alone
         text = "no check warned or failed"
     extra = [f"{counts[s]} {label}" for s, label in
@@ -379,6 +380,11 @@ def verdict(result: AuditResult) -> str:
         text += "; the model probe raised a warning"
     if soft:
         text += "; fail thresholds that could not be judged are warnings (on_not_judged: warn)"
+    deselected = [u for u in summary.not_judged if u.deselected]
+    if deselected:
+        k = len({u.check for u in deselected})
+        text += (f"; thresholds on {k} check{'s' if k != 1 else ''} not selected (--checks) were not judged: "
+                 f"{', '.join(dict.fromkeys(u.check for u in deselected))}")
     return f"{status_word(status)} — {text}"
 
 

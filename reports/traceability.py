@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from audit.results import STATUS_ORDER, AuditResult, CheckResult
+from audit.results import AuditResult, CheckResult
 
 DATA_FILE = "data/traceability.yaml"
 
@@ -49,19 +49,46 @@ class Mapping:
         return tuple(self.requirements[i] for i in sorted(ordered, key=order.index))
 
 
+#: Precedence of the statuses a requirement can take from its applicable checks, least severe first. A
+#: ``fail`` threshold set in the config that could not be judged while it blocks the gate makes its check
+#: count as ``not_judged`` (after ``fail``, before ``warn``, as in the audit's verdict).
+TRACE_ORDER = {"pass": 0, "measured": 1, "warn": 2, "not_judged": 3, "fail": 4, "error": 5}
+
+
 @dataclass(frozen=True)
 class TraceRow:
-    """A row of the report's traceability table: a requirement and the checks evidencing it."""
+    """A row of the report's traceability table: a requirement and the checks evidencing it.
+
+    ``not_judged`` holds the ids of checks with a blocking ``fail`` threshold that could not be judged.
+    """
 
     requirement: Requirement
     checks: list[CheckResult] = field(default_factory=list)
+    not_judged: frozenset[str] = frozenset()
+
+    def check_status(self, check: CheckResult) -> str:
+        """The status a check lends the requirement: its own, or ``not_judged`` for a check that did not
+        fail or crash but left a blocking threshold unjudged (a skipped check included)."""
+        if check.status not in ("fail", "error") and check.id in self.not_judged:
+            return "not_judged"
+        return check.status
+
+    @property
+    def skipped(self) -> list[CheckResult]:
+        """Checks that did not apply (and leave nothing unjudged): listed, never deciding the status."""
+        return [c for c in self.checks if self.check_status(c) == "skipped"]
 
     @property
     def status(self) -> str:
-        """Worst status of the checks; ``"not tested"`` when none ran."""
+        """The worst status (``TRACE_ORDER``) of the applicable checks — skipped ones do not apply and are
+        left out, so 10 passed and 2 skipped is ``pass``; ``"skipped"`` when every check was skipped;
+        ``"not tested"`` when no check of this audit evidences the requirement."""
         if not self.checks:
             return "not tested"
-        return max((c.status for c in self.checks), key=STATUS_ORDER.__getitem__)
+        applicable = [self.check_status(c) for c in self.checks if self.check_status(c) != "skipped"]
+        if not applicable:
+            return "skipped"
+        return max(applicable, key=TRACE_ORDER.__getitem__)
 
 
 def parse_mapping(data: dict[str, Any]) -> Mapping:
@@ -115,7 +142,8 @@ def trace_rows(result: AuditResult) -> list[TraceRow]:
     table also shows what this audit does *not* cover.
     """
     mapping = load_mapping()
-    rows = {rid: TraceRow(req) for rid, req in mapping.requirements.items()}
+    blocked = frozenset(u.check for u in result.summary.not_judged if u.blocking)
+    rows = {rid: TraceRow(req, not_judged=blocked) for rid, req in mapping.requirements.items()}
     for check in result.checks:
         for req in mapping.for_check(check.id, check.category):
             rows[req.id].checks.append(check)

@@ -77,6 +77,8 @@ class AdversarialRobustness(Check):
 
     category = "robustness"
     title = "Adversarial robustness"
+    needs = ("labels",)
+    uses = ("gradients",)
     Config = AdversarialConfig
     metric_names = ("robust_accuracy", "clean_accuracy", "attack_success_rate", "safeguards_tripped",
                     "accuracy_under_attack", "mean_perturbation", "flip_rate")

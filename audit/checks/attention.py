@@ -90,6 +90,7 @@ class Attention(Check):
 
     category = "explainability"
     title = "Attention maps and attention rollout"
+    needs = ("attention",)
     Config = AttentionConfig
     metric_names = ("attention_entropy", "rollout_deletion_auc", "rollout_insertion_auc", "rollout_faithfulness_gap")
 

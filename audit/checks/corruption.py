@@ -54,6 +54,8 @@ class CorruptionRobustness(Check):
 
     category = "robustness"
     title = "Robustness to common corruptions"
+    needs = ("labels",)
+    input_kinds = ("image", "tabular", "text")
     Config = CorruptionConfig
     metric_names = ("clean_accuracy", "mce", "relative_mce", "worst_accuracy", "accuracy", "ece")
     #: Built-in condition (warn): corruptions raise the error by more than 20 points on average over the clean error.

@@ -112,6 +112,8 @@ class CounterfactualText(Check):
 
     category = "fairness"
     title = "Counterfactual identity-term swaps (text)"
+    needs = ("raw_text",)
+    input_kinds = ("text",)
     Config = CounterfactualConfig
     metric_names = ("counterfactual_flip_rate", "counterfactual_score_shift", "counterfactual_abs_score_shift")
     default_thresholds = {"counterfactual_flip_rate": ThresholdSpec(max=0.05, level="warn")}

@@ -70,6 +70,8 @@ class Drift(Check):
 
     category = "shift"
     title = "Data drift (reference vs evaluation)"
+    needs = ("reference",)
+    input_kinds = ("tabular",)
     Config = DriftConfig
     metric_names = ("share_drifted", "max_psi", "psi", "p_value")
     #: Built-in condition (warn): any feature whose shift is significant at the false discovery rate ``alpha``.

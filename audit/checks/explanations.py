@@ -112,6 +112,7 @@ class Explanations(Check):
 
     category = "explainability"
     title = "Explanations and their faithfulness"
+    uses = ("gradients", "reference")
     Config = ExplanationsConfig
     metric_names = ("faithfulness_gap", "methods_failing_sanity", "ig_completeness_error", "shap_efficiency_error",
                     "deletion_auc", "insertion_auc", "infidelity", "sensitivity", "randomization_similarity", "agreement")

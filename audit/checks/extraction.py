@@ -198,6 +198,8 @@ class ModelExtraction(Check):
 
     category = "privacy"
     title = "Model extraction (confidentiality)"
+    uses = ("labels",)
+    input_kinds = ("image", "tabular", "sequence")
     Config = ExtractionConfig
     metric_names = ("extraction_fidelity", "thief_accuracy", "victim_accuracy")
 

@@ -248,6 +248,8 @@ class GroupMetrics(Check):
 
     category = "fairness"
     title = "Group fairness"
+    needs = ("labels", "sensitive_features")
+    uses = ("reference",)
     Config = FairnessConfig
     metric_names = GAPS + ("selection_rate", "tpr", "fpr", "ppv", "accuracy", "mean_score", "observed_rate")
     default_thresholds = {

@@ -60,6 +60,7 @@ class OODDetection(Check):
 
     category = "ood"
     title = "Out-of-distribution detection"
+    uses = ("ood", "features")
     Config = OODConfig
     metric_names = ("worst_auroc", "auroc", "aupr", "fpr95")
     #: Built-in condition (warn): on the hardest OOD set even the best score separates it from the evaluation

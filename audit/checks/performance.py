@@ -221,6 +221,7 @@ class Performance(Check):
 
     category = "performance"
     title = "Predictive performance and calibration"
+    needs = ("labels",)
     Config = PerformanceConfig
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "min_class_recall", "precision", "recall",
                     "baseline_accuracy", "baseline_p_value", "chance_p_value", "informative_p_value",

@@ -118,6 +118,8 @@ class BackdoorSimulation(Check):
 
     category = "poisoning"
     title = "Backdoor poisoning simulation"
+    needs = ("labels", "reference", "trainable")
+    input_kinds = ("image", "tabular")
     Config = BackdoorSimulationConfig
     metric_names = ("asr_at_lowest_rate", "asr_at_highest_rate", "attack_success_rate", "clean_accuracy")
     #: A pipeline that learns the backdoor from the smallest poison rate (1% by default) is easy to poison.
@@ -325,6 +327,9 @@ class BackdoorScan(Check):
 
     category = "poisoning"
     title = "Backdoor scan"
+    needs = ("gradients",)
+    uses = ("reference", "features")
+    input_kinds = ("image", "tabular")
     Config = BackdoorScanConfig
     metric_names = ("anomaly_index", "suspected_classes", "flagged_samples", "trigger_mask_l1", "class_anomaly_index")
     #: MAD anomaly index > 3 (Wang et al. 2019 use 2, which clean 10-class models reach by chance; see the method).

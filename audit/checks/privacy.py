@@ -115,6 +115,7 @@ class MembershipInference(Check):
 
     category = "privacy"
     title = "Membership inference (confidentiality)"
+    needs = ("labels", "reference")
     Config = PrivacyConfig
     metric_names = ("membership_auc", "membership_advantage", "gap_attack_advantage", "attack_auc",
                     "attack_advantage", "strongest_attack_auc")

@@ -69,7 +69,7 @@ def test_parse_mapping_rejects_undefined_requirements() -> None:
         parse_mapping(data)
 
 
-def test_trace_rows_take_the_worst_status() -> None:
+def test_trace_rows_take_the_worst_status_of_the_applicable_checks() -> None:
     from tests.reports.conftest import build_result
     result = build_result().model_copy(update={"checks": [_check("performance", "performance", "pass"),
                                                           _check("robustness.x", "robustness", "fail")]})
@@ -77,6 +77,62 @@ def test_trace_rows_take_the_worst_status() -> None:
     assert rows["EU AI Act Art. 15(1)"].status == "fail"
     assert rows["EU AI Act Art. 15(3)"].status == "pass"
     assert rows["NIST AI RMF MEASURE 2.12"].status == "not tested"
+
+
+def _trace(checks: list[CheckResult], not_judged: list | None = None) -> dict:  # noqa: ANN001
+    from audit.results import NotJudged
+    from tests.reports.conftest import build_result
+    result = build_result()
+    blocked = [NotJudged(check=c, metric="m", min=0.5, level="fail", source="config", reason="r", blocking=True)
+               for c in not_judged or []]
+    result = result.model_copy(update={"checks": checks, "summary": result.summary.model_copy(
+        update={"not_judged": blocked})})
+    return {r.requirement.id: r for r in trace_rows(result)}
+
+
+ALL = "EU AI Act Art. 9(6)"  # every mapped check evidences it (all_checks)
+#: Ids of 12 mapped checks, so a requirement in all_checks has 12 checks.
+TWELVE = ["performance", "fairness.group_metrics", "fairness.counterfactual_text", "adversarial", "corruption",
+          "drift", "efficiency", "explanations", "ood", "privacy", "privacy.extraction", "poisoning.backdoor_scan"]
+
+
+def test_a_requirement_passes_when_its_applicable_checks_passed_and_lists_the_skipped_ones() -> None:
+    checks = [_check(c, "x", "skipped" if c in ("drift", "fairness.counterfactual_text") else "pass") for c in TWELVE]
+    row = _trace(checks)[ALL]
+    assert len(row.checks) == 12 and row.status == "pass"  # 10 passed, 2 skipped: the SKIPPED was wrong
+    assert [c.id for c in row.skipped] == ["fairness.counterfactual_text", "drift"]
+    html = render_html(build_with(checks))
+    table = html[html.index('<section id="traceability"'):]
+    assert re.search(rf"{re.escape(ALL)}</th>.*?badge-pass.*?\(2 skipped: .*?fairness.counterfactual_text.*?drift",
+                     table[:table.index("</table>")], re.S)
+
+
+def build_with(checks: list[CheckResult]) -> AuditResult:
+    from audit.results import summarise
+    from tests.reports.conftest import build_result
+    return build_result().model_copy(update={"checks": checks, "summary": summarise(checks)})
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    (["skipped", "skipped"], "skipped"),                 # nothing applied
+    (["pass", "measured", "skipped"], "measured"),       # a measured check is evidence, not a pass
+    (["pass", "warn", "measured"], "warn"),
+    (["pass", "fail", "warn", "skipped"], "fail"),
+    (["fail", "error", "pass"], "error"),
+    (["pass"], "pass"),
+])
+def test_trace_status_precedence(statuses: list[str], expected: str) -> None:
+    checks = [_check(c, "x", s) for c, s in zip(TWELVE, statuses)]
+    assert _trace(checks)[ALL].status == expected
+
+
+def test_a_blocking_unjudged_threshold_makes_its_requirement_not_judged_even_when_the_check_was_skipped() -> None:
+    checks = [_check("performance", "performance", "pass"), _check("drift", "shift", "skipped"),
+              _check("adversarial", "robustness", "warn")]
+    assert _trace(checks, not_judged=["drift"])[ALL].status == "not_judged"     # above warn, pass and skipped
+    assert _trace(checks, not_judged=["drift"])["EU AI Act Art. 15(4)"].status == "not_judged"
+    assert _trace(checks + [_check("ood", "ood", "fail")], not_judged=["drift"])[ALL].status == "fail"
+    assert _trace(checks)[ALL].status == "warn"
 
 
 def test_report_has_traceability_right_after_page_one_and_per_check(html_report: str) -> None:

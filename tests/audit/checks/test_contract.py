@@ -48,6 +48,8 @@ IMAGE_NOT_EMITTED = {
 #: Checks that do not apply to the image setting (a CNN has no attention; no text to swap identity terms in;
 #: per-feature drift tests are for tabular data).
 IMAGE_SKIPPED = {"explanations.attention", "fairness.counterfactual_text", "drift"}
+#: What the image setting lacks of ``audit.registry.NEEDS``: a CNN has no attention maps and no raw text.
+IMAGE_LACKS = {"attention", "raw_text"}
 #: Declared names the text checks cannot emit, and why.
 TEXT_NOT_EMITTED = {
     "adversarial": {"attack_success_rate": "L∞/L2 attacks only; text models get the character-edit flip_rate",
@@ -58,7 +60,7 @@ TEXT_NOT_EMITTED = {
 
 
 def only(*check_ids: str) -> list[str]:
-    return [f"checks.{c}.enabled=false" for c in list_checks() if c not in check_ids]
+    return [f"select=[{', '.join(check_ids)}]"]
 
 
 def assert_contract(result, skipped_ok: set[str], not_emitted: dict[str, dict[str, str]]) -> None:  # noqa: ANN001
@@ -111,6 +113,40 @@ def image_audit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 def test_every_check_emits_exactly_its_declared_metrics_on_an_image_model(image_audit) -> None:  # noqa: ANN001
     assert {r.id for r in image_audit.checks} == set(list_checks())
     assert_contract(image_audit, IMAGE_SKIPPED, IMAGE_NOT_EMITTED)
+
+
+def test_the_checks_skipped_on_an_image_model_are_those_whose_declared_needs_it_lacks(image_audit) -> None:  # noqa: ANN001
+    """``Check.needs`` and ``Check.input_kinds`` (what ``deepaudit checks`` lists) match what the checks do."""
+    declared = {c for c in list_checks() if "image" not in get_check(c).input_kinds
+                or set(get_check(c).needs) & IMAGE_LACKS}
+    assert declared == IMAGE_SKIPPED == {r.id for r in image_audit.checks if r.status == "skipped"}
+
+
+def test_checks_that_declare_labels_a_reference_set_or_sensitive_features_are_skipped_without_them(
+        tmp_path: Path) -> None:
+    """Unlabelled evaluation data, no reference set, no sensitive column: every check that declares one of
+    them in ``needs`` is skipped with a reason naming what is missing; the others run."""
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mlp.safetensors"
+    save_file(TinyMLP().state_dict(), str(weights))
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(40, 4)).astype(np.float32), columns=["f1", "f2", "f3", "f4"]).to_csv(
+        tmp_path / "eval.csv", index=False)
+    missing = {"labels": "no labels", "reference": "reference", "sensitive_features": "sensitive"}
+    needing = [c for c in list_checks() if set(get_check(c).needs) & set(missing)]
+    assert {"performance", "privacy", "drift", "fairness.group_metrics", "poisoning.backdoor_simulation"} <= set(needing)
+    cfg = load_config(None, {"model.path": str(weights), "model.class": TINY_MLP_CLASS, "device": "cpu",
+                             "data.eval.path": str(tmp_path / "eval.csv"), "output.dir": str(tmp_path / "out")},
+                      [*FAST, "data.eval.target=null", *only(*needing, "efficiency")])
+    result = run_audit(cfg)
+    assert result.check("efficiency").status != "skipped"
+    for cid in needing:
+        r = result.check(cid)
+        assert r.status == "skipped", (cid, r.status, r.summary)
+        assert any(missing[n] in r.skip_reason for n in get_check(cid).needs if n in missing), (cid, r.skip_reason)
 
 
 def test_tabular_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
