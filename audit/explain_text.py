@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from audit.text_scorer import text_scorer
+
 _WORD = re.compile(r"\w+")
 
 
@@ -61,21 +63,22 @@ def mask_token_of(adapter: Any) -> str:
     return "..."
 
 
-@torch.no_grad()
 def predict_texts(adapter: Any, texts: Sequence[str], batch_size: int = 256,
                   output: Literal["logits", "probs"] = "probs") -> np.ndarray:
-    """Logits or probabilities of raw strings through the adapter, in batches on its device."""
-    outs = []
-    for i in range(0, len(texts), batch_size):
-        logits = adapter.logits([str(t) for t in texts[i : i + batch_size]]).float()
-        outs.append(torch.softmax(logits, 1) if output == "probs" else logits)
-    return torch.cat(outs).cpu().numpy().astype(np.float64)
+    """Logits or probabilities of raw strings, float64, each unique string scored once, in batches.
+
+    ``adapter`` is a text adapter, or a :class:`~audit.text_scorer.TextScorer` over one whose cache
+    the caller shares between calls (then ``batch_size`` is the scorer's).
+    """
+    scorer = text_scorer(adapter, batch_size)
+    return scorer.probs(texts) if output == "probs" else scorer.logits(texts)
 
 
 def deletion_insertion(adapter: Any, texts: Sequence[str], target: np.ndarray, attrs: Sequence[np.ndarray],
                        mask_token: str, n_steps: int = 16, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Target probability as words are masked (deletion) or unmasked (insertion), most important first.
 
+    ``adapter`` may be a :class:`~audit.text_scorer.TextScorer` (texts it has scored are not scored again).
     Returns two ``(n_steps + 1, n)`` arrays, like :func:`audit.explain.deletion_insertion`.
     """
     fractions = np.linspace(0, 1, n_steps + 1)
@@ -99,17 +102,22 @@ def deletion_insertion(adapter: Any, texts: Sequence[str], target: np.ndarray, a
 # ------------------------------------------------------------------------------- gradient-free
 def lime_text(adapter: Any, texts: Sequence[str], target: np.ndarray, *, mask_token: str, n_samples: int = 256,
               seed: int = 0, batch_size: int = 256) -> list[np.ndarray]:
-    """LIME's text explainer over word positions; one weight per word of each text."""
+    """LIME's text explainer over word positions; one weight per word of each text.
+
+    The perturbed texts go through one :class:`~audit.text_scorer.TextScorer` (``adapter`` itself when it
+    is one): a text LIME draws again, or that another text's perturbations already gave, is not scored again.
+    """
     from lime.lime_text import LimeTextExplainer
 
     explainer = LimeTextExplainer(class_names=None, split_expression=r"\W+", bow=False, mask_string=mask_token,
                                   feature_selection="none", random_state=seed)
+    scorer = text_scorer(adapter, batch_size)
     out = []
     for text, t in zip(texts, target):
         n_words = len(word_spans(text))
         weights = np.zeros(n_words)
         if n_words:
-            exp = explainer.explain_instance(text, lambda batch: predict_texts(adapter, batch, batch_size),
+            exp = explainer.explain_instance(text, scorer.probs,
                                              labels=(int(t),), num_features=n_words, num_samples=n_samples)
             if len(exp.domain_mapper.indexed_string.inverse_vocab) != n_words:
                 raise RuntimeError("LIME split the text into other words than the audit's word splitter")
@@ -128,31 +136,35 @@ def kernel_shap(adapter: Any, texts: Sequence[str], target: np.ndarray, *, mask_
     values, the base values (the logit of the fully masked text) and the logits of the texts, so that
     ``values[i].sum() == fx[i] - base[i]`` (SHAP's efficiency). With ``n_samples >= 2**words - 2``
     the coalitions are enumerated and the values are the exact Shapley values.
+
+    Every model call goes through one :class:`~audit.text_scorer.TextScorer` (``adapter`` itself when
+    it is one): the fully masked text (the background), the text itself and a coalition met before are
+    answered from its cache.
     """
     import shap
 
-    from audit.explain_blackbox import pick_class, seeded_numpy
+    from audit.explain_blackbox import pick_class, quiet_shap, seeded_numpy
 
+    scorer = text_scorer(adapter, batch_size)
     values: list[np.ndarray] = []
     base: list[float] = []
-    with seeded_numpy(seed):
+    with seeded_numpy(seed), quiet_shap():
         for text, t in zip(texts, target):
             spans = word_spans(text)
             if not spans:
-                logit = predict_texts(adapter, [text], batch_size, output="logits")[0, int(t)]
+                logit = scorer.logits([text])[0, int(t)]
                 values.append(np.zeros(0))
                 base.append(float(logit))
                 continue
 
             def f(masks: np.ndarray, text: str = text, spans: list[tuple[int, int]] = spans) -> np.ndarray:
-                batch = [mask_words(text, spans, row > 0.5, mask_token) for row in masks]
-                return predict_texts(adapter, batch, batch_size, output="logits")
+                return scorer.logits([mask_words(text, spans, row > 0.5, mask_token) for row in masks])
 
             explainer = shap.KernelExplainer(f, np.zeros((1, len(spans))))
             v = explainer.shap_values(np.ones((1, len(spans))), nsamples=n_samples, l1_reg=0, silent=True)
             values.append(pick_class(v, np.array([int(t)]))[0].astype(np.float64))
             base.append(float(np.asarray(explainer.expected_value).reshape(-1)[int(t)]))
-    fx_arr = predict_texts(adapter, list(texts), batch_size, output="logits")[np.arange(len(texts)), target]
+    fx_arr = scorer.logits(list(texts))[np.arange(len(texts)), target]
     return values, np.array(base), fx_arr
 
 

@@ -30,6 +30,7 @@ from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import wilson_interval
+from audit.text_scorer import TextScorer
 from models.adapter import ModelAdapter
 
 
@@ -297,9 +298,9 @@ class AdversarialRobustness(Check):
         y = y_all[rows]
         m = len(rows)
 
-        def proba(batch: list[str]) -> np.ndarray:
-            return torch.softmax(adapter.predict_logits(batch, batch_size=ctx.batch_size), dim=1).numpy()
-
+        # The search proposes the same edited text more than once, and the final texts were all scored
+        # during it: each unique text reaches the model once (audit.text_scorer).
+        proba = TextScorer(adapter, ctx.batch_size).probs
         adv, edits = char_edit_attack(proba, texts, y, budget=cfg.text_edit_budget, candidates=cfg.text_candidates,
                                       seed=int(rng.integers(0, 2**31)))
         clean = ctx.y_pred()[rows] == y

@@ -36,6 +36,7 @@ from audit.errors import InputError, SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import bootstrap_index_chunks, percentile_interval
+from audit.text_scorer import TextScorer
 
 
 class CounterfactualConfig(CheckConfig):
@@ -138,6 +139,7 @@ class CounterfactualText(Check):
         metrics: list[Metric] = []
         rows: list[list] = []
         examples: list[list] = []
+        scorer = TextScorer(adapter, ctx.batch_size)  # a swapped text repeated in the data is scored once
         for axis, groups in terms.items():
             for a, words_a in groups.items():
                 for b, words_b in groups.items():
@@ -151,7 +153,7 @@ class CounterfactualText(Check):
                         rows.append([axis, a, b, 0, None, None, None])
                         continue
                     swapped = [swap(texts[i], pattern, mapping) for i in idx]
-                    cf = torch.softmax(adapter.predict_logits(swapped, batch_size=ctx.batch_size).double(), 1).numpy()
+                    cf = torch.softmax(torch.from_numpy(scorer.logits(swapped)), 1).numpy()
                     if cfg.positive_class is not None and cfg.positive_class >= k:
                         raise InputError(f"The 'positive_class' parameter of fairness.counterfactual_text must be "
                                          f"below {k}. Got {cfg.positive_class} instead.")

@@ -25,6 +25,7 @@ from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.text_scorer import TextScorer
 
 MethodName = Literal["integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"]
 GRADIENT_METHODS = ("integrated_gradients", "saliency", "gradient_shap", "shap")
@@ -325,6 +326,15 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
                                    "adapter.token_offsets), so token attributions cannot be mapped to words; the "
                                    "gradient-free methods explain it instead")
 
+    # One memoising scorer per model state for this run: LIME, KernelSHAP and the curves share the
+    # model's scores of repeated texts; the randomised copy gets its own (see audit.text_scorer).
+    scorers: dict[int, TextScorer] = {}
+
+    def scorer_of(a: Any) -> TextScorer:
+        if id(a) not in scorers:
+            scorers[id(a)] = TextScorer(a, bs)
+        return scorers[id(a)]
+
     def attribute(a: Any, method: str, record: bool) -> list[np.ndarray]:
         if method in ("integrated_gradients", "saliency"):
             words, delta, gap = T.embedding_attributions(a, texts, target, method, n_steps=cfg.n_steps,
@@ -336,10 +346,11 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
                     method=f"mean |sum of IG attributions - (f(x) - f(baseline))| relative to mean |f(x) - f(baseline)| "
                            f"on the target logit, over the input embeddings, {cfg.n_steps} steps (Captum convergence delta)"))
             return words
+        scorer = scorer_of(a)
         if method == "lime":
-            return T.lime_text(a, texts, target, mask_token=mask, n_samples=cfg.n_lime_samples, seed=seed, batch_size=bs)
-        values, base, fx = T.kernel_shap(a, texts, target, mask_token=mask, n_samples=cfg.n_kernel_samples, seed=seed,
-                                         batch_size=bs)
+            return T.lime_text(scorer, texts, target, mask_token=mask, n_samples=cfg.n_lime_samples, seed=seed)
+        values, base, fx = T.kernel_shap(scorer, texts, target, mask_token=mask, n_samples=cfg.n_kernel_samples,
+                                         seed=seed)
         if record:
             out.head.append(Metric(
                 name="shap_efficiency_error", n=len(texts), higher_is_better=False,
@@ -355,7 +366,7 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
         if method in out.skipped:
             continue
         words = attribute(adapter, method, True)
-        dele, ins = T.deletion_insertion(adapter, texts, target, words, mask, cfg.curve_steps, bs)
+        dele, ins = T.deletion_insertion(scorer_of(adapter), texts, target, words, mask, cfg.curve_steps)
         rand_sim = None
         if randomized is not None:
             rand_sim = _agreement(_abs(words), _abs(attribute(randomized, method, False)))
