@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--kernel-samples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--text-words", default="2-6", help="words per benchmark sentence, MIN-MAX (e.g. 12-20)")
+    parser.add_argument("--only", default="", help="comma-separated substrings: run only the methods whose name has one")
     args = parser.parse_args()
     import shap
     from captum.attr import GradientShap, IntegratedGradients, LayerIntegratedGradients, Saliency
@@ -74,7 +76,7 @@ def main() -> None:
     from sklearn.datasets import load_digits
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "assets"))
-    from tiny_text import sentences, tiny_bert
+    from tiny_text import WORDS, sentences, tiny_bert
 
     from models.adapter import HFTextAdapter
 
@@ -157,7 +159,10 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tok = tiny_bert()
     bert = HFTextAdapter(model, tok, device=dev)
-    texts = sentences(n, seed=0)
+    lo, hi = (int(v) for v in args.text_words.split("-"))
+    rng = np.random.default_rng(0)
+    texts = sentences(n, seed=0) if (lo, hi) == (2, 6) else [
+        " ".join(rng.choice(WORDS, int(rng.integers(lo, hi + 1)))) for _ in range(n)]
     with torch.no_grad():
         tgt_x = bert.logits(texts).argmax(1).cpu().numpy()
 
@@ -177,6 +182,22 @@ def main() -> None:
             for j, v in e.local_exp[int(tgt_x[i])]:
                 w[j] = v
             out.append(w)
+        return out
+
+    def usual_kernel_text(k: int) -> list[np.ndarray]:
+        np.random.seed(1)
+        out = []
+        for i in range(k):
+            spans = T.word_spans(texts[i])
+
+            def f(masks: np.ndarray, text: str = texts[i], spans: list[tuple[int, int]] = spans) -> np.ndarray:
+                batch = [T.mask_words(text, spans, row > 0.5, "[MASK]") for row in masks]
+                with torch.no_grad():
+                    return model(**tok(batch, padding=True, return_tensors="pt").to(dev)).logits.cpu().numpy()
+
+            values = shap.KernelExplainer(f, np.zeros((1, len(spans)))).shap_values(
+                np.ones((1, len(spans))), nsamples=args.kernel_samples, l1_reg=0, silent=True)
+            out.append(B.pick_class(values, tgt_x[i : i + 1])[0])
         return out
 
     def usual_text_ig(k: int) -> np.ndarray:
@@ -216,12 +237,18 @@ def main() -> None:
         ("lime (text)",
          lambda k: T.lime_text(bert, texts[:k], tgt_x[:k], mask_token="[MASK]", n_samples=args.lime_samples, seed=1),
          usual_lime_text, "lime"),
+        ("kernel_shap (text, words)",
+         lambda k: T.kernel_shap(bert, texts[:k], tgt_x[:k], mask_token="[MASK]", n_samples=args.kernel_samples,
+                                 seed=1)[0], usual_kernel_text, "shap"),
         ("integrated_gradients (text, embeddings)",
          lambda k: T.embedding_attributions(bert, texts[:k], tgt_x[:k], "integrated_gradients", n_steps=args.steps,
                                             baseline_token_id=tok.mask_token_id)[0],
          usual_text_ig, "captum LayerIntegratedGradients"),
     ]
-    print(f"device {dev}, torch threads {torch.get_num_threads()}, N = {n} inputs per method; one timed run each")
+    only = [w for w in args.only.split(",") if w]
+    cases = [c for c in cases if not only or any(w in c[0] for w in only)]
+    print(f"device {dev}, torch threads {torch.get_num_threads()}, N = {n} inputs per method, {lo}-{hi} words per "
+          "sentence; one timed run each")
     print(f"{'method':42s} {'reference':>10s} {'deepaudit':>10s} {'ratio':>7s}  max |difference|  (reference)")
     for name, ours, usual, lib in cases:
         ours(2), usual(2)  # warm-up: imports, first-call costs

@@ -4,6 +4,7 @@ explained end to end."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,17 @@ def test_shap_gradient_one_class_at_a_time_agrees_with_shap_over_all_classes() -
     with torch.no_grad():  # and both keep SHAP's efficiency, up to the sampling error
         gap = model(x).gather(1, target[:, None]).squeeze(1) - model(background).mean(0)[target]
     np.testing.assert_allclose(ours.sum(1), gap.numpy(), atol=0.05)
+
+
+def test_shap_log_formatting_is_skipped_only_while_the_shap_logger_drops_it() -> None:
+    with B.quiet_shap():
+        assert repr(np.zeros((2, 3))) == "<array (2, 3)>"  # what KernelExplainer's f-strings format, unread
+    assert repr(np.zeros(2)) == "array([0., 0.])"
+    log = logging.getLogger("shap")
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        with B.quiet_shap():  # somebody reads SHAP's log: the arrays are formatted as usual
+            assert repr(np.zeros(2)) == "array([0., 0.])"
+    finally:
+        log.setLevel(level)
