@@ -449,7 +449,7 @@ def compare(
     with _translate_errors():
         from audit.compare import run_compare
         from audit.config import load_config
-        from reports.compare import comparison_rows, write_comparison
+        from reports.compare import render_compare_table, write_comparison
 
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
                      "device": device, "threads": threads, "select": _selection(checks)}
@@ -462,21 +462,7 @@ def compare(
                                      on_model=lambda e: progress.step(f"  audited {e.label}: {e.result.summary.status.upper()}"))
             written = write_comparison(comparison, out)
         if not quiet:
-            from rich.console import Console
-            from rich.table import Table
-
-            from rich.text import Text
-
-            table = Table(title="deepaudit compare")
-            table.add_column("check.metric")
-            for e in comparison.entries:
-                table.add_column(Text(e.label))  # labels are file names: brackets are content, not markup
-            for r in comparison_rows(comparison):
-                cells = ["—" if v is None else f"{v:.4g}" + (f" ({r.deltas[i]:+.3g} {r.verdicts[i]})".rstrip()
-                                                          if i and r.deltas[i] is not None else "")
-                         for i, v in enumerate(r.values)]
-                table.add_row(Text(f"{r.check}.{r.metric}"), *cells)
-            Console().print(table)
+            print(render_compare_table(comparison))
         for kind, path in written.items():
             print(f"{kind}: {path}")
         code = max(e.result.summary.exit_code for e in comparison.entries)

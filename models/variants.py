@@ -165,7 +165,11 @@ class _Cast(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- builders
-def _torchao(name: str, config_name: str) -> Callable[..., tuple[nn.Module, dict[str, Any]]]:
+#: What a quantised variant stores and computes in, one phrase per variant (the metadata's ``dtype``).
+_INT8_DYNAMIC = "int8 weights, int8 activations (quantised dynamically per batch)"
+
+
+def _torchao(name: str, config_name: str, dtype: str) -> Callable[..., tuple[nn.Module, dict[str, Any]]]:
     def build(model: nn.Module, *, device: torch.device, **_: Any) -> tuple[nn.Module, dict[str, Any]]:
         try:
             import torchao.quantization as tq
@@ -177,7 +181,7 @@ def _torchao(name: str, config_name: str) -> Callable[..., tuple[nn.Module, dict
         tq.quantize_(model, getattr(tq, config_name)())
         return model, {"library": "torchao", "library_version": _version("torchao"), "bit_width": 8,
                        "quantised_layers": "nn.Linear (convolutions and recurrent layers stay float32)",
-                       "dtype": "int8 weights, float32 activations"}
+                       "dtype": dtype}
 
     return build
 
@@ -189,7 +193,7 @@ def _build_int8_eager(model: nn.Module, **_: Any) -> tuple[nn.Module, dict[str, 
         raise ModelInputError("variant int8_eager_dynamic does not apply: the model has no nn.Linear, nn.LSTM or nn.GRU layer.")
     q = torch.ao.quantization.quantize_dynamic(model, kinds, dtype=torch.qint8)
     return q, {"library": "torch.ao.quantization", "library_version": torch.__version__, "bit_width": 8,
-               "quantised_layers": ", ".join(found), "dtype": "qint8 weights, dynamically quantised activations"}
+               "quantised_layers": ", ".join(found), "dtype": _INT8_DYNAMIC}
 
 
 def _cast(dtype: torch.dtype, name: str) -> Callable[..., tuple[nn.Module, dict[str, Any]]]:
@@ -385,9 +389,9 @@ VARIANTS: dict[str, VariantSpec] = {
     s.name: s
     for s in (
         VariantSpec("int8_weight", "int8 weight-only quantisation of nn.Linear (torchao Int8WeightOnlyConfig)",
-                    _torchao("int8_weight", "Int8WeightOnlyConfig")),
+                    _torchao("int8_weight", "Int8WeightOnlyConfig", "int8 weights, float32 activations")),
         VariantSpec("int8_dynamic", "int8 weights and dynamically quantised int8 activations of nn.Linear "
-                    "(torchao Int8DynamicActivationInt8WeightConfig)", _torchao("int8_dynamic", "Int8DynamicActivationInt8WeightConfig")),
+                    "(torchao Int8DynamicActivationInt8WeightConfig)", _torchao("int8_dynamic", "Int8DynamicActivationInt8WeightConfig", _INT8_DYNAMIC)),
         VariantSpec("fp16", "cast to float16 (CUDA only: CPU float16 kernels are partial and slow)",
                     _cast(torch.float16, "float16"), devices=("cuda",)),
         VariantSpec("bf16", "cast to bfloat16", _cast(torch.bfloat16, "bfloat16")),

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.results import ComparisonResult
+from audit.results import ComparisonResult, Metric
+from reports._format import clean_text
+from reports.changes import not_comparable
 
 from . import write_reports
 from .html import environment
@@ -26,59 +28,100 @@ class CompareRow:
     higher_is_better: bool | None
     values: list[float | None]
     deltas: list[float | None]  # against the base; None for the base itself
-    verdicts: list[str]  # "better", "worse", "same", "" (unknown direction or missing)
+    #: "better", "worse", "same", "not comparable" (another n or method: reports.changes), or ""
+    #: (unknown direction, or a value missing).
+    verdicts: list[str]
+    #: Why a value is not comparable with the base's, where it is not (else None).
+    notes: list[str | None]
+
+
+def _verdict(base: Metric, new: Metric, delta: float, tolerance: float) -> tuple[str, str | None]:
+    why = not_comparable(base, new)
+    if abs(delta) <= tolerance:
+        return "same", None
+    if why is not None:  # e.g. the sanity check ran over other methods: "better" would be a different question
+        return "not comparable", why
+    if base.higher_is_better is None:
+        return "", None
+    return ("better" if (delta > 0) == base.higher_is_better else "worse"), None
 
 
 def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = False,
                     tolerance: float = 1e-9) -> list[CompareRow]:
-    """Line up every metric (headline metrics; per-group ones if asked) of every check."""
+    """Line up every metric (headline metrics; per-group ones if asked) of every check.
+
+    A change is judged "better" or "worse" by the metric's direction only when the two values were
+    obtained the same way (``reports.changes.not_comparable``); otherwise it is "not comparable",
+    with the reason in ``notes``. What each check cost to run (its energy) is not a property of the
+    model and is not a row: each model's own report has it.
+    """
     results = [e.result for e in comparison.entries]
     keys: list[tuple[str, str, str | None]] = []
-    meta: dict[tuple[str, str, str | None], Any] = {}
-    for res in results:
+    seen: set[tuple[str, str, str | None]] = set()
+    found: dict[tuple[int, str, str, str | None], Metric] = {}
+    for i, res in enumerate(results):
         for check in res.checks:
             for m in check.metrics:
                 if m.group is not None and not include_groups:
                     continue
                 key = (check.id, m.name, m.group)
-                if key not in meta:
+                found[(i, *key)] = m
+                if key not in seen:
+                    seen.add(key)
                     keys.append(key)
-                    meta[key] = m
-            if check.energy is not None and (check.id, "energy_kwh", None) not in meta:
-                keys.append((check.id, "energy_kwh", None))
-                meta[(check.id, "energy_kwh", None)] = None
     rows = []
     for key in keys:
-        check_id, name, group = key
-        values: list[float | None] = []
-        for res in results:
-            value = None
-            for check in res.checks:
-                if check.id != check_id:
-                    continue
-                if name == "energy_kwh" and meta[key] is None:
-                    value = check.energy.energy_kwh if check.energy else None
-                else:
-                    value = next((m.value for m in check.metrics if m.name == name and m.group == group), None)
-            values.append(value)
-        template = meta[key]
-        hib = False if template is None else template.higher_is_better
-        unit = "kWh" if template is None else template.unit
-        base = values[0]
-        deltas, verdicts = [None], [""]
-        for v in values[1:]:
-            if v is None or base is None:
+        metrics = [found.get((i, *key)) for i in range(len(results))]
+        template = next(m for m in metrics if m is not None)
+        base = metrics[0]
+        deltas: list[float | None] = [None]
+        verdicts, notes = [""], [None]
+        for m in metrics[1:]:
+            if m is None or base is None or m.value is None or base.value is None:
                 deltas.append(None)
-                verdicts.append("")
+                why = not_comparable(base, m) if m is not None and base is not None else None
+                verdicts.append("not comparable" if why else "")
+                notes.append(why)
                 continue
-            d = v - base
+            d = m.value - base.value
             deltas.append(d)
-            if abs(d) <= tolerance or hib is None:
-                verdicts.append("same" if abs(d) <= tolerance else "")
-            else:
-                verdicts.append("better" if (d > 0) == hib else "worse")
-        rows.append(CompareRow(check_id, name, group, unit, hib, values, deltas, verdicts))
+            verdict, why = _verdict(base, m, d, tolerance)
+            verdicts.append(verdict)
+            notes.append(why)
+        rows.append(CompareRow(*key, template.unit, template.higher_is_better,
+                               [None if m is None else m.value for m in metrics], deltas, verdicts, notes))
     return rows
+
+
+def _cell(value: float | None, delta: float | None, verdict: str, first: bool) -> str:
+    if value is None:
+        return "—" + (" (not comparable)" if verdict == "not comparable" else "")
+    text = f"{value:.4g}"
+    if first or delta is None:
+        return text
+    word = {"same": "same", "better": "better", "worse": "worse", "not comparable": "not comparable"}.get(verdict, "")
+    return f"{text} ({'=' if verdict == 'same' else f'{delta:+.3g}'}{' ' + word if word and verdict != 'same' else ''})"
+
+
+def render_compare_table(comparison: ComparisonResult, rows: list[CompareRow] | None = None) -> str:
+    """A plain-text table for a terminal or CI log: check, metric (whole, never truncated), the base's
+    value and each model's value with its change and verdict. A row per headline metric, grouped by check."""
+    rows = rows if rows is not None else comparison_rows(comparison)
+    header = ["check", "metric", *(" ".join(clean_text(e.label).split()) for e in comparison.entries)]
+    body, last = [], None
+    for r in rows:
+        cells = [_cell(v, r.deltas[i], r.verdicts[i], i == 0) for i, v in enumerate(r.values)]
+        body.append([r.check if r.check != last else "", r.metric + (f" ({r.unit})" if r.unit else ""), *cells])
+        last = r.check
+    table = [header, *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    n_nc = sum(v == "not comparable" for r in rows for v in r.verdicts)
+    if n_nc:
+        lines.append(f"{n_nc} value(s) not comparable with the base (another number of samples or method): "
+                     "compare.html says why for each.")
+    return "\n".join(lines)
 
 
 #: (check, metric, what it is) of the costs a compressed variant is meant to save.

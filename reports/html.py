@@ -32,7 +32,6 @@ def _figure_html(fig: Figure) -> Markup:
     return Markup(render_figure(fig))
 
 
-@lru_cache(maxsize=1)
 def _without_control_characters(value: Any) -> Any:
     """Every ``{{ … }}`` output without NUL, ESC and other control characters (``_format.clean_text``):
     escaping makes them harmless to the browser, but they do not belong in a filed document."""
@@ -41,6 +40,7 @@ def _without_control_characters(value: Any) -> Any:
     return fmt.clean_text(value) if isinstance(value, str) else value
 
 
+@lru_cache(maxsize=1)
 def environment() -> Environment:
     """The Jinja2 environment for the report templates (autoescaping on, strict undefined).
 

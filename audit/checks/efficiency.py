@@ -49,6 +49,32 @@ def count_flops(module: torch.nn.Module, example: Any) -> int | None:
     return int(counter.get_total_flops())
 
 
+_COUNTED = "torch.utils.flop_counter on one sample (matmul/conv FLOPs; elementwise ops not counted)"
+
+
+def variant_flops(adapter: Any, module: torch.nn.Module, example: Any) -> tuple[int | None, str]:
+    """FLOPs of one forward pass and how they were counted.
+
+    torch's counter does not see quantised kernels (dynamic int8 ``nn.Linear``/LSTM): on an int8
+    variant it counts only the layers left in float, so an int8 MLP would report 0 FLOPs. A quantised
+    layer runs the same multiply-accumulates as its float original, in int8, so a quantised variant
+    that counts fewer FLOPs than its float twin (the base model) reports the twin's count, and says so.
+    """
+    flops = count_flops(module, example)
+    meta = getattr(adapter, "variant_metadata", None) or {}
+    twin = getattr(adapter, "float_twin", None)
+    layers = meta.get("quantised_layers")
+    if flops is None or not layers or twin is None:
+        return flops, _COUNTED
+    twin_module = _module_of(twin)
+    twin_flops = count_flops(twin_module, example) if twin_module is not None else None
+    if twin_flops is None or twin_flops <= flops:
+        return flops, _COUNTED
+    return twin_flops, (f"{_COUNTED}, on the float model: torch's counter does not see the quantised kernels of this "
+                        f"variant ({layers}; it counted {flops:,}), which run the same multiply-accumulates in int8 "
+                        f"({meta.get('dtype', 'int8')})")
+
+
 def _module_of(adapter: Any) -> torch.nn.Module | None:
     mod = getattr(adapter, "model", None) or getattr(adapter, "module", None)
     if mod is None and getattr(adapter, "inner", None) is not None:  # TokenizedTextAdapter
@@ -135,11 +161,10 @@ class Efficiency(Check):
             example = adapter.encode(ev.inputs[:1]) if hasattr(adapter, "encode") else adapter.to_batch(ev.inputs[:1])
             if not isinstance(example, dict) and getattr(adapter, "preprocess", None) is not None:
                 example = adapter.preprocess(example.float())
-            flops = count_flops(module, example)
+            flops, how = variant_flops(adapter, module, example)
             if flops is not None:
                 metrics.append(Metric(name="flops_per_sample", value=float(flops), n=1, unit="FLOP",
-                                      higher_is_better=False, provenance="estimated",
-                                      method="torch.utils.flop_counter on one sample (matmul/conv FLOPs; elementwise ops not counted)"))
+                                      higher_is_better=False, provenance="estimated", method=how))
             else:
                 limitations.append("FLOPs could not be counted for this model format.")
         else:
