@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from audit.stats import bootstrap_score_histograms
+from audit.stats import bootstrap_score_histogram_chunks
 
 # ---------------------------------------------------------------------------------------- scores
 
@@ -101,16 +101,19 @@ def detection_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str
 
 def bootstrap_auroc(id_scores: np.ndarray, ood_scores: np.ndarray, n_resamples: int,
                     rng: np.random.Generator) -> np.ndarray:
-    """AUROC of stratified bootstrap resamples (ID and OOD resampled separately), vectorised.
+    """AUROC of stratified bootstrap resamples (ID and OOD resampled separately), vectorised in chunks
+    of resamples (memory ``O(chunk × n)``, the intervals independent of the chunk size).
 
     Ties count one half, as in the Mann–Whitney statistic and ``roc_auc_score``.
     """
     if n_resamples == 0:
         return np.empty(0)
-    pos, neg = bootstrap_score_histograms(id_scores, ood_scores, n_resamples, rng)
     n_id, n_ood = len(id_scores), len(ood_scores)
-    below = np.cumsum(neg, axis=1) - neg
-    return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_id * n_ood)
+    out = []
+    for pos, neg in bootstrap_score_histogram_chunks(id_scores, ood_scores, n_resamples, rng):
+        below = np.cumsum(neg, axis=1) - neg
+        out.append((pos * (below + 0.5 * neg)).sum(axis=1) / (n_id * n_ood))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------- synthetic OOD sets

@@ -7,6 +7,7 @@ thousand resamples of a large evaluation set cost about as much as a few passes 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -68,26 +69,46 @@ def binned_sums(bins: np.ndarray, values: list[np.ndarray], n_bins: int,
     return out
 
 
-def bootstrap_score_histograms(pos_scores: np.ndarray, neg_scores: np.ndarray, n_resamples: int,
-                               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified bootstrap of two score samples as histograms over their sorted distinct values.
+def bootstrap_score_histogram_chunks(pos_scores: np.ndarray, neg_scores: np.ndarray, n_resamples: int,
+                                     rng: np.random.Generator,
+                                     max_elements: int = 4_000_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stratified bootstrap of two score samples as histograms over their sorted distinct values, in chunks.
 
     Each resample draws ``len(pos_scores)`` positives and ``len(neg_scores)`` negatives with
-    replacement (positives first); returns ``(pos, neg)``, each ``(n_resamples, n_distinct)`` counts
-    per distinct score in ascending order — enough for AUROC, TPR and FPR at every threshold of
-    every resample without sorting again.
+    replacement; yields ``(pos, neg)``, each ``(b, n_distinct)`` counts per distinct score in
+    ascending order for ``b`` resamples at a time — enough for AUROC, TPR and FPR at every threshold
+    of every resample without sorting again. ``b`` keeps each chunk near ``max_elements`` numbers,
+    so memory is ``O(max_elements)``, not ``O(n_resamples × n)``.
+
+    The resamples, and ``rng``'s state afterwards, are the same whatever the chunk size: the
+    positives of every resample are drawn before the negatives of any. When the draws need more
+    than one chunk, a copy of ``rng`` replays the positives' stream chunk by chunk while ``rng``
+    itself first runs through it to reach the negatives' (one extra draw of the positives' indices).
     """
     values, inverse = np.unique(np.r_[pos_scores, neg_scores], return_inverse=True)
+    inverse = inverse.ravel()
     u = len(values)
     n_pos, n_neg = len(pos_scores), len(neg_scores)
     inv_pos, inv_neg = inverse[:n_pos], inverse[n_pos:]
-    offsets = (np.arange(n_resamples) * u)[:, None]
-    pos = np.bincount((inv_pos[rng.integers(0, n_pos, (n_resamples, n_pos))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
-    neg = np.bincount((inv_neg[rng.integers(0, n_neg, (n_resamples, n_neg))] + offsets).ravel(),
-                      minlength=n_resamples * u).reshape(n_resamples, u)
-    return pos, neg
+    per_chunk = max(1, min(n_resamples, max_elements // max(n_pos, n_neg, u, 1)))
 
+    def histograms(inv: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        b = draws.shape[0]
+        keys = (inv[draws] + (np.arange(b, dtype=np.int64) * u)[:, None]).ravel()
+        return np.bincount(keys, minlength=b * u).reshape(b, u)
+
+    sizes = [min(per_chunk, n_resamples - start) for start in range(0, n_resamples, per_chunk)]
+    if len(sizes) <= 1:
+        for b in sizes:
+            pos = histograms(inv_pos, rng.integers(0, n_pos, (b, n_pos)))
+            yield pos, histograms(inv_neg, rng.integers(0, n_neg, (b, n_neg)))
+        return
+    pos_rng = copy.deepcopy(rng)
+    for b in sizes:  # run rng through the positives' draws to where the negatives' start
+        rng.integers(0, n_pos, (b, n_pos))
+    for b in sizes:
+        yield (histograms(inv_pos, pos_rng.integers(0, n_pos, (b, n_pos))),
+               histograms(inv_neg, rng.integers(0, n_neg, (b, n_neg))))
 
 
 def multinomial_resamples(counts: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -36,7 +36,7 @@ from audit.errors import SkipCheck
 from audit.ood_scores import bootstrap_auroc
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
-from audit.stats import bootstrap_score_histograms, percentile_interval, stratified_rows
+from audit.stats import bootstrap_score_histogram_chunks, percentile_interval, stratified_rows
 
 #: below this many held-out members (and as many non-members) the black-box attack is not run
 MIN_HELD_OUT = 10
@@ -67,12 +67,14 @@ def bootstrap_advantage(member_scores: np.ndarray, nonmember_scores: np.ndarray,
     """Best advantage (max TPR − FPR over thresholds) of stratified bootstrap resamples, vectorised."""
     if n_resamples == 0:
         return np.empty(0)
-    pos, neg = bootstrap_score_histograms(member_scores, nonmember_scores, n_resamples, rng)
     n_in, n_out = len(member_scores), len(nonmember_scores)
-    # share of members / non-members scoring at least values[k]: TPR and FPR at threshold values[k]
-    tpr = pos[:, ::-1].cumsum(1)[:, ::-1] / n_in
-    fpr = neg[:, ::-1].cumsum(1)[:, ::-1] / n_out
-    return np.maximum((tpr - fpr).max(axis=1), 0.0)
+    out = []
+    for pos, neg in bootstrap_score_histogram_chunks(member_scores, nonmember_scores, n_resamples, rng):
+        # share of members / non-members scoring at least values[k]: TPR and FPR at threshold values[k]
+        tpr = pos[:, ::-1].cumsum(1)[:, ::-1] / n_in
+        fpr = neg[:, ::-1].cumsum(1)[:, ::-1] / n_out
+        out.append(np.maximum((tpr - fpr).max(axis=1), 0.0))
+    return np.concatenate(out)
 
 
 def black_box_attack(probs_in: np.ndarray, y_in: np.ndarray, probs_out: np.ndarray, y_out: np.ndarray,

@@ -76,10 +76,16 @@ def test_binned_sums_known_counts_and_sums() -> None:
     assert counts_b.dtype == np.float64
 
 
+def _histograms(pos: np.ndarray, neg: np.ndarray, n_resamples: int, rng: np.random.Generator,
+                **kwargs: int) -> tuple[np.ndarray, np.ndarray]:
+    chunks = list(stats.bootstrap_score_histogram_chunks(pos, neg, n_resamples, rng, **kwargs))
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
 def test_bootstrap_score_histograms_known_layout_and_distribution() -> None:
     pos = np.array([0.9, 0.9, 0.4])
     neg = np.array([0.1, 0.4, 0.2, 0.2])
-    h_pos, h_neg = stats.bootstrap_score_histograms(pos, neg, 4000, np.random.default_rng(0))
+    h_pos, h_neg = _histograms(pos, neg, 4000, np.random.default_rng(0))
     # distinct scores ascending: 0.1, 0.2, 0.4, 0.9
     assert h_pos.shape == h_neg.shape == (4000, 4)
     assert (h_pos.sum(1) == 3).all() and (h_neg.sum(1) == 4).all()
@@ -89,10 +95,10 @@ def test_bootstrap_score_histograms_known_layout_and_distribution() -> None:
     np.testing.assert_allclose(h_neg.mean(0), [1, 2, 1, 0], atol=0.06)
     # a multinomial variance, not a fixed histogram: Var = n p (1 - p)
     np.testing.assert_allclose(h_neg.var(0), [4 * 0.25 * 0.75, 4 * 0.5 * 0.5, 4 * 0.25 * 0.75, 0], atol=0.08)
-    again = stats.bootstrap_score_histograms(pos, neg, 4000, np.random.default_rng(0))
+    again = _histograms(pos, neg, 4000, np.random.default_rng(0))
     assert np.array_equal(again[0], h_pos) and np.array_equal(again[1], h_neg)
     # the top score only among negatives, the lowest only among positives: both histograms keep every column
-    h_pos, h_neg = stats.bootstrap_score_histograms(np.array([0.1, 0.2]), np.array([0.2, 0.9]), 3, np.random.default_rng(0))
+    h_pos, h_neg = _histograms(np.array([0.1, 0.2]), np.array([0.2, 0.9]), 3, np.random.default_rng(0))
     assert h_pos.shape == h_neg.shape == (3, 3) and (h_pos[:, 2] == 0).all() and (h_neg[:, 0] == 0).all()
 
 
