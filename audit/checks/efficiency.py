@@ -9,11 +9,12 @@ volume are always estimates.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from audit.config import CheckConfig
 from audit.context import AuditContext
@@ -29,11 +30,42 @@ class EfficiencyConfig(CheckConfig):
     n_warmup: int = Field(default=3, ge=0, description="Untimed warm-up batches.")
     min_seconds: float = Field(default=2.0, ge=0, description="Keep timing batches until at least this long has passed, "
                                "so the energy tracker samples a meaningful span (at most 10,000 batches).")
+    max_seconds: float = Field(default=10.0, gt=0, description="Cap of the timed loop: no batch starts after this long, "
+                               "even short of n_repeats, so the loop ends within max_seconds plus one batch (at least "
+                               "one batch is timed; the report gives the number of timed batches).")
     batch_size: int | None = Field(default=None, gt=0, description="Batch size of the timed loop (default: the audit's).")
     measure_energy: bool = Field(default=True, description="Track energy with CodeCarbon's offline tracker.")
     inferences_per_year: float | None = Field(default=None, gt=0, description="Expected yearly inference volume, for projections.")
     training_watts: float | None = Field(default=None, gt=0, description="Average power of the training hardware (W), if known.")
     training_hours: float | None = Field(default=None, gt=0, description="Training time in hours, if known.")
+
+
+    @model_validator(mode="after")
+    def _time_window(self) -> EfficiencyConfig:
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds ({self.min_seconds:g}) is above max_seconds ({self.max_seconds:g}): the "
+                             "timed loop cannot last at least the one and at most the other; lower min_seconds or "
+                             "raise max_seconds")
+        return self
+
+
+def timed_batches(run_batch: Callable[[], Any], *, n_repeats: int, min_seconds: float,
+                  max_seconds: float, max_batches: int = 10_000) -> list[float]:
+    """Wall times of ``run_batch()`` calls: at least ``n_repeats`` and ``min_seconds`` long, but no call
+    starts once ``max_seconds`` have passed (the first always runs), so the loop ends within
+    ``max_seconds`` plus one batch."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - start
+        if times and elapsed >= max_seconds:
+            break
+        if len(times) >= n_repeats and (elapsed >= min_seconds or len(times) >= max_batches):
+            break
+        t0 = time.perf_counter()
+        run_batch()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def count_flops(module: torch.nn.Module, example: Any) -> int | None:
@@ -111,14 +143,13 @@ class Efficiency(Check):
                     meter = EnergyMeter(ctx.country_iso_code).__enter__()
                 except Exception as exc:  # noqa: BLE001 - an unreadable meter is reported, it does not stop timing
                     meter_error = f"CodeCarbon could not start ({type(exc).__name__}: {exc})"
-            times = []
+            def run_batch() -> None:
+                adapter.logits(batch)
+                sync()
+
             try:
-                start = time.perf_counter()
-                while len(times) < cfg.n_repeats or (time.perf_counter() - start < cfg.min_seconds and len(times) < 10_000):
-                    t0 = time.perf_counter()
-                    adapter.logits(batch)
-                    sync()
-                    times.append(time.perf_counter() - t0)
+                times = timed_batches(run_batch, n_repeats=cfg.n_repeats, min_seconds=cfg.min_seconds,
+                                      max_seconds=cfg.max_seconds)
             finally:
                 if meter is not None:
                     try:
@@ -129,6 +160,7 @@ class Efficiency(Check):
         n_inf = bs * len(times)
         device = f"{adapter.device}" + (f" ({torch.cuda.get_device_name(adapter.device)})" if adapter.device.type == "cuda" else "")
         timing = f"{len(times)} timed batches of {bs} after {cfg.n_warmup} warm-up batches on {device}"
+        capped = len(times) < cfg.n_repeats
         p50, p95 = (float(v) for v in np.percentile(times_ms, [50, 95]))
         metrics = [
             Metric(name="latency_p50_ms", value=p50, n=len(times), unit="ms/batch", higher_is_better=False,
@@ -138,8 +170,12 @@ class Efficiency(Check):
             Metric(name="throughput", value=float(n_inf / times_ms.sum() * 1000), n=n_inf, unit="samples/s",
                    higher_is_better=True, method=f"samples over total timed wall time; {timing}"),
         ]
-        rows = [["device", device], ["batch size", bs]]
+        rows = [["device", device], ["batch size", bs], ["timed batches", len(times)]]
         limitations = ["Timings are for this machine, batch size and load; other hardware differs."]
+        if capped:
+            limitations.append(f"The timed loop stopped at max_seconds = {cfg.max_seconds:g} s after {len(times)} of "
+                               f"n_repeats = {cfg.n_repeats} batches: the latency percentiles rest on {len(times)} "
+                               "run(s).")
         module = _module_of(adapter)
         if module is not None:
             n_params = sum(p.numel() for p in module.parameters())
@@ -222,14 +258,17 @@ class Efficiency(Check):
             else:
                 limitations.append(f"No grid carbon intensity for {ctx.country_iso_code!r} in CodeCarbon's data: "
                                    "training CO2 is not estimated.")
-        summary = f"{p50:.2f} ms per batch of {bs} (p95 {p95:.2f} ms), {metrics[2].value:.0f} samples/s on {adapter.device}"
+        summary = (f"{p50:.2f} ms per batch of {bs} (p95 {p95:.2f} ms, {len(times)} timed batches), "
+                   f"{metrics[2].value:.0f} samples/s on {adapter.device}")
         energy = next((m for m in metrics if m.name == "energy_per_1000_wh"), None)
         if energy is not None and energy.value is not None:
             summary += f"; {energy.value:.3g} Wh per 1,000 inferences ({energy.provenance})"
         return CheckOutput(summary=summary + ".", metrics=metrics, dataset="eval", n_samples=n_inf,
                            evidence=[Table(title="Measurement set-up", columns=["item", "value"], rows=rows)],
                            method=("Batches are taken from the evaluation set and run through the adapter (preprocessing "
-                                   "included) with gradients off. " + timing + "."),
+                                   "included) with gradients off. " + timing + f" (at least n_repeats = {cfg.n_repeats} "
+                                   f"and min_seconds = {cfg.min_seconds:g} s, no batch started after max_seconds = "
+                                   f"{cfg.max_seconds:g} s)."),
                            limitations=limitations)
 
 

@@ -94,3 +94,52 @@ def test_an_energy_meter_that_fails_gives_null_with_the_reason(monkeypatch: pyte
     assert all(m.value is None and "no power readings on this host" in m.method for m in energy.values())
     assert any("Energy was not measured" in t and "no power readings" in t for t in out.limitations)
     assert "Wh per 1,000" not in out.summary
+
+
+def test_timed_loop_stops_within_max_seconds_plus_one_batch() -> None:
+    import time
+
+    from audit.checks.efficiency import timed_batches
+
+    start = time.perf_counter()
+    times = timed_batches(lambda: time.sleep(0.05), n_repeats=100, min_seconds=0.0, max_seconds=0.3)
+    wall = time.perf_counter() - start
+    assert 1 <= len(times) < 100  # 100 batches would take 5 s
+    assert wall <= 0.3 + times[-1] + 0.1, (wall, times)  # no batch started after the cap (0.1 s: loop overhead)
+    # the floor still holds below the cap, and the first batch always runs
+    assert len(timed_batches(lambda: None, n_repeats=7, min_seconds=0.0, max_seconds=5.0)) == 7
+    assert len(timed_batches(lambda: time.sleep(0.02), n_repeats=3, min_seconds=0.0, max_seconds=1e-9)) == 1
+
+
+class _Slow(torch.nn.Module):
+    """A model that takes 50 ms per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = mlp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(0.05)
+        return self.inner(x)
+
+
+def test_a_slow_model_is_timed_within_the_cap_and_the_runs_are_reported() -> None:
+    c = ctx()
+    c.adapter = TorchAdapter(_Slow(), input_kind="tabular", device=torch.device("cpu"))
+    out = Efficiency(EfficiencyConfig(n_repeats=200, n_warmup=0, min_seconds=0.0, max_seconds=0.3,
+                                      measure_energy=False)).run(c)
+    m = {x.name: x for x in out.metrics}
+    runs = m["latency_p50_ms"].n
+    assert 1 <= runs <= 0.3 / 0.05 + 1  # at most the batches that fit in the cap, plus the one running at the cap
+    assert f"after {runs} of n_repeats = 200 batches" in " ".join(out.limitations)
+    assert f"{runs} timed batches" in out.summary
+    assert ["timed batches", runs] in out.evidence[0].rows
+
+
+def test_min_seconds_above_max_seconds_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_seconds .* is above max_seconds"):
+        EfficiencyConfig(min_seconds=20, max_seconds=10)
