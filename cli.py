@@ -102,20 +102,26 @@ def _translate_errors() -> Iterator[None]:
 
 
 class _Progress:
-    """A rich progress display on stderr; silent with --quiet."""
+    """Progress on stderr; silent with --quiet. On a terminal, rich bars (the running check, long loops) and a
+    line per finished check; in a log (not a TTY: CI), plain lines only, one as each check starts and one as it
+    ends with its elapsed time and status, so a slow check never leaves the log silent for minutes."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self._progress = None
+        self._running: dict[str, tuple[str, float, Any]] = {}
 
     def __enter__(self) -> _Progress:
         if not self.quiet:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._progress.start()
+            console = Console(stderr=True)
+            if console.is_terminal:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                          TimeElapsedColumn(), console=console, transient=True)
+                self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -131,6 +137,28 @@ class _Progress:
     def step(self, text: str) -> None:
         if not self.quiet:
             _stderr(text)
+
+    def check_started(self, check_id: str, index: int, total: int) -> None:
+        """``[3/13] adversarial …`` (a line in a log; a bar with the elapsed time on a terminal)."""
+        import time
+
+        label = f"[{index}/{total}] {check_id}"
+        task = self._progress.add_task(label, total=None) if self._progress is not None else None
+        self._running[check_id] = (label, time.monotonic(), task)
+        if self._progress is None:
+            self.step(f"{label} …")
+
+    def check_done(self, result: Any) -> None:
+        """``[3/13] adversarial … done in 12.3 s (WARN)``."""
+        import time
+
+        from reports._format import status_word
+
+        label, start, task = self._running.pop(result.id, (result.id, None, None))
+        if task is not None:
+            self._progress.remove_task(task)
+        elapsed = time.monotonic() - start if start is not None else result.duration_s
+        self.step(f"{label} … done in {elapsed:.1f} s ({status_word(result.status)})")
 
 
 CHECKS_HELP = ("Run only these checks, e.g. --checks adversarial,corruption (ids: 'deepaudit checks'); thresholds "
@@ -195,6 +223,8 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
             _stderr(f"deepaudit: {line}")
     for finding in result.probe.findings if result.probe is not None else []:
         _stderr(f"deepaudit: WARN model probe: {finding}")
+    if result.summary.exit_code:  # the verdict last, as pytest's summary line
+        _stderr(f"deepaudit: {fmt.verdict(result)}")
     if quiet:
         return
     from rich.console import Console
@@ -207,10 +237,14 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
         table.add_column(col)
     for c in result.checks:
         order = sorted(c.thresholds, key=lambda t: (t.passed, fmt.is_judged(t)))  # missed, not judged, then met
-        judged = "\n".join(fmt.judgement(t) for t in order) or fmt.judged_against(c)
+        judged = "\n".join(fmt.leveled_judgement(t) for t in order) or fmt.judged_against(c)
         table.add_row(Text(c.id), Text(fmt.status_word(c.status)), Text(judged), Text(c.summary))
     console = Console()
     console.print(table, highlight=False)
+    missed = fmt.missed_lines(result)
+    if missed:  # plain lines, whole, for a log where the table wraps its cells
+        console.print("missed thresholds:\n" + "\n".join(f"  {line}" for line in missed), highlight=False,
+                      soft_wrap=True, markup=False)
     for kind, path in written.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True, markup=False)
 
@@ -224,8 +258,8 @@ def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | No
     from reports import write_reports
 
     with _Progress(quiet) as progress:
-        result = run_audit(cfg, progress=progress.factory,
-                           on_check=lambda r: progress.step(f"  {r.status.upper():8s} {r.id}"))
+        result = run_audit(cfg, progress=progress.factory, on_start=progress.check_started,
+                           on_check=progress.check_done)
     from reports.pdf import ReportError, find_chromium
 
     kwargs = dict(html=cfg.output.html, junit=cfg.output.junit, markdown=cfg.output.markdown, card=cfg.output.card)

@@ -361,7 +361,7 @@ def _libraries() -> dict[str, str]:
 
 
 def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
-              on_check: Any = None) -> AuditResult:
+              on_check: Any = None, on_start: Any = None) -> AuditResult:
     """Load the model and data of ``cfg``, run every enabled check and return the result.
 
     Parameters
@@ -372,6 +372,8 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
         Progress factory for long loops (see ``AuditContext``).
     on_check : callable, optional
         Called with each ``CheckResult`` as it completes.
+    on_start : callable, optional
+        Called with ``(check_id, index, total)`` (index from 1) as each check starts.
 
     Raises
     ------
@@ -381,7 +383,8 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
     checks = build_checks(cfg)
     apply_threads(cfg.threads)  # before the model is loaded: torch's inter-op pool can be sized only until then
     adapter, datasets = load_inputs(cfg)
-    return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check)
+    return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check,
+                         on_start=on_start)
 
 
 def build_checks(cfg: AuditConfig) -> list[Check]:
@@ -413,7 +416,7 @@ def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, 
 def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *,
                   checks: list[Check] | None = None, progress: ProgressFactory | None = None, on_check: Any = None,
                   model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None,
-                  ctx: AuditContext | None = None) -> AuditResult:
+                  ctx: AuditContext | None = None, on_start: Any = None) -> AuditResult:
     """Run the checks on an already loaded adapter (``deepaudit compare`` audits variants this way).
 
     ``model_file`` and ``model_facts`` describe the model in the provenance block when it is not
@@ -429,7 +432,9 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
     results = []
     try:
-        for check in checks:
+        for index, check in enumerate(checks, start=1):
+            if on_start is not None:
+                on_start(check.id, index, len(checks))
             seed_everything(cfg.seed)
             if tracker is None:
                 result = run_check(check, ctx)

@@ -185,6 +185,14 @@ def judgement(threshold: ThresholdOutcome) -> str:
     return f"{name} {fmt_num(value)} > required {fmt_num(threshold.max)} ({src}){noise}"
 
 
+def leveled_judgement(threshold: ThresholdOutcome) -> str:
+    """:func:`judgement` led by the level of a missed threshold, so every miss says metric, observed value,
+    bound and level: ``"FAIL accuracy 0.9650 < required 0.9900 (config)"``, ``"WARN ece 0.1500 > required
+    0.1000 (config)"`` (a ``fail`` bound missed only within noise is a ``WARN``); met and not judged as they are."""
+    level = effective_level(threshold) if is_judged(threshold) else None
+    return f"{status_word(level)} {judgement(threshold)}" if level else judgement(threshold)
+
+
 def describe_not_judged(item: NotJudged) -> str:
     """One line for a threshold that could not be judged: check, metric, bound, source and reason."""
     return (f"{item.check}: {item.metric} required {fmt_bound(item)} ({item.level} level, {source_word(item.source)}): "
@@ -205,12 +213,19 @@ NOTHING_JUDGED = ("nothing was judged: no check had a threshold (from the config
                   "could be judged")
 
 
+def missed_lines(result: AuditResult, levels: tuple[str, ...] = ("fail", "warn")) -> list[str]:
+    """One line per missed (judged) threshold whose level is in ``levels``, in check order: level, check, metric,
+    observed value, bound and source — ``"WARN corruption: relative_mce 0.2500 > required 0.2000 (built-in
+    default)"``; a ``fail`` bound missed only within noise is a ``WARN``."""
+    return [f"{status_word(level)} {c.id}: {judgement(t)}" for c in result.checks for t in c.thresholds
+            if is_judged(t) and not t.passed and (level := effective_level(t)) in levels]
+
+
 def gate_lines(result: AuditResult) -> list[str]:
     """One line per reason the audit did not pass: each missed ``fail`` threshold, each ``fail``
     threshold from the config that could not be judged, nothing judged at all, each crashed check.
     What ``deepaudit audit --quiet`` prints to stderr."""
-    lines = [f"FAIL {c.id}: {judgement(t)}" for c in result.checks for t in c.thresholds
-             if is_judged(t) and not t.passed and effective_level(t) == "fail"]
+    lines = missed_lines(result, levels=("fail",))
     summary = result.summary
     lines += [f"NOT JUDGED {describe_not_judged(u)}" for u in summary.not_judged if u.blocking]
     if not summary.judged and summary.on_not_judged == "fail":

@@ -71,7 +71,7 @@ def _thresholds_cell(check: CheckResult) -> str:
     items = []
     for t in check.thresholds:
         mark = ("met" if t.passed else "**missed, within noise** (warn)" if fmt.within_noise(t) else "**not judged**" if t.note
-                else f"**missed**{' (warn)' if t.level == 'warn' else ''}")
+                else f"**missed** ({t.level})")
         group = f" \\[worst group: {escape_md(t.group)}\\]" if t.group is not None else ""
         items.append(f"{escape_md(t.metric)}{group} {escape_md(fmt.fmt_bound(t))} ({escape_md(fmt.source_word(t.source))}): "
                      f"{escape_md(fmt.fmt_num(t.observed))} {mark}")

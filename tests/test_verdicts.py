@@ -69,7 +69,7 @@ def test_near_chance_model_fails_performance_by_default(tmp_path: Path, torchscr
     assert stdout == ""
     lines = stderr.strip().splitlines()
     assert lines == [f"deepaudit: FAIL performance: informative_p_value {outcome['observed']:.4f} > required 0.0100 "
-                     "(built-in default)"]
+                     "(built-in default)", "deepaudit: FAIL — the only check missed a threshold"]
 
 
 def test_perfect_classifier_passes_with_a_per_group_threshold(tmp_path: Path, band_model: Path, band_npz: Path) -> None:

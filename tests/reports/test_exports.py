@@ -189,6 +189,14 @@ def test_documented_workflow_is_valid_and_matches_the_readme() -> None:
     command = typer.main.get_command(cli.app)
     known = {o for p in command.commands["audit"].params for o in (*p.opts, *p.secondary_opts)}
     assert set(re.findall(r"--[a-z-]+", audit_cmd)) <= known
+    # The robustness gate runs a selection of known checks, with flags the CLI has.
+    from audit.registry import list_checks
+
+    gate = next(r for step in workflow["jobs"]["robustness"]["steps"] if (r := step.get("run", "")).startswith(
+        "deepaudit audit"))
+    assert set(re.findall(r"--[a-z-]+", gate)) <= known
+    selected = re.search(r"--checks (\S+)", gate).group(1).split(",")
+    assert selected == ["adversarial", "corruption"] and set(selected) <= set(list_checks())
     readme = (root / "README.md").read_text()
     assert "docs/github-actions.yml" in readme
     assert "deepaudit audit --config deepaudit.yaml --quiet --out audit-out" in readme

@@ -1,0 +1,77 @@
+"""What the terminal, the CI log and the Markdown summary say about a missed threshold, and progress in a
+log (not a TTY), through the real CLI entry point (CliRunner's streams are not terminals)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import audit_flags, invoke, load
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: A fail-level miss (an untrained model is far from 99% accurate) and a warn-level one (ECE is never 0).
+MISSES = ["--checks", "performance,efficiency", "--set", "checks.performance.thresholds.accuracy.min=0.99",
+          "--set", "checks.performance.thresholds.ece={max: 0.0, level: warn}"]
+
+
+def _run(tmp_path: Path, model: Path, data: Path, *extra: str, quiet: bool = True) -> tuple[int, str, str, dict]:
+    flags = audit_flags(model, data, tmp_path / "out", *MISSES, *extra)
+    if not quiet:
+        flags.remove("--quiet")
+    code, stdout, stderr = invoke(*flags)
+    return code, stdout, stderr, load(tmp_path / "out")
+
+
+def _expected(data: dict) -> tuple[str, str]:
+    perf = next(c for c in data["checks"] if c["id"] == "performance")
+    acc = next(t["observed"] for t in perf["thresholds"] if t["metric"] == "accuracy")
+    ece = next(t["observed"] for t in perf["thresholds"] if t["metric"] == "ece")
+    return f"accuracy {acc:.4f} < required 0.9900 (config)", f"ece {ece:.4f} > required 0.0000 (config)"
+
+
+def test_quiet_exit_1_prints_only_the_missed_fail_thresholds_and_the_verdict(tmp_path: Path, torchscript_file: Path,
+                                                                             image_npz: Path) -> None:
+    code, stdout, stderr, data = _run(tmp_path, torchscript_file, image_npz)
+    assert code == 1
+    acc, _ = _expected(data)
+    assert stdout == ""
+    assert stderr.splitlines() == [f"deepaudit: FAIL performance: {acc}",
+                                   "deepaudit: FAIL — 1 of 2 checks missed a threshold (1 measured, not judged)"]
+
+
+def test_the_table_shows_every_missed_threshold_with_its_level_and_a_log_gets_a_line_per_check(
+        tmp_path: Path, torchscript_file: Path, image_npz: Path) -> None:
+    code, stdout, stderr, data = _run(tmp_path, torchscript_file, image_npz, quiet=False)
+    assert code == 1
+    acc, ece = _expected(data)
+    table = stdout[:stdout.index("missed thresholds:")]
+    assert "│ performance │ FAIL" in table and "FAIL accuracy" in table and "WARN ece" in table
+    # after the table (whose cells wrap), every missed threshold whole on one line, warn-level ones too
+    assert stdout[stdout.index("missed thresholds:"):].splitlines()[:3] == [
+        "missed thresholds:", f"  FAIL performance: {acc}", f"  WARN performance: {ece}"]
+    # In a log: one line as each check starts, one as it ends with its elapsed time and status; no bars.
+    progress = [line for line in stderr.splitlines() if line.startswith("[")]
+    assert [re.sub(r"done in \d+\.\d s", "done in T s", line) for line in progress] == [
+        "[1/2] performance …", "[1/2] performance … done in T s (FAIL)",
+        "[2/2] efficiency …", "[2/2] efficiency … done in T s (MEASURED)"]
+    assert not re.search("[━━╸]", stderr)
+    assert stderr.splitlines()[-2:] == [f"deepaudit: FAIL performance: {acc}",
+                                        "deepaudit: FAIL — 1 of 2 checks missed a threshold (1 measured, not judged)"]
+
+
+def test_markdown_names_metric_observed_bound_and_level_of_every_miss(tmp_path: Path, torchscript_file: Path,
+                                                                       image_npz: Path) -> None:
+    code, _, _, data = _run(tmp_path, torchscript_file, image_npz, "--markdown", str(tmp_path / "s.md"))
+    assert code == 1
+    perf = next(c for c in data["checks"] if c["id"] == "performance")
+    acc = next(t["observed"] for t in perf["thresholds"] if t["metric"] == "accuracy")
+    ece = next(t["observed"] for t in perf["thresholds"] if t["metric"] == "ece")
+    md = (tmp_path / "s.md").read_text()
+    missed = md[md.index("### Missed thresholds"):].splitlines()
+    assert f"- **FAIL** performance: accuracy = {acc:.4f}, required ≥ 0.9900 (fail level, config): missed" in missed
+    assert f"- **WARN** performance: ece = {ece:.4f}, required ≤ 0.0000 (warn level, config): missed" in missed
+    assert f"accuracy ≥ 0.9900 (config): {acc:.4f} **missed** (fail)" in md
+    assert f"ece ≤ 0.0000 (config): {ece:.4f} **missed** (warn)" in md
