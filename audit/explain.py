@@ -2,6 +2,14 @@
 
 Gradient methods here (all on the adapter's raw-input module, preprocessing included, batched on its
 device): Captum's Integrated Gradients, Saliency and GradientSHAP, and SHAP's GradientExplainer.
+
+Memory is bounded by a batch size, not by pixels × samples explained × method samples: given
+``internal_batch_size`` (attributions) or ``batch_size`` (curves and metrics), no model call made
+here — forward, or forward and backward — takes more than that many inputs (Integrated Gradients:
+at most ``max(batch_size, 2)``, Captum's floor of two path points per call). Sampled methods
+(GradientSHAP) draw every baseline and path point first, exactly as Captum does in one pass, then
+evaluate them in chunks and average, so chunked and one-pass attributions are the same numbers.
+``None`` keeps the libraries' one-pass behaviour (the unbounded reference the tests compare with).
 Gradient-free methods (LIME, KernelSHAP) are in ``audit.explain_blackbox``; word-level methods for
 raw-string text models in ``audit.explain_text``. The faithfulness measures below take any callable
 that returns logits, so they check every method the same way.
@@ -38,6 +46,21 @@ from torch import nn
 
 Attributor = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+SHAP_BATCH_SIZE = 50
+"""SHAP's GradientExplainer default batch size, kept when no ``internal_batch_size`` is given."""
+
+
+def row_chunks(n: int, size: int | None) -> list[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` rows each (one slice when ``size`` is None)."""
+    step = n if size is None else max(int(size), 1)
+    return [slice(i, min(i + step, n)) for i in range(0, n, max(step, 1))]
+
+
+@torch.no_grad()
+def batched_forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """``model(x)`` computed ``batch_size`` rows at a time, without gradients."""
+    return torch.cat([model(x[s]) for s in row_chunks(len(x), batch_size)])
+
 
 @contextlib.contextmanager
 def seeded_numpy(seed: int) -> Iterator[None]:
@@ -52,29 +75,68 @@ def seeded_numpy(seed: int) -> Iterator[None]:
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor,
                          n_steps: int = 32, internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captum IG; returns attributions and the completeness (convergence) delta per sample."""
+    """Captum IG; returns attributions and the completeness (convergence) delta per sample.
+
+    Captum's ``internal_batch_size`` splits the ``n × n_steps`` path points of one call, but never below
+    two path points per input; so the inputs are also split into groups of ``internal_batch_size // 2``
+    and each call packs at most ``max(internal_batch_size, 2)`` points.
+    """
     from captum.attr import IntegratedGradients
 
-    attr, delta = IntegratedGradients(model).attribute(
-        x, baselines=baseline, target=target, n_steps=n_steps, internal_batch_size=internal_batch_size,
-        return_convergence_delta=True)
-    return attr.detach(), delta.detach()
+    ig = IntegratedGradients(model)
+    rows = None if internal_batch_size is None else max(internal_batch_size // 2, 1)
+    attrs, deltas = [], []
+    for s in row_chunks(len(x), rows):
+        b = baseline[s] if baseline.shape[0] == len(x) and len(x) > 1 else baseline
+        attr, delta = ig.attribute(x[s], baselines=b, target=target[s], n_steps=n_steps,
+                                   internal_batch_size=internal_batch_size, return_convergence_delta=True)
+        attrs.append(attr.detach())
+        deltas.append(delta.detach())
+    return torch.cat(attrs), torch.cat(deltas)
 
 
-def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor,
+             internal_batch_size: int | None = None) -> torch.Tensor:
+    """Captum's Saliency (absolute input gradient of the target logit), ``internal_batch_size`` inputs per call."""
     from captum.attr import Saliency
 
-    return Saliency(model).attribute(x, target=target, abs=True).detach()
+    sal = Saliency(model)
+    return torch.cat([sal.attribute(x[s], target=target[s], abs=True).detach()
+                      for s in row_chunks(len(x), internal_batch_size)])
 
 
 def gradient_shap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, background: torch.Tensor,
-                  n_samples: int = 16, seed: int = 0) -> torch.Tensor:
+                  n_samples: int = 16, seed: int = 0, internal_batch_size: int | None = None) -> torch.Tensor:
+    """Captum's GradientSHAP (``stdevs=0``): the mean over ``n_samples`` draws of ``(x - b) * grad f_t(b + a (x - b))``,
+    ``b`` a random background row and ``a ~ U(0, 1)`` (expected gradients).
+
+    Without ``internal_batch_size`` this is Captum's one pass over all ``len(x) × n_samples`` points. With it, the
+    background rows and path coefficients are drawn first with Captum's calls in Captum's order (one
+    ``np.random.choice``, then one ``np.random.uniform``, from the seeded global generator), and the points are
+    evaluated ``internal_batch_size`` at a time and summed per input: the same numbers, up to float rounding.
+    """
     from captum.attr import GradientShap
 
-    torch.manual_seed(seed)
-    with seeded_numpy(seed):  # Captum draws the baselines and the path points from NumPy's global generator
-        return GradientShap(model).attribute(x, baselines=background, target=target, n_samples=n_samples,
-                                             stdevs=0.0).detach()
+    if internal_batch_size is None:
+        torch.manual_seed(seed)
+        with seeded_numpy(seed):  # Captum draws the baselines and the path points from NumPy's global generator
+            return GradientShap(model).attribute(x, baselines=background, target=target, n_samples=n_samples,
+                                                 stdevs=0.0).detach()
+    from captum._utils.gradient import compute_gradients
+
+    n = len(x)
+    with seeded_numpy(seed):
+        picks = torch.as_tensor(np.random.choice(background.shape[0], n_samples * n), device=x.device)
+        coef = torch.tensor(np.random.uniform(0.0, 1.0, n_samples * n), device=x.device, dtype=x.dtype)
+    total = torch.zeros_like(x)
+    owner = torch.arange(n, device=x.device).repeat_interleave(n_samples)  # Captum's order: sample-major rows
+    for s in row_chunks(n * n_samples, internal_batch_size):
+        inputs, base = x[owner[s]], background[picks[s]]
+        a = coef[s].view(-1, *([1] * (x.dim() - 1)))
+        scaled = (a * inputs + (1.0 - a) * base).requires_grad_()
+        (grads,) = compute_gradients(model, (scaled,), target[owner[s]])
+        total.index_add_(0, owner[s], ((inputs - base) * grads).detach())
+    return total * (1 / n_samples)
 
 
 class _OneLogit(nn.Module):
@@ -89,11 +151,13 @@ class _OneLogit(nn.Module):
 
 
 def shap_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, background: torch.Tensor,
-                  n_samples: int = 64, seed: int = 0) -> torch.Tensor:
+                  n_samples: int = 64, seed: int = 0, internal_batch_size: int | None = None) -> torch.Tensor:
     """SHAP's GradientExplainer (expected gradients), for the given target class per sample.
 
     The samples are explained one target class at a time, through a one-output view of the model,
     so SHAP computes the gradients of the target logit only (SHAP's default takes every class's).
+    SHAP explains one sample at a time and takes the gradients of its ``n_samples`` points
+    ``internal_batch_size`` at a time (SHAP's default, 50, when None).
     """
     import shap
 
@@ -101,8 +165,10 @@ def shap_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
     tgt = target.cpu()
     for cls in torch.unique(tgt).tolist():
         rows = tgt == cls
-        explainer = shap.GradientExplainer(_OneLogit(model, int(cls)), background)
-        values = np.asarray(explainer.shap_values(x[rows.to(x.device)], nsamples=n_samples, rseed=seed))
+        explainer = shap.GradientExplainer(_OneLogit(model, int(cls)), background,
+                                           batch_size=internal_batch_size or SHAP_BATCH_SIZE)
+        with seeded_numpy(seed):  # SHAP reseeds NumPy's global generator with rseed; restore it afterwards
+            values = np.asarray(explainer.shap_values(x[rows.to(x.device)], nsamples=n_samples, rseed=seed))
         out[rows] = torch.from_numpy(np.ascontiguousarray(values.reshape(values.shape[: x.dim()]))).float()
     return out
 
@@ -150,10 +216,12 @@ def _order(attr: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def deletion_insertion(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor, attr: torch.Tensor,
-                       baseline: torch.Tensor, n_steps: int = 16, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                       baseline: torch.Tensor, n_steps: int = 16, batch_size: int | None = 256) -> tuple[np.ndarray, np.ndarray]:
     """Target-class probability as features are deleted / inserted in attribution order.
 
     Returns two ``(n_steps + 1, n)`` arrays; their means over steps are the areas under the curves.
+    The ``2 (n_steps + 1) n`` modified inputs are built ``batch_size`` at a time, as the model takes them
+    (all at once when None).
     """
     n = x.shape[0]
     flat_x, flat_b = x.flatten(1), baseline.expand_as(x).flatten(1)
@@ -161,25 +229,29 @@ def deletion_insertion(model: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     order = _order(attr)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(d, device=order.device).expand(n, d))
-    fractions = torch.linspace(0, 1, n_steps + 1)
-    deletions, insertions = [], []
-    for frac in fractions:
-        k = int(round(float(frac) * d))
-        keep_top = ranks < k  # the k most important features
-        deletions.append(torch.where(keep_top, flat_b, flat_x))
-        insertions.append(torch.where(keep_top, flat_x, flat_b))
-    batch = torch.cat(deletions + insertions).view(-1, *x.shape[1:])
-    probs = torch.cat([torch.softmax(model(batch[i : i + batch_size]), dim=1)
-                       for i in range(0, len(batch), batch_size)])
-    tgt = target.repeat(2 * (n_steps + 1))
-    p = probs[torch.arange(len(batch)), tgt].view(2, n_steps + 1, n).cpu().numpy()
+    kept = torch.round(torch.linspace(0, 1, n_steps + 1).double() * d).long().to(x.device)  # round half to even, as before
+    total = 2 * (n_steps + 1) * n  # rows ordered (curve, step, sample): deletions first, then insertions
+    probs = []
+    for s in row_chunks(total, batch_size):
+        j = torch.arange(s.start, s.stop, device=x.device)
+        row, step, insert = j % n, (j // n) % (n_steps + 1), j >= total // 2
+        keep_top = ranks[row] < kept[step][:, None]  # the k most important features
+        batch = torch.where(keep_top ^ insert[:, None], flat_b[row], flat_x[row])
+        p = torch.softmax(model(batch.view(-1, *x.shape[1:])), dim=1)
+        probs.append(p[torch.arange(len(j), device=p.device), target[row]])
+    p = torch.cat(probs).view(2, n_steps + 1, n).cpu().numpy()
     return p[0], p[1]
 
 
 def sensitivity(explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor,
-                radius: float, n_perturb: int = 8, seed: int = 0) -> torch.Tensor:
+                radius: float, n_perturb: int = 8, seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
     """Captum's max-sensitivity per sample: the largest relative change of the explanation when the
-    input moves uniformly within an L∞ ball of ``radius`` (Yeh et al. 2019). Lower is more stable."""
+    input moves uniformly within an L∞ ball of ``radius`` (Yeh et al. 2019). Lower is more stable.
+
+    With ``batch_size``, ``explain`` is called on at most ``batch_size`` inputs at a time (the samples
+    in groups of ``batch_size``, Captum's ``max_examples_per_batch`` within each group); a sampled
+    ``explain`` must bound its own inner batches (``internal_batch_size``).
+    """
     from captum.metrics import sensitivity_max
 
     def fn(inputs: torch.Tensor | tuple[torch.Tensor, ...], target: torch.Tensor) -> tuple[torch.Tensor]:
@@ -187,24 +259,37 @@ def sensitivity(explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
             return (explain(inputs[0] if isinstance(inputs, tuple) else inputs, target),)
 
     torch.manual_seed(seed)
-    return sensitivity_max(fn, x, perturb_radius=radius, n_perturb_samples=n_perturb, target=target).detach()
+    return torch.cat([sensitivity_max(fn, x[s], perturb_radius=radius, n_perturb_samples=n_perturb, target=target[s],
+                                      max_examples_per_batch=_per_batch(batch_size, s, n_perturb)).detach()
+                      for s in row_chunks(len(x), batch_size)])
+
+
+def _per_batch(batch_size: int | None, rows: slice, n_perturb: int) -> int | None:
+    """Captum's ``max_examples_per_batch`` for a group of ``rows``: ``batch_size``, within the range Captum accepts."""
+    return None if batch_size is None else min(batch_size, (rows.stop - rows.start) * n_perturb)
 
 
 def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor, attr: torch.Tensor,
-               noise_scale: float, n_perturb: int = 8, seed: int = 0) -> torch.Tensor:
+               noise_scale: float, n_perturb: int = 8, seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
     """Captum's infidelity per sample (Yeh et al. 2019): the mean over Gaussian perturbations ``I`` of standard
     deviation ``noise_scale`` of ``(sum(I * attr) - (f_t(x) - f_t(x - I)))**2``, ``f_t`` the target logit.
 
     Zero when the attributions predict the effect of every small perturbation exactly (a linear model's
     gradient); lower is more faithful. The noise is seeded, so every method is scored on the same perturbations.
+    With ``batch_size`` the model sees at most ``batch_size`` perturbed inputs at a time (Captum's
+    ``max_examples_per_batch``, within groups of at most ``batch_size`` samples).
     """
     from captum.metrics import infidelity as captum_infidelity
 
+    gen = torch.Generator().manual_seed(seed)
+
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(seed)).to(inputs) * noise_scale
+        noise = torch.randn(inputs.shape, generator=gen).to(inputs) * noise_scale
         return noise, inputs - noise
 
-    return captum_infidelity(model, perturb, x, attr, target=target, n_perturb_samples=n_perturb).detach()
+    return torch.cat([captum_infidelity(model, perturb, x[s], attr[s], target=target[s], n_perturb_samples=n_perturb,
+                                        max_examples_per_batch=_per_batch(batch_size, s, n_perturb)).detach()
+                      for s in row_chunks(len(x), batch_size)])
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:

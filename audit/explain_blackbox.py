@@ -83,7 +83,8 @@ def lime_image(logits_fn: LogitsFn, x: np.ndarray, target: np.ndarray, device: t
     """LIME for images over superpixels; returns pixel attributions shaped like ``x`` ``(n, C, H, W)``.
 
     Each pixel gets the weight of its superpixel in LIME's local linear model of the target-class
-    probability; superpixels are hidden by setting them to ``hide_value``.
+    probability; superpixels are hidden by setting them to ``hide_value``. LIME builds its perturbed
+    images ``batch_size`` at a time (as float64 copies of the image), so its memory is bounded by it too.
     """
     from lime import lime_image as li
 
@@ -98,7 +99,7 @@ def lime_image(logits_fn: LogitsFn, x: np.ndarray, target: np.ndarray, device: t
     out = np.zeros(x.shape, dtype=np.float32)
     quiet, li.tqdm = li.tqdm, lambda it, **_kw: it  # LIME draws a progress bar per sample; keep the audit quiet
     try:
-        _lime_images(explainer, classifier_fn, x, target, out, seg_fn, n_samples, hide_value, seed)
+        _lime_images(explainer, classifier_fn, x, target, out, seg_fn, n_samples, hide_value, seed, batch_size)
     finally:
         li.tqdm = quiet
     return out, seg_text
@@ -106,14 +107,14 @@ def lime_image(logits_fn: LogitsFn, x: np.ndarray, target: np.ndarray, device: t
 
 def _lime_images(explainer: Any, classifier_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
                  target: np.ndarray, out: np.ndarray, seg_fn: Callable[[np.ndarray], np.ndarray], n_samples: int,
-                 hide_value: float, seed: int) -> None:
+                 hide_value: float, seed: int, batch_size: int) -> None:
     c = x.shape[1]
     for i in range(len(x)):
         image = x[i, 0] if c == 1 else np.moveaxis(x[i], 0, -1)
         segments = seg_fn(np.repeat(image[..., None], 3, -1) if c == 1 else image.astype(np.float64))
         exp = explainer.explain_instance(image.astype(np.float64), classifier_fn, labels=(int(target[i]),),
                                          top_labels=None, hide_color=hide_value, num_features=int(segments.max()) + 1,
-                                         num_samples=n_samples, batch_size=max(n_samples, 1),
+                                         num_samples=n_samples, batch_size=max(min(batch_size, n_samples), 1),
                                          segmentation_fn=lambda _img, s=segments: s, random_seed=seed)
         weights = np.zeros(int(segments.max()) + 1)
         for seg, wt in exp.local_exp[int(target[i])]:

@@ -54,9 +54,11 @@ class ExplanationsConfig(CheckConfig):
     randomization_threshold: float = Field(
         default=0.5, ge=0, le=1,
         description="Rank correlation with the randomised model's attributions above which a method fails the sanity check.")
-    internal_batch_size: int | None = Field(default=None, gt=0, description="Captum internal batch size (memory bound).")
-    batch_size: int | None = Field(default=None, gt=0,
-                                   description="Batch size of the model calls LIME, KernelSHAP and the curves make (default: the audit's).")
+    batch_size: int | None = Field(
+        default=None, gt=0,
+        description="Most inputs in one model call (forward, or forward and backward) that any method, sampled method, "
+                    "curve or Captum metric makes: the check's memory grows with it, not with image size × samples "
+                    "explained × method samples (default: the audit's batch_size).")
 
     @model_validator(mode="after")
     def _fractions(self) -> ExplanationsConfig:
@@ -95,6 +97,14 @@ def _agreement(a: Any, b: Any) -> float:
 
 def _abs(a: Any) -> Any:
     return a.abs() if isinstance(a, torch.Tensor) else [np.abs(u) for u in a]
+
+
+def _mean_rows(inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """The mean input ``(1, *shape)`` in float32, read ``batch_size`` rows at a time."""
+    total = np.zeros(inputs.shape[1:], dtype=np.float64)
+    for s in E.row_chunks(len(inputs), batch_size):
+        total += np.asarray(inputs[s], dtype=np.float64).sum(0)
+    return (total / len(inputs)).astype(np.float32)[None]
 
 
 def _relative_error(err: np.ndarray, scale: np.ndarray) -> float:
@@ -155,8 +165,8 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
     adapter, ev = ctx.adapter, ctx.dataset("eval")
     out = _Explained()
     device = adapter.device
-    x_np = np.asarray(ev.inputs, dtype=np.float32)
-    x_sel = x_np[idx]
+    inputs = ev.inputs  # only the rows used are read and converted, never the whole set at once
+    x_sel = np.asarray(inputs[idx], dtype=np.float32)
     x = torch.from_numpy(x_sel).to(device)
     target = torch.from_numpy(target_np).to(device)
     has_module = hasattr(adapter, "as_module")
@@ -168,22 +178,23 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
         baseline_text = f"a constant image at the bottom of the input range ({hide:g})"
     else:
         hide = None
-        baseline = torch.from_numpy(x_np.mean(0, keepdims=True)).to(device)
+        baseline = torch.from_numpy(_mean_rows(inputs, bs)).to(device)
         baseline_text = "the mean of the evaluation set"
     bg_rng = np.random.default_rng(seed)
-    bg_np = x_np[bg_rng.choice(len(x_np), min(cfg.n_background, len(x_np)), replace=False)]
+    bg_np = np.asarray(inputs[bg_rng.choice(len(inputs), min(cfg.n_background, len(inputs)), replace=False)],
+                       dtype=np.float32)
     background = torch.from_numpy(bg_np).to(device)
-    reference = ctx.datasets["reference"].inputs if "reference" in ctx.datasets else x_np
+    reference = ctx.datasets["reference"].inputs if "reference" in ctx.datasets else inputs
     seg_text = ""
 
     def gradient_method(f: Any, method: str, inputs: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         if method == "integrated_gradients":
-            return E.integrated_gradients(f, inputs, tgt, baseline, cfg.n_steps, cfg.internal_batch_size)[0]
+            return E.integrated_gradients(f, inputs, tgt, baseline, cfg.n_steps, bs)[0]
         if method == "saliency":
-            return E.saliency(f, inputs, tgt, baseline)
+            return E.saliency(f, inputs, tgt, baseline, bs)
         if method == "gradient_shap":
-            return E.gradient_shap(f, inputs, tgt, background, cfg.n_shap_samples, seed)
-        return E.shap_gradient(f, inputs, tgt, background, cfg.n_shap_samples, seed).to(device)
+            return E.gradient_shap(f, inputs, tgt, background, cfg.n_shap_samples, seed, bs)
+        return E.shap_gradient(f, inputs, tgt, background, cfg.n_shap_samples, seed, bs).to(device)
 
     def attribute(f: Any, method: str) -> torch.Tensor:
         nonlocal seg_text
@@ -221,9 +232,8 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
     attrs: dict[str, torch.Tensor] = {}
     for method in methods:
         if method == "integrated_gradients":
-            attrs[method], delta = E.integrated_gradients(fwd, x, target, baseline, cfg.n_steps, cfg.internal_batch_size)
-            with torch.no_grad():
-                gap = (fwd(x) - fwd(baseline.expand_as(x))).gather(1, target[:, None]).squeeze(1)
+            attrs[method], delta = E.integrated_gradients(fwd, x, target, baseline, cfg.n_steps, bs)
+            gap = (E.batched_forward(fwd, x, bs) - E.batched_forward(fwd, baseline, bs)).gather(1, target[:, None]).squeeze(1)
             out.head.append(Metric(
                 name="ig_completeness_error", n=len(x), higher_is_better=False,
                 value=_relative_error(delta.cpu().numpy(), gap.cpu().numpy()),
@@ -248,11 +258,11 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
     radius = 0.02 * max(float(lo_hi[1] - lo_hi[0]), 1e-6)
     for method, a in attrs.items():
         dele, ins = E.deletion_insertion(fwd, x, target, a, baseline, cfg.curve_steps, bs)
-        infid = float(E.infidelity(fwd, x, target, a, noise_scale, cfg.n_perturb, seed).mean())
+        infid = float(E.infidelity(fwd, x, target, a, noise_scale, cfg.n_perturb, seed, bs).mean())
         sens = None
         if method in GRADIENT_METHODS and method != "shap":
             sens = float(E.sensitivity(lambda inp, tgt, m=method: gradient_method(fwd, m, inp, tgt), x, target, radius,
-                                       cfg.n_perturb, seed).mean())
+                                       cfg.n_perturb, seed, bs).mean())
         rand_sim = (E.rank_agreement(a.abs(), attribute(randomized, method).abs(), mask=(x - baseline).abs() > 1e-8)
                     if randomized is not None else None)
         out.methods[method] = _Method(a, dele, ins, infid, rand_sim, sens)
@@ -338,7 +348,7 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
     def attribute(a: Any, method: str, record: bool) -> list[np.ndarray]:
         if method in ("integrated_gradients", "saliency"):
             words, delta, gap = T.embedding_attributions(a, texts, target, method, n_steps=cfg.n_steps,
-                                                         internal_batch_size=cfg.internal_batch_size,
+                                                         internal_batch_size=bs,
                                                          baseline_token_id=base_id)
             if record and delta is not None:
                 out.head.append(Metric(

@@ -1,0 +1,150 @@
+"""The explanations check's memory is bounded by a batch size: chunked attributions are the one-pass numbers
+(Captum and SHAP called unchunked on the same inputs), and no model call exceeds the batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audit import explain as E
+from audit.checks.explanations import Explanations, ExplanationsConfig
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from models.adapter import TorchAdapter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Spy(nn.Module):
+    """A small CNN that records how many inputs each forward pass takes (shared by its deep copies)."""
+
+    rows: list[int] = []
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2),
+                                 nn.Flatten(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Spy.rows.append(int(x.shape[0]))
+        return self.net(x)
+
+
+def images(n: int, side: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).random((n, 1, side, side), dtype=np.float32))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7, 16, 40])
+def test_chunked_gradient_shap_equals_captums_one_pass(chunk: int) -> None:
+    model = Spy().eval()
+    x, background = images(5), images(9, seed=1)
+    target = torch.tensor([0, 1, 2, 1, 0])
+    Spy.rows.clear()
+    ref = E.gradient_shap(model, x, target, background, n_samples=8, seed=3)  # Captum's GradientShap, one pass
+    assert max(Spy.rows) == 40
+    Spy.rows.clear()
+    got = E.gradient_shap(model, x, target, background, n_samples=8, seed=3, internal_batch_size=chunk)
+    assert max(Spy.rows) == min(chunk, 40)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+    # Another seed draws other baselines: the equality above is not a coincidence of constant maps.
+    assert not torch.allclose(E.gradient_shap(model, x, target, background, 8, seed=4, internal_batch_size=chunk), ref)
+
+
+def test_chunked_integrated_gradients_and_saliency_equal_one_pass() -> None:
+    model = Spy().eval()
+    x, target, base = images(5), torch.tensor([0, 1, 2, 1, 0]), torch.zeros(1, 1, 8, 8)
+    ref, ref_delta = E.integrated_gradients(model, x, target, base, n_steps=6)
+    for chunk in (1, 3, 7, 64):
+        Spy.rows.clear()
+        got, delta = E.integrated_gradients(model, x, target, base, n_steps=6, internal_batch_size=chunk)
+        assert max(Spy.rows) <= max(chunk, 2)  # Captum takes at least two path points per call
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(delta, ref_delta, rtol=1e-4, atol=1e-6)
+        Spy.rows.clear()
+        sal = E.saliency(model, x, target, base, chunk)
+        assert max(Spy.rows) == min(chunk, 5)
+        torch.testing.assert_close(sal, E.saliency(model, x, target, base))
+
+
+def test_shap_gradient_batches_equal_shaps_default() -> None:
+    model = Spy().eval()
+    x, background, target = images(3), images(9, seed=1), torch.tensor([0, 2, 2])
+    ref = E.shap_gradient(model, x, target, background, n_samples=12, seed=2)  # SHAP's default batch of 50
+    Spy.rows.clear()
+    got = E.shap_gradient(model, x, target, background, n_samples=12, seed=2, internal_batch_size=5)
+    # SHAP's explainer takes one pass over the 9 background rows per class explained; every other call is bounded.
+    assert Spy.rows.count(9) == 2 and max(r for r in Spy.rows if r != 9) == 5
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_batched_deletion_insertion_equals_one_batch() -> None:
+    model = Spy().eval()
+    x, target = images(4), torch.tensor([0, 1, 2, 0])
+    attr = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    ref = E.deletion_insertion(model, x, target, attr, torch.zeros(1, 1, 8, 8), n_steps=5, batch_size=None)
+    Spy.rows.clear()
+    got = E.deletion_insertion(model, x, target, attr, torch.zeros(1, 1, 8, 8), n_steps=5, batch_size=7)
+    assert max(Spy.rows) == 7 and sum(Spy.rows) == 2 * 6 * 4
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-6)
+
+
+def test_sensitivity_and_infidelity_never_pass_more_than_the_batch() -> None:
+    model = Spy().eval()
+    x, target = images(5), torch.tensor([0, 1, 2, 1, 0])
+    seen: list[int] = []
+
+    def explain(inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        seen.append(len(inp))
+        return E.saliency(model, inp, tgt, None)
+
+    sens = E.sensitivity(explain, x, target, radius=0.05, n_perturb=8, batch_size=4)  # fewer than the 5 samples
+    assert max(seen) <= 4 and len(sens) == 5 and bool((sens > 0).all())
+    seen.clear()
+    E.sensitivity(explain, x, target, radius=0.05, n_perturb=8)
+    assert max(seen) == 40  # Captum's one pass: every perturbation of every sample
+    attr = E.saliency(model, x, target, None)
+    Spy.rows.clear()
+    infid = E.infidelity(model, x, target, attr, 0.05, n_perturb=8, batch_size=4)
+    assert max(Spy.rows) <= 4 and len(infid) == 5 and bool((infid > 0).all())
+    Spy.rows.clear()
+    E.infidelity(model, x, target, attr, 0.05, n_perturb=8)
+    assert max(Spy.rows) == 40
+
+
+def test_lime_builds_its_perturbed_images_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIME holds the images it has built until it calls the classifier: at most the batch size of them."""
+    from audit import explain_blackbox as B
+
+    calls: list[int] = []
+    real = B.batched_probs
+    monkeypatch.setattr(B, "batched_probs", lambda fn, x, device, bs: calls.append(len(x)) or real(fn, x, device, bs))
+    model = Spy().eval()
+    x = images(2).numpy()
+    B.lime_image(model, x, np.array([0, 1]), torch.device("cpu"), n_samples=20, segmentation="grid", batch_size=6)
+    assert calls and max(calls) == 6 and sum(calls) == 2 * 20
+
+
+def test_the_check_never_calls_the_model_on_more_than_its_batch_size() -> None:
+    """Every default method, curve, metric and the randomisation re-run: the audit's batch size bounds each call
+    (Integrated Gradients: two path points at least; SHAP: its one pass over the background rows)."""
+    x = images(16).numpy()
+    adapter = TorchAdapter(Spy().eval(), input_kind="image", device=torch.device("cpu"), input_range=(0.0, 1.0))
+    ds = AuditDataset(name="eval", inputs=x, target=np.zeros(16, dtype=np.int64), class_names=None,
+                      sensitive_features=None, feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+    ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=4)
+    cfg = ExplanationsConfig(n_explain=3, n_steps=6, n_shap_samples=8, n_perturb=4, n_lime_samples=16, curve_steps=4,
+                             n_background=4)
+    ctx.probs()
+    Spy.rows.clear()
+    out = Explanations(cfg).run(ctx)
+    assert {r[1] for r in out.evidence[0].rows} == {"integrated_gradients", "saliency", "gradient_shap", "shap", "lime"}
+    assert Spy.rows and max(Spy.rows) == 4
+    # The same seed with a larger batch gives the same attributions (the batch bounds memory, not the numbers).
+    wide = Explanations(cfg.model_copy(update={"batch_size": 64})).run(ctx)
+    for a, b in zip(out.metrics, wide.metrics):
+        if a.name in ("deletion_auc", "insertion_auc", "agreement", "randomization_similarity", "ig_completeness_error"):
+            assert (a.name, a.group) == (b.name, b.group) and a.value == pytest.approx(b.value, rel=1e-4, abs=1e-6)
