@@ -32,6 +32,11 @@ def _take(inputs: Any, rows: np.ndarray) -> Any:
     return [inputs[i] for i in rows] if isinstance(inputs, list) else inputs[rows]
 
 
+def _every_row(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` are all ``n`` rows in order (then the whole set's outputs are computed and cached)."""
+    return len(rows) == n and bool((rows == np.arange(n)).all())
+
+
 def _rows_key(kind: str, rows: np.ndarray) -> str:
     """Cache key of an output for a subset of rows: the kind and a digest of the row indices."""
     return f"{kind}[{len(rows)} rows {hashlib.blake2b(rows.tobytes(), digest_size=8).hexdigest()}]"
@@ -126,9 +131,9 @@ class AuditContext:
         cached, else computed for those rows only (cached per data set and rows), so a check that
         caps its sample never pays for the rows it does not keep."""
         rows = np.asarray(rows, dtype=np.int64)
-        if ("logits", name) in self._cache:
-            return self.logits(name)[torch.from_numpy(rows)]
         ds = self.dataset(name)
+        if ("logits", name) in self._cache or _every_row(rows, len(ds)):
+            return self.logits(name)[torch.from_numpy(rows)]
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"model logits on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
@@ -142,11 +147,11 @@ class AuditContext:
     def features_for(self, name: str, rows: np.ndarray) -> torch.Tensor:
         """Penultimate features of rows ``rows`` of a data set, like :meth:`logits_for`."""
         rows = np.asarray(rows, dtype=np.int64)
-        if ("features", name) in self._cache:
+        ds = self.dataset(name)
+        if ("features", name) in self._cache or _every_row(rows, len(ds)):
             return self.features(name)[torch.from_numpy(rows)]
         if not self.adapter.has_features:
             raise SkipCheck(f"the model ({self.adapter.format}) exposes no penultimate features.")
-        ds = self.dataset(name)
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"features on {len(rows)} of {len(ds)} '{name}' samples", len(rows))

@@ -40,14 +40,20 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 from pydantic import Field
-from sklearn.metrics import accuracy_score, precision_score
 
 from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
-from audit.fairness.gaps import GAPS, bootstrap_gaps, group_counts, noise_floor, permutation_gaps
+from audit.fairness.gaps import (
+    GAPS,
+    bootstrap_gaps,
+    frame_gaps,
+    group_counts,
+    group_frame,
+    noise_floor,
+    permutation_gaps,
+)
 from audit.registry import Check, CheckOutput, NoiseTest, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import percentile_interval
@@ -60,7 +66,6 @@ GAP_TEXT = {
     "equal_opportunity_difference": "largest minus smallest true positive rate between groups",
     "predictive_parity_difference": "largest minus smallest precision (PPV) between groups",
 }
-RATES = ("selection_rate", "tpr", "fpr", "ppv")
 
 
 class FairnessConfig(CheckConfig):
@@ -98,15 +103,14 @@ class FairnessConfig(CheckConfig):
                                                  "fairer, less accurate).")
     retrain_epochs: int | None = Field(default=None, ge=1,
                                        description="reweighing_retrain: training epochs (default: the recipe's).")
+    max_fit_samples: int = Field(
+        default=20_000, ge=10, description="The mitigations are fitted on at most this many rows of the 'reference' "
+                                           "set, drawn (seeded) stratified by label × joint sensitive group before "
+                                           "any of its logits or features are computed; the report states the number.")
     constraint: Literal["demographic_parity", "equalized_odds"] = Field(
         default="demographic_parity", description="Fairness constraint the mitigations target.")
     save_dir: str | None = Field(default=None, description="Directory to save the mitigated heads and models "
                                                            "(safetensors + JSON) in.")
-
-
-def ppv(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Precision; NaN when nothing is predicted positive."""
-    return float(precision_score(y_true, y_pred, zero_division=np.nan))
 
 
 def sensitive_columns(ctx: AuditContext, intersectional: bool, name: str = "eval") -> tuple[dict[str, pd.Series], list[str]]:
@@ -126,45 +130,6 @@ def sensitive_columns(ctx: AuditContext, intersectional: bool, name: str = "eval
         key = " × ".join(cols)
         cols[key] = pd.Series(["|".join(v) for v in zip(*cols.values())], dtype=str)
     return cols, missing
-
-
-def group_frame(y: np.ndarray, p: np.ndarray, groups: pd.Series) -> MetricFrame:
-    """fairlearn's MetricFrame of the per-group rates (binary y and p)."""
-    return MetricFrame(
-        metrics={"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate,
-                 "ppv": ppv, "accuracy": accuracy_score, "count": lambda yt, yp: len(yt)},
-        y_true=y, y_pred=p, sensitive_features=groups.rename("group"))
-
-
-def frame_gaps(mf: MetricFrame) -> tuple[dict[str, float], dict[str, str]]:
-    """Gaps from a MetricFrame (``difference``/``ratio`` between groups) and the pair driving each."""
-    diff = mf.difference(method="between_groups")
-    by = mf.by_group
-
-    def pair(col: str, largest_is_low: bool = False) -> str:
-        s = by[col].astype(float).dropna()
-        if len(s) < 2:
-            return "n/a"
-        hi, lo = s.idxmax(), s.idxmin()
-        return f"{lo} ({s[lo]:.3f}) vs {hi} ({s[hi]:.3f}) in {col}"
-
-    tpr_gap, fpr_gap = float(diff["tpr"]), float(diff["fpr"])
-    eo_col = "tpr" if np.nan_to_num(tpr_gap, nan=-1) >= np.nan_to_num(fpr_gap, nan=-1) else "fpr"
-    values = {
-        "demographic_parity_difference": float(diff["selection_rate"]),
-        "demographic_parity_ratio": float(mf.ratio(method="between_groups")["selection_rate"]),
-        "equalized_odds_difference": float(np.fmax(tpr_gap, fpr_gap)),
-        "equal_opportunity_difference": tpr_gap,
-        "predictive_parity_difference": float(diff["ppv"]),
-    }
-    pairs = {
-        "demographic_parity_difference": pair("selection_rate"),
-        "demographic_parity_ratio": pair("selection_rate"),
-        "equalized_odds_difference": pair(eo_col),
-        "equal_opportunity_difference": pair("tpr"),
-        "predictive_parity_difference": pair("ppv"),
-    }
-    return values, pairs
 
 
 SIGNIFICANCE_RULE = (
@@ -320,7 +285,7 @@ class GroupMetrics(Check):
                 reps: dict[str, np.ndarray] = {}
                 null: dict[str, np.ndarray] = {}
                 if len(eligible) >= 2:
-                    gv, pairs = frame_gaps(group_frame(yb[mask], pb[mask], groups[mask]))
+                    gv, pairs = frame_gaps(by.loc[eligible])  # the one MetricFrame, its judged groups
                     _, counts = group_counts(yb[mask], pb[mask], groups[mask].to_numpy())
                     if cfg.n_resamples:
                         reps = bootstrap_gaps(counts, cfg.n_resamples, rng)
@@ -390,7 +355,8 @@ class GroupMetrics(Check):
                                      "ylabel": "demographic parity difference"},
                                caption="Per sensitive feature (and class); the default threshold is 0.1."))
         method = ("Predictions are the argmax of the model's logits. Per-group rates come from fairlearn's MetricFrame; "
-                  "gaps from MetricFrame.difference/ratio(method='between_groups') over groups with at least "
+                  "gaps are the largest minus the smallest rate and the smallest over the largest (MetricFrame.difference/ratio("
+                  "method='between_groups')) over its groups with at least "
                   f"min_group_size={cfg.min_group_size} members. "
                   + ("Binary model: positive class " + repr(names[classes[0]]) + "." if binary else
                      "Multiclass model: every gap is computed one-vs-rest per class; the headline is the worst class."))

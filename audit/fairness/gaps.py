@@ -1,4 +1,5 @@
-"""Fairness gaps from per-group confusion counts, their bootstrap intervals and their noise floor.
+"""Fairness gaps from per-group confusion counts, their bootstrap intervals and their noise floor;
+per-group rates with fairlearn's ``MetricFrame`` and the gaps between them.
 
 Every gap the fairness check reports (demographic parity, equalized odds, equal opportunity,
 predictive parity) is a function of each group's confusion counts (tn, fp, fn, tp) alone. So the
@@ -18,11 +19,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+from sklearn.metrics import accuracy_score, precision_score
 
 from audit.stats import multinomial_resamples, permutation_p_value, permuted_group_counts
 
 GAPS = ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
         "equal_opportunity_difference", "predictive_parity_difference")
+RATES = ("selection_rate", "tpr", "fpr", "ppv")
 #: Gaps where a smaller value is the worse one.
 LOWER_IS_WORSE = frozenset({"demographic_parity_ratio"})
 
@@ -91,3 +96,55 @@ def noise_floor(null: np.ndarray, observed: float, name: str, level: float = 0.9
     finite = null[np.isfinite(null)]
     q = float(np.quantile(finite, 1 - level if lower else level)) if finite.size else None
     return p, q
+
+
+# ------------------------------------------------------------- per-group rates with fairlearn
+
+
+def ppv(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Precision; NaN when nothing is predicted positive."""
+    return float(precision_score(y_true, y_pred, zero_division=np.nan))
+
+
+def group_frame(y: np.ndarray, p: np.ndarray, groups: pd.Series) -> MetricFrame:
+    """fairlearn's MetricFrame of the per-group rates (binary y and p)."""
+    return MetricFrame(
+        metrics={"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate,
+                 "ppv": ppv, "accuracy": accuracy_score, "count": lambda yt, yp: len(yt)},
+        y_true=y, y_pred=p, sensitive_features=groups.rename("group"))
+
+
+def frame_gaps(by: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
+    """Gaps between the groups of a MetricFrame's ``by_group`` (restricted to the groups judged) and the pair
+    driving each: fairlearn's ``difference``/``ratio(method="between_groups")``, i.e. largest minus smallest and
+    smallest over largest of each rate, undefined (NaN) groups left out."""
+    rates = by[list(RATES)].astype(float)
+    hi, lo = rates.max(), rates.min()
+    diff = hi - lo
+
+    def pair(col: str) -> str:
+        s = rates[col].dropna()
+        if len(s) < 2:
+            return "n/a"
+        top, bottom = s.idxmax(), s.idxmin()
+        return f"{bottom} ({s[bottom]:.3f}) vs {top} ({s[top]:.3f}) in {col}"
+
+    tpr_gap, fpr_gap = float(diff["tpr"]), float(diff["fpr"])
+    eo_col = "tpr" if np.nan_to_num(tpr_gap, nan=-1) >= np.nan_to_num(fpr_gap, nan=-1) else "fpr"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.divide(lo["selection_rate"], hi["selection_rate"]))
+    values = {
+        "demographic_parity_difference": float(diff["selection_rate"]),
+        "demographic_parity_ratio": ratio,
+        "equalized_odds_difference": float(np.fmax(tpr_gap, fpr_gap)),
+        "equal_opportunity_difference": tpr_gap,
+        "predictive_parity_difference": float(diff["ppv"]),
+    }
+    pairs = {
+        "demographic_parity_difference": pair("selection_rate"),
+        "demographic_parity_ratio": pair("selection_rate"),
+        "equalized_odds_difference": pair(eo_col),
+        "equal_opportunity_difference": pair("tpr"),
+        "predictive_parity_difference": pair("ppv"),
+    }
+    return values, pairs

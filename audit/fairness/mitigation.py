@@ -28,19 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (
-    MetricFrame,
-    demographic_parity_difference,
-    demographic_parity_ratio,
-    equal_opportunity_difference,
-    equalized_odds_difference,
-)
-from sklearn.metrics import precision_score
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from audit.errors import SkipCheck
+from audit.fairness.gaps import GAPS, frame_gaps, group_frame
 from audit.results import Figure, Table
+from audit.stats import stratified_rows
 
 if TYPE_CHECKING:
     from audit.checks.fairness import FairnessConfig
@@ -99,13 +94,18 @@ def fit_adversarial(f_ref: np.ndarray, y_ref: np.ndarray, groups: np.ndarray, *,
     Runs under ``torch.random.fork_rng`` (fairlearn seeds torch's global generator), so the audit's
     other random draws do not depend on whether it ran.
     """
-    import torch
-
     mean, std = standardise(f_ref)
     clf = adversarial_classifier(seed=seed, epochs=epochs, batch_size=batch_size, alpha=alpha, constraint=constraint)
     with torch.random.fork_rng(devices=[]):
         clf.fit((f_ref - mean) / std, y_ref, sensitive_features=groups)
     return clf, mean, std
+
+
+def fit_rows(y: np.ndarray, groups: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted reference rows the mitigations are fitted on: at most ``limit``, stratified by label × group
+    (each (label, group) cell keeps its share and at least two rows where it has them)."""
+    _, cell = np.unique(groups, return_inverse=True)
+    return stratified_rows(cell.ravel() * 2 + np.asarray(y, dtype=np.int64), limit, rng)
 
 
 def _joint_groups(ctx: AuditContext, name: str) -> np.ndarray:
@@ -133,8 +133,10 @@ def _save_tensors(save_dir: str, name: str, tensors: dict[str, np.ndarray], meta
     return str(path)
 
 
-def retrain_reweighed(ctx: AuditContext, cfg: FairnessConfig, groups: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """Retrain the model from scratch through its recipe on data.reference with reweighing sample weights.
+def retrain_reweighed(ctx: AuditContext, cfg: FairnessConfig, groups: np.ndarray,
+                      rows: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Retrain the model from scratch through its recipe on rows ``rows`` of data.reference (``groups`` are
+    theirs) with reweighing sample weights.
 
     Returns the eval predictions (class indices) and the saved weights' path (None without ``save_dir``).
     Raises :class:`SkipCheck` with the reason when the model cannot be retrained this way.
@@ -153,9 +155,9 @@ def retrain_reweighed(ctx: AuditContext, cfg: FairnessConfig, groups: np.ndarray
     ref, ev = ctx.dataset("reference"), ctx.dataset("eval")
     if isinstance(ref.inputs, list) or isinstance(ev.inputs, list):
         raise SkipCheck("the data are raw text; the recipes train on arrays (token ids or features).")
-    x = np.asarray(ref.inputs)
+    x = np.asarray(ref.inputs[rows])
     x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x.astype(np.int64)
-    y = ctx.y_true("reference").astype(np.int64)
+    y = ctx.y_true("reference")[rows].astype(np.int64)
     weights = reweighing_weights(y, groups)
     pre = meta.get("preprocessing") or {}
     seed = int(recipe.get("seed", 0))
@@ -198,8 +200,13 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
     from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
 
     y_eval = (ctx.y_true() == positive).astype(np.int64)
-    yr = (y_ref == positive).astype(np.int64)
     a_eval, a_ref = _joint_groups(ctx, "eval"), _joint_groups(ctx, "reference")
+    # the cap is drawn before any of the reference set's logits or features are computed
+    ref_rows = fit_rows((y_ref == positive).astype(np.int64), a_ref, cfg.max_fit_samples,
+                        ctx.rng("fairness.mitigation.rows"))
+    yr, a_ref = (y_ref[ref_rows] == positive).astype(np.int64), a_ref[ref_rows]
+    fitted_on = (f"{len(ref_rows)} of the 'reference' set's {len(y_ref)} samples (max_fit_samples = "
+                 f"{cfg.max_fit_samples}, stratified by label × joint sensitive group)")
     seed = int(ctx.rng("fairness.mitigation").integers(0, 2**31 - 1))
     limits: list[str] = []
     preds: dict[str, np.ndarray] = {"original model": (ctx.y_pred() == positive).astype(np.int64)}
@@ -214,7 +221,8 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
             limits.append(f"ThresholdOptimizer was not run: eval groups {unseen[:5]} are absent from the reference "
                           "set, so no threshold can be fitted for them.")
         else:
-            opt.fit(ctx.probs("reference")[:, [positive]], yr, sensitive_features=a_ref)
+            probs_ref = torch.softmax(ctx.logits_for("reference", ref_rows).double(), dim=1).numpy()
+            opt.fit(probs_ref[:, [positive]], yr, sensitive_features=a_ref)
             preds["threshold_optimizer"] = np.asarray(opt.predict(ctx.probs()[:, [positive]],
                                                                   sensitive_features=a_eval, random_state=seed),
                                                       dtype=np.int64)
@@ -226,7 +234,7 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
         head_kinds = []
     if head_kinds:
         try:
-            f_ref, f_eval = ctx.features("reference").numpy(), ctx.features().numpy()
+            f_ref, f_eval = ctx.features_for("reference", ref_rows).numpy(), ctx.features().numpy()
         except SkipCheck as exc:
             limits.append(f"Representation-head mitigations were not run: {exc}")
             head_kinds = []
@@ -255,7 +263,7 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
             reason = "the reference labels hold one class only"
         else:
             try:
-                f_ref, f_eval = ctx.features("reference").numpy(), ctx.features().numpy()
+                f_ref, f_eval = ctx.features_for("reference", ref_rows).numpy(), ctx.features().numpy()
             except SkipCheck as exc:
                 reason = str(exc)
         if reason is not None:
@@ -284,27 +292,28 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
     if "reweighing_retrain" in cfg.mitigation:
         try:
             started = time.perf_counter()
-            pred, path = retrain_reweighed(ctx, cfg, a_ref)
+            pred, path = retrain_reweighed(ctx, cfg, a_ref, ref_rows)
             preds["reweighing_retrain"] = (pred == positive).astype(np.int64)
             limits.append(f"reweighing_retrain: the model was retrained from scratch through its recipe "
-                          f"{ctx.model_meta['recipe']['name']!r} on the 'reference' set ({len(yr)} samples, not "
-                          "necessarily its original training set) with Kamiran & Calders weights, in "
+                          f"{ctx.model_meta['recipe']['name']!r} on {fitted_on} (not necessarily its original "
+                          "training set) with Kamiran & Calders weights, in "
                           f"{time.perf_counter() - started:.1f} s.")
             if path:
                 saved.append(path)
         except SkipCheck as exc:
             limits.append(f"reweighing_retrain was not run: {exc}")
+    if len(ref_rows) < len(y_ref):
+        limits.append(f"The mitigations were fitted on {fitted_on}, not on every reference row: a cap on their "
+                      "cost; raise max_fit_samples to fit on more.")
     if saved:
         limits.append(f"Mitigated models saved: {', '.join(saved)}.")
     rows, xs, ys = [], [], []
+    groups_eval = pd.Series(a_eval, dtype=object)
     for name, p in preds.items():
         acc = float((p == y_eval).mean())
-        dpd = float(demographic_parity_difference(y_eval, p, sensitive_features=a_eval))
-        ppv = MetricFrame(metrics=lambda t, q: precision_score(t, q, zero_division=np.nan), y_true=y_eval, y_pred=p,
-                          sensitive_features=a_eval).difference()
-        gaps = [dpd, float(demographic_parity_ratio(y_eval, p, sensitive_features=a_eval)),
-                float(equalized_odds_difference(y_eval, p, sensitive_features=a_eval)),
-                float(equal_opportunity_difference(y_eval, p, sensitive_features=a_eval)), float(ppv)]
+        values, _ = frame_gaps(group_frame(y_eval, p, groups_eval).by_group)  # one MetricFrame per model
+        gaps = [values[k] for k in GAPS]
+        dpd = values["demographic_parity_difference"]
         rows.append([name, round(acc, 6), *[None if np.isnan(g) else round(g, 6) for g in gaps], len(p)])
         xs.append(dpd)
         ys.append(acc)
@@ -315,8 +324,8 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
               columns=["model", "accuracy", "demographic_parity_difference", "demographic_parity_ratio",
                        "equalized_odds_difference", "equal_opportunity_difference", "predictive_parity_difference",
                        "n"],
-              caption=(f"Fitted on the 'reference' set ({len(yr)} samples) targeting {constraint_name}; evaluated on "
-                       f"the eval set over the joint sensitive groups.")),
+              caption=(f"Fitted on {fitted_on}, targeting {constraint_name}; evaluated on the eval set "
+                       f"({len(y_eval)} samples) over the joint sensitive groups.")),
         Figure(kind="line", title="Accuracy against disparity",
                data={"x": [xs[i] for i in order], "series": {"accuracy": [ys[i] for i in order]},
                      "xlabel": "demographic parity difference", "ylabel": "accuracy"},

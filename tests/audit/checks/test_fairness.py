@@ -512,3 +512,66 @@ def test_random_attribute_through_the_runner_warns_within_noise_and_exits_0(tmp_
     assert outcome.observed > 0 and not outcome.passed and outcome.level == "warn"
     assert outcome.detail.startswith("within noise") and "permutation p" in outcome.detail
     assert check.status == "warn" and result.summary.exit_code == 0
+
+
+def test_one_metric_frame_per_column(noisy, monkeypatch: pytest.MonkeyPatch) -> None:
+    import audit.checks.fairness as check
+
+    score, y, sens = noisy
+    built = []
+    real = check.group_frame
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check, "group_frame", counted)
+    sens = sens.copy()
+    sens.loc[:4, "sex"] = "x"  # a group below min_group_size: the gaps use the frame's other groups
+    out = GroupMetrics(cfg()).run(make_ctx(logits_for(None, score=score), y, sens))
+    assert len(built) == 2  # sex and race, binary model: one frame each, not one more for the judged groups
+    keep = sens["sex"] != "x"
+    pred = (score > 0.5).astype(int)
+    assert values(out, "sex")["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(y[keep], pred[keep], sensitive_features=sens["sex"][keep]))
+
+
+def test_mitigations_fit_on_a_capped_stratified_sample_drawn_before_the_work() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.fairness.mitigation import fit_rows
+
+    rng = np.random.default_rng(3)
+    a_ev, y_ev, f_ev = biased(rng, 300)
+    a_rf, y_rf, f_rf = biased(rng, 3000)
+    feats = np.concatenate([f_ev, f_rf])
+    z = feats[:, 0] + 1.5 * feats[:, 1] - 1.2
+    ctx = make_ctx(np.stack([np.zeros_like(z), z], 1), y_ev, pd.DataFrame({"sex": a_ev}),
+                   reference=(y_rf, pd.DataFrame({"sex": a_rf})), features=feats)
+    seen = []
+    for method in ("predict_logits", "predict_features"):
+        inner = getattr(ctx.adapter, method)
+
+        def counted(inputs, *args, _inner=inner, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            seen.append(len(inputs))
+            return _inner(inputs, *args, **kwargs)
+
+        setattr(ctx.adapter, method, counted)
+    out = GroupMetrics(cfg(n_resamples=0, n_permutations=0, max_fit_samples=200,
+                           mitigation=["threshold_optimizer", "reweighing"])).run(ctx)
+    assert 3000 not in seen and 200 in seen  # the reference set's logits and features for the 200 sampled rows only
+    table = next(e for e in out.evidence if e.title == "Mitigation: before and after")
+    assert "Fitted on 200 of the 'reference' set's 3000 samples (max_fit_samples = 200" in table.caption
+    assert any("fitted on 200 of the 'reference' set's 3000 samples" in t for t in out.limitations)
+    # stratified by label × group: every cell keeps its share, to within one row
+    rows = fit_rows(y_rf, a_rf, 200, ctx.rng("fairness.mitigation.rows"))
+    cells = pd.crosstab(a_rf[rows], y_rf[rows])
+    assert (abs(cells - pd.crosstab(a_rf, y_rf) * 200 / 3000) <= 1).all().all()
+    # the same head as fitting reweighing on those rows directly
+    from audit.fairness.mitigation import reweighing_weights
+
+    head = LogisticRegression(max_iter=1000).fit(f_rf[rows], y_rf[rows],
+                                                 sample_weight=reweighing_weights(y_rf[rows], a_rf[rows]))
+    pred = head.predict(f_ev)
+    row = mitigation_rows(out)["reweighing"]
+    assert row[2] == pytest.approx(demographic_parity_difference(y_ev, pred, sensitive_features=a_ev), abs=1e-6)
