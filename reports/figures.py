@@ -31,7 +31,10 @@ MAX_GRID_IMAGES = 36
 MAX_ANNOTATED_CLASSES = 25
 #: Items listed by name in an alt text before it summarises the rest.
 _ALT_ITEMS = 12
-_DPI = 100
+#: Drawn at 5 x 3.125 inches and 128 dpi: 640 x 400 pixels on screen, and text that stays legible when the
+#: printed report sets two figures side by side (9 cm wide each).
+_DPI = 128
+_SIZE = (5.0, 3.125)
 _RC = {"font.size": 9.0, "axes.titlesize": 10.0, "axes.labelsize": 9.0, "figure.dpi": _DPI,
        "savefig.dpi": _DPI, "font.family": "DejaVu Sans"}
 
@@ -76,7 +79,7 @@ def render_figure(fig: Figure) -> str:
 def _draw(drawer: Drawer, data: dict[str, Any], title: str) -> tuple[bytes, str]:
     """Run ``drawer`` on a fresh Agg figure under a fixed style; return the PNG bytes and alt text."""
     with mpl_style.context("default"), rc_context(_RC):
-        mpl = MplFigure(figsize=(6.4, 4.0), layout="constrained")
+        mpl = MplFigure(figsize=_SIZE, layout="constrained")
         FigureCanvasAgg(mpl)
         alt = drawer(mpl, data, title)
         buf = io.BytesIO()

@@ -8,23 +8,39 @@ the result (model paths, summaries, table cells, attestations) is escaped. Figur
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from audit.results import AuditResult, Figure
 
 from . import _format as fmt
 from . import traceability
+from ._layout import appendix_rows, split_metrics
 from .attestations import attestation_rows, open_attestations
 from .figures import render_figure
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 #: Rows of an evidence table shown in the report; the full table stays in ``results.json``.
 MAX_TABLE_ROWS = 200
+#: Evidence tables with at least this many columns are set in smaller type (``table.wide``).
+WIDE_TABLE_COLUMNS = 8
+
+
+#: Characters after which a long identifier (``demographic_parity_difference``, ``colour × sex=Black|Female``,
+#: a path) may wrap, so a table with many such columns fits the page instead of running off its edge.
+_BREAK_AFTER = re.compile(r"([_/|=,])(?=\S)")
+
+
+def _breakable(value: Any) -> Markup:
+    """``value`` as text (:func:`_format.fmt_cell`), escaped, with ``<wbr>`` after ``_ / | = ,``: a line
+    break opportunity the browser takes only when the cell would otherwise overflow its table."""
+    text = escape(fmt.clean_text(fmt.fmt_cell(value)))
+    return Markup(_BREAK_AFTER.sub(r"\1<wbr>", str(text)))
 
 
 def _figure_html(fig: Figure) -> Markup:
@@ -61,6 +77,7 @@ def environment() -> Environment:
     env.filters.update(
         num=fmt.fmt_num,
         cell=fmt.fmt_cell,
+        breakable=_breakable,
         value=fmt.fmt_value,
         ci=fmt.fmt_ci,
         bound=fmt.fmt_bound,
@@ -78,8 +95,10 @@ def environment() -> Environment:
         status_meaning=fmt.STATUS_MEANING,
         not_judged_line=fmt.describe_not_judged,
         max_table_rows=MAX_TABLE_ROWS,
+        wide_table_columns=WIDE_TABLE_COLUMNS,
         missing=fmt.MISSING,
         requirements_for=traceability.requirements_for,
+        appendix_rows=appendix_rows,
     )
     return env
 
@@ -106,6 +125,7 @@ def template_context(result: AuditResult) -> dict[str, Any]:
         ``verdict_detail`` (the sentence without its status word) and the ``model_path``.
     """
     verdict = fmt.verdict(result)
+    splits = [split_metrics(check) for check in result.checks]
     return {
         "result": result,
         "prov": result.provenance,
@@ -119,6 +139,9 @@ def template_context(result: AuditResult) -> dict[str, Any]:
         "attestation_rows": attestation_rows(result),
         "open_attestations": open_attestations(result),
         "signatories": signatories(result),
+        "metric_splits": splits,
+        "appendix": [(i, check, split) for i, (check, split) in enumerate(zip(result.checks, splits), start=1)
+                     if split.appendix],
     }
 
 

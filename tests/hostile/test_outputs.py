@@ -682,14 +682,15 @@ CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class _Structure(html.parser.HTMLParser):
-    """Tag names of a rendered page, code spans left out (they hold neutralised URLs)."""
+    """Tag names of a rendered page, code spans left out (they hold neutralised URLs), and so are the
+    renderer's own line-break opportunities (``<wbr>`` after ``_ / | = ,`` in table cells, which follow the text)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag != "code":
+        if tag not in ("code", "wbr"):
             self.tags.append(tag)
 
 

@@ -1,0 +1,162 @@
+"""Layout of the HTML report and its PDF (issue 15, item 4): wide tables wrap instead of clipping, no page is
+left holding only a heading and a sentence, long per-group metric lists go to an appendix without losing a
+number. The PDF tests read the printed text back with pypdf."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from audit.results import AuditResult, CheckResult, Metric, Table, summarise
+from reports import render_html, write_reports
+from reports._format import fmt_ci, fmt_num
+from reports._layout import MAX_INLINE_GROUP_METRICS, appendix_rows, split_metrics
+from reports.html import environment
+
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
+                                    reason="chromium not installed (apt-get install chromium)")
+
+#: Fourteen columns with long identifier-like headers, as the fairness mitigation table has.
+WIDE_COLUMNS = ["model"] + [f"{name}_difference_{i}" for i, name in enumerate(
+    ["demographic_parity", "equalized_odds", "equal_opportunity", "predictive_parity", "selection_rate",
+     "false_positive_rate", "false_negative_rate", "true_positive_rate", "calibration_gap", "balanced_accuracy",
+     "expected_calibration", "positive_predictive", "negative_predictive"])]
+
+
+def _pdf_text(path: Path) -> list[str]:
+    from pypdf import PdfReader
+
+    return [page.extract_text() or "" for page in PdfReader(str(path)).pages]
+
+
+def _squash(text: str) -> str:
+    """Without white space, and with the ligatures the PDF's fonts print ("ﬀ") as their letters."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
+def _with_checks(result: AuditResult, checks: list[CheckResult]) -> AuditResult:
+    return result.model_copy(update={"checks": checks, "summary": summarise(checks)})
+
+
+def _wide_check() -> CheckResult:
+    rows = [[f"mitigation_method_{r}"] + [round(0.1 + r / 10 + c / 1000, 4) for c in range(1, len(WIDE_COLUMNS))]
+            for r in range(5)]
+    return CheckResult(
+        id="fairness.wide", category="fairness", title="Wide mitigation table", status="measured",
+        summary="A table wider than the page.", n_samples=100, duration_s=0.1,
+        evidence=[Table(title="Mitigation: before and after", columns=WIDE_COLUMNS, rows=rows)])
+
+
+@needs_chromium
+def test_every_cell_of_a_wide_table_is_in_the_pdf(tmp_path: Path, audit_result: AuditResult) -> None:
+    """A table with 14 long-named columns wraps inside the page: every cell's text is printed (none clipped
+    at the right edge, as the Arrests report's mitigation table was)."""
+    check = _wide_check()
+    written = write_reports(_with_checks(audit_result, [check]), tmp_path, pdf=True)
+    printed = _squash("".join(_pdf_text(written["pdf"])))
+    table = check.evidence[0]
+    for row in table.rows:
+        for value in row:
+            assert _squash(fmt_num(value) if isinstance(value, float) else str(value)) in printed, value
+    for column in table.columns:  # a header may wrap after its underscores; each piece is printed
+        for piece in column.split("_"):
+            assert piece in printed, (column, piece)
+    # The last column's numbers, the first to be cut off when a table runs off the page.
+    assert all(fmt_num(row[-1]) in printed for row in table.rows)
+
+
+def test_wide_tables_get_break_opportunities_and_small_type(audit_result: AuditResult) -> None:
+    page = render_html(_with_checks(audit_result, [_wide_check()]))
+    assert '<table class="wide">' in page
+    assert "<th scope=\"col\">demographic_<wbr>parity_<wbr>difference_<wbr>0</th>" in page
+    assert re.search(r"table\.wide \{ font-size: [0-9.]+pt; \}", page)
+
+
+def test_breakable_escapes_before_it_adds_break_opportunities() -> None:
+    breakable = environment().filters["breakable"]
+    out = str(breakable('<img src=x onerror="alert(1)">_a/b|c=d,e f_ g'))
+    assert "<img" not in out and "&lt;img src=<wbr>x" in out
+    assert out.endswith("a/<wbr>b|<wbr>c=<wbr>d,<wbr>e f_ g")  # none before a space: nothing to gain
+    assert out.count("<") == out.count("<wbr>")  # the only markup is the renderer's own
+    assert str(breakable(0.123456)) == "0.1235" and str(breakable(None)) == "—"
+
+
+# ------------------------------------------------------------------------------ near-empty pages
+
+
+def _many_checks(result: AuditResult, n: int = 16) -> list[CheckResult]:
+    checks = list(result.checks)
+    while len(checks) < n:  # as many checks as a full audit
+        c = result.checks[len(checks) % len(result.checks)]
+        checks.append(c.model_copy(update={"id": f"{c.id}.copy{len(checks)}", "title": f"{c.title} {len(checks)}"}))
+    return checks
+
+
+@needs_chromium
+def test_no_page_holds_only_a_heading_and_a_sentence(tmp_path: Path, audit_result: AuditResult) -> None:
+    """Headings stay with what follows them and nothing forces a break that strands a section's start (in the
+    demo PDFs page 2 held only the Traceability heading and one paragraph)."""
+    written = write_reports(_with_checks(audit_result, _many_checks(audit_result)), tmp_path, pdf=True)
+    pages = _pdf_text(written["pdf"])
+    for i, text in enumerate(pages[:-1], start=1):  # the last page may be short
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert len(lines) >= 8, f"page {i} of {len(pages)} holds only: {lines}"
+
+
+# ------------------------------------------------------------------------------------- appendix
+
+
+def _grouped_check(n_groups: int) -> CheckResult:
+    metrics = [Metric(name="mce", value=0.0978, n=500, method="mean error over corruptions")]
+    for g in range(n_groups):
+        metrics += [Metric(name="accuracy", group=f"noise/{g}", value=0.9 - g / 1000, ci_low=0.85 - g / 1000,
+                           ci_high=0.95 - g / 1000, n=500, method=f"accuracy under noise at severity {g}"),
+                    Metric(name="ece", group=f"noise/{g}", value=0.02 + g / 1000, n=500,
+                           method="expected calibration error, 15 bins", provenance="estimated")]
+    return CheckResult(id="corruption", category="robustness", title="Corruptions", status="measured",
+                       summary="Many per-group values.", n_samples=500, metrics=metrics, duration_s=0.1)
+
+
+def test_few_per_group_metrics_stay_in_the_section() -> None:
+    check = _grouped_check(MAX_INLINE_GROUP_METRICS // 2)
+    split = split_metrics(check)
+    assert split.inline == check.metrics and split.appendix == []
+
+
+def test_many_per_group_metrics_move_to_the_appendix_and_none_is_lost() -> None:
+    check = _grouped_check(20)
+    split = split_metrics(check)
+    assert [m.name for m in split.inline] == ["mce"]
+    assert sorted(map(id, split.inline + split.appendix)) == sorted(map(id, check.metrics))
+    assert split.names == ["accuracy", "ece"] and split.groups == 20
+    rows = appendix_rows(split.appendix)
+    assert [m.name for m, _ in rows] == ["accuracy"] * 20 + ["ece"] * 20
+    # Each accuracy row has its own method; the ece method is stated once for its run of 20 rows.
+    assert [method for _, method in rows[:20]] == [f"accuracy under noise at severity {g}" for g in range(20)]
+    assert rows[20][1] == "expected calibration error, 15 bins" and all(method is None for _, method in rows[21:])
+
+
+def test_the_appendix_lists_every_per_group_value_once(audit_result: AuditResult) -> None:
+    check = _grouped_check(20)
+    page = render_html(_with_checks(audit_result, [check]))
+    section = page[page.index('id="check-1-corruption"'):page.index('id="provenance"')]
+    appendix = page[page.index('id="appendix"'):]
+    assert "40 per-group values of accuracy, ece (20 groups)" in section
+    assert 'href="#appendix-check-1-corruption"' in section and 'id="appendix-check-1-corruption"' in appendix
+    for m in check.metrics[1:]:
+        cell = f"<td>noise/<wbr>{m.group[6:]}</td>"
+        assert cell not in section and cell in appendix
+        assert f">{fmt_num(m.value)}" in appendix
+        if m.ci_low is not None:
+            assert fmt_ci(m) in appendix
+    assert appendix.count("(estimated)") == 20  # an estimated value says so beside the number
+    assert appendix.count("as above") == 19
+    assert '<li><a href="#appendix">' in page
+
+
+def test_no_appendix_when_every_metric_fits_its_section(html_report: str) -> None:
+    assert 'id="appendix"' not in html_report and 'href="#appendix' not in html_report
