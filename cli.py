@@ -186,6 +186,14 @@ def _audit_inputs(cfg: Any, config: Path | None) -> dict[str, Path | None]:
     return inputs
 
 
+def _require_executor(cfg: Any) -> None:
+    """``executor: ray`` without Ray installed exits 2 with the install line, before any work."""
+    if cfg.executor == "ray":
+        from audit.executor import require_ray
+
+        require_ray()
+
+
 def _check_outputs(out_dir: Path, *, out_flag: str = "--out", junit: tuple[str, Path | None] = ("--junit", None),
                    markdown: tuple[str, Path | None] = ("--markdown", None), pdf: bool = False,
                    inputs: dict[str, Path | None] | None = None) -> None:
@@ -297,6 +305,8 @@ def audit(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random choice."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of every loop over data."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: run independent checks as Ray tasks (pip install 'deepaudit[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default deepaudit-out)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary here."),
@@ -332,7 +342,7 @@ def audit(
             "model.format": model_format, "model.allow_pickle": True if allow_pickle else None,
             "model.input_kind": input_kind, "data.eval.path": str(data) if data else None,
             "device": device, "seed": seed, "batch_size": batch_size, "threads": threads,
-            "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
+            "executor": executor, "ray.address": ray_address, "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
             "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
             "output.pdf": pdf, "output.card": card, "select": _selection(checks),
         }
@@ -344,6 +354,7 @@ def audit(
                 for key in ("target", "sensitive_features", "text_column"):
                     overrides[f"data.{role}.{key}"] = data_keys[key]
         cfg = load_config(config, overrides, set_)
+        _require_executor(cfg)
         _check_outputs(cfg.output.dir, out_flag="--out" if out else "output.dir",
                        junit=("--junit" if junit else "output.junit", cfg.output.junit),
                        markdown=("--markdown" if markdown else "output.markdown", cfg.output.markdown),
@@ -474,6 +485,8 @@ def compare(
     with_: Optional[list[Path]] = typer.Option(None, "--with", help="Another model file to audit beside the base; repeat."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: run independent checks as Ray tasks (pip install 'deepaudit[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one."),
     out: Path = typer.Option(Path("deepaudit-compare"), "--out", "-o", help="Output folder."),
     checks: Optional[str] = typer.Option(None, "--checks", help=CHECKS_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config key."),
@@ -486,8 +499,10 @@ def compare(
         from reports.compare import render_compare_table, write_comparison
 
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
-                     "device": device, "threads": threads, "select": _selection(checks)}
+                     "device": device, "threads": threads, "executor": executor, "ray.address": ray_address,
+                     "select": _selection(checks)}
         cfg = load_config(config, overrides, set_)
+        _require_executor(cfg)
         inputs = _audit_inputs(cfg, config)
         inputs.update({f"--with {p}": p for p in with_ or []})
         _check_outputs(out, inputs=inputs)

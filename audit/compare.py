@@ -28,6 +28,9 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
                 progress: ProgressFactory | None = None, on_model: Any = None) -> ComparisonResult:
     """Audit the base model of ``cfg``, each variant spec and each other model file.
 
+    With ``cfg.executor == "ray"`` each model is built, probed and audited by its own Ray worker
+    (:func:`audit_model`), from the config; the entries come back in the same order as locally.
+
     Raises
     ------
     InputError
@@ -37,76 +40,130 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
         raise InputError("compare needs something to compare: pass --variant SPEC (e.g. int8_dynamic, pruned:0.5) "
                          "or --with MODEL_FILE.")
     checks = build_checks(cfg)
+    if cfg.executor == "ray":
+        from audit.executor import require_ray
+
+        require_ray()  # not installed: exit 2 with the pip line, before any work
     apply_threads(cfg.threads)  # before any model is loaded (torch's inter-op pool is sized once)
     base, datasets = load_inputs(cfg)
-    plans: list[tuple[str, str, Any]] = []
-    if variants:
+    V = _variants_module() if variants else None
+    for spec in variants:  # cheap checks of every spec before any model is built
+        _variant_source(base, spec)
         try:
-            from models import variants as V
-        except ImportError as exc:  # pragma: no cover - the module ships with the package
-            raise InputError(f"model variants are not available: {exc}.") from None
-        # A text model with its tokenizer: the variant is built from the model on token ids and gets
-        # the same tokenizer again.
-        text = base if isinstance(base, TokenizedTextAdapter) else None
-        torch_base = text.inner if text is not None else base
-        module = getattr(torch_base, "module", None)
-        if module is None:
-            raise InputError(f"variants are built from a torch model; this model is {base.format}. Use --with FILE instead.")
-        inputs = datasets["eval"].inputs[:2]
-        example = text.token_ids(inputs) if text is not None else base.to_batch(inputs)
-        for spec in variants:
-            try:
-                finetune = _training_data(V, spec, base, datasets, cfg.seed)
-                if finetune is not None and text is not None:
-                    raise InputError(f"variant {spec!r} trains on the data; for text models it is not supported yet "
-                                     "(the training loop takes numeric inputs). Use int8_eager_dynamic, pruned or --with.")
-                built = V.make_variant(module, spec, example_inputs=example, device=str(base.device), finetune=finetune)
-                adapter = V.variant_adapter(built, torch_base)
-                if text is not None:
-                    wrapped = TokenizedTextAdapter(adapter, text.tokenizer, format=adapter.format)
-                    wrapped.float_twin = base
-                    wrapped.variant_metadata = built.metadata
-                    adapter = wrapped
-            except ModelInputError as exc:
-                raise InputError(str(exc)) from None
-            plans.append((spec, "variant", (adapter, built.metadata)))
-    for path in models:
+            _training_data(V, spec, base, datasets, cfg.seed)
+        except ModelInputError as exc:
+            raise InputError(str(exc)) from None
+    wanted = [("base", str(cfg.model.path))] + [("variant", spec) for spec in variants] + \
+        [("model", str(path)) for path in models]
+    entries: list[CompareEntry] = []
+
+    def audited(kind: str, spec: str, result: AuditResult, meta: Any) -> None:  # called in `wanted` order
+        label = "base" if kind == "base" else spec if kind == "variant" else Path(spec).stem
+        if any(e.label == label for e in entries):
+            label = f"{label}-{len(entries)}"
+        entries.append(CompareEntry(label=label, kind=kind, spec=spec, result=result,
+                                    **({"metadata": _jsonable(meta)} if kind != "base" else {})))
+        if on_model is not None:
+            on_model(entries[-1])
+
+    if cfg.executor == "ray":
+        from audit.executor import audit_models_on_ray
+
+        audit_models_on_ray(cfg, wanted, audited)
+    else:
+        _audit_locally(cfg, base, datasets, checks, wanted, progress, audited)
+    return ComparisonResult(entries=entries)
+
+
+def _variants_module() -> Any:
+    try:
+        from models import variants as V
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
+        raise InputError(f"model variants are not available: {exc}.") from None
+    return V
+
+
+def _variant_source(base: Any, spec: str) -> tuple[Any, Any]:
+    """The torch adapter a variant is built from, and the text adapter around it (or None)."""
+    # A text model with its tokenizer: the variant is built from the model on token ids and gets the same
+    # tokenizer again.
+    text = base if isinstance(base, TokenizedTextAdapter) else None
+    torch_base = text.inner if text is not None else base
+    if getattr(torch_base, "module", None) is None:
+        raise InputError(f"variants are built from a torch model; this model is {base.format}. Use --with FILE instead.")
+    return torch_base, text
+
+
+def build_model(cfg: AuditConfig, base: Any, datasets: dict[str, Any], kind: str, spec: str) -> tuple[Any, Any]:
+    """The adapter of one model of a comparison and its metadata: the base, a variant built in memory
+    from it (``kind="variant"``) or another model file (``kind="model"``)."""
+    if kind == "base":
+        return base, None
+    if kind == "model":
         try:
-            other = load_model(path, device=str(base.device), input_kind=base.input_kind,
+            other = load_model(Path(spec), device=str(base.device), input_kind=base.input_kind,
                                class_names=base.class_names, input_range=base.input_range,
                                mean=cfg.model.preprocessing.mean, std=cfg.model.preprocessing.std,
                                model_class=cfg.model.model_class, init_args=cfg.model.init_args,
                                allow_pickle=cfg.model.allow_pickle)
         except ModelInputError as exc:
             raise InputError(str(exc)) from None
-        plans.append((str(path), "model", (other, {"path": str(path)})))
+        return other, {"path": spec}
+    V = _variants_module()
+    torch_base, text = _variant_source(base, spec)
+    inputs = datasets["eval"].inputs[:2]
+    example = text.token_ids(inputs) if text is not None else base.to_batch(inputs)
+    try:
+        finetune = _training_data(V, spec, base, datasets, cfg.seed)
+        if finetune is not None and text is not None:
+            raise InputError(f"variant {spec!r} trains on the data; for text models it is not supported yet "
+                             "(the training loop takes numeric inputs). Use int8_eager_dynamic, pruned or --with.")
+        built = V.make_variant(torch_base.module, spec, example_inputs=example, device=str(base.device),
+                               finetune=finetune)
+        adapter = V.variant_adapter(built, torch_base)
+        if text is not None:
+            wrapped = TokenizedTextAdapter(adapter, text.tokenizer, format=adapter.format)
+            wrapped.float_twin = base
+            wrapped.variant_metadata = built.metadata
+            adapter = wrapped
+    except ModelInputError as exc:
+        raise InputError(str(exc)) from None
+    return adapter, built.metadata
 
+
+def audit_built(cfg: AuditConfig, base: Any, adapter: Any, datasets: dict[str, Any], checks: list[Any], kind: str,
+                spec: str, meta: Any, ctx: Any, progress: ProgressFactory | None = None) -> AuditResult:
+    """The audit of one model of a comparison, on its probed context."""
+    if kind == "base":
+        return audit_adapter(cfg, base, datasets, checks=checks, progress=progress, ctx=ctx)
+    if kind == "variant":
+        record = FileRecord(role="model", path=f"{cfg.model.path} [{spec}]", sha256=file_sha256(Path(cfg.model.path)),
+                            format=f"{base.format}+variant:{spec}")
+    else:
+        record = FileRecord(role="model", path=spec, sha256=file_sha256(Path(spec)), format=adapter.format)
+    return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, model_file=record,
+                         model_facts={"variant": meta} if kind == "variant" else None, ctx=ctx)
+
+
+def audit_model(cfg: AuditConfig, kind: str, spec: str) -> tuple[AuditResult, Any]:
+    """Load, build, probe and audit one model of a comparison from the config alone — what a Ray worker
+    runs (``audit.executor``); the same steps as the local executor, from the same seed."""
+    checks = build_checks(cfg)
+    base, datasets = load_inputs(cfg)
+    adapter, meta = build_model(cfg, base, datasets, kind, spec)
+    ctx = probed_context(cfg, adapter, datasets, checks, variant=kind != "base")
+    return audit_built(cfg, base, adapter, datasets, checks, kind, spec, meta, ctx), meta
+
+
+def _audit_locally(cfg: AuditConfig, base: Any, datasets: dict[str, Any], checks: list[Any],
+                   wanted: list[tuple[str, str]], progress: ProgressFactory | None, audited: Any) -> None:
+    built = [build_model(cfg, base, datasets, kind, spec) for kind, spec in wanted]
     # Every model is probed (non-finite logits, output width, determinism) before any check runs, so a
     # variant that is bad input stops the comparison before any work; the probe caches its eval logits.
-    base_ctx = probed_context(cfg, base, datasets, checks, progress=progress)
-    contexts = [probed_context(cfg, adapter, datasets, checks, progress=progress, variant=True)
-                for _, _, (adapter, _) in plans]
-    entries = []
-    result = audit_adapter(cfg, base, datasets, checks=checks, progress=progress, ctx=base_ctx)
-    entries.append(CompareEntry(label="base", kind="base", spec=str(cfg.model.path), result=result))
-    if on_model is not None:
-        on_model(entries[-1])
-    for (spec, kind, (adapter, meta)), ctx in zip(plans, contexts):
-        if kind == "variant":
-            record = FileRecord(role="model", path=f"{cfg.model.path} [{spec}]", sha256=file_sha256(Path(cfg.model.path)),
-                                format=f"{base.format}+variant:{spec}")
-        else:
-            record = FileRecord(role="model", path=spec, sha256=file_sha256(Path(spec)), format=adapter.format)
-        result = audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, model_file=record,
-                               model_facts={"variant": meta} if kind == "variant" else None, ctx=ctx)
-        label = spec if kind == "variant" else Path(spec).stem
-        if any(e.label == label for e in entries):
-            label = f"{label}-{len(entries)}"
-        entries.append(CompareEntry(label=label, kind=kind, spec=spec,
-                                    metadata=_jsonable(meta), result=result))
-        if on_model is not None:
-            on_model(entries[-1])
-    return ComparisonResult(entries=entries)
+    contexts = [probed_context(cfg, adapter, datasets, checks, progress=progress, variant=kind != "base")
+                for (kind, _), (adapter, _) in zip(wanted, built)]
+    for (kind, spec), (adapter, meta), ctx in zip(wanted, built, contexts):
+        audited(kind, spec, audit_built(cfg, base, adapter, datasets, checks, kind, spec, meta, ctx, progress), meta)
 
 
 def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed: int) -> dict[str, Any] | None:

@@ -268,6 +268,28 @@ class EnergySpec(StrictModel):
                                   description="ISO 3166 alpha-3 code of the grid whose carbon intensity applies.")
 
 
+class RaySpec(StrictModel):
+    """The Ray cluster that runs the checks with `executor: ray` (section `ray`)."""
+
+    address: str | None = Field(
+        default=None, min_length=1,
+        description="An existing cluster: `auto`, `HOST:PORT` or `ray://HOST:10001` (--ray-address). Its nodes need "
+                    "deepaudit installed and the config's model and data paths readable. Default: start a local "
+                    "cluster for this audit and stop it at the end.")
+    num_cpus: int | None = Field(
+        default=None, gt=0,
+        description="CPUs of the local cluster. Default: `threads` (the cores available to the process), so the "
+                    "audit uses as many cores with Ray as without.")
+    cpus_per_task: int = Field(
+        default=1, gt=0,
+        description="CPUs each worker reserves and computes with (its torch and BLAS threads); the local cluster "
+                    "runs num_cpus / cpus_per_task workers at once.")
+    gpus_per_task: float | None = Field(
+        default=None, ge=0,
+        description="GPUs each worker reserves. Default: 1 when `device` is cuda (each worker gets its own GPU), "
+                    "otherwise 0.")
+
+
 class Attestation(StrictModel):
     """A human statement the tool cannot evidence (section `attestations.<topic>`)."""
 
@@ -318,6 +340,12 @@ class AuditConfig(StrictModel):
         description="CPU threads for torch's intra-op pool and the BLAS behind numpy (torch's inter-op pool gets 1). "
                     "Default: the cores available to the process (CPU affinity, capped by a cgroup quota), or "
                     "OMP_NUM_THREADS when smaller; a larger value is capped at the cores available.")
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="`local`: the checks run one after the other in this process. `ray`: independent checks (and "
+                    "in `compare`, the models) run as Ray tasks, each worker building the model from this config; "
+                    "same results as local. Needs the optional extra: pip install 'deepaudit[ray]'.")
+    ray: RaySpec = Field(default_factory=RaySpec, description="The Ray cluster, for `executor: ray` (section `ray`).")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What to write, and where (section `output`).")
     energy: EnergySpec = Field(default_factory=EnergySpec, description="Energy tracking (section `energy`).")
     select: list[str] | None = Field(
@@ -724,6 +752,8 @@ device: auto                    # auto | cpu | cuda | cuda:N
 seed: 0
 batch_size: 256
 # threads: 2                    # CPU threads (default: the cores available to the process)
+# executor: ray                 # run independent checks as Ray tasks (pip install 'deepaudit[ray]')
+# ray: {address: auto}          # an existing cluster; default: a local one with `threads` CPUs
 on_not_judged: fail             # a fail threshold set here that could not be judged, or an audit that judged
                                 #   nothing, exits 1 (fail) or only warns (warn)
 
@@ -821,6 +851,7 @@ def config_reference_markdown() -> str:
         ("`data.eval`, `data.reference`, `data.ood`", DataSpec, "data.eval."),
         ("`output`", OutputSpec, "output."),
         ("`energy`", EnergySpec, "energy."),
+        ("`ray`", RaySpec, "ray."),
         ("An attestation: `attestations.<topic>`", Attestation, "attestations.<topic>."),
         ("`report`", ReportSpec, "report."),
         ("A signatory: `report.signatories[]`", Signatory, "report.signatories[]."),

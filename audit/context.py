@@ -85,6 +85,7 @@ class AuditContext:
         self.country_iso_code = country_iso_code
         self.model_meta = dict(model_meta or {})
         self._cache: dict[tuple[str, str], Any] = {}
+        self._kept: dict[str, np.ndarray] = {}  # rows kept by exclude_rows, by data set
         #: What the model probe found (``audit.probe``); set by the runner before any check runs.
         self.probe: ProbeResult | None = None
 
@@ -168,8 +169,15 @@ class AuditContext:
 
         ``logits`` are the data set's full logits; the kept ones stay cached, so nothing is recomputed.
         """
-        ds = self.dataset(name)
         keep = np.asarray(keep, dtype=np.int64)
+        self._keep_rows(name, keep)
+        for key in [k for k in self._cache if k[1] == name]:
+            del self._cache[key]
+        self._cache[("logits", name)] = logits[torch.from_numpy(keep)]
+
+    def _keep_rows(self, name: str, keep: np.ndarray) -> None:
+        ds = self.dataset(name)
+        self._kept[name] = keep
         sens = ds.sensitive_features
         self.datasets[name] = dataclasses.replace(
             ds,
@@ -178,9 +186,21 @@ class AuditContext:
             sensitive_features=sens.iloc[keep].reset_index(drop=True) if sens is not None else None,
             indices=ds.indices[keep] if ds.indices is not None else keep,
         )
-        for key in [k for k in self._cache if k[1] == name]:
-            del self._cache[key]
-        self._cache[("logits", name)] = logits[torch.from_numpy(keep)]
+
+    def shipped_state(self) -> dict[str, Any]:
+        """What another process needs to continue from this context without recomputing (a Ray worker that
+        loaded the same model and data, ``audit.executor``): the cached outputs (the probe's evaluation
+        logits), the rows ``exclude_rows`` kept, the probe's result and the model's sidecar."""
+        return {"cache": dict(self._cache), "kept": dict(self._kept), "probe": self.probe,
+                "model_meta": dict(self.model_meta)}
+
+    def receive_state(self, state: dict[str, Any]) -> None:
+        """Continue from another context's :meth:`shipped_state` (same model and data, freshly loaded)."""
+        for name, keep in state["kept"].items():
+            self._keep_rows(name, keep)
+        self._cache.update(state["cache"])
+        self.probe = state["probe"]
+        self.model_meta = dict(state["model_meta"])
 
     def probs(self, name: str = "eval") -> np.ndarray:
         """Softmax probabilities, ``(n, classes)`` float64."""

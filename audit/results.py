@@ -181,6 +181,8 @@ class Execution(_Frozen):
 
     executor: Literal["local", "ray"] = Field(default="local", description="`local`: one process; `ray`: Ray tasks.")
     threads: ThreadSettings = Field(description="Thread counts of the process that ran the checks (each worker's, with Ray).")
+    workers: int = Field(default=1, description="Processes that ran checks at the same time.")
+    cluster: str | None = Field(default=None, description="With Ray: the cluster (local, or its address), its CPUs and Ray's version.")
     method: str = Field(default="", description="One paragraph for the report's method text.")
 
 

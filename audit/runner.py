@@ -325,6 +325,36 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
                        duration_s=duration)
 
 
+def run_checks(cfg: AuditConfig, ctx: AuditContext, checks: list[Check], *, tracker: AuditTracker | None = None,
+               on_start: Any = None, on_check: Any = None) -> list[CheckResult]:
+    """Run ``checks`` one after the other on ``ctx``, each from the audit seed (so a check's random draws do not
+    depend on the checks before it, on this executor or on a Ray worker), its energy measured by ``tracker``.
+
+    ``on_start(check_id, index, total)`` is called as each check starts, ``on_check(result)`` as it ends."""
+    results = []
+    for index, check in enumerate(checks, start=1):
+        if on_start is not None:
+            on_start(check.id, index, len(checks))
+        seed_everything(cfg.seed)
+        if tracker is None:
+            result = run_check(check, ctx)
+        else:
+            failures = len(tracker.errors)
+            with tracker.task(check.id) as record:
+                result = run_check(check, ctx)
+            if record:
+                result = result.model_copy(update={"energy": record[0]})
+            else:  # a missing reading is said, never shown as nothing used
+                why = tracker.errors[-1] if len(tracker.errors) > failures or not tracker.available else (
+                    "CodeCarbon returned no reading for it")
+                result = result.model_copy(update={"limitations": [
+                    *result.limitations, f"The energy of this check was not measured: {why}."]})
+        results.append(result)
+        if on_check is not None:
+            on_check(result)
+    return results
+
+
 def local_execution(threads: ThreadSettings) -> Execution:
     """The provenance of checks run one after the other in this process."""
     return Execution(executor="local", threads=threads, method=(
@@ -381,10 +411,14 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
         Bad input: nothing has been written.
     """
     checks = build_checks(cfg)
+    if cfg.executor == "ray":
+        from audit.executor import require_ray
+
+        require_ray()  # not installed: exit 2 with the pip line, before any work
     apply_threads(cfg.threads)  # before the model is loaded: torch's inter-op pool can be sized only until then
     adapter, datasets = load_inputs(cfg)
     return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check,
-                         on_start=on_start)
+                         on_start=on_start, executor=cfg.executor)
 
 
 def build_checks(cfg: AuditConfig) -> list[Check]:
@@ -416,12 +450,14 @@ def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, 
 def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *,
                   checks: list[Check] | None = None, progress: ProgressFactory | None = None, on_check: Any = None,
                   model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None,
-                  ctx: AuditContext | None = None, on_start: Any = None) -> AuditResult:
+                  ctx: AuditContext | None = None, on_start: Any = None, executor: str = "local") -> AuditResult:
     """Run the checks on an already loaded adapter (``deepaudit compare`` audits variants this way).
 
     ``model_file`` and ``model_facts`` describe the model in the provenance block when it is not
     the file named in ``cfg`` (e.g. a variant built in memory). ``ctx`` is a context from
     :func:`probed_context` when the caller probed the model already (compare probes every model first).
+    ``executor="ray"`` runs the checks on Ray workers that build the model from ``cfg``
+    (``audit.executor``): only for the model ``cfg`` names, as :func:`run_audit` does.
     """
     started = _now()
     threads = apply_threads(cfg.threads)
@@ -429,31 +465,19 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     checks = build_checks(cfg) if checks is None else checks
     if ctx is None:
         ctx = probed_context(cfg, adapter, datasets, checks, progress=progress, variant=model_file is not None)
-    tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
-    results = []
-    try:
-        for index, check in enumerate(checks, start=1):
-            if on_start is not None:
-                on_start(check.id, index, len(checks))
-            seed_everything(cfg.seed)
-            if tracker is None:
-                result = run_check(check, ctx)
-            else:
-                failures = len(tracker.errors)
-                with tracker.task(check.id) as record:
-                    result = run_check(check, ctx)
-                if record:
-                    result = result.model_copy(update={"energy": record[0]})
-                else:  # a missing reading is said, never shown as nothing used
-                    why = tracker.errors[-1] if len(tracker.errors) > failures or not tracker.available else (
-                        "CodeCarbon returned no reading for it")
-                    result = result.model_copy(update={"limitations": [
-                        *result.limitations, f"The energy of this check was not measured: {why}."]})
-            results.append(result)
-            if on_check is not None:
-                on_check(result)
-    finally:
-        footprint = tracker.close() if tracker is not None else None
+    if executor == "ray":
+        from audit.executor import run_checks_on_ray
+
+        results, footprint, energy_errors, execution = run_checks_on_ray(cfg, ctx, checks, on_start=on_start,
+                                                                         on_check=on_check)
+    else:
+        tracker = AuditTracker(cfg.energy.country_iso_code) if cfg.energy.track else None
+        try:
+            results = run_checks(cfg, ctx, checks, tracker=tracker, on_start=on_start, on_check=on_check)
+        finally:
+            footprint = tracker.close() if tracker is not None else None
+        energy_errors = list(tracker.errors) if tracker is not None else []
+        execution = local_execution(threads)
     config_dump = cfg.model_dump(mode="json", by_alias=True)
     config_sha = hashlib.sha256(json.dumps(config_dump, sort_keys=True).encode()).hexdigest()
     if model_file is None:
@@ -474,11 +498,11 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts,
-        execution=local_execution(threads),
+        execution=execution,
     )
     summary = summarise(results, on_not_judged=cfg.on_not_judged,
                         unrun=unrun_thresholds(cfg, {c.id for c in checks}))
     return AuditResult(provenance=provenance, checks=results, summary=with_probe(summary, ctx.probe),
                        attestations={k: a.model_dump(exclude_none=True) for k, a in cfg.attestations.items()},
-                       footprint=footprint, energy_errors=list(tracker.errors) if tracker is not None else [],
+                       footprint=footprint, energy_errors=energy_errors,
                        probe=ctx.probe)
