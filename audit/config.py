@@ -160,6 +160,14 @@ class ModelSpec(StrictModel):
     """Which model to audit and how to load it."""
 
     path: Path = Field(description="Model file or Hugging Face model folder.")
+    name: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="The model's name, heading the report, the model card and the JUnit suite; "
+                                         "default: the file's name without its suffix (its folder's name for a generic "
+                                         "file name such as model.safetensors, and for a Hugging Face folder).")
+    version: str | None = Field(default=None, min_length=1, max_length=100,
+                                description="The model's version, e.g. 2.1.0 or a git tag.")
+    owner: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="Who is responsible for the model (person, team or organisation).")
     format: ModelFormat = Field(default="auto", description="Model file format; 'auto' detects it from the file.")
     model_class: str | None = Field(
         default=None,
@@ -730,6 +738,9 @@ version: 1
 
 model:
   path: model.pt                # TorchScript, torch.export (.pt2), safetensors, state dict, HF folder, ONNX
+  # name: Fraud scorer          # heads the report, model card and JUnit suite (default: the file's name)
+  # version: 1.4.0
+  # owner: Risk ML team
   format: auto                  # auto | torchscript | export | safetensors | state_dict | huggingface | onnx | pickle
   # class: my_model.py:MyNet    # for safetensors / state dicts: the nn.Module class
   # init_args: {n_classes: 10}  # its constructor arguments

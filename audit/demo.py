@@ -96,7 +96,7 @@ def demo_config(out_dir: Path, *, name: str = "digits", device: str = "auto", se
         data["reference"]["max_samples"] = 800
         checks["performance"] = {"thresholds": {"accuracy": {"min": 0.75}}}
     cfg = {
-        "model": {"path": str(trained.weights)},
+        "model": {"path": str(trained.weights), "name": f"{name} ({recipe})", "owner": "deepaudit demo"},
         "data": data,
         "device": device,
         "seed": seed,

@@ -18,6 +18,8 @@ included.
 2.1: ``Provenance.execution``: the thread counts the audit computed with (``audit.threads``) and the
 executor that ran its checks.
 2.2: ``NotJudged.deselected`` (a threshold on a check left out by ``select`` / ``--checks``: listed, never blocking).
+
+2.3: ``Provenance.model_info`` (model name, version, owner, architecture, parameters, input spec, training data).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -186,6 +188,29 @@ class Execution(_Frozen):
     method: str = Field(default="", description="One paragraph for the report's method text.")
 
 
+class ModelInfo(_Frozen):
+    """What a reader needs to know about the audited model (``audit.identity``): it heads the report, the model
+    card and the JUnit suite. ``None`` where nothing states it."""
+
+    name: str = Field(description="model.name, or the model file's name (its folder's for a generic file name "
+                                  "such as model.safetensors, or a Hugging Face folder).")
+    name_source: Literal["config", "file"] = Field(description="'config' when model.name set it.")
+    version: str | None = Field(default=None, description="model.version.")
+    owner: str | None = Field(default=None, description="model.owner.")
+    architecture: str | None = Field(default=None, description="The model's class or architecture (zoo name from "
+                                                               "model.json, Hugging Face architectures, TorchScript "
+                                                               "original class, torch class); null for a black box.")
+    n_parameters: int | None = None
+    input_kind: str | None = None
+    input_shape: list[int] | None = Field(default=None, description="Shape of one input sample (null for raw text).")
+    input_dtype: str | None = Field(default=None, description="Stored dtype of the evaluation inputs.")
+    input_range: list[float] | None = Field(default=None, description="Valid range of raw inputs (model.preprocessing."
+                                                                      "input_range); null when unset.")
+    training_data: str | None = Field(default=None, description="Training data source, from the model.json sidecar.")
+    training_data_sha256: str | None = Field(default=None, description="SHA-256 of the training data, from model.json.")
+    training_samples: int | None = Field(default=None, description="Training samples, from model.json.")
+
+
 class Provenance(_Frozen):
     """Everything needed to say how, where and on what the audit ran."""
 
@@ -203,6 +228,9 @@ class Provenance(_Frozen):
     config: dict[str, Any]
     config_sha256: str
     model: dict[str, Any] = Field(description="Model facts from the adapter: kind, classes, parameters.")
+    model_info: ModelInfo | None = Field(default=None, description="Name, version, owner, architecture, size, input "
+                                                                   "and training data of the model (null in results "
+                                                                   "written before it existed).")
     execution: Execution | None = Field(default=None, description="Executor and thread counts (schema 2.1).")
 
 

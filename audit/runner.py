@@ -27,6 +27,7 @@ from audit.context import AuditContext, ProgressFactory
 from audit.data import AuditDataset, file_sha256, load_dataset
 from audit.energy import AuditTracker
 from audit.errors import InputError, SkipCheck
+from audit.identity import model_info
 from audit.probe import probe_model
 from audit.registry import Check, CheckOutput, get_check, list_checks
 from audit.threads import apply_threads, describe_threads
@@ -447,6 +448,18 @@ def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, 
     return ctx
 
 
+def _identity(cfg: AuditConfig, model_file: FileRecord | None) -> tuple[str | None, str | None, str | None]:
+    """``(name, version, owner)`` of the audited model: the config's for the model it names and for a variant
+    built from it (``<name> [<spec>]``, as ``deepaudit compare`` labels it); none for another model file."""
+    spec = cfg.model
+    if model_file is None or model_file.path == str(spec.path):
+        return spec.name, spec.version, spec.owner
+    base = f"{spec.path} ["
+    if model_file.path.startswith(base) and model_file.path.endswith("]"):
+        return (f"{spec.name} [{model_file.path[len(base):-1]}]" if spec.name else None), spec.version, spec.owner
+    return None, None, None
+
+
 def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], *,
                   checks: list[Check] | None = None, progress: ProgressFactory | None = None, on_check: Any = None,
                   model_file: FileRecord | None = None, model_facts: dict[str, Any] | None = None,
@@ -491,13 +504,16 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     if isinstance(module, torch.nn.Module):
         facts["n_parameters"] = int(sum(p.numel() for p in module.parameters()))
     facts.update(model_facts or {})
+    info = model_info(_identity(cfg, model_file), adapter, datasets["eval"].inputs,
+                      module=module if isinstance(module, torch.nn.Module) else None,
+                      n_parameters=facts.get("n_parameters"), meta=ctx.model_meta, path=model_file.path)
     finished = _now()
     report_id = hashlib.sha256(f"{config_sha}{files[0].sha256}{started}".encode()).hexdigest()[:16]
     provenance = Provenance(
         report_id=report_id, tool_version=tool_version(), started_at=started, finished_at=finished,
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
-        files=files, config=config_dump, config_sha256=config_sha, model=facts,
+        files=files, config=config_dump, config_sha256=config_sha, model=facts, model_info=info,
         execution=execution,
     )
     summary = summarise(results, on_not_judged=cfg.on_not_judged,

@@ -415,6 +415,58 @@ def model_path(result: AuditResult) -> str:
     return MISSING
 
 
+def model_name(result: AuditResult) -> str:
+    """The audited model's name (``model.name``, or from its file: ``provenance.model_info``); for a
+    results.json written before model_info existed, the same default from the file path."""
+    info = result.provenance.model_info
+    if info is not None:
+        return info.name
+    from audit.identity import default_model_name
+
+    paths = [f.path for f in result.provenance.files if f.role == "model"]
+    return default_model_name(paths[0]) if paths else model_path(result)
+
+
+def model_title(result: AuditResult) -> str:
+    """Name and version, as a report heads with it: ``"digits-lenet 1.2.0"``."""
+    info = result.provenance.model_info
+    version = info.version if info is not None else None
+    return f"{model_name(result)} {version}" if version else model_name(result)
+
+
+def model_details(result: AuditResult) -> list[tuple[str, str]]:
+    """What a reader needs to know about the model, as (label, text) rows: name, version, owner,
+    architecture, parameters, input, training data, intended use, file. "not stated" where nothing says."""
+    info = result.provenance.model_info
+    files = [f for f in result.provenance.files if f.role == "model"]
+    purpose = result.attestations.get("intended_purpose") if isinstance(result.attestations, dict) else None
+    statement = purpose.get("statement") if isinstance(purpose, dict) else None
+    rows = [("Name", model_name(result))]
+    if info is None:
+        rows.append(("Details", "not recorded (results.json written before model details existed)"))
+    else:
+        shape = "×".join(str(d) for d in info.input_shape) if info.input_shape else None
+        rng = f"range [{fmt_num(info.input_range[0])}, {fmt_num(info.input_range[1])}]" if info.input_range else \
+            "range not set (model.preprocessing.input_range)"
+        parts = [info.input_kind or "kind unknown", f"shape {shape} per sample" if shape else None, info.input_dtype, rng]
+        training = ", ".join(p for p in (info.training_data, f"{info.training_samples:,} samples"
+                                         if info.training_samples is not None else None,
+                                         f"SHA-256 {info.training_data_sha256}" if info.training_data_sha256 else None)
+                             if p) or NOT_STATED
+        rows += [("Version", info.version or NOT_STATED), ("Owner", info.owner or NOT_STATED),
+                 ("Architecture", info.architecture or "not known (a black box: ONNX or no torch module)"),
+                 ("Parameters", f"{info.n_parameters:,}" if info.n_parameters is not None else "not counted"),
+                 ("Input", ", ".join(p for p in parts if p)), ("Training data", training)]
+    rows.append(("Intended use", f"{statement} (attestation, not evidenced by the tool)" if statement else
+                 NOT_STATED + " (attestations.intended_purpose)"))
+    rows += [("File", f"{f.path} ({f.format or 'format unknown'}; SHA-256 {f.sha256})") for f in files]
+    return rows
+
+
+#: Shown for a fact about the model that nothing states.
+NOT_STATED = "not stated"
+
+
 def to_yaml(data: Any) -> str:
     """Dump ``data`` as block YAML (keys in their given order), falling back to JSON."""
     try:

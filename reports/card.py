@@ -74,7 +74,7 @@ def front_matter(result: AuditResult) -> dict[str, Any]:
     if co2 is not None:
         meta["co2_eq_emissions"] = co2
     meta["model-index"] = [{
-        "name": " ".join(fmt.clean_text(fmt.model_path(result)).split()),
+        "name": " ".join(fmt.clean_text(fmt.model_title(result)).split()),
         "results": [
             {"task": {"type": "classification"}, "metrics": [
                 {"type": m.name, "value": m.value, "name": f"{c.id}: {m.name}"}
@@ -89,12 +89,11 @@ def card_sections(result: AuditResult) -> list[CardSection]:
     """The card's content, format-neutral; every string is plain text without control characters
     (escaped by the renderers)."""
     prov = result.provenance
-    model_facts = [[str(k), str(v)] for k, v in prov.model.items()]
     sections = [
         CardSection("Model details", [
-            f"Model: {fmt.model_path(result)}. Audited by deepaudit {prov.tool_version} on {prov.finished_at} "
+            f"Audited by deepaudit {prov.tool_version} on {prov.finished_at} "
             f"(report {prov.report_id}, overall status {fmt.status_word(result.summary.status)}).",
-        ], [(["Fact", "Value"], model_facts)] if model_facts else []),
+        ], [(["Detail", "Value"], [[label, text] for label, text in fmt.model_details(result)])]),
         CardSection("Intended use", [
             "Intended purpose: " + _attested(result, "intended_purpose"),
             "Human oversight: " + _attested(result, "human_oversight"),
@@ -151,7 +150,7 @@ def _cleaned(section: CardSection) -> CardSection:
 def render_card_markdown(result: AuditResult) -> str:
     """The model card as Markdown with Hugging Face YAML front matter."""
     lines = ["---", yaml.safe_dump(front_matter(result), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-             f"# Model card: {escape_md(fmt.model_path(result))}", ""]
+             f"# Model card: {escape_md(fmt.model_title(result))}", ""]
     for section in card_sections(result):
         lines += [f"## {section.title}", ""]
         for p in section.paragraphs:
@@ -172,5 +171,6 @@ def render_card_html(result: AuditResult) -> str:
 
     return environment().get_template("model_card.html.j2").render(
         result=result, prov=result.provenance, model_path=fmt.clean_text(fmt.model_path(result)),
+        model_title=fmt.clean_text(fmt.model_title(result)),
         sections=card_sections(result),
         metadata=yaml.safe_dump(front_matter(result), sort_keys=False, allow_unicode=True))

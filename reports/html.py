@@ -122,7 +122,8 @@ def template_context(result: AuditResult) -> dict[str, Any]:
     -------
     dict
         ``result``, ``prov`` (its provenance), ``summary``, the ``verdict`` sentence, the
-        ``verdict_detail`` (the sentence without its status word) and the ``model_path``.
+        ``verdict_detail`` (the sentence without its status word), the ``model_path``, the ``model_title``
+        (name and version) and the ``model_details`` (label → text).
     """
     verdict = fmt.verdict(result)
     splits = [split_metrics(check) for check in result.checks]
@@ -133,6 +134,8 @@ def template_context(result: AuditResult) -> dict[str, Any]:
         "verdict": verdict,
         "verdict_detail": verdict.partition(" ")[2],
         "model_path": fmt.model_path(result),
+        "model_title": fmt.clean_text(fmt.model_title(result)),
+        "model_details": {label: fmt.clean_text(text) for label, text in fmt.model_details(result)},
         "trace_rows": traceability.trace_rows(result),
         "trace_sources": traceability.load_mapping().sources,
         "unmapped": traceability.unmapped_checks(result),

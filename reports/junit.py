@@ -125,13 +125,17 @@ def render_junit(result: AuditResult) -> str:
     total_time = f"{sum(max(c.duration_s, 0.0) for c in checks):.3f}"
     root = ET.Element("testsuites", {"name": "deepaudit"})
     prov = result.provenance
-    suite = _element(root, "testsuite", name="deepaudit", timestamp=prov.started_at)
+    suite = _element(root, "testsuite", name=f"deepaudit: {fmt.model_title(result)}", timestamp=prov.started_at)
     props = _element(suite, "properties")
     for name, value in (("report_id", prov.report_id), ("tool_version", prov.tool_version),
                         ("schema_version", result.schema_version), ("model", fmt.model_path(result)),
+                        ("model_name", fmt.model_name(result)),
+                        ("model_version", prov.model_info.version if prov.model_info else None),
+                        ("model_owner", prov.model_info.owner if prov.model_info else None),
                         ("seed", prov.seed), ("device", prov.device), ("config_sha256", prov.config_sha256),
                         ("status", result.summary.status), ("exit_code", result.summary.exit_code)):
-        _element(props, "property", name=name, value=value)
+        if value is not None:
+            _element(props, "property", name=name, value=value)
     outcomes = []
     for check in checks:
         blocking = {u.metric for u in result.summary.not_judged if u.blocking and u.check == check.id}

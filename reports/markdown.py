@@ -108,7 +108,9 @@ def render_markdown(result: AuditResult) -> str:
     lines = [
         f"## deepaudit: {escape_md(fmt.verdict(result))}",
         "",
-        f"Model {escape_md(fmt.model_path(result))} · report {escape_md(prov.report_id)} · "
+        f"Model **{escape_md(fmt.model_title(result))}**"
+        + (f" (owner {escape_md(prov.model_info.owner)})" if prov.model_info and prov.model_info.owner else "")
+        + f" · {escape_md(fmt.model_path(result))} · report {escape_md(prov.report_id)} · "
         f"deepaudit {escape_md(prov.tool_version)} · exit code {result.summary.exit_code}",
         "",
     ]

@@ -27,7 +27,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from audit.results import AuditResult, CheckResult, FileRecord, Metric, Provenance, ThresholdOutcome, summarise
+from audit.results import (AuditResult, CheckResult, FileRecord, Metric, ModelInfo, Provenance, ThresholdOutcome,
+                           summarise)
 from reports import write_reports
 from reports.lock import LOCK_NAME
 
@@ -433,8 +434,8 @@ def _browser_gone(marker: Path) -> None:
 
 
 def _result(report_id: str, *, model_path: str = "models/net.pt", payload: str = "") -> AuditResult:
-    """A small hand-built result; ``payload`` goes into a class name, a group name, an exception, the model path
-    and an attestation topic (which starts a line of the model card)."""
+    """A small hand-built result; ``payload`` goes into a class name, a group name, an exception, the model path,
+    the model's name and owner and an attestation topic (which starts a line of the model card)."""
     metric = Metric(name="accuracy", value=0.9, n=100, ci_low=0.85, ci_high=0.94, ci_level=0.95, method="bootstrap")
     checks = [
         CheckResult(id="performance", category="performance", title="Predictive performance", status="pass",
@@ -454,7 +455,8 @@ def _result(report_id: str, *, model_path: str = "models/net.pt", payload: str =
         files=[FileRecord(role="model", path=model_path + (payload and f"/{payload}"), sha256="ab" * 32,
                           format="torchscript"),
                FileRecord(role="data.eval", path="data/eval.npz", sha256="cd" * 32, format="npz", n_samples=100)],
-        config={}, config_sha256="ef" * 32, model={"kind": "torchscript", "classes": [payload or "cat", "dog"]})
+        config={}, config_sha256="ef" * 32, model={"kind": "torchscript", "classes": [payload or "cat", "dog"]},
+        model_info=ModelInfo(name=f"net {payload}".strip(), name_source="config", owner=payload or None))
     # An extra attestation topic is titled after its key and starts a paragraph of the model card.
     return AuditResult(provenance=provenance, checks=checks, summary=summarise(checks),
                        attestations={payload or "extra_topic": "We state it."})

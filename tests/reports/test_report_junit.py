@@ -21,7 +21,7 @@ def test_counts_and_types(tmp_path: Path, audit_result: AuditResult) -> None:
     suites = list(xml)
     assert len(suites) == 1
     suite = suites[0]
-    assert suite.name == "deepaudit"
+    assert suite.name == "deepaudit: script>"  # no model_info: named from the path models/<script>…</script>/net.pt
     assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (5, 1, 1, 1)
     cases = {case.name: case for case in suite}
     assert list(cases) == [c.id for c in audit_result.checks]
