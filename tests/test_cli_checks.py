@@ -112,3 +112,15 @@ def test_only_the_selected_checks_run_and_thresholds_on_the_others_are_reported_
                              "--set", "checks.ood.enabled=false", *[f"--set=checks.{c}.enabled=false" for c in
                                                                     list_checks() if c != "performance"])
     assert code == 1 and "NOT JUDGED ood: worst_auroc required ≥ 0.9900" in stderr
+
+
+def test_compare_runs_only_the_selected_checks_on_every_model(tmp_path: Path, torchscript_file: Path,
+                                                               image_npz: Path) -> None:
+    out = tmp_path / "cmp"
+    code, _, stderr = invoke("compare", "--model", torchscript_file, "--data", image_npz, "--with", torchscript_file,
+                             "--out", out, "--quiet", "--device", "cpu", "--checks", "performance",
+                             "--set", "energy.track=false", "--set", "checks.performance.n_resamples=20",
+                             "--set", "checks.performance.thresholds={informative_p_value: {max: 1}}")
+    assert code == 0, stderr
+    entries = json.loads((out / "compare.json").read_text())["entries"]
+    assert len(entries) == 2 and all([c["id"] for c in e["result"]["checks"]] == ["performance"] for e in entries)
