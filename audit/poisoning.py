@@ -138,23 +138,30 @@ class ReverseEngineered:
     reached: np.ndarray  # (classes,) bool: the success threshold was reached
     masks: np.ndarray  # (classes, *mask_shape)
     patterns: np.ndarray  # (classes, *input_shape)
+    steps_used: np.ndarray  # (classes,) optimisation steps each class ran before it stopped
 
 
 def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, n_classes: int, *,
                               low: np.ndarray | float, high: np.ndarray | float, channel_axis: bool,
-                              steps: int = 300, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
-                              success_threshold: float = 0.99, patience: int = 5, cost_multiplier: float = 1.5,
-                              early_stop_patience: int = 50, early_stop_factor: float = 0.99,
-                              device: torch.device | str = "cpu", seed: int = 0) -> ReverseEngineered:
-    """Neural Cleanse: for every class at once, the smallest mask ``m`` and pattern ``p`` such that
+                              steps: int = 300, batch_size: int = 32, max_batch: int | None = None, lr: float = 0.1,
+                              init_cost: float = 1e-3, success_threshold: float = 0.99, patience: int = 5,
+                              cost_multiplier: float = 1.5, early_stop_patience: int = 50,
+                              early_stop_factor: float = 0.99, device: torch.device | str = "cpu",
+                              seed: int = 0) -> ReverseEngineered:
+    """Neural Cleanse: for every class, the smallest mask ``m`` and pattern ``p`` such that
     ``(1 − m)·x + m·p`` is classified as that class.
 
     Minimises ``CE(f(x'), target) + cost·‖m‖₁`` with Adam on tanh-parametrised ``m ∈ [0, 1]`` and
     ``p ∈ [low, high]``; the cost rises (×``cost_multiplier``) after ``patience`` steps at or above
     ``success_threshold`` and falls (÷``cost_multiplier``^1.5) after ``patience`` steps below, as in
-    Wang et al. (2019) and ART's Keras version. The classes are optimised together in one batch;
-    the loop stops early once every class has a successful trigger and for ``early_stop_patience``
-    steps none has shrunk below ``early_stop_factor`` times its best (0 disables early stopping).
+    Wang et al. (2019) and ART's Keras version. Every class has its own mask, pattern, cost and Adam
+    state, so the classes' optimisations are independent: each step draws one batch of
+    ``batch_size`` samples and runs all classes still optimising as (class, sample) rows through the
+    model together, at most ``max_batch`` rows per forward and backward pass (gradients accumulate
+    over the chunks), with the model's parameters frozen. A class stops early (ART's rule, per class)
+    once it has a trigger at the success threshold and for ``early_stop_patience`` steps in a row its
+    smallest such mask has not shrunk below ``early_stop_factor`` times the previous smallest; the
+    steps each class ran are returned (``early_stop_patience=0`` runs every class for ``steps``).
 
     Parameters
     ----------
@@ -166,7 +173,11 @@ def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor],
         Range of the pattern, broadcastable to ``input_shape``.
     channel_axis : bool
         Inputs are ``(C, H, W)`` images: one mask over ``(H, W)`` shared by the channels.
+    max_batch : int, optional
+        Rows per forward pass (default: every class's ``batch_size`` samples in one pass).
     """
+    from audit.attacks import frozen_parameters
+
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -175,68 +186,95 @@ def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor],
     lo = torch.as_tensor(np.array(np.broadcast_to(low, shape)), dtype=torch.float32, device=dev)
     hi = torch.as_tensor(np.array(np.broadcast_to(high, shape)), dtype=torch.float32, device=dev)
     k = n_classes
-    mask_raw = torch.zeros((k, *mask_shape), device=dev, requires_grad=True)
-    pattern_raw = (torch.rand((k, *shape), generator=gen) * 2 - 1).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))
-    cost = torch.full((k,), init_cost, device=dev)
-    targets = torch.arange(k, device=dev)
+    n = len(xt)
+    b = min(batch_size, n)
+    chunk = max(1, max_batch or k * b)
+    init = torch.rand((k, *shape), generator=gen) * 2 - 1
+    mask_raw = [torch.zeros(mask_shape, device=dev, requires_grad=True) for _ in range(k)]
+    pattern_raw = [init[c].to(dev).requires_grad_(True) for c in range(k)]
+    opt = torch.optim.Adam(mask_raw + pattern_raw, lr=lr, betas=(0.5, 0.9))  # per-parameter state: one per class
+    cost = torch.full((k,), init_cost)
     best_l1 = torch.full((k,), float("inf"))
     best_mask = torch.zeros((k, *mask_shape))
     best_pattern = torch.zeros((k, *shape))
     best_success = torch.zeros(k)
+    last_success = torch.zeros(k)
     up = torch.zeros(k, dtype=torch.long)
     down = torch.zeros(k, dtype=torch.long)
-    last_success = torch.zeros(k)
-    n = len(xt)
-    b = min(batch_size, n)
-    stale = 0
-    for _ in range(steps):
-        rows = torch.randint(0, n, (b,), generator=gen)
-        xb = xt[rows].to(dev)
-        mask = torch.tanh(mask_raw) / 2 + 0.5
-        pattern = lo + (torch.tanh(pattern_raw) / 2 + 0.5) * (hi - lo)
-        adv = (1 - mask[:, None]) * xb[None] + (mask * pattern)[:, None]  # (k, b, *shape)
-        logits = logits_fn(adv.reshape(k * b, *shape)).reshape(k, b, -1)
-        ce = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1), targets[:, None].expand(k, b),
-                                               reduction="none").mean(1)
-        l1 = mask.flatten(1).sum(1)
-        opt.zero_grad(set_to_none=True)
-        (ce + cost * l1).sum().backward()
-        opt.step()
-        with torch.no_grad():
-            success = (logits.argmax(2) == targets[:, None]).float().mean(1).cpu()
+    stale = torch.zeros(k, dtype=torch.long)
+    stop_ref = torch.full((k,), float("inf"))
+    steps_used = torch.zeros(k, dtype=torch.long)
+    active = torch.ones(k, dtype=torch.bool)
+    frontier = torch.zeros(k, dtype=torch.bool)
+
+    def triggers(classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.tanh(torch.stack([mask_raw[c] for c in classes])) / 2 + 0.5
+        pattern = lo + (torch.tanh(torch.stack([pattern_raw[c] for c in classes])) / 2 + 0.5) * (hi - lo)
+        return mask, pattern
+
+    with frozen_parameters(logits_fn):
+        for _ in range(steps):
+            live = active.nonzero().flatten().tolist()
+            if not live:
+                break
+            xb = xt[torch.randint(0, n, (b,), generator=gen)].to(dev)
+            opt.zero_grad(set_to_none=True)
+            hits = torch.zeros(len(live), device=dev)
+            live_t = torch.as_tensor(live, device=dev)
+            for start in range(0, len(live) * b, chunk):  # (class, sample) rows, class-major, chunk rows a pass
+                end = min(start + chunk, len(live) * b)
+                first = start // b
+                pair = torch.arange(start, end, device=dev)
+                cls, smp = pair // b, pair % b
+                mask, pattern = triggers(live[first : (end - 1) // b + 1])
+                at = cls - first
+                adv = (1 - mask[at]) * xb[smp] + (mask * pattern)[at]
+                logits = logits_fn(adv)
+                target = live_t[cls]
+                (torch.nn.functional.cross_entropy(logits, target, reduction="sum") / b).backward()
+                hits.index_add_(0, cls, (logits.detach().argmax(1) == target).float())
+            mask, pattern = triggers(live)  # the trigger this step measured, before Adam moves it
+            l1 = mask.flatten(1).sum(1)
+            (cost[live].to(dev) * l1).sum().backward()
+            opt.step()
+            idx = torch.as_tensor(live)
+            success = (hits / b).cpu()
             l1c = l1.detach().cpu()
-            better = (success >= success_threshold) & (l1c < best_l1)
-            # early stop (as ART's early_stop): every class has a trigger and none shrank by 1% for a while
-            improved = bool(((success >= success_threshold) & (l1c < early_stop_factor * best_l1)).any())
-            stale = 0 if improved or not torch.isfinite(best_l1).all() else stale + 1
-            if better.any():
-                best_l1[better] = l1c[better]
-                best_mask[better] = mask.detach().cpu()[better]
-                best_pattern[better] = pattern.detach().cpu()[better]
-                best_success[better] = success[better]
             ok = success >= success_threshold
-            up = torch.where(ok, up + 1, torch.zeros_like(up))
-            down = torch.where(ok, torch.zeros_like(down), down + 1)
-            raise_cost = (up >= patience).to(dev)
-            lower_cost = (down >= patience).to(dev)
-            cost = torch.where(raise_cost, cost * cost_multiplier, cost)
-            cost = torch.where(lower_cost, cost / cost_multiplier**1.5, cost)
-            up[raise_cost.cpu()] = 0
-            down[lower_cost.cpu()] = 0
-            last_success = success
-        if early_stop_patience and stale >= early_stop_patience:
-            break
+            better = ok & (l1c < best_l1[idx])
+            # converged: no working mask 1% smaller than the one the count last restarted at (not ART's
+            # step-to-step 1%, which a mask shrinking by 0.5% a step for 50 steps passes)
+            improved = ok & (l1c < early_stop_factor * stop_ref[idx])
+            stop_ref[idx[improved]] = l1c[improved]
+            stale[idx] = torch.where(improved, 0, stale[idx] + torch.isfinite(stop_ref[idx]).long())
+            upd = idx[better]
+            best_l1[upd] = l1c[better]
+            best_mask[upd] = mask.detach().cpu()[better]
+            best_pattern[upd] = pattern.detach().cpu()[better]
+            best_success[upd] = success[better]
+            last_success[idx] = success
+            up[idx] = torch.where(ok, up[idx] + 1, 0)
+            down[idx] = torch.where(ok, 0, down[idx] + 1)
+            raise_cost, lower_cost = idx[up[idx] >= patience], idx[down[idx] >= patience]
+            cost[raise_cost] *= cost_multiplier
+            cost[lower_cost] /= cost_multiplier**1.5
+            # at the trade-off: after a working trigger, the cost was raised until the trigger failed and lowered
+            frontier[lower_cost[torch.isfinite(best_l1[lower_cost])]] = True
+            up[raise_cost] = 0
+            down[lower_cost] = 0
+            steps_used[idx] += 1
+            if early_stop_patience:
+                active[idx[frontier[idx] & (stale[idx] >= early_stop_patience)]] = False
     reached = torch.isfinite(best_l1)
     with torch.no_grad():  # classes that never reached the threshold: keep the last mask (as ART does)
-        mask = (torch.tanh(mask_raw) / 2 + 0.5).cpu()
-        pattern = (lo + (torch.tanh(pattern_raw) / 2 + 0.5) * (hi - lo)).cpu()
+        mask, pattern = (t.cpu() for t in triggers(list(range(k))))
     l1 = torch.where(reached, best_l1, mask.flatten(1).sum(1))
     best_mask[~reached] = mask[~reached]
     best_pattern[~reached] = pattern[~reached]
     best_success[~reached] = last_success[~reached]
     return ReverseEngineered(mask_l1=l1.numpy().astype(np.float64), success=best_success.numpy().astype(np.float64),
-                             reached=reached.numpy(), masks=best_mask.numpy(), patterns=best_pattern.numpy())
+                             reached=reached.numpy(), masks=best_mask.numpy(), patterns=best_pattern.numpy(),
+                             steps_used=steps_used.numpy())
 
 
 def _jit_copy(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

@@ -305,8 +305,11 @@ class BackdoorScanConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_scan``."""
 
     n_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on.")
-    steps: int = Field(default=300, ge=10, description="Neural Cleanse optimisation steps (all classes at once).")
+    steps: int = Field(default=300, ge=10, description="Neural Cleanse optimisation steps at most (all classes at once, in forward passes of at most the audit's batch_size rows).")
     batch_size: int = Field(default=32, ge=1, description="Neural Cleanse samples per step and class.")
+    early_stop_patience: int = Field(
+        default=50, ge=0, description="Neural Cleanse: a class stops once it has a working trigger and its smallest "
+                                      "mask has not shrunk by 1% for this many steps (0 runs every class for all steps).")
     lr: float = Field(default=0.1, gt=0, description="Neural Cleanse Adam learning rate.")
     init_cost: float = Field(default=1e-3, gt=0, description="Neural Cleanse initial weight of the mask's L1 norm.")
     success_threshold: float = Field(default=0.99, gt=0, le=1, description="Trigger success a reverse-engineered trigger must reach.")
@@ -369,8 +372,9 @@ class BackdoorScan(Check):
                                "out-of-range backdoor the target had the smallest trigger but an anomaly index of "
                                "only 2.0-2.4, below the threshold; read the per-class trigger sizes, not only the verdict.")
         found = reverse_engineer_triggers(adapter.logits, x, k, low=low, high=high, channel_axis=channel_axis,
-                                          steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                                          init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
+                                          steps=cfg.steps, batch_size=cfg.batch_size, max_batch=ctx.batch_size,
+                                          lr=cfg.lr, init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
+                                          early_stop_patience=cfg.early_stop_patience,
                                           device=adapter.device, seed=int(rng.integers(0, 2**31)))
         index = mad_anomaly_index(found.mask_l1)
         n_reached = int(found.reached.sum())
@@ -402,7 +406,8 @@ class BackdoorScan(Check):
                        method="MAD anomaly index of this class's trigger mask L1 norm"),
             ]
             per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
-                             round(float(found.success[c]), 3), "yes" if c in suspected else "no"]
+                             round(float(found.success[c]), 3), "yes" if c in suspected else "no",
+                             int(found.steps_used[c])]
         if not found.reached.all():
             limitations.append(f"{int((~found.reached).sum())} class(es) never reached the trigger success threshold "
                                f"in {cfg.steps} steps; their last mask is used (raise steps).")
@@ -444,7 +449,7 @@ class BackdoorScan(Check):
         if defences_blocker:
             limitations.append(f"Activation clustering and spectral signatures did not run: {defences_blocker}.")
             for c in range(k):
-                per_class[c] = per_class[c][:5] + [None, None]
+                per_class[c] = per_class[c][:6] + [None, None]
         how = ("training samples of suspected classes that both ART's ActivationDefence (smaller cluster) and "
                "SpectralSignatureDefense (top outlier scores) flag")
         not_run = next((t for t in reversed(limitations) if "did not run" in t), "")
@@ -454,6 +459,7 @@ class BackdoorScan(Check):
                               method=how if n_flagged is not None else f"not measured ({how}): {not_run}"))
         evidence.insert(0, Table(title="Backdoor evidence per class",
                                  columns=["class", "trigger mask L1", "anomaly index", "trigger success", "suspected",
+                                          "optimisation steps",
                                           "smaller activation cluster share", "spectral-signature flagged"],
                                  rows=[per_class[c] for c in range(k)]))
         if flagged_rows:
@@ -477,14 +483,18 @@ class BackdoorScan(Check):
         return CheckOutput(
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
             n_samples=len(x_ev_all),
-            method=(f"Neural Cleanse: for every class, Adam ({cfg.steps} steps, lr {cfg.lr:g}) finds the smallest mask "
-                    "and pattern that send clean evaluation samples to it; a backdoor target needs a much smaller "
+            method=(f"Neural Cleanse: for every class, Adam (at most {cfg.steps} steps, lr {cfg.lr:g}; all classes batched "
+                    "together with the model's weights frozen; "
+                    + (f"a class stops once its smallest working mask has not shrunk by 1% in {cfg.early_stop_patience} "
+                       "steps, " if cfg.early_stop_patience else "no early stopping, ")
+                    + "the steps each class ran are in the table) finds the "
+                    "smallest mask and pattern that send clean evaluation samples to it; a backdoor target needs a much smaller "
                     "trigger, found by the MAD anomaly index of the mask L1 norms (ART's outlier rule). ART's "
                     f"ActivationDefence (2-means on {cfg.nb_dims} PCA dimensions of the penultimate features per class, "
                     "'smaller' cluster analysis) and SpectralSignatureDefense (top singular direction of the penultimate "
                     f"features per class, expected poison rate {cfg.expected_poison_rate:g}) mark the training samples of "
                     "suspected classes that carry the trigger. The anomaly threshold defaults to 3, not the paper's 2: "
-                    "clean LeNets on digits reached 2.2-2.5 on some seeds, planted backdoors 5-7."),
+                    "over 20 seeds, clean digits LeNets reached up to 2.9 (2.2 without early stopping), planted backdoors 3.8-16.6."),
             limitations=limitations + [
                 "Neural Cleanse finds small, localised triggers; large, blended or input-specific triggers may escape it.",
                 "Activation clustering splits every class in two; on its own it does not say whether a class is "

@@ -248,6 +248,8 @@ def test_scan_finds_a_planted_backdoor(digits, planted) -> None:
     assert m[("class_anomaly_index", "0")].value == m[("anomaly_index", None)].value
     l1 = np.array([m[("trigger_mask_l1", str(c))].value for c in range(10)])
     assert np.argmin(l1) == TARGET
+    steps = [row[out.evidence[0].columns.index("optimisation steps")] for row in out.evidence[0].rows]
+    assert all(0 < s <= SCAN.steps for s in steps) and min(steps) < SCAN.steps  # early stopping fired, per class
     flagged = [r[0] for r in out.evidence[-1].rows if r[2] and r[3]]
     assert len(flagged) == m[("flagged_samples", None)].value > 0
     precision = np.isin(flagged, rows).mean()
@@ -324,7 +326,8 @@ def test_scan_without_convergence_has_no_anomaly_verdict(digits, clean, monkeypa
         reached = np.zeros(k, dtype=bool)
         reached[[0, 1, 2]] = True  # 3 of 10 classes converged
         return ReverseEngineered(mask_l1=l1, success=np.where(reached, 0.99, 0.2), reached=reached,
-                                 masks=np.zeros((k, 1, 8, 8)), patterns=np.zeros((k, 1, 8, 8)))
+                                 masks=np.zeros((k, 1, 8, 8)), patterns=np.zeros((k, 1, 8, 8)),
+                                 steps_used=np.full(k, 300))
 
     monkeypatch.setattr(scan_module, "reverse_engineer_triggers", not_converged)
     out = BackdoorScan(SCAN).run(AuditContext(adapter_of(clean, digits), {"eval": ds("eval", digits.x_test, digits.y_test)}))
