@@ -516,7 +516,7 @@ class BackdoorScan(Check):
         rows = stratified_rows(np.asarray(ref.target), cfg.max_train_samples, rng)
         x = np.ascontiguousarray(np.asarray(ref.inputs)[rows], dtype=np.float32)
         y = np.asarray(ref.target)[rows].astype(np.int64)
-        feats = adapter.predict_features(x, batch_size=ctx.batch_size).numpy()
+        feats = ctx.features_for("reference", rows).numpy()
         extra: list[str] = []
         module = adapter.as_module() if hasattr(adapter, "as_module") else None
         if module is None:
