@@ -153,8 +153,13 @@ def _cluster_text(ray: Any, cfg: AuditConfig) -> str:
 
 
 def _concurrency(ray: Any, cfg: AuditConfig) -> int:
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, int(cpus // cfg.ray.cpus_per_task))
+    """Workers the cluster can run at once: its CPUs (and GPUs, when workers reserve them) per worker."""
+    resources = ray.cluster_resources()
+    workers = resources.get("CPU", 1) // cfg.ray.cpus_per_task
+    gpus = _task_options(cfg)["num_gpus"]
+    if gpus:
+        workers = min(workers, resources.get("GPU", 0) // gpus)
+    return max(1, int(workers))
 
 
 def run_checks_on_ray(cfg: AuditConfig, ctx: AuditContext, checks: list[Check], *, on_start: Any = None,

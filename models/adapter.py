@@ -12,12 +12,25 @@ Three implementations cover the formats people ship:
 - :class:`HFTextAdapter` — Hugging Face sequence classifiers with their tokenizer; inputs are
   raw strings, gradients are taken with respect to the input embeddings.
 - :class:`OnnxAdapter` — ONNX through onnxruntime, a black box without gradients.
+
+Every adapter pickles (``pickle``, and so Ray's cloudpickle) and unpickles in a fresh process: the
+model travels in a portable form — a TorchScript module as its serialised archive, a ``torch.export``
+program as its ``.pt2`` bytes, an eager module by pickle with the user files that define its classes
+(``--model-class``) imported again first, an ONNX session as its file path (onnxruntime sessions do not
+pickle; the file is reopened) — and what the adapter derives from the model (the hooked head, the
+embedding layer) is derived again. Unpickling runs code, as any pickle does: only for adapters this
+process or one you trust pickled.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib.util
+import io
+import pickle
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -98,6 +111,28 @@ class ModelAdapter(abc.ABC):
     differentiable: bool = False
     input_range: tuple[float, float] | None = None
     format: str = "unknown"
+    #: Attributes derived from the model (references into it): left out of a pickle, derived again on load.
+    _derived: tuple[str, ...] = ()
+    #: Attributes holding a model: pickled in a portable form (:func:`pack_model`).
+    _models: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._derived}
+        for name in self._models:
+            if state.get(name) is not None:
+                state[name] = pack_model(state[name])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for name in self._models:
+            if state.get(name) is not None:
+                state[name] = unpack_model(state[name], state.get("device"))
+        self.__dict__.update(state)
+        self._derive()
+
+    def _derive(self) -> None:
+        """Set the attributes in ``_derived`` from the model (in ``__init__`` and after unpickling)."""
 
     @property
     def n_classes(self) -> int:
@@ -301,6 +336,14 @@ class TorchAdapter(ModelAdapter):
         self.module = module.to(device)
         self.preprocess = preprocess.to(device) if preprocess is not None else None
         _set_eval(self.module)
+        self.class_names = list(class_names) if class_names else []
+        self._derive()
+
+    _derived = ("_head", "_script_heads", "_script_head_checked", "_graph_features")
+    _models = ("module",)
+
+    def _derive(self) -> None:
+        module = self.module
         scripted = isinstance(module, torch.jit.ScriptModule)
         self._head = None if scripted else _last_linear(module)
         #: TorchScript takes no forward hooks: its ``Linear`` submodules (scripted or traced modules keep
@@ -312,7 +355,6 @@ class TorchAdapter(ModelAdapter):
         #: returns the input of the ``linear`` op whose result is the output (parameters shared, not copied).
         self._graph_features = (_graph_feature_module(self.module)
                                 if self._head is None and isinstance(self.module, torch.fx.GraphModule) else None)
-        self.class_names = list(class_names) if class_names else []
 
     @property
     def has_features(self) -> bool:
@@ -449,7 +491,13 @@ class HFTextAdapter(ModelAdapter):
         id2label = getattr(model.config, "id2label", None) or {}
         n = int(getattr(model.config, "num_labels", len(id2label) or 2))
         self.class_names = list(class_names) if class_names else [str(id2label.get(i, i)) for i in range(n)]
-        self._head = _last_linear(model)
+        self._derive()
+
+    _derived = ("_head",)
+    _models = ("model",)
+
+    def _derive(self) -> None:
+        self._head = _last_linear(self.model)
 
     @property
     def has_features(self) -> bool:
@@ -532,7 +580,12 @@ class TokenizedTextAdapter(ModelAdapter):
         self.format = format or inner.format
         self.differentiable = inner.differentiable
         self.class_names = inner.class_names
-        self._embedding = _input_embedding(inner.module)
+        self._derive()
+
+    _derived = ("_embedding",)
+
+    def _derive(self) -> None:
+        self._embedding = _input_embedding(self.inner.module)
 
     @property
     def class_names(self) -> list[str]:  # shared with the inner adapter, which fills it on first call
@@ -635,6 +688,8 @@ class OnnxAdapter(ModelAdapter):
         self.fixed_batch_size = dim0 if isinstance(dim0, int) and dim0 > 0 else None
         self.class_names = list(class_names) if class_names else []
 
+    _models = ("session",)
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self._input_name: x})[0])
 
@@ -718,3 +773,73 @@ def _set_eval(module: nn.Module) -> None:
         module.eval()
     except (NotImplementedError, RuntimeError):
         pass
+
+
+# ------------------------------------------------------------------------------------------ pickling
+
+#: Prefix of the module names ``--model-class`` files are imported under (``models.loaders``).
+USER_MODULE_PREFIX = "deepaudit_user_model_"
+
+
+def _user_files(module: nn.Module) -> dict[str, str]:
+    """The user files (``--model-class``) that define the classes of ``module``'s submodules, by module name."""
+    out = {}
+    for m in module.modules():
+        name = type(m).__module__
+        if name.startswith(USER_MODULE_PREFIX) and getattr(sys.modules.get(name), "__file__", None):
+            out[name] = sys.modules[name].__file__
+    return out
+
+
+def _import_user_file(name: str, file: str) -> None:
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ModelInputError(f"model class file {file} cannot be imported to unpickle the model.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def pack_model(model: Any) -> dict[str, Any]:
+    """A portable form of a model held by an adapter, for pickling (see the module docstring)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        return {"torchscript": buffer.getvalue()}
+    program_file = getattr(model, "_deepaudit_program_file", None)
+    if isinstance(model, torch.fx.GraphModule) and program_file:
+        return {"export": Path(program_file).read_bytes(), "file": program_file}
+    if isinstance(model, nn.Module):
+        return {"module": pickle.dumps(model), "user_files": _user_files(model)}
+    if model.__class__.__name__ == "InferenceSession":
+        path = getattr(model, "_model_path", None)
+        if not path:
+            raise pickle.PicklingError("an onnxruntime session opened from bytes cannot be pickled; open it from a file.")
+        return {"onnx": path, "providers": model.get_providers()}
+    return {"object": model}
+
+
+def unpack_model(packed: dict[str, Any], device: torch.device | None) -> Any:
+    """The model again, from :func:`pack_model`'s form."""
+    if "torchscript" in packed:
+        return torch.jit.load(io.BytesIO(packed["torchscript"]), map_location=device)
+    if "export" in packed:
+        module = torch.export.load(io.BytesIO(packed["export"])).module()
+        _allow_mode_switch(module)
+        module._deepaudit_program_file = packed["file"]
+        return module.to(device) if device is not None else module
+    if "module" in packed:
+        for name, file in packed["user_files"].items():
+            _import_user_file(name, file)
+        return pickle.loads(packed["module"])  # noqa: S301 - an adapter's own pickle (see the module docstring)
+    if "onnx" in packed:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        available = set(ort.get_available_providers())
+        return ort.InferenceSession(packed["onnx"], sess_options=options,
+                                    providers=[p for p in packed["providers"] if p in available] or ["CPUExecutionProvider"])
+    return packed["object"]

