@@ -10,6 +10,7 @@ without any code from the file, plus the held-out split for auditing.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,15 +23,37 @@ from models.errors import ModelInputError
 RECIPE_VERSION = 3  # 3: recipes also write the training split (train.npz / train.csv)
 
 
+def _umask() -> int:
+    """The process umask: from ``/proc/self/status`` where Linux gives it, else read by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written.
+
+    The file gets the mode a plain ``open()`` would give it — 0666 less the umask (0644 under the usual
+    022), not the 0600 of the temporary file — and a file that already exists keeps its own mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,6 +4,8 @@ through the sidecar with the same logits, and is reused from the cache."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +132,23 @@ def test_mismatched_weights_name_key_and_shapes(tmp_path: Path) -> None:
     save_file(state, str(result.weights))
     with pytest.raises(ModelInputError, match=r"head\.weight.*\(3, 64\).*\(2, 64\)"):
         load_model(result.weights, device="cpu")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path: Path, umask: int) -> None:
+    """Issue 15: `models train` wrote every file 0600 (mkstemp's mode); a new file now gets 0666 less the umask,
+    as open() gives it, and a file that exists keeps its mode."""
+    from models.train import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "model.json", b"{}")
+        kept = tmp_path / "kept.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        atomic_write_bytes(kept, b"new")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin", "model.json"]
