@@ -20,6 +20,7 @@ executor that ran its checks.
 2.2: ``NotJudged.deselected`` (a threshold on a check left out by ``select`` / ``--checks``: listed, never blocking).
 
 2.3: ``Provenance.model_info`` (model name, version, owner, architecture, parameters, input spec, training data).
+2.4: figure kinds ``scatter`` (labelled points, not joined) and ``text_highlights`` (words shaded by a score).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.3"
+SCHEMA_VERSION = "2.4"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -106,7 +107,8 @@ class Figure(_Frozen):
     """Figure evidence: the data to draw it from, never pixels. ``kind`` picks the renderer."""
 
     type: Literal["figure"] = "figure"
-    kind: Literal["reliability_diagram", "confusion_matrix", "bar", "line", "image_grid"]
+    kind: Literal["reliability_diagram", "confusion_matrix", "bar", "line", "scatter", "text_highlights",
+                  "image_grid"]
     title: str
     data: dict[str, Any]
     caption: str | None = None

@@ -61,6 +61,10 @@ def render_figure(fig: Figure) -> str:
         Every text taken from the figure is HTML-escaped.
     """
     try:
+        if fig.kind in HTML_FIGURES:  # drawn as text, not pixels
+            if not isinstance(fig.data, dict):
+                raise TypeError("figure data must be a mapping")
+            return HTML_FIGURES[fig.kind](fig.data, str(fig.title))
         drawer = DRAWERS.get(fig.kind)
         if drawer is None:
             raise ValueError(f"unknown figure kind {fig.kind!r}")
@@ -140,7 +144,7 @@ def _draw_reliability(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
     conf = _floats(data, "confidence", n)
     count = _floats(data, "count", n)
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    mpl.set_size_inches(6.4, 5.2)
+    mpl.set_size_inches(_SIZE[0], _SIZE[0] * 0.8)
     top, bottom = mpl.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     filled = np.isfinite(acc)
     top.bar(centres[filled], acc[filled], width=widths[filled], color="#4c72b0", edgecolor="#1f3b63",
@@ -184,7 +188,7 @@ def _draw_confusion(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
         raise ValueError(f"'matrix' must be {k} × {k} to match 'labels', got shape {matrix.shape}")
     if not np.all(np.isfinite(matrix)):
         raise ValueError("'matrix' must hold finite counts")
-    side = float(min(max(4.5, 0.45 * k + 2.5), 12.0))
+    side = float(min(max(3.5, 0.35 * k + 2.0), 9.5))
     mpl.set_size_inches(side + 1.0, side)
     ax = mpl.subplots()
     image = ax.imshow(matrix, cmap="Blues", interpolation="nearest", aspect="equal")
@@ -287,6 +291,35 @@ def _draw_line(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
     return f"{_titled('Line chart', title)}{against}, {len(series)} series, {span}: {_listing(items)}."
 
 
+def _draw_scatter(mpl: MplFigure, data: dict[str, Any], title: str) -> str:
+    """One labelled point per item, no line between them (the items are separate models or methods, not
+    samples of a curve).
+
+    Keys: ``x``, ``y``, ``labels`` (one name per point); optional ``xlabel``, ``ylabel``.
+    """
+    labels = _labels(data, "labels")
+    if not labels:
+        raise ValueError("'labels' is empty")
+    x, y = _floats(data, "x", len(labels)), _floats(data, "y", len(labels))
+    ax = mpl.subplots()
+    items = []
+    for i, label in enumerate(labels):
+        ax.plot(x[i], y[i], marker=_MARKERS[i % len(_MARKERS)], linestyle="none", markersize=7, label=label)
+        if np.isfinite(x[i]) and np.isfinite(y[i]):
+            ax.annotate(label, (x[i], y[i]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        items.append(f"{label} ({fmt_num(float(x[i]))}, {fmt_num(float(y[i]))})")
+    xlabel, ylabel = _text(data, "xlabel"), _text(data, "ylabel")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, linewidth=0.5, alpha=0.5)
+    ax.margins(0.15)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    axes = f" of {ylabel or 'y'} against {xlabel or 'x'}"
+    return f"{_titled('Scatter plot', title)}{axes}, {len(labels)} points, not joined: {_listing(items)}."
+
+
 def _as_image(raw: Any, index: int) -> np.ndarray:
     img = np.asarray(raw, dtype=float)
     if img.ndim == 3 and img.shape[-1] not in (1, 3, 4) and img.shape[0] in (1, 3, 4):
@@ -343,5 +376,59 @@ DRAWERS: dict[str, Drawer] = {
     "confusion_matrix": _draw_confusion,
     "bar": _draw_bar,
     "line": _draw_line,
+    "scatter": _draw_scatter,
     "image_grid": _draw_image_grid,
 }
+
+
+# --- figures drawn as HTML text ---------------------------------------------------------------
+
+#: Shades of the word highlights: supports the prediction, opposes it, and unsigned scores (attention).
+_HL_COLOURS = {"pos": (27, 110, 32), "neg": (179, 38, 30), "any": (31, 78, 121)}
+#: Most words of one text shown.
+MAX_HIGHLIGHT_WORDS = 60
+
+
+def _highlights_html(data: dict[str, Any], title: str) -> str:
+    """Words shaded by a score, each followed by the score itself, so the numbers print and read aloud too.
+
+    Keys: ``rows`` (each ``{"label", "words": [...], "scores": [...]}``), ``score`` (what the score is, for the
+    legend), ``signed`` (``True``: green supports the prediction, red opposes it; ``False``: one hue).
+    Every word and label is HTML-escaped; the only attribute values built here are numbers.
+    """
+    rows = data.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("'rows' must be a non-empty list")
+    signed = bool(data.get("signed", True))
+    what = escape(_text(data, "score") or "score")
+    parts = []
+    for r, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"row {r} must be a mapping")
+        words = _labels(row, "words")[:MAX_HIGHLIGHT_WORDS]
+        scores = _floats(row, "scores")[:len(words)]
+        if scores.size != len(words):
+            raise ValueError(f"row {r} has {len(words)} words and {scores.size} scores")
+        finite = np.abs(scores[np.isfinite(scores)])
+        peak = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        spans = []
+        for word, score in zip(words, scores):
+            if not np.isfinite(score):
+                spans.append(f'<span class="hl">{escape(word)}<sup>n/a</sup></span>')
+                continue
+            shade = _HL_COLOURS["any" if not signed else "pos" if score >= 0 else "neg"]
+            alpha = 0.12 + 0.6 * min(abs(float(score)) / peak, 1.0)
+            number = f"{score:+.3g}" if signed else f"{score:.3g}"
+            spans.append(f'<span class="hl" style="background-color: rgba({shade[0]}, {shade[1]}, {shade[2]}, '
+                         f'{alpha:.2f})" title="{escape(number)}">{escape(word)}<sup>{escape(number)}</sup></span>')
+        label = escape(_text(row, "label"))
+        parts.append(f'<p class="hl-row"><span class="hl-label">{label}</span> {" ".join(spans)}</p>')
+    legend = (f"Shading: {what}; green supports the predicted class, red opposes it, darker is larger; the number "
+              f"after each word is its {what}." if signed else
+              f"Shading: {what}, darker is larger; the number after each word is its {what}.")
+    return (f'<div class="highlights" aria-label="{escape(title or "word highlights", quote=True)}">'
+            f'{"".join(parts)}<p class="note hl-legend">{legend}</p></div>')
+
+
+#: Figure kind → function that renders it as HTML (text that prints and reads aloud, not an image).
+HTML_FIGURES: dict[str, Callable[[dict[str, Any], str], str]] = {"text_highlights": _highlights_html}

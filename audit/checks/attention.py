@@ -220,10 +220,13 @@ class Attention(Check):
                 np.add.at(w, words[i][keep], scores[i].numpy()[keep])
                 per_word.append(w)
                 if i < 6:
-                    rows.append([int(idx[i]), " ".join(f"{text[a:b]}[{s:.3g}]" for (a, b), s in
-                                                       zip(T.word_spans(text)[:40], w))])
-            evidence.append(Table(title="Token highlights: attention rollout", columns=["row", "words [rollout]"],
-                                  rows=rows, caption="Each word with the attention flow into it (summed over its tokens)."))
+                    spans = T.word_spans(text)[:40]
+                    rows.append({"label": f"row {int(idx[i])}", "row": int(idx[i]),
+                                 "words": [text[a:b] for a, b in spans], "scores": [float(s) for s in w[:len(spans)]]})
+            evidence.append(Figure(kind="text_highlights", title="Token highlights: attention rollout",
+                                   data={"rows": rows, "score": "attention rollout", "signed": False},
+                                   caption="Each word shaded by the attention flow into it (summed over its tokens), "
+                                           "with the value after it; at most 40 words are shown."))
             mask = T.mask_token_of(adapter)
             dele, ins = T.deletion_insertion(adapter, inputs, target, per_word, mask, cfg.curve_steps, bs)
             return dele, ins, f"words replaced by {mask!r}"

@@ -386,12 +386,14 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
     for method, m in out.methods.items():
         for i, text in enumerate(texts[:6]):
             spans = T.word_spans(text)[:40]
-            cells = " ".join(f"{text[a:b]}[{w:+.3g}]" for (a, b), w in zip(spans, m.attr[i]))
-            rows.append([int(idx[i]), method, ctx.class_names[int(target[i])], cells])
-    out.evidence.append(Table(
-        title="Token highlights", columns=["row", "method", "predicted", "words [attribution]"], rows=rows,
-        caption="Each word with its attribution to the predicted class (positive: supports it). Gradient methods sum "
-                "their token scores over the tokens of each word; at most 40 words are shown."))
+            rows.append({"label": f"row {int(idx[i])} · {method} · predicted {ctx.class_names[int(target[i])]}",
+                         "row": int(idx[i]), "method": method, "words": [text[a:b] for a, b in spans],
+                         "scores": [float(w) for w in m.attr[i][:len(spans)]]})
+    out.evidence.append(Figure(
+        kind="text_highlights", title="Token highlights",
+        data={"rows": rows, "score": "attribution to the predicted class", "signed": True},
+        caption="Each word shaded by its attribution to the predicted class, with the attribution after it. Gradient "
+                "methods sum their token scores over the tokens of each word; at most 40 words are shown."))
     first = next(iter(out.methods))
     spans = T.word_spans(texts[0])[:40]
     if spans:

@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from audit.errors import SkipCheck
-from audit.fairness.gaps import GAPS, frame_gaps, group_frame
+from audit.fairness.gaps import GAPS, LOWER_IS_WORSE, frame_gaps, group_frame
 from audit.results import Figure, Table
 from audit.stats import stratified_rows
 
@@ -307,7 +307,7 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
                       "cost; raise max_fit_samples to fit on more.")
     if saved:
         limits.append(f"Mitigated models saved: {', '.join(saved)}.")
-    rows, xs, ys = [], [], []
+    rows, xs, ys, gap_values = [], [], [], []
     groups_eval = pd.Series(a_eval, dtype=object)
     for name, p in preds.items():
         acc = float((p == y_eval).mean())
@@ -315,24 +315,50 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
         gaps = [values[k] for k in GAPS]
         dpd = values["demographic_parity_difference"]
         rows.append([name, round(acc, 6), *[None if np.isnan(g) else round(g, 6) for g in gaps], len(p)])
+        gap_values.append(values)
         xs.append(dpd)
         ys.append(acc)
     names = list(preds)
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    for i, row in enumerate(rows):  # which gaps each mitigation widened, from the numbers themselves
+        worse = worse_after(gap_values[0], gap_values[i]) if i else []
+        row.append("; ".join(worse) if worse else ("—" if i == 0 else "none"))
+        if worse:
+            limits.append(f"{names[i]} made {len(worse)} gap{'s' if len(worse) > 1 else ''} worse than the original "
+                          f"model on the eval set: {'; '.join(worse)}.")
     evidence = [
         Table(title="Mitigation: before and after", rows=rows,
               columns=["model", "accuracy", "demographic_parity_difference", "demographic_parity_ratio",
                        "equalized_odds_difference", "equal_opportunity_difference", "predictive_parity_difference",
-                       "n"],
+                       "n", "worse after mitigation"],
               caption=(f"Fitted on {fitted_on}, targeting {constraint_name}; evaluated on the eval set "
-                       f"({len(y_eval)} samples) over the joint sensitive groups.")),
-        Figure(kind="line", title="Accuracy against disparity",
-               data={"x": [xs[i] for i in order], "series": {"accuracy": [ys[i] for i in order]},
+                       f"({len(y_eval)} samples) over the joint sensitive groups. 'worse after mitigation' lists "
+                       f"each gap wider than the original model's (a ratio: lower), as printed to four decimals; "
+                       f"point estimates, not tested for significance.")),
+        Figure(kind="scatter", title="Accuracy against disparity",
+               data={"x": xs, "y": ys, "labels": names,
                      "xlabel": "demographic parity difference", "ylabel": "accuracy"},
-               caption="One point per model, sorted by disparity: " + "; ".join(
-                   f"{names[i]} ({xs[i]:.3f}, {ys[i]:.3f})" for i in order) + "."),
+               caption="One point per model, not joined: each mitigation is a separate model. " + "; ".join(
+                   f"{names[i]} ({xs[i]:.3f}, {ys[i]:.3f})" for i in range(len(names))) + "."),
         Figure(kind="bar", title="Demographic parity difference before and after mitigation",
                data={"labels": names, "values": xs, "ylabel": "demographic parity difference"},
                caption="Lower is fairer; the accuracy each costs is in the table above."),
     ]
     return evidence, limits
+
+
+def worse_after(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """The fairness gaps a mitigation made worse than the original model: ``"name before → after"`` each.
+
+    A difference is worse when larger, the demographic parity ratio when smaller; values are compared as the
+    report prints them (four decimals), so a change it cannot show is not called worse. Gaps undefined on
+    either side are left out.
+    """
+    worse = []
+    for name in GAPS:
+        b, a = before.get(name), after.get(name)
+        if b is None or a is None or not (np.isfinite(b) and np.isfinite(a)):
+            continue
+        b4, a4 = round(float(b), 4), round(float(a), 4)
+        if (a4 < b4) if name in LOWER_IS_WORSE else (a4 > b4):
+            worse.append(f"{name} {b4:.4f} → {a4:.4f}")
+    return worse

@@ -10,7 +10,7 @@ import pytest
 
 from audit.results import AuditResult, Figure
 from reports import figures as figures_module
-from reports.figures import DRAWERS, render_figure
+from reports.figures import DRAWERS, HTML_FIGURES, render_figure
 
 IMG = re.compile(r'^<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)">$')
 
@@ -50,7 +50,8 @@ def rendered(figures: dict[str, Figure]) -> dict[str, str]:
 
 
 def test_fixture_covers_every_kind(figures: dict[str, Figure]) -> None:
-    assert set(figures) == set(DRAWERS) == set(Figure.model_fields["kind"].annotation.__args__)
+    kinds = set(Figure.model_fields["kind"].annotation.__args__)
+    assert set(figures) == set(DRAWERS) | set(HTML_FIGURES) == kinds and not set(DRAWERS) & set(HTML_FIGURES)
 
 
 @pytest.mark.parametrize("kind", sorted(DRAWERS))
@@ -62,13 +63,14 @@ def test_each_kind_draws_a_deterministic_png(figures: dict[str, Figure], rendere
 
 
 def test_alt_text_describes_the_data(rendered: dict[str, str]) -> None:
-    alt = {k: IMG.match(html).group(2) for k, html in rendered.items()}
+    alt = {k: IMG.match(html).group(2) for k, html in rendered.items() if k in DRAWERS}
     assert "3 classes over 500 samples" in alt["confusion_matrix"]
     assert "485 (97.0%)" in alt["confusion_matrix"]
     assert "4 bins" in alt["reliability_diagram"] and "500 samples" in alt["reliability_diagram"]
     assert "a 0.9000 [0.8600, 0.9300]" in alt["bar"]
     assert "pgd from 0.9100 to 0.4100" in alt["line"]
     assert "2 images" in alt["image_grid"] and "adversarial" in alt["image_grid"]
+    assert "3 points, not joined: original model (0.2100, 0.9100); threshold_optimizer (0.0500, 0.8800)" in alt["scatter"]
 
 
 @pytest.mark.parametrize("kind, data", [
@@ -105,3 +107,42 @@ def test_image_grid_accepts_channels_first_and_caps_the_count(monkeypatch: pytes
     html = render_figure(Figure(kind="image_grid", title="", data={"images": [chw] * 5}))
     alt = IMG.match(html).group(2)
     assert "5 images (2×2 pixels, colour, the first 2 drawn)" in alt
+
+
+def test_scatter_draws_points_without_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the accuracy–disparity plot joined separate mitigation methods with a line; each is a point."""
+    drawn = []
+    real = figures_module._draw_scatter
+
+    def spy(mpl, data, title):  # noqa: ANN001, ANN202
+        alt = real(mpl, data, title)
+        drawn.extend(line for ax in mpl.axes for line in ax.get_lines())
+        drawn.extend(("text", t.get_text()) for ax in mpl.axes for t in ax.texts)
+        return alt
+
+    monkeypatch.setitem(figures_module.DRAWERS, "scatter", spy)
+    render_figure(Figure(kind="scatter", title="t", data={"x": [0.1, 0.2, 0.3], "y": [0.9, 0.8, 0.85],
+                                                         "labels": ["a", "b", "c"]}))
+    lines = [d for d in drawn if not isinstance(d, tuple)]
+    assert len(lines) == 3 and all(len(line.get_xdata()) == 1 and line.get_linestyle() == "None" for line in lines)
+    assert [d[1] for d in drawn if isinstance(d, tuple)] == ["a", "b", "c"]  # each point labelled
+
+
+def test_text_highlights_are_escaped_coloured_spans_with_their_numbers() -> None:
+    """Issue 15: word highlights were plain `word[+0.888]` text; now shaded spans, the number printed after each
+    word (and in its title), hostile words escaped."""
+    html = render_figure(Figure(kind="text_highlights", title='"><script>', data={
+        "rows": [{"label": "row 1 <i>", "words": ["good", "<script>alert(1)</script>", 'x" onmouseover="y', "bad"],
+                  "scores": [0.888, 0.1, 0.0, -0.5]}], "score": "attribution", "signed": True}))
+    assert "<script" not in html and "<i>" not in html and 'onmouseover="y' not in html
+    assert re.findall(r"<(\w+)", html) == ["div", "p", "span"] + ["span", "sup"] * 4 + ["p"]
+    assert '>good<sup>+0.888</sup>' in html and 'title="+0.888"' in html and "<sup>-0.5</sup>" in html
+    assert "rgba(27, 110, 32, 0.72)" in html  # the largest |score| darkest, green: supports the prediction
+    assert "rgba(179, 38, 30, 0.46)" in html  # -0.5: red, shaded by |score| / 0.888
+    assert "green supports the predicted class" in html
+    unsigned = render_figure(Figure(kind="text_highlights", title="t", data={
+        "rows": [{"label": "r", "words": ["a"], "scores": [0.3]}], "signed": False}))
+    assert "rgba(31, 78, 121, 0.72)" in unsigned and "<sup>0.3</sup>" in unsigned and "green" not in unsigned
+    broken = render_figure(Figure(kind="text_highlights", title="t", data={
+        "rows": [{"label": "r", "words": ["a", "b"], "scores": [0.3]}]}))
+    assert broken.startswith('<p class="figure-error">') and "2 words and 1 scores" in broken

@@ -88,8 +88,10 @@ def test_check_on_bert_matches_transformers_attentions_and_highlights_words() ->
     assert {m.name for m in out.metrics if m.group is None} == {"rollout_faithfulness_gap", "rollout_deletion_auc",
                                                                "rollout_insertion_auc"}
     highlights = next(e for e in out.evidence if e.title == "Token highlights: attention rollout")
-    row, cells = highlights.rows[0]
-    assert cells.split("[")[0] == texts[row].split()[0]
+    assert highlights.kind == "text_highlights" and not highlights.data["signed"]
+    first_row = highlights.data["rows"][0]
+    assert first_row["words"][0] == texts[first_row["row"]].split()[0]
+    assert len(first_row["scores"]) == len(first_row["words"]) and min(first_row["scores"]) >= 0
 
 
 def test_attention_asked_of_models_without_attention_is_skipped(tiny_mlp: torch.nn.Module) -> None:

@@ -152,8 +152,10 @@ def test_check_on_tiny_bert_is_seeded_and_highlights_tokens(bert: HFTextAdapter)
     assert {r[1] for r in first.evidence[0].rows} == {"integrated_gradients", "saliency", "lime", "kernel_shap"}
     assert all(r[-1] in ("pass", "FAIL") for r in first.evidence[0].rows)  # the randomisation check ran
     highlights = next(e for e in first.evidence if e.title == "Token highlights")
-    row, method, _, cells = highlights.rows[0]
-    assert method == "integrated_gradients" and texts[row].split()[0] + "[" in cells
+    assert highlights.kind == "text_highlights" and highlights.data["signed"]
+    first_row = highlights.data["rows"][0]
+    assert first_row["method"] == "integrated_gradients" and first_row["words"] == texts[first_row["row"]].split()[:40]
+    assert len(first_row["scores"]) == len(first_row["words"])
     head = {m.name: m.value for m in first.metrics if m.group is None}
     assert head["ig_completeness_error"] < 0.2 and head["shap_efficiency_error"] < 1e-5
 

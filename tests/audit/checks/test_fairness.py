@@ -247,7 +247,7 @@ def test_mitigation_reduces_disparity(tmp_path: Path) -> None:
     assert rows["reweighing"][2] < before
     assert (tmp_path / "heads" / "fairness_reweighing_head.safetensors").is_file()
     assert json.loads((tmp_path / "heads" / "fairness_exponentiated_gradient_head.json").read_text())["kind"]
-    assert any(e.type == "figure" and e.kind == "line" for e in out.evidence)
+    assert any(e.type == "figure" and e.kind == "scatter" for e in out.evidence)
 
 
 def test_mitigation_without_reference_says_why(noisy) -> None:
@@ -575,3 +575,48 @@ def test_mitigations_fit_on_a_capped_stratified_sample_drawn_before_the_work() -
     pred = head.predict(f_ev)
     row = mitigation_rows(out)["reweighing"]
     assert row[2] == pytest.approx(demographic_parity_difference(y_ev, pred, sensitive_features=a_ev), abs=1e-6)
+
+
+def test_worse_after_mitigation_is_derived_from_the_numbers() -> None:
+    """Issue 15: ThresholdOptimizer doubled the demo's DP gap uncommented; each widened gap is now named."""
+    from audit.fairness.mitigation import worse_after
+
+    before = {"demographic_parity_difference": 0.0436, "demographic_parity_ratio": 0.956,
+              "equalized_odds_difference": 0.1333, "equal_opportunity_difference": 0.0612,
+              "predictive_parity_difference": 0.1578}
+    after = {"demographic_parity_difference": 0.0775, "demographic_parity_ratio": 0.9211,
+             "equalized_odds_difference": 0.13334, "equal_opportunity_difference": 0.046,
+             "predictive_parity_difference": float("nan")}
+    assert worse_after(before, after) == ["demographic_parity_difference 0.0436 → 0.0775",
+                                          "demographic_parity_ratio 0.9560 → 0.9211"]  # ratio: lower is worse
+    assert worse_after(before, before) == []
+    assert worse_after(after, before) == ["equal_opportunity_difference 0.0460 → 0.0612"]
+
+
+def test_mitigation_table_and_limitations_name_the_gaps_made_worse(tmp_path: Path) -> None:
+    from audit.fairness.gaps import GAPS
+    from audit.fairness.mitigation import worse_after
+
+    rng = np.random.default_rng(3)
+    a_ev, y_ev, f_ev = biased(rng, 400)
+    a_rf, y_rf, f_rf = biased(rng, 400)
+    feats = np.concatenate([f_ev, f_rf])
+    z = feats[:, 0] - 0.2
+    logits = np.stack([np.zeros_like(z), z], 1)
+    ctx = make_ctx(logits, y_ev, pd.DataFrame({"sex": a_ev}), reference=(y_rf, pd.DataFrame({"sex": a_rf})),
+                   features=feats)
+    out = GroupMetrics(cfg(n_resamples=20, mitigation=["threshold_optimizer", "exponentiated_gradient", "reweighing"],
+                           )).run(ctx)
+    table = next(e for e in out.evidence if e.title == "Mitigation: before and after")
+    assert table.columns[-1] == "worse after mitigation"
+    rows = {r[0]: r for r in table.rows}
+    assert rows["original model"][-1] == "—"
+    gaps = {name: dict(zip(GAPS, r[2:7])) for name, r in rows.items()}
+    named = 0
+    for name in ("threshold_optimizer", "exponentiated_gradient", "reweighing"):
+        worse = worse_after(gaps["original model"], gaps[name])
+        assert rows[name][-1] == ("; ".join(worse) if worse else "none")
+        assert any(t.startswith(f"{name} made") for t in out.limitations) == bool(worse)
+        named += len(worse)
+    assert named  # this data makes at least one gap worse, so the note is exercised
+    assert any(e.type == "figure" and e.kind == "scatter" and e.data["labels"] == list(rows) for e in out.evidence)
