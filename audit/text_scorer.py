@@ -7,14 +7,15 @@ deletion and insertion curves end on the same fully masked and unmasked texts, a
 character-edit search proposes the same edit several times. A :class:`TextScorer` sends only the
 texts it has not seen to the adapter, in batches of ``batch_size`` through
 ``ModelAdapter.predict_logits`` (so the adapter's shape checks still apply), and answers repeats
-from memory: each unique text reaches the model once.
+from memory: each unique text reaches the model once (while the memory bound keeps it).
 
 Scope: a scorer is bound to one adapter object, i.e. one model state, and lives as long as the
 check run that made it; a model with other weights (the randomised copy of the sanity check, a
 variant) gets its own scorer. Functions that score texts take the scorer *in place of* the adapter,
 so a cache cannot be paired with another model than the one that filled it. The cache is
-keyed by the exact string and bounded by ``max_bytes`` (keys and rows together, least recently
-used dropped first), so a long search cannot grow it without limit.
+keyed by the exact string and bounded by ``max_bytes`` (keys, rows and a per-entry overhead, least
+recently used dropped first; what Python holds, traced, stays within 1.5× of it), so a long search
+cannot grow it without limit.
 
 Numbers: logits are cached as the float32 rows the adapter returned; probabilities are the float32
 softmax of those rows, returned as float64. A text's logits can differ from those of an uncached

@@ -220,3 +220,21 @@ def test_counterfactual_swaps_score_repeated_texts_once(monkeypatch: pytest.Monk
         [(m.name, m.group, m.value, m.ci_low) for m in plain.metrics]
     # "he is good" appears 12 times: its swap "she is good" is scored once, not 12 times
     assert set(cf_texts.values()) == {1} and scored(seen)["she is good"] == 12
+
+
+def test_the_caches_traced_memory_stays_near_its_bound() -> None:
+    import tracemalloc
+
+    scorer = TextScorer(KeywordTextAdapter(), batch_size=2048, max_bytes=2**20)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for start in range(0, 20_000, 2048):  # 20,000 unique texts, made here and kept only by the cache
+            scorer.logits([f"good movie number {i} with a plot" for i in range(start, min(start + 2048, 20_000))])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # The bound counts keys, rows and a per-entry overhead; what Python really holds (tracemalloc) stays
+    # within 1.5× of it (unbounded, these texts would hold about 5.5 MiB).
+    assert held < 1.5 * scorer.max_bytes, held
+    assert 0 < len(scorer) < 20_000
