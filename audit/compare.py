@@ -17,6 +17,7 @@ from audit.context import ProgressFactory
 from audit.data import file_sha256
 from audit.errors import InputError
 from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecord
+from audit.rows import as_array
 from audit.runner import audit_adapter, build_checks, load_inputs, probed_context
 from audit.threads import apply_threads
 from models.adapter import TokenizedTextAdapter
@@ -177,7 +178,7 @@ def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed:
         raise InputError(f"variant {name!r} is trained on the training data: give it as data.reference, with labels.")
     from audit.attacks import pgd
 
-    return {"x": ref.inputs, "y": ref.target, "preprocess": getattr(base, "preprocess", None),
+    return {"x": as_array(ref.inputs), "y": ref.target,  # fine-tuning reads data.reference whole "preprocess": getattr(base, "preprocess", None),
             "clip": base.input_range, "seed": seed, "attack": pgd}
 
 

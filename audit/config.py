@@ -22,7 +22,7 @@ from audit.errors import ConfigError
 
 InputKind = Literal["image", "tabular", "text", "sequence"]
 ModelFormat = Literal["auto", "torchscript", "export", "safetensors", "state_dict", "huggingface", "onnx", "pickle"]
-DataFormat = Literal["auto", "npz", "csv", "parquet", "image_folder", "hf_dataset"]
+DataFormat = Literal["auto", "npz", "npy", "csv", "parquet", "image_folder", "hf_dataset"]
 
 
 #: The default memory budget of one data set (``data.<role>.max_bytes``).
@@ -194,7 +194,8 @@ class ModelSpec(StrictModel):
 class DataSpec(StrictModel):
     """One data set. The same keys serve the evaluation, reference and OOD sets."""
 
-    path: Path = Field(description="Data file or folder: .npz, .csv, .parquet, an image folder, or a saved HF dataset.")
+    path: Path = Field(description="Data file or folder: .npz, .npy (inputs only, unlabelled), .csv, .parquet, an image "
+                                   "folder, or a saved HF dataset.")
     format: DataFormat = Field(default="auto", description="Data format; 'auto' detects it from the path.")
     features: str | list[str] | None = Field(
         default=None,
@@ -215,10 +216,12 @@ class DataSpec(StrictModel):
         description="Use a random subset of at most this many samples (seeded); the other rows are never decoded.")
     max_bytes: int = Field(
         default=DEFAULT_MAX_BYTES, gt=0,
-        description="Memory budget for loading this set: bytes, or a size like 8GiB or 500MB. What the set needs is "
-        "estimated before any data is read (npz: the kept rows, from the array headers; image folders: the kept "
-        "images, from their headers; CSV, Parquet and saved HF datasets are read whole: file size, Parquet "
-        "metadata, Arrow size), and a set over it is refused. Raise it for a bigger set, or set max_samples.")
+        description="Memory budget for loading this set: bytes, or a size like 8GiB or 500MB. What the set holds is "
+        "estimated before any data is read, and a set over it is refused: one batch of model-ready inputs, plus what "
+        "is held whole — labels and sensitive features, the kept rows of a compressed .npz in their stored dtype, "
+        "a CSV's text, the label and text columns of Parquet and saved HF datasets (their tabular features too). "
+        "Inputs of an uncompressed .npz/.npy, image folders, Parquet feature columns and HF image or array columns "
+        "are read a batch at a time and not held. Raise it for a bigger set, or set max_samples.")
 
     @field_validator("max_bytes", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """AuditContext: the model adapter, the data sets and a cache shared by every check.
 
 Logits, probabilities, predictions and features are computed once per data set, batched on the
-adapter's device, and shared: checks ask the context, they do not recompute.
+adapter's device, and shared: checks ask the context, they do not recompute. The data sets' inputs
+are read a batch at a time (``audit.rows``), so only the cached outputs grow with the data.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class AuditContext:
         sens = ds.sensitive_features
         self.datasets[name] = dataclasses.replace(
             ds,
-            inputs=[ds.inputs[i] for i in keep] if isinstance(ds.inputs, list) else ds.inputs[keep],
+            inputs=[ds.inputs[i] for i in keep] if isinstance(ds.inputs, list) else ds.inputs.subset(keep),
             target=ds.target[keep] if ds.target is not None else None,
             sensitive_features=sens.iloc[keep].reset_index(drop=True) if sens is not None else None,
             indices=ds.indices[keep] if ds.indices is not None else keep,

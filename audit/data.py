@@ -28,6 +28,8 @@ from PIL import Image
 
 from audit.config import DataSpec, InputKind, format_size
 from audit.errors import InputError
+from audit.rows import (ArrayRows, DatasetImages, DatasetRows, FileImages, FileRows, ImageRows, MappedRows, ParquetRows,
+                        Rows, model_dtype)
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -36,7 +38,8 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L"})
 _CHUNK = 1 << 20
 _READ_CHUNK = 1 << 20  # bytes per read while streaming an npz member
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than about 1032:1 (zlib's technical details)
-_SUPPORTED = "supported: .npz, .csv, .parquet/.pq, an image folder (one subfolder per class) or a save_to_disk folder"
+_SUPPORTED = ("supported: .npz, .npy, .csv, .parquet/.pq, an image folder (one subfolder per class) or a save_to_disk "
+              "folder")
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +47,9 @@ class AuditDataset:
     """One loaded data set, ready for the checks; fields are described where they are declared."""
 
     name: str  # the role given by the caller: "eval", "reference" or "ood"
-    inputs: np.ndarray | list[str]  # float32 (N,C,H,W) / (N,F) / (N,T,F); int64 (N,T) token ids; list[str] text
+    #: Rows (read when taken: float32 (N,C,H,W) / (N,F) / (N,T,F), int64 (N,T) token ids) or list[str] text.
+    #: A numpy array given here is wrapped in an ArrayRows of its own dtype.
+    inputs: Rows | list[str]
     target: np.ndarray | None  # int64 class indices of shape (N,); None when unlabelled
     class_names: list[str] | None  # label names in index order when the data defines them, else None
     sensitive_features: pd.DataFrame | None  # one column per attribute, N rows, index 0..N-1
@@ -55,13 +60,23 @@ class AuditDataset:
     sha256: str  # of the file; for a folder, of the sorted (relative path, file sha256) list
     indices: np.ndarray | None = None  # original row indices kept by max_samples, else None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, np.ndarray):
+            object.__setattr__(self, "inputs", ArrayRows(self.inputs))
+
     def __len__(self) -> int:
         return len(self.inputs)
+
+    def take(self, rows: np.ndarray) -> np.ndarray | list[str]:
+        """Model-ready inputs of rows ``rows`` (a list of strings for text): only those rows are read."""
+        if isinstance(self.inputs, list):
+            return [self.inputs[int(i)] for i in rows]
+        return self.inputs.take(rows)
 
 
 @dataclass
 class _Images:
-    """Images not decoded yet: a name per image (for messages) and a function opening image i."""
+    """Images not decoded yet: a name per image (for messages) and a picklable function opening image i."""
 
     sources: list[str]
     open: Callable[[int], Image.Image]
@@ -74,7 +89,7 @@ class _Images:
 class _Raw:
     """What a format reader returns, before validation and subsampling."""
 
-    inputs: np.ndarray | list[str] | _Images
+    inputs: Rows | list[str] | _Images
     target: np.ndarray | None = None
     class_names: list[str] | None = None
     sensitive: pd.DataFrame | None = None
@@ -86,8 +101,9 @@ class _Raw:
 # ------------------------------------------------------------------------------------ public API
 
 
-def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = None, seed: int = 0) -> AuditDataset:
-    """Load, validate and optionally subsample one data set.
+def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = None, seed: int = 0,
+                 batch_size: int = 256) -> AuditDataset:
+    """Load, validate and optionally subsample one data set; its inputs stay stored until rows are taken.
 
     Parameters
     ----------
@@ -99,15 +115,21 @@ def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = N
         The model's class names in logit order. String labels are mapped to them by name.
     seed : int, default 0
         Seed of the random subset drawn when ``spec.max_samples`` is smaller than the data set.
+    batch_size : int, default 256
+        Rows the model is given at once: one batch of model-ready rows counts in the memory budget.
 
     Returns
     -------
     AuditDataset
+        Array inputs are a :class:`~audit.rows.Rows`: an uncompressed .npz member or .npy file, image files,
+        Parquet row groups and saved HF datasets are read when rows are taken; a compressed .npz member's kept
+        rows are held in their stored dtype; CSV and HF tables are held as float32.
 
     Raises
     ------
     InputError
-        Missing path, unreadable file, missing column or array, invalid labels or inputs, no samples.
+        Missing path, unreadable file, missing column or array, invalid labels or inputs, no samples, a set
+        over its memory budget.
     """
     where = f"data.{name}"
     path = Path(spec.path)
@@ -121,8 +143,9 @@ def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = N
     if path.is_dir() != folder:
         need, got = ("a folder", "a file") if folder else ("a file", "a folder")
         raise InputError(f"{where}: format {fmt} needs {need} but {path} is {got}. Fix {where}.path or {where}.format.")
-    readers = {"npz": _read_npz, "csv": _read_table, "parquet": _read_table, "image_folder": _read_image_folder}
-    raw = readers.get(fmt, _read_hf)(path, fmt, spec, where, class_names, seed)
+    readers = {"npz": _read_npz, "npy": _read_npy, "csv": _read_table, "parquet": _read_table,
+               "image_folder": _read_image_folder}
+    raw = readers.get(fmt, _read_hf)(path, fmt, spec, where, class_names, seed, batch_size)
 
     subset_done = raw.n is not None  # the npz reader reads only the kept rows
     n = raw.n if subset_done else len(raw.inputs)
@@ -131,15 +154,16 @@ def load_dataset(spec: DataSpec, name: str, *, class_names: list[str] | None = N
     keep = raw.keep if subset_done else _subset(n, spec.max_samples, seed)
     rows = np.arange(n) if keep is None else keep
 
-    inputs: np.ndarray | list[str]
+    inputs: Rows | list[str]
     kind: InputKind | None
     if isinstance(raw.inputs, _Images):
-        inputs, kind = _decode_images(raw.inputs, rows, spec, where), "image"
+        inputs, kind = _image_rows(raw.inputs, rows, spec, where, batch_size), "image"
+        inputs = inputs if keep is None else inputs.subset(keep)
     elif isinstance(raw.inputs, list):
         inputs, kind = (raw.inputs if subset_done else [raw.inputs[i] for i in rows]), "text"
     else:
-        inputs = raw.inputs if keep is None or subset_done else raw.inputs[keep]
-        kind = "tabular" if raw.feature_names is not None else _infer_kind(raw.inputs)
+        inputs = raw.inputs if keep is None or subset_done else raw.inputs.subset(keep)
+        kind = "tabular" if raw.feature_names is not None else _infer_kind(inputs)
         _check_finite(inputs, where, keep)
     target = raw.target if raw.target is None or keep is None or subset_done else raw.target[keep]
     sensitive = raw.sensitive
@@ -165,7 +189,7 @@ def detect_format(path: Path) -> str:
             return "image_folder"
         raise InputError(f"{path} is a folder but neither a saved Hugging Face dataset nor an image folder; {_SUPPORTED}.")
     suffix = path.suffix.lower()
-    formats = {".npz": "npz", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+    formats = {".npz": "npz", ".npy": "npy", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
     if suffix not in formats:
         raise InputError(f"{path}: unsupported data format {suffix or '(no suffix)'!r}; {_SUPPORTED}.")
     return formats[suffix]
@@ -189,9 +213,12 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------------------- readers
 
 
-def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
+def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int,
+              batch_size: int) -> _Raw:
     """Read only what the audit keeps: every array's .npy header first (shape, dtype, size checked against
-    the zip entry and the memory budget), then the kept rows, streamed in chunks."""
+    the zip entry and the memory budget). Inputs stored uncompressed (numpy.savez) stay in the file and are read
+    when rows are taken; compressed ones (numpy.savez_compressed) are inflated once, as a stream, keeping only
+    the kept rows in their stored dtype. Labels and sensitive features are read (kept rows only)."""
     if isinstance(spec.features, list):
         raise InputError(f"{where}: for .npz, features is the name of one array (e.g. 'x'), not a list. Fix {where}.features.")
     if not zipfile.is_zipfile(path):
@@ -209,16 +236,29 @@ def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: lis
             _check_npz_shapes(heads, spec, x_name, where)
             n = heads[x_name].shape[0]
             keep = _subset(n, spec.max_samples, seed)
-            _check_npz_budget(heads, spec, x_name, n, keep, path, where)
+            _check_npz_budget(heads, spec, x_name, n, keep, path, where, batch_size)
             whole = _labels_read_whole(heads, spec)
-            arrays = {a: _read_member(zf, path, h, None if a == whole else keep) for a, h in heads.items()}
+            stored = _stays_in_file(heads[x_name])
+            arrays = {a: _read_member(zf, path, h, None if a == whole else keep) for a, h in heads.items()
+                      if not (a == x_name and stored)}
+            if stored:
+                head = heads[x_name]
+                if keep is None:  # every row will be read: check the member's CRC-32 first, streamed
+                    _verify_crc(zf, head.entry)
+                kind = MappedRows if head.fortran and len(head.shape) > 1 else FileRows
+                in_file = kind(path, _stored_data_offset(path, head.entry) + head.header_bytes, head.shape, head.dtype,
+                               model_dtype(head.shape, head.dtype))
     except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
             struct.error) as exc:
         raise InputError(f"{where}: {path} is not a valid .npz file ({_brief(exc)}).") from None
 
-    x = arrays[x_name]
-    text = x.ndim == 1 and x.dtype.kind in "US"  # a 1-D array of strings is raw text
-    inputs = [str(v) for v in x.tolist()] if text else _array_inputs(x, f"array {x_name!r}", where)
+    inputs: Rows | list[str]
+    if stored:
+        inputs = in_file if keep is None else in_file.subset(keep)
+    else:
+        x = arrays[x_name]
+        text = x.ndim == 1 and x.dtype.kind in "US"  # a 1-D array of strings is raw text
+        inputs = [str(v) for v in x.tolist()] if text else _array_rows(x, f"array {x_name!r}", where)
     target, names = None, None
     if spec.target:
         y = arrays[spec.target]
@@ -230,6 +270,54 @@ def _read_npz(path: Path, fmt: str, spec: DataSpec, where: str, class_names: lis
             target, names = _encode_labels(y, f"array {spec.target!r}", where, class_names, keep)
     sensitive = pd.DataFrame({s: arrays[s] for s in spec.sensitive_features}) if spec.sensitive_features else None
     return _Raw(inputs, target, names, sensitive, n=n, keep=keep)
+
+
+def _read_npy(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int,
+              batch_size: int) -> _Raw:
+    """A .npy file holds the inputs alone (an OOD set, unlabelled data): read from the file when rows are taken."""
+    if spec.sensitive_features or ("target" in spec.model_fields_set and spec.target is not None):
+        key = "sensitive_features" if spec.sensitive_features else "target"
+        raise InputError(f"{where}: {path} is a .npy file, which holds only the inputs; labels and sensitive features "
+                         f"need an .npz (numpy.savez(path, x=..., y=...)). Remove {where}.{key} or save an .npz.")
+    try:
+        with path.open("rb") as handle:
+            try:
+                version = npy_format.read_magic(handle)
+            except ValueError:
+                raise InputError(f"{where}: {path} is not a .npy array. Write it with numpy.save.") from None
+            if version not in ((1, 0), (2, 0)):
+                raise InputError(f"{where}: {path} has .npy format version {version}; only 1.0 and 2.0 are read. "
+                                 "Save it with numpy.save.")
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            try:
+                shape, fortran, dtype = read_header(handle)
+            except (ValueError, TypeError, SyntaxError) as exc:
+                raise InputError(f"{where}: {path} has a broken .npy header ({_brief(exc)}).") from None
+            offset = handle.tell()
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{where}: {path} cannot be read ({_brief(exc)}).") from None
+    if dtype.hasobject:
+        raise InputError(f"{where}: {path} holds pickled objects, which are never loaded; it must hold a plain numeric "
+                         "array (numpy.save).")
+    _check_input_shape(tuple(shape), dtype, f"the array in {path.name}", where)
+    nbytes = math.prod(shape) * dtype.itemsize if all(d >= 0 for d in shape) else -1
+    if nbytes < 0 or size != offset + nbytes:
+        raise InputError(f"{where}: {path} claims shape {tuple(shape)} of {dtype} ({format_size(max(nbytes, 0))}) but "
+                         f"holds {format_size(max(size - offset, 0))} of data; the file is corrupt or truncated.")
+    n = shape[0]
+    keep = _subset(n, spec.max_samples, seed)
+    k = n if keep is None else len(keep)
+    held = model_dtype(tuple(shape), dtype)
+    need = min(k, batch_size) * math.prod(shape[1:]) * (dtype.itemsize + held.itemsize) + _selection_bytes(n, k)
+    if need > spec.max_bytes:
+        raise InputError(
+            f"{where}: a batch of {min(k, batch_size):,} rows of {path} (shape {tuple(shape)}, {dtype}) needs about "
+            f"{format_size(need)} of memory, over the budget of {format_size(spec.max_bytes)}. Set a smaller batch_size, "
+            f"or raise {where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+    kind = MappedRows if fortran and len(shape) > 1 else FileRows
+    rows = kind(path, offset, tuple(shape), dtype, held)
+    return _Raw(rows if keep is None else rows.subset(keep), n=n, keep=keep)
 
 
 @dataclass(frozen=True)
@@ -280,6 +368,18 @@ def _npy_header(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, name: str, path: Pa
     return _NpyHead(name, entry, tuple(shape), dtype, bool(fortran), header_bytes)
 
 
+def _verify_crc(zf: zipfile.ZipFile, entry: zipfile.ZipInfo) -> None:
+    """Read a member through zipfile in chunks, which raises BadZipFile on a CRC-32 mismatch; nothing is kept."""
+    with zf.open(entry) as member:
+        while member.read(_READ_CHUNK):
+            pass
+
+
+def _stays_in_file(head: _NpyHead) -> bool:
+    """Numeric inputs stored uncompressed are read from the file when rows are taken, never held."""
+    return head.entry.compress_type == zipfile.ZIP_STORED and not (len(head.shape) == 1 and head.dtype.kind in "US")
+
+
 def _labels_read_whole(heads: dict[str, _NpyHead], spec: DataSpec) -> str | None:
     """String labels are read whole: they define the class names from every row, subset or not."""
     return spec.target if spec.target and heads[spec.target].dtype.kind in "US" else None
@@ -305,8 +405,10 @@ def _check_npz_shapes(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, w
 
 
 def _check_npz_budget(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, n: int, keep: np.ndarray | None,
-                      path: Path, where: str) -> None:
-    """Refuse, before reading any data, a load whose memory would exceed ``spec.max_bytes``."""
+                      path: Path, where: str, batch_size: int) -> None:
+    """Refuse, before reading any data, a load whose memory would exceed ``spec.max_bytes``: what is held (the
+    kept rows of compressed inputs in their stored dtype, labels, sensitive features) plus one batch of
+    model-ready inputs. Inputs stored uncompressed are not held: only their batch counts."""
     k = n if keep is None else len(keep)
     costs: dict[str, int] = {}
     for name, head in heads.items():
@@ -314,9 +416,10 @@ def _check_npz_budget(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, n
         rows, elems = (n if whole else k), math.prod(head.shape[1:])
         if name == x_name and head.dtype.kind in "US":
             per_row = elems * head.dtype.itemsize + 64  # numpy strings, then one Python str per row
-        elif name == x_name:  # the stored rows, then their float32 (or int64 token id) copy
-            held = np.dtype(np.int64 if len(head.shape) == 2 and head.dtype.kind in "iu" else np.float32)
-            per_row = elems * (head.dtype.itemsize + (0 if head.dtype == held else held.itemsize))
+        elif name == x_name:  # the stored rows (unless they stay in the file), then one model-ready batch
+            batch = min(k, batch_size) * elems * (head.dtype.itemsize + model_dtype(head.shape, head.dtype).itemsize)
+            costs[name] = batch + (0 if _stays_in_file(head) else rows * elems * head.dtype.itemsize)
+            continue
         elif name == spec.target:
             per_row = elems * head.dtype.itemsize + 32  # the labels, then int64 indices and the checks' masks
         else:
@@ -329,8 +432,8 @@ def _check_npz_budget(heads: dict[str, _NpyHead], spec: DataSpec, x_name: str, n
         raise InputError(
             f"{where}: loading {k:,} of {n:,} rows of {path} needs about {format_size(need)} of memory "
             f"(array {name!r}: shape {head.shape}, {head.dtype}), over the budget of {format_size(spec.max_bytes)}. "
-            f"Set {where}.max_samples to load fewer rows, or raise {where}.max_bytes "
-            f"(e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+            f"Set {where}.max_samples to load fewer rows, save it uncompressed (numpy.savez: its inputs are then read "
+            f"a batch at a time), or raise {where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
 
 
 def _read_member(zf: zipfile.ZipFile, path: Path, head: _NpyHead, keep: np.ndarray | None) -> np.ndarray:
@@ -417,54 +520,111 @@ def _selection_bytes(n: int, k: int) -> int:
     return 8 * n if k < n and n > 10_000 and k > n // 50 else 32 * k
 
 
-def _read_table(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
+def _read_table(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int,
+                batch_size: int) -> _Raw:
+    """CSV is parsed whole (features held as float32); Parquet is read by row group (see ``_read_parquet``)."""
+    if fmt == "parquet":
+        return _read_parquet(path, spec, where, class_names, batch_size)
     try:
-        _check_table_budget(path, fmt, spec, where)
-        frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path, engine="pyarrow")
+        _check_csv_budget(path, spec, where)
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise InputError(f"{where}: {path} is empty; the audit needs at least one sample.") from None
-    except (ValueError, OSError, pa.ArrowException) as exc:
-        msg = f"cannot be read as {fmt.upper()} ({_brief(exc)}). Check the file or set {where}.format."
-        raise InputError(f"{where}: {path} {msg}") from None
+    except (ValueError, OSError) as exc:
+        raise _unreadable_table(path, fmt, where, exc) from None
     if len(frame) == 0:
         raise _no_samples(path, where)
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
     _require(spec, columns, where)
+    target, names, sensitive = _table_labels(frame, spec, where, class_names)
+    if spec.text_column:
+        return _Raw(_text_inputs(frame[spec.text_column], spec.text_column, where), target, names, sensitive)
+    features = _feature_columns(spec, columns)
+    return _Raw(ArrayRows(_table_inputs(frame, features, where)), target, names, sensitive, features)
+
+
+def _read_parquet(path: Path, spec: DataSpec, where: str, class_names: list[str] | None, batch_size: int) -> _Raw:
+    """Label, sensitive and text columns are read whole; feature columns stay in the file and are read one row
+    group at a time when rows are taken (``audit.rows.ParquetRows``)."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        meta, schema = parquet.metadata, parquet.schema_arrow
+        columns = [str(c) for c in schema.names]
+        _require(spec, columns, where)
+        features = [] if spec.text_column else _feature_columns(spec, columns)
+        whole = list(dict.fromkeys(c for c in (spec.target, *spec.sensitive_features, spec.text_column) if c))
+        _check_parquet_budget(meta, columns, whole, features, spec, path, where, batch_size)
+        if meta.num_rows == 0:
+            raise _no_samples(path, where)
+        frame = pd.read_parquet(path, engine="pyarrow", columns=whole) if whole else pd.DataFrame(index=range(meta.num_rows))
+        dtypes = schema.empty_table().to_pandas()
+    except (ValueError, OSError, pa.ArrowException) as exc:
+        raise _unreadable_table(path, "parquet", where, exc) from None
+    frame.columns = [str(c) for c in frame.columns]
+    dtypes.columns = [str(c) for c in dtypes.columns]
+    target, names, sensitive = _table_labels(frame, spec, where, class_names)
+    if spec.text_column:
+        return _Raw(_text_inputs(frame[spec.text_column], spec.text_column, where), target, names, sensitive)
+    _table_inputs(dtypes, features, where)  # the rules on feature columns, from the schema's (empty) columns
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    return _Raw(ParquetRows(path, features, groups), target, names, sensitive, features)
+
+
+def _table_labels(frame: pd.DataFrame, spec: DataSpec, where: str, class_names: list[str] | None,
+                  ) -> tuple[np.ndarray | None, list[str] | None, pd.DataFrame | None]:
     target, names = None, None
     if spec.target:
         target, names = _encode_labels(frame[spec.target], f"target column {spec.target!r}", where, class_names)
     sensitive = frame[spec.sensitive_features].reset_index(drop=True) if spec.sensitive_features else None
-    if spec.text_column:
-        return _Raw(_text_inputs(frame[spec.text_column], spec.text_column, where), target, names, sensitive)
+    return target, names, sensitive
+
+
+def _feature_columns(spec: DataSpec, columns: list[str]) -> list[str]:
     if isinstance(spec.features, (list, str)):
-        features = [spec.features] if isinstance(spec.features, str) else list(spec.features)
-    else:
-        used = {spec.target, *spec.sensitive_features}
-        features = [c for c in columns if c not in used]
-    return _Raw(_table_inputs(frame, features, where), target, names, sensitive, features)
+        return [spec.features] if isinstance(spec.features, str) else list(spec.features)
+    used = {spec.target, *spec.sensitive_features}
+    return [c for c in columns if c not in used]
 
 
-def _check_table_budget(path: Path, fmt: str, spec: DataSpec, where: str) -> None:
-    """A table is parsed whole (max_samples or not): refuse one whose size in memory would exceed
-    ``spec.max_bytes``, judged before parsing from the Parquet metadata or a CSV's file size."""
-    if fmt == "csv":
-        need, what = path.stat().st_size, "of CSV text"
-    else:
-        import pyarrow.parquet as pq
+def _unreadable_table(path: Path, fmt: str, where: str, exc: BaseException) -> InputError:
+    msg = f"cannot be read as {fmt.upper()} ({_brief(exc)}). Check the file or set {where}.format."
+    return InputError(f"{where}: {path} {msg}")
 
-        meta = pq.ParquetFile(path).metadata
-        decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        need = max(decoded, 8 * meta.num_rows * meta.num_columns)
-        what = f"by its metadata ({meta.num_rows:,} rows of {meta.num_columns:,} columns)"
+
+def _check_csv_budget(path: Path, spec: DataSpec, where: str) -> None:
+    """A CSV is parsed whole (max_samples or not): refuse one whose text exceeds ``spec.max_bytes``."""
+    need = path.stat().st_size
     if need > spec.max_bytes:
         raise InputError(
-            f"{where}: {path} needs about {format_size(need)} of memory {what}, over the budget of "
-            f"{format_size(spec.max_bytes)}; a table is read whole, even with max_samples. Use a smaller file, or raise "
-            f"{where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+            f"{where}: {path} needs about {format_size(need)} of memory of CSV text, over the budget of "
+            f"{format_size(spec.max_bytes)}; a CSV is read whole, even with max_samples. Save it as Parquet (read by "
+            f"row group), use a smaller file, or raise {where}.max_bytes (e.g. --set "
+            f"{where}.max_bytes={math.ceil(need / 2**30)}GiB).")
 
 
-def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
+def _check_parquet_budget(meta: Any, columns: list[str], whole: list[str], features: list[str], spec: DataSpec,
+                          path: Path, where: str, batch_size: int) -> None:
+    """From the metadata, before any data is read: the columns read whole, plus the largest row group of the
+    feature columns (as a DataFrame, then float32)."""
+    position = {c: j for j, c in enumerate(columns)}
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    decoded = sum(g.column(position[c]).total_uncompressed_size for g in groups for c in whole if c in position)
+    need = max(decoded, 8 * meta.num_rows * len(whole))
+    need += max((g.num_rows for g in groups), default=0) * len(features) * (8 + 4)
+    if need > spec.max_bytes:
+        what = f"{meta.num_rows:,} rows of {meta.num_columns:,} columns"
+        raise InputError(
+            f"{where}: {path} needs about {format_size(need)} of memory by its metadata ({what}: label, sensitive and "
+            f"text columns whole, feature columns one row group at a time), over the budget of "
+            f"{format_size(spec.max_bytes)}. Write it in smaller row groups, or raise {where}.max_bytes "
+            f"(e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
+
+
+def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int,
+                       batch_size: int) -> _Raw:
     folders = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
     labels: list[str] = []
@@ -478,10 +638,13 @@ def _read_image_folder(path: Path, fmt: str, spec: DataSpec, where: str, class_n
     # Without the model's class names, every subfolder is a class (sorted), even an empty one.
     target, names = _encode_labels(pd.Series(labels), "subfolder names", where, class_names or folders)
     sources = [f.relative_to(path).as_posix() for f in files]
-    return _Raw(_Images(sources, lambda i: Image.open(files[i])), target, names)
+    return _Raw(_Images(sources, FileImages(path, sources)), target, names)
 
 
-def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int) -> _Raw:
+def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list[str] | None, seed: int,
+             batch_size: int) -> _Raw:
+    """Label, sensitive, text and tabular feature columns are read whole; an image or array input column is read
+    by row index when rows are taken (the Arrow files stay memory-mapped)."""
     import datasets
 
     try:
@@ -498,12 +661,6 @@ def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list
         data = data[split]
     if len(data) == 0:
         raise _no_samples(path, where)
-    need = data.data.nbytes  # the Arrow columns, memory-mapped; the columns used are copied out whole
-    if need > spec.max_bytes:
-        raise InputError(
-            f"{where}: {path} holds {format_size(need)} of columns ({len(data):,} rows), over the memory budget of "
-            f"{format_size(spec.max_bytes)}; a saved dataset's columns are read whole, even with max_samples. Save a "
-            f"smaller subset, or raise {where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
     columns = list(data.column_names)
     if spec.features is None and spec.text_column is None:
         col = next((c for c in _HF_INPUT_COLUMNS if c in columns), None)
@@ -512,6 +669,7 @@ def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list
             raise InputError(f"{where}: no input column (tried {tried}) among {_short(columns)}. Set {where}.features.")
         spec = spec.model_copy(update={"features": col})
     _require(spec, columns, where)
+    _check_hf_budget(data, spec, path, where)
 
     def series(column: str) -> pd.Series:
         return data.select_columns([column]).to_pandas()[column]
@@ -534,21 +692,45 @@ def _read_hf(path: Path, fmt: str, spec: DataSpec, where: str, class_names: list
         sensitive = data.select_columns(spec.sensitive_features).to_pandas().reset_index(drop=True)
     if isinstance(spec.features, list):
         frame = data.select_columns(spec.features).to_pandas()
-        return _Raw(_table_inputs(frame, spec.features, where), target, names, sensitive, list(spec.features))
+        return _Raw(ArrayRows(_table_inputs(frame, spec.features, where)), target, names, sensitive, list(spec.features))
     col = spec.text_column or str(spec.features)
     feature = data.features[col]
     if spec.text_column or (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
         return _Raw(_text_inputs(series(col), col, where), target, names, sensitive)
     if isinstance(feature, datasets.Image):
-        items = list(data.cast_column(col, datasets.Image(decode=False))[col])
-        sources = [f"row {i} of column {col!r}" for i in range(len(items))]
+        undecoded = data.select_columns([col]).cast_column(col, datasets.Image(decode=False))
+        sources = [f"row {i} of column {col!r}" for i in range(len(data))]
+        return _Raw(_Images(sources, DatasetImages(undecoded, col)), target, names, sensitive)
+    numeric = data.select_columns([col]).with_format("numpy")
+    first = np.asarray(numeric[[0]][col])
+    shape = (len(data), *first.shape[1:])
+    _check_input_shape(shape, first.dtype, f"column {col!r}", where)
+    rows = DatasetRows(numeric, col, shape, first.dtype, model_dtype(shape, first.dtype), _HFRowsFailure(where))
+    return _Raw(rows, target, names, sensitive)
 
-        def opener(i: int) -> Image.Image:
-            return Image.open(io.BytesIO(items[i]["bytes"]) if items[i].get("bytes") else items[i]["path"])
 
-        return _Raw(_Images(sources, opener), target, names, sensitive)
-    x = np.asarray(data.select_columns([col]).with_format("numpy")[:][col])
-    return _Raw(_array_inputs(x, f"column {col!r}", where), target, names, sensitive)
+class _HFRowsFailure:
+    """The InputError for rows of a saved dataset's array column that do not match its first row (picklable)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __call__(self, what: str) -> InputError:
+        return InputError(f"{self.where}: {what}; inputs must be numeric arrays of one shape per sample.")
+
+
+def _check_hf_budget(data: Any, spec: DataSpec, path: Path, where: str) -> None:
+    """The columns read whole (labels, sensitive features, text, tabular features) must fit ``spec.max_bytes``;
+    an image or array input column is read by row index and not counted here."""
+    whole = [spec.target, *spec.sensitive_features, spec.text_column,
+             *(spec.features if isinstance(spec.features, list) else [])]
+    names = list(dict.fromkeys(c for c in whole if c))
+    need = data.data.table.select(names).nbytes if names else 0
+    if need > spec.max_bytes:
+        raise InputError(
+            f"{where}: {path} holds {format_size(need)} in the columns read whole ({_short(names)}; {len(data):,} rows), "
+            f"over the memory budget of {format_size(spec.max_bytes)}. Save a smaller subset, or raise {where}.max_bytes "
+            f"(e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -588,8 +770,9 @@ def _encode_labels(
     return np.fromiter((lookup[t] for t in text), dtype=np.int64, count=len(text)), names
 
 
-def _decode_images(images: _Images, rows: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
-    """Decode the kept images to float32 (N, C, H, W) in [0, 1]; the headers of all are checked first."""
+def _image_rows(images: _Images, rows: np.ndarray, spec: DataSpec, where: str, batch_size: int) -> ImageRows:
+    """Images decoded when taken, as float32 (N, C, H, W) in [0, 1]; the headers of all are checked here, and one
+    batch of the kept ones (``rows``) must fit the memory budget."""
     heads = [_with_image(images, i, where, lambda im: (im.mode, im.size)) for i in range(len(images))]
     for i, (_, (w, h)) in enumerate(heads):
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
@@ -605,26 +788,24 @@ def _decode_images(images: _Images, rows: np.ndarray, spec: DataSpec, where: str
         raise InputError(f"{where}: images differ in size (height x width {sizes_s}). Set {where}.image_size: [height, width].")
     else:
         width, height = sizes[0]
-
-    def pixels(im: Image.Image) -> np.ndarray:
-        scale = 65535.0 if im.mode.startswith("I;16") else 255.0  # 16-bit grayscale: keep its full range
-        im = im.convert("F" if scale > 255 else mode)
-        im = im if im.size == (width, height) else im.resize((width, height), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32) / scale
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return np.repeat(arr, 3, axis=0) if mode == "RGB" and len(arr) == 1 else arr
-
-    shape = (len(rows), 1 if mode == "L" else 3, height, width)
-    need = 4 * math.prod(shape)
+    m = min(len(rows), batch_size)
+    need = 4 * m * (1 if mode == "L" else 3) * height * width
     if need > spec.max_bytes:
         raise InputError(
-            f"{where}: {len(rows):,} images of {height}x{width} need {format_size(need)} of memory as float32, over the "
-            f"budget of {format_size(spec.max_bytes)}. Set {where}.max_samples or a smaller {where}.image_size, or raise "
+            f"{where}: a batch of {m:,} images of {height}x{width} needs {format_size(need)} of memory as float32, over "
+            f"the budget of {format_size(spec.max_bytes)}. Set a smaller {where}.image_size or batch_size, or raise "
             f"{where}.max_bytes (e.g. --set {where}.max_bytes={math.ceil(need / 2**30)}GiB).")
-    out = np.empty(shape, dtype=np.float32)
-    for j, i in enumerate(rows):
-        out[j] = _with_image(images, int(i), where, pixels)
-    return out
+    return ImageRows(images.open, len(images), mode, height, width, _ImageFailure(where, images.sources))
+
+
+class _ImageFailure:
+    """The InputError for an image that cannot be decoded when its batch is read (picklable, unlike a closure)."""
+
+    def __init__(self, where: str, sources: list[str]) -> None:
+        self.where, self.sources = where, sources
+
+    def __call__(self, i: int, exc: BaseException) -> InputError:
+        return InputError(f"{self.where}: image {self.sources[i]} cannot be read ({_brief(exc)}). Replace or remove it.")
 
 
 def _image_bomb(source: str, width: int, height: int, where: str) -> InputError:
@@ -641,10 +822,11 @@ def _with_image(images: _Images, i: int, where: str, fn: Callable[[Image.Image],
         raise InputError(f"{where}: image {images.sources[i]} cannot be read ({_brief(exc)}). Replace or remove it.") from None
 
 
-def _array_inputs(x: np.ndarray, source: str, where: str) -> np.ndarray:
-    """Numeric inputs, samples first: int64 token ids when 2-D integer, else float32."""
+def _array_rows(x: np.ndarray, source: str, where: str) -> ArrayRows:
+    """Numeric inputs held in their stored dtype, samples first; taken as int64 token ids when 2-D integer,
+    else float32."""
     _check_input_shape(x.shape, x.dtype, source, where)
-    return x.astype(np.int64 if x.ndim == 2 and x.dtype.kind in "iu" else np.float32, copy=False)
+    return ArrayRows(x, model_dtype(x.shape, x.dtype))
 
 
 def _check_input_shape(shape: tuple[int, ...], dtype: np.dtype, source: str, where: str) -> None:
@@ -672,16 +854,14 @@ def _text_inputs(column: pd.Series, name: str, where: str) -> list[str]:
     return [str(v) for v in column.tolist()]
 
 
-def _check_finite(x: np.ndarray, where: str, keep: np.ndarray | None = None) -> None:
-    """The audited rows (``keep``: their original indices) hold no NaN or inf."""
-    if x.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+def _check_finite(x: Rows, where: str, keep: np.ndarray | None = None) -> None:
+    """The audited rows (``keep``: their original indices) hold no NaN or inf; float rows are read once, streamed."""
+    bad = x.nonfinite()
     if bad.any():
         raise InputError(f"{where}: inputs hold NaN or inf in {_rows(bad, keep)}. Drop or impute those rows before the audit.")
 
 
-def _infer_kind(x: np.ndarray) -> InputKind | None:
+def _infer_kind(x: Rows) -> InputKind | None:
     kinds: dict[int, InputKind] = {4: "image", 3: "sequence", 2: "sequence" if x.dtype.kind in "iu" else "tabular"}
     return kinds.get(x.ndim)
 

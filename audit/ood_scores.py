@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from audit.rows import ArrayRows, Rows
 from audit.stats import bootstrap_score_histogram_chunks
 
 # ---------------------------------------------------------------------------------------- scores
@@ -119,9 +120,10 @@ def bootstrap_auroc(id_scores: np.ndarray, ood_scores: np.ndarray, n_resamples: 
 # ---------------------------------------------------------------------------- synthetic OOD sets
 
 
-def synthetic_sets(inputs: np.ndarray | list[str], kind: str, n: int, rng: np.random.Generator,
+def synthetic_sets(inputs: Rows | np.ndarray | list[str], kind: str, n: int, rng: np.random.Generator,
                    input_range: tuple[float, float] | None) -> dict[str, np.ndarray | list[str]]:
-    """Built-in OOD sets for a modality, shaped like ``inputs``; each of ``n`` samples."""
+    """Built-in OOD sets for a modality, shaped like ``inputs``; each of ``n`` samples, built from ``n`` rows
+    taken from ``inputs`` (a :class:`~audit.rows.Rows` is never read whole; its value range is streamed)."""
     if kind == "text":
         texts = [str(t) for t in inputs]
         pick = rng.integers(0, len(texts), n)
@@ -134,10 +136,10 @@ def synthetic_sets(inputs: np.ndarray | list[str], kind: str, n: int, rng: np.ra
         oov = [" ".join("".join(rng.choice(letters, rng.integers(4, 10))) for _ in range(rng.integers(5, 15)))
                for _ in range(n)]
         return {"shuffled_tokens": shuffled, "oov_strings": oov}
-    x = np.asarray(inputs)
+    x = inputs if isinstance(inputs, Rows) else ArrayRows(np.asarray(inputs))
     pick = rng.integers(0, len(x), n)
     if kind == "image":
-        lo, hi = input_range or (float(x.min()), float(x.max()))
+        lo, hi = input_range or x.value_range()
         shape = (n, *x.shape[1:])
         flat = x[pick].reshape(n, -1).copy()
         for row in flat:
@@ -153,7 +155,7 @@ def synthetic_sets(inputs: np.ndarray | list[str], kind: str, n: int, rng: np.ra
     if kind == "tabular":
         permuted = x[pick].copy()
         for j in range(x.shape[1]):
-            permuted[:, j] = x[rng.integers(0, len(x), n), j]
+            permuted[:, j] = x[rng.integers(0, len(x), n), j]  # n rows per feature, never the whole table
         return {"permuted_features": permuted.astype(x.dtype)}
     if kind == "sequence":
         seqs = x[pick].copy()

@@ -98,7 +98,7 @@ def load_inputs(cfg: AuditConfig) -> tuple[ModelAdapter, dict[str, AuditDataset]
     for role in ("eval", "reference", "ood"):
         dspec: DataSpec | None = getattr(cfg.data, role)
         if dspec is not None:
-            datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed)
+            datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed, batch_size=cfg.batch_size)
     ev = datasets["eval"]
     if isinstance(adapter, TokenizedTextAdapter) and not isinstance(ev.inputs, list):
         adapter = adapter.inner  # the data holds token ids: audit the model on ids, without its tokenizer
@@ -108,7 +108,7 @@ def load_inputs(cfg: AuditConfig) -> tuple[ModelAdapter, dict[str, AuditDataset]
         adapter.input_kind = ev.input_kind
     if adapter.input_kind == "text" and not isinstance(ev.inputs, list):
         raise InputError("the model takes text but data.eval has no text; set data.eval.text_column.")
-    if isinstance(ev.inputs, np.ndarray) and not np.issubdtype(ev.inputs.dtype, np.floating):
+    if not isinstance(ev.inputs, list) and not np.issubdtype(ev.inputs.dtype, np.floating):
         adapter.differentiable = False  # integer token ids: no input gradients
     _dry_run(adapter, ev)
     if not model_names and ev.class_names:

@@ -29,6 +29,7 @@ from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.rows import as_array
 from audit.stats import wilson_interval
 from audit.text_scorer import TextScorer
 from models.adapter import ModelAdapter
@@ -94,19 +95,19 @@ class AdversarialRobustness(Check):
         adapter, ev = ctx.adapter, ctx.dataset("eval")
         if isinstance(ev.inputs, list) or adapter.input_kind == "text":
             return self._text(ctx, cfg)
-        if not np.issubdtype(np.asarray(ev.inputs).dtype, np.floating):
+        if not np.issubdtype(ev.inputs.dtype, np.floating):
             raise SkipCheck("inputs are integer token ids: L∞/L2 attacks need continuous inputs.")
         y_all = ctx.y_true()
         rng = ctx.rng(self.id)
         n = len(ev)
         rows = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)
-        x_all = torch.from_numpy(np.asarray(ev.inputs)[rows]).float()
+        x_all = torch.from_numpy(ev.take(rows)).float()
         y_t = torch.from_numpy(y_all[rows]).long()
         m = len(rows)
         units = "raw input units"
         if adapter.input_kind == "tabular" and cfg.tabular_units == "std" and x_all.dim() == 2:
             # Attack in standardised coordinates: ε is a number of standard deviations per feature.
-            full = torch.from_numpy(np.asarray(ev.inputs)).float()
+            full = torch.from_numpy(as_array(ev.inputs)).float()  # a table (N, F): small, read whole
             mean, std = full.mean(0), full.std(0)
             std = torch.where(std > 0, std, torch.ones_like(std))
             adapter = _Standardised(adapter, mean, std)

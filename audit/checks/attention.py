@@ -104,7 +104,7 @@ class Attention(Check):
         idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.n_explain, len(ev)), ctx.rng(self.id))
         target = ctx.y_pred()[idx]
         bs = cfg.batch_size or ctx.batch_size
-        inputs: Any = [str(ev.inputs[i]) for i in idx] if is_text else np.asarray(ev.inputs)[idx]
+        inputs: Any = [str(ev.inputs[i]) for i in idx] if is_text else ev.take(idx)
         maps: list[list[torch.Tensor]] = []
         try:
             for start in range(0, len(idx), bs):

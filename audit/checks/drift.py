@@ -18,6 +18,7 @@ from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.rows import as_array
 
 
 class DriftConfig(CheckConfig):
@@ -82,14 +83,15 @@ class Drift(Check):
         if "reference" not in ctx.datasets:
             raise SkipCheck("no reference set: give data.reference (e.g. the training data) to measure drift.")
         ref, ev = ctx.datasets["reference"], ctx.dataset("eval")
-        if ctx.adapter.input_kind != "tabular" or not isinstance(ev.inputs, np.ndarray) or ev.inputs.ndim != 2:
+        if ctx.adapter.input_kind != "tabular" or isinstance(ev.inputs, list) or ev.inputs.ndim != 2:
             raise SkipCheck(f"drift tests per feature apply to tabular data; this model takes {ctx.adapter.input_kind} inputs.")
         if ref.inputs.shape[1] != ev.inputs.shape[1]:
             raise SkipCheck(f"the reference set has {ref.inputs.shape[1]} features but the evaluation set {ev.inputs.shape[1]}.")
         names = ev.feature_names or [f"x{j}" for j in range(ev.inputs.shape[1])]
+        ref_x, ev_x = as_array(ref.inputs), as_array(ev.inputs)  # tables (N, F): small, read whole
         tests, pvals, psis = [], [], []
         for j in range(ev.inputs.shape[1]):
-            r, c = np.asarray(ref.inputs[:, j], float), np.asarray(ev.inputs[:, j], float)
+            r, c = np.asarray(ref_x[:, j], float), np.asarray(ev_x[:, j], float)
             categories = np.union1d(np.unique(r), np.unique(c))
             if len(categories) <= cfg.max_categories:
                 table = np.array([[np.sum(r == v) for v in categories], [np.sum(c == v) for v in categories]])

@@ -26,6 +26,7 @@ from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.text_scorer import TextScorer
+from audit.rows import as_array
 
 MethodName = Literal["integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"]
 GRADIENT_METHODS = ("integrated_gradients", "saliency", "gradient_shap", "shap")
@@ -141,7 +142,7 @@ class Explanations(Check):
         if adapter.input_kind == "text" and not is_text:
             raise SkipCheck("this text model takes token ids, not raw strings: explanations need a text adapter with a "
                             "tokenizer (encode / embed / logits_from_embeddings) so words can be masked and embedded.")
-        if not is_text and np.issubdtype(np.asarray(ev.inputs).dtype, np.integer):
+        if not is_text and np.issubdtype(ev.inputs.dtype, np.integer):
             raise SkipCheck("the inputs are integer token ids: they have no gradients and no meaningful perturbations; "
                             "explain the model through a text adapter with a tokenizer, on raw strings.")
         rng = ctx.rng(self.id)
@@ -205,7 +206,7 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
                                        segmentation=cfg.lime_segmentation, cell=cfg.lime_cell, seed=seed, batch_size=bs)
             return torch.from_numpy(a).to(device)
         if method == "lime":
-            return torch.from_numpy(B.lime_tabular(f, x_sel, target_np, device, training_data=np.asarray(reference),
+            return torch.from_numpy(B.lime_tabular(f, x_sel, target_np, device, training_data=as_array(reference),
                                                    feature_names=ev.feature_names, n_samples=cfg.n_lime_samples,
                                                    seed=seed, batch_size=bs)).to(device)
         values, expected = B.kernel_shap(f, x_sel, target_np, device, background=bg_np, n_samples=cfg.n_kernel_samples,

@@ -34,6 +34,7 @@ from audit.context import AuditContext
 from audit.errors import SkipCheck
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.rows import Rows
 from audit.stats import wilson_interval
 
 
@@ -163,13 +164,14 @@ def _thief_classifier(thief: nn.Module, shape: tuple[int, ...], n_classes: int, 
                input_shape=shape, nb_classes=n_classes, device_type="gpu" if device.type == "cuda" else "cpu")
 
 
-def copycat_extract(victim_proba: Any, thief: nn.Module, pool: np.ndarray, *, budget: int, n_classes: int,
+def copycat_extract(victim_proba: Any, thief: nn.Module, pool: Rows | np.ndarray, *, budget: int, n_classes: int,
                     epochs: int, lr: float, batch_size: int, seed: int, device: torch.device,
                     fast_fit: bool = True) -> nn.Module:
     """Steal ``thief`` from a black-box victim with ART's ``CopycatCNN`` on ``budget`` queries drawn from ``pool``.
 
     ``victim_proba`` maps a numpy batch of raw inputs to class probabilities; it is the only
-    access the attack has to the model. ``fast_fit=False`` trains with ART's own
+    access the attack has to the model. ART reads only the ``budget`` rows it draws from ``pool``, so a
+    :class:`~audit.rows.Rows` pool stays unread. ``fast_fit=False`` trains with ART's own
     ``PyTorchClassifier.fit``. Returns the trained thief (in eval mode).
     """
     from art.attacks.extraction import CopycatCNN
@@ -186,7 +188,7 @@ def copycat_extract(victim_proba: Any, thief: nn.Module, pool: np.ndarray, *, bu
         state = np.random.get_state()
         np.random.seed(seed % 2**32)  # ART draws queries and batches from numpy's global generator
         try:
-            attack.extract(pool.astype(np.float32), thieved_classifier=clf)
+            attack.extract(pool if isinstance(pool, Rows) else pool.astype(np.float32), thieved_classifier=clf)
         finally:
             np.random.set_state(state)
     return thief.eval()
@@ -206,13 +208,13 @@ class ModelExtraction(Check):
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: ExtractionConfig = self.config  # type: ignore[assignment]
         adapter, ev = ctx.adapter, ctx.dataset("eval")
-        if isinstance(ev.inputs, list) or not isinstance(ev.inputs, np.ndarray):
+        if isinstance(ev.inputs, list):
             raise SkipCheck("the model takes raw text: ART's extraction attacks train a thief on numeric input arrays.")
         if not np.issubdtype(ev.inputs.dtype, np.floating):
             raise SkipCheck("inputs are integer token ids: the thief is trained on continuous input arrays.")
         rng = ctx.rng(self.id)
         ref = ctx.datasets.get("reference")
-        if ref is not None and isinstance(ref.inputs, np.ndarray) and ref.inputs.shape[1:] == ev.inputs.shape[1:]:
+        if ref is not None and not isinstance(ref.inputs, list) and ref.inputs.shape[1:] == ev.inputs.shape[1:]:
             pool, pool_name = ref.inputs, "data.reference"
             eval_rows = np.arange(len(ev))
         else:
@@ -221,7 +223,7 @@ class ModelExtraction(Check):
                                 "pool and inputs to measure fidelity on (give data.reference as the pool).")
             order = rng.permutation(len(ev))
             half = len(ev) // 2
-            pool, pool_name = ev.inputs[np.sort(order[:half])], "half of the evaluation set"
+            pool, pool_name = ev.inputs.subset(np.sort(order[:half])), "half of the evaluation set"
             eval_rows = np.sort(order[half:])
         if len(eval_rows) > cfg.n_eval:
             eval_rows = np.sort(rng.choice(eval_rows, cfg.n_eval, replace=False))

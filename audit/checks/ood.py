@@ -146,7 +146,10 @@ class OODDetection(Check):
         for set_name, inputs in ood_sets.items():
             # data.ood through the context: cached, and its NaN/inf logits are bad input (exit 2) naming the rows
             logits = ctx.logits("ood") if set_name == "data.ood" else adapter.predict_logits(inputs, batch_size=ctx.batch_size)
-            feats = adapter.predict_features(inputs, batch_size=ctx.batch_size) if use_features else None
+            feats = None
+            if use_features:
+                feats = ctx.features("ood") if set_name == "data.ood" else adapter.predict_features(
+                    inputs, batch_size=ctx.batch_size)
             ood_scores = score_all(logits, feats)
             for s in scores:
                 m = detection_metrics(id_scores[s], ood_scores[s])

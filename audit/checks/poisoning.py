@@ -43,23 +43,25 @@ from audit.poisoning import (
 )
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
+from audit.rows import Rows, as_array
 from audit.stats import stratified_rows, wilson_interval
 
 TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 
 
-def _float_inputs(ctx: AuditContext, role: str) -> np.ndarray:
+def _float_inputs(ctx: AuditContext, role: str) -> Rows:
+    """The set's inputs, unread: the checks take the rows they sample (``x[rows]``)."""
     ds = ctx.dataset(role)
     if isinstance(ds.inputs, list) or ctx.adapter.input_kind in ("text", "sequence"):
         raise SkipCheck("backdoor triggers for text and token-id models (an inserted trigger token) are not "
                         "implemented; only image and tabular models are covered.")
-    x = np.asarray(ds.inputs)
+    x = ds.inputs
     if not np.issubdtype(x.dtype, np.floating):
         raise SkipCheck(f"data.{role} holds integer inputs (token ids?): only image and tabular triggers are implemented.")
     return x
 
 
-def build_trigger(ctx: AuditContext, x_ref: np.ndarray, option: TriggerOption, *, distance: int,
+def build_trigger(ctx: AuditContext, x_ref: Rows | np.ndarray, option: TriggerOption, *, distance: int,
                   features: list[int] | None, n_features: int, setting: str) -> Trigger:
     """The trigger that fits the model's inputs, or one clear error when the config asks for one that does not."""
     image = ctx.adapter.input_kind == "image" and x_ref.ndim in (3, 4)
@@ -70,11 +72,16 @@ def build_trigger(ctx: AuditContext, x_ref: np.ndarray, option: TriggerOption, *
         raise InputError(f"{setting}.trigger 'out_of_range' needs tabular inputs (samples, features); these have "
                          f"shape {x_ref.shape}; use 'auto', 'pattern' or 'pixel'.")
     if image:
-        value = ctx.adapter.input_range[1] if ctx.adapter.input_range else float(x_ref.max())
+        value = ctx.adapter.input_range[1] if ctx.adapter.input_range else _value_range(x_ref)[1]
         return image_trigger(x_ref.shape[1:], "pixel" if option == "pixel" else "pattern", value=value, distance=distance)
     if x_ref.ndim == 2:
-        return tabular_trigger(x_ref, features, n_features, feature_names=ctx.dataset("reference").feature_names)
+        return tabular_trigger(as_array(x_ref), features, n_features,  # a table (N, F): small, read whole
+                               feature_names=ctx.dataset("reference").feature_names)
     raise SkipCheck(f"no trigger fits {ctx.adapter.input_kind} inputs of shape {x_ref.shape[1:]}.")
+
+
+def _value_range(x: Rows | np.ndarray) -> tuple[float, float]:
+    return x.value_range() if isinstance(x, Rows) else (float(x.min()), float(x.max()))
 
 
 def _n_classes(ctx: AuditContext) -> int:
@@ -514,7 +521,7 @@ class BackdoorScan(Check):
         ref = ctx.datasets["reference"]
         # the cap bounds the work: rows are drawn (stratified by label) before any feature is computed
         rows = stratified_rows(np.asarray(ref.target), cfg.max_train_samples, rng)
-        x = np.ascontiguousarray(np.asarray(ref.inputs)[rows], dtype=np.float32)
+        x = np.ascontiguousarray(ref.take(rows), dtype=np.float32)
         y = np.asarray(ref.target)[rows].astype(np.int64)
         feats = ctx.features_for("reference", rows).numpy()
         extra: list[str] = []

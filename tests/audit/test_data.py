@@ -366,7 +366,7 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_unsupported_format(tmp_path: Path) -> None:
     path = tmp_path / "d.txt"
     path.write_text("1,2\n")
-    fails(path, r"unsupported data format '\.txt'; supported: \.npz, \.csv")
+    fails(path, r"unsupported data format '\.txt'; supported: \.npz, \.npy, \.csv")
 
 
 def test_format_needs_folder(tmp_path: Path) -> None:
