@@ -175,7 +175,9 @@ def natural_patches(shape: tuple[int, ...], n: int, rng: np.random.Generator, lo
     out = np.empty((n, c, h, w), dtype=np.float32)
     for i in range(n):
         img = photos[rng.integers(0, len(photos))]
-        side = int(rng.integers(max(h, w), min(img.shape[:2]) // 2 + 1))
+        small = min(img.shape[:2])  # 427 px: an output over half of it is cropped at its own size or the photo's
+        least = min(max(h, w), small)
+        side = int(rng.integers(least, max(small // 2, least) + 1))
         top, left = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
         crop = Image.fromarray(img[top : top + side, left : left + side]).resize((w, h), Image.BILINEAR)
         arr = np.asarray(crop.convert("L" if c == 1 else "RGB"), dtype=np.float32) / 255.0

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import torch
 from numpy.lib import format as npy_format
+from peak_rss import CHILD, peak_mb
 from tiny_models import TinyCNN, TinyMLP
 from typer.testing import CliRunner
 
@@ -494,17 +495,6 @@ def test_npz_nan_bomb_with_max_samples_is_found_in_the_kept_rows(tmp_path: Path,
     assert_refused(audit(models["cnn"], data, out, "--max-samples", "50"), out, "NaN or inf", "50 row(s)")
 
 
-_CHILD = """
-import resource, sys
-sys.argv = ["deepaudit", *sys.argv[1:]]
-import cli
-try:
-    cli.main()
-finally:
-    print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-"""
-
-
 def test_npz_bomb_with_max_samples_keeps_memory_bounded(tmp_path: Path, models: dict[str, Path]) -> None:
     """1 GB of NaN floats deflated to 1 MB; --max-samples 50 decodes 50 rows, in bounded memory, and finds
     them NaN (exit 2). Run in a subprocess with an address-space cap, reading its peak RSS (about 430 MB, most
@@ -521,15 +511,15 @@ def test_npz_bomb_with_max_samples_keeps_memory_bounded(tmp_path: Path, models: 
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, *map(str, audit(models["cnn"], data, out, "--max-samples", "50"))],
+    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, audit(models["cnn"], data, out, "--max-samples", "50"))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=cap)
     elapsed = time.perf_counter() - start
     lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("MAXRSS_KB")]
-    peak_mb = int(proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024
+    peak = peak_mb(proc.stderr)
     assert proc.returncode == 2, proc.stderr[-1500:]
     assert len(lines) == 1 and "NaN or inf" in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
-    assert peak_mb < 800, f"peak RSS {peak_mb:.0f} MB while the array inflates to {rows * 256 / 1e9:.1f} GB"
+    assert peak < 800, f"peak RSS {peak:.0f} MB while the array inflates to {rows * 256 / 1e9:.1f} GB"
     assert elapsed < 60
 
 

@@ -20,6 +20,7 @@ from audit.ood_scores import (
     knn_score,
     max_logit_score,
     msp_score,
+    natural_patches,
     synthetic_sets,
 )
 from models.loaders import load_model
@@ -90,6 +91,15 @@ def test_synthetic_sets_have_input_shape() -> None:
     assert perm.shape == (10, 4) and all(np.isin(perm[:, j], table[:, j]).all() for j in range(4))
     text = synthetic_sets(["a b c", "d e"], "text", 3, rng, None)
     assert len(text["shuffled_tokens"]) == 3 and len(text["oov_strings"]) == 3
+
+
+@pytest.mark.parametrize("side", [213, 224, 500])
+def test_natural_patches_at_imagenet_size_and_beyond(side: int) -> None:
+    """The bundled photographs are 427 px high: outputs over half of that (ImageNet's 224) are crops at their own
+    size (or the photograph's, upscaled), not a crash."""
+    rng = np.random.default_rng(0)
+    patches = natural_patches((3, side, side), 3, rng, 0.0, 255.0)
+    assert patches.shape == (3, 3, side, side) and 0 <= patches.min() and patches.max() <= 255 and patches.std() > 0
 
 
 def _ctx(tmp_path, adapter, n: int = 40) -> AuditContext:
