@@ -178,7 +178,8 @@ def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed:
         raise InputError(f"variant {name!r} is trained on the training data: give it as data.reference, with labels.")
     from audit.attacks import pgd
 
-    return {"x": as_array(ref.inputs), "y": ref.target,  # fine-tuning reads data.reference whole "preprocess": getattr(base, "preprocess", None),
+    # fine-tuning reads data.reference whole (its memory budget covers it)
+    return {"x": as_array(ref.inputs), "y": ref.target, "preprocess": getattr(base, "preprocess", None),
             "clip": base.input_range, "seed": seed, "attack": pgd}
 
 

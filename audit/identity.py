@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from audit.results import ModelInfo
+from audit.rows import Rows
 
 #: File suffixes of model files, stripped from a file name to name the model.
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors", ".onnx", ".bin", ".ckpt", ".ts", ".jit", ".torchscript",
@@ -65,7 +66,7 @@ def _input_spec(adapter: Any, inputs: Any) -> dict[str, Any]:
                             "input_range": [float(v) for v in adapter.input_range] if adapter.input_range else None}
     if isinstance(inputs, list):
         spec.update(input_shape=None, input_dtype="str (raw text)")
-    elif isinstance(inputs, np.ndarray):
+    elif isinstance(inputs, (np.ndarray, Rows)):  # a data set's rows: the model-ready shape and dtype
         spec.update(input_shape=[int(d) for d in inputs.shape[1:]], input_dtype=str(inputs.dtype))
     return spec
 
@@ -80,7 +81,7 @@ def model_info(identity: tuple[str | None, str | None, str | None], adapter: Any
     identity : (name, version, owner)
         ``model.name``, ``model.version``, ``model.owner`` (each ``None`` when not set).
     adapter : models.adapter.ModelAdapter
-    inputs : numpy.ndarray or list of str
+    inputs : audit.rows.Rows, numpy.ndarray or list of str
         The evaluation inputs (their per-sample shape and dtype are the model's input spec).
     module : torch.nn.Module or None
         The torch module behind the adapter, when there is one.

@@ -133,13 +133,6 @@ class Rows:
             self._range = (lo, hi)
         return self._range
 
-    def mean_row(self) -> np.ndarray:
-        """The mean row, ``(1, *row)`` in the model-ready dtype, accumulated in float64 over a streamed pass."""
-        total = np.zeros(self.shape[1:], np.float64)
-        for _, block in self.batches():
-            total += block.sum(axis=0, dtype=np.float64)
-        return (total / max(len(self), 1))[None].astype(self.dtype)
-
     def nonfinite(self) -> np.ndarray:
         """Boolean mask of the rows holding NaN or inf, streamed (all False for integer data)."""
         bad = np.zeros(len(self), dtype=bool)
