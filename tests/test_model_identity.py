@@ -46,6 +46,14 @@ def test_model_info_takes_architecture_and_training_data_from_model_json() -> No
     assert (text.name, text.name_source, text.input_dtype, text.training_data) == ("c", "file", "str (raw text)", None)
 
 
+def test_a_hugging_face_model_is_named_by_its_config_architectures() -> None:
+    module = types.SimpleNamespace(config=types.SimpleNamespace(architectures=["BertForSequenceClassification"]))
+    adapter = types.SimpleNamespace(input_kind="text", input_range=None)
+    info = model_info((None, None, None), adapter, ["a text"], module=module, n_parameters=4_000_000, meta={},
+                      path="/hf/cache/sentiment-bert")
+    assert (info.name, info.architecture) == ("sentiment-bert", "BertForSequenceClassification (Hugging Face)")
+
+
 def test_name_version_and_owner_head_report_card_and_junit(tmp_path: Path, safetensors_file: Path,
                                                            image_npz: Path) -> None:
     out = tmp_path / "out"
