@@ -187,11 +187,11 @@ def _audit_inputs(cfg: Any, config: Path | None) -> dict[str, Path | None]:
 
 
 def _require_executor(cfg: Any) -> None:
-    """``executor: ray`` without Ray installed exits 2 with the install line, before any work."""
+    """``executor: ray`` without Ray installed, or with no cluster at ``--ray-address``, exits 2 before any work."""
     if cfg.executor == "ray":
-        from audit.executor import require_ray
+        from audit.executor import check_executor
 
-        require_ray()
+        check_executor(cfg)
 
 
 def _check_outputs(out_dir: Path, *, out_flag: str = "--out", junit: tuple[str, Path | None] = ("--junit", None),

@@ -42,9 +42,9 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
                          "or --with MODEL_FILE.")
     checks = build_checks(cfg)
     if cfg.executor == "ray":
-        from audit.executor import require_ray
+        from audit.executor import check_executor
 
-        require_ray()  # not installed: exit 2 with the pip line, before any work
+        check_executor(cfg)  # not installed, or no cluster at its address: exit 2 before any work
     apply_threads(cfg.threads)  # before any model is loaded (torch's inter-op pool is sized once)
     base, datasets = load_inputs(cfg)
     V = _variants_module() if variants else None

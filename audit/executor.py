@@ -57,6 +57,32 @@ def require_ray() -> Any:
     return ray
 
 
+#: Seconds to wait for a TCP connection to a cluster address before calling it unreachable.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_executor(cfg: AuditConfig) -> None:
+    """What ``executor: ray`` needs, checked before any work (exit 2): Ray installed, and an address that
+    something listens at — Ray itself retries an unreachable address for minutes."""
+    if cfg.executor != "ray":
+        return
+    require_ray()
+    address = cfg.ray.address
+    if not address or address == "auto":  # auto: Ray finds the local cluster's session or says there is none
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"ray.address {address!r} (--ray-address) must be auto, HOST:PORT or ray://HOST:PORT.")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"ray.address {address!r} (--ray-address): nothing answers at {host}:{port} ({exc}); start "
+                         "the cluster with 'ray start --head' or leave the address out to start a local one.") from None
+
+
 def _code_root() -> str:
     """The folder the driver imports deepaudit from (this file's), so a local cluster's workers import the
     same code, also from a checkout."""

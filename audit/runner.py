@@ -413,9 +413,9 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
     """
     checks = build_checks(cfg)
     if cfg.executor == "ray":
-        from audit.executor import require_ray
+        from audit.executor import check_executor
 
-        require_ray()  # not installed: exit 2 with the pip line, before any work
+        check_executor(cfg)  # not installed, or no cluster at its address: exit 2 before any work
     apply_threads(cfg.threads)  # before the model is loaded: torch's inter-op pool can be sized only until then
     adapter, datasets = load_inputs(cfg)
     return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, on_check=on_check,

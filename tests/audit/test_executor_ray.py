@@ -134,6 +134,32 @@ def test_without_ray_executor_ray_exits_2_with_the_install_line(command: str, fi
         run_audit(cfg)  # the library refuses too, before loading anything
 
 
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:{port}", "ray.address '127.0.0.1:{port}' (--ray-address): nothing answers at 127.0.0.1:{port}"),
+    ("ray://127.0.0.1:{port}", "nothing answers at 127.0.0.1:{port}"),
+    ("headnode", "must be auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_a_cluster_address_nobody_answers_exits_2_at_once(address: str, message: str, files: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """Ray retries an unreachable address for minutes; the audit says so in one line before any work."""
+    import socket
+    import time
+
+    with socket.socket() as free:  # a port nothing listens at
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    weights, data = files
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    result = CliRunner().invoke(cli.app, ["audit", "--model", str(weights), "--model-class", TINY_CNN_CLASS, "--data",
+                                          str(data), "--out", str(out), "--quiet", "--executor", "ray",
+                                          "--ray-address", address.format(port=port)])
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(port=port) in lines[0], lines
+    assert time.perf_counter() - start < 20 and not out.exists()
+
+
 def test_unknown_executor_exits_2(files: tuple[Path, Path], tmp_path: Path) -> None:
     weights, data = files
     result = CliRunner().invoke(cli.app, ["audit", "--model", str(weights), "--data", str(data), "--out",
