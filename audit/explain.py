@@ -7,8 +7,9 @@ Memory is bounded by a batch size, not by pixels × samples explained × method 
 ``internal_batch_size`` (attributions) or ``batch_size`` (curves and metrics), no model call made
 here — forward, or forward and backward — takes more than that many inputs (Integrated Gradients:
 at most ``max(batch_size, 2)``, Captum's floor of two path points per call). Sampled methods
-(GradientSHAP) draw every baseline and path point first, exactly as Captum does in one pass, then
-evaluate them in chunks and average, so chunked and one-pass attributions are the same numbers.
+(GradientSHAP, SHAP's GradientExplainer) draw every baseline and path point first, exactly as Captum and
+SHAP do, then evaluate them in chunks and average (:func:`expected_gradients`), so chunked and one-pass
+attributions are the same numbers.
 ``None`` keeps the libraries' one-pass behaviour (the unbounded reference the tests compare with).
 Gradient-free methods (LIME, KernelSHAP) are in ``audit.explain_blackbox``; word-level methods for
 raw-string text models in ``audit.explain_text``. The faithfulness measures below take any callable
@@ -45,10 +46,6 @@ from scipy.stats import spearmanr
 from torch import nn
 
 Attributor = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-SHAP_BATCH_SIZE = 50
-"""SHAP's GradientExplainer default batch size, kept when no ``internal_batch_size`` is given."""
-
 
 def row_chunks(n: int, size: int | None) -> list[slice]:
     """Consecutive slices of ``range(n)`` of at most ``size`` rows each (one slice when ``size`` is None)."""
@@ -118,25 +115,43 @@ def gradient_shap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
     from captum.attr import GradientShap
 
     if internal_batch_size is None:
-        torch.manual_seed(seed)
-        with seeded_numpy(seed):  # Captum draws the baselines and the path points from NumPy's global generator
+        # Captum draws the baselines and path points from NumPy's global generator, and zero noise (stdevs=0) from
+        # torch's: both are restored afterwards, so a caller's draws (max-sensitivity's perturbations) do not
+        # depend on which path ran.
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), seeded_numpy(seed):
             return GradientShap(model).attribute(x, baselines=background, target=target, n_samples=n_samples,
                                                  stdevs=0.0).detach()
+    n = len(x)
+    with seeded_numpy(seed):
+        picks = np.random.choice(background.shape[0], n_samples * n)
+        coef = np.random.uniform(0.0, 1.0, n_samples * n)
+    return expected_gradients(model, x, target, background, picks, coef, n_samples, internal_batch_size)
+
+
+def expected_gradients(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor,
+                       background: torch.Tensor, picks: np.ndarray, coef: np.ndarray, n_samples: int,
+                       internal_batch_size: int | None) -> torch.Tensor:
+    """Expected gradients from drawn points: for each input ``i``, the mean over its ``n_samples`` points ``k``
+    (point ``i * n_samples + k``) of ``(x_i - b) * grad f_t(a x_i + (1 - a) b)``, with ``b = background[picks[k]]``
+    and ``a = coef[k]``; ``internal_batch_size`` points per forward and backward pass.
+
+    The points are built only a batch at a time, so memory grows with the batch, not with inputs × samples.
+    """
     from captum._utils.gradient import compute_gradients
 
     n = len(x)
-    with seeded_numpy(seed):
-        picks = torch.as_tensor(np.random.choice(background.shape[0], n_samples * n), device=x.device)
-        coef = torch.tensor(np.random.uniform(0.0, 1.0, n_samples * n), device=x.device, dtype=x.dtype)
-    total = torch.zeros_like(x)
-    owner = torch.arange(n, device=x.device).repeat_interleave(n_samples)  # Captum's order: sample-major rows
+    total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    owner = torch.arange(n, device=x.device).repeat_interleave(n_samples)
+    picked = torch.as_tensor(picks, device=x.device)
+    scale = torch.tensor(coef, device=x.device, dtype=x.dtype)  # the path coefficient in the inputs' precision
     for s in row_chunks(n * n_samples, internal_batch_size):
-        inputs, base = x[owner[s]], background[picks[s]]
-        a = coef[s].view(-1, *([1] * (x.dim() - 1)))
+        inputs, base = x[owner[s]], background[picked[s]]
+        a = scale[s].view(-1, *([1] * (x.dim() - 1)))
         scaled = (a * inputs + (1.0 - a) * base).requires_grad_()
         (grads,) = compute_gradients(model, (scaled,), target[owner[s]])
-        total.index_add_(0, owner[s], ((inputs - base) * grads).detach())
-    return total * (1 / n_samples)
+        total.index_add_(0, owner[s], ((inputs - base) * grads).detach().double())
+    return (total / n_samples).to(x.dtype)
 
 
 class _OneLogit(nn.Module):
@@ -156,8 +171,12 @@ def shap_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
 
     The samples are explained one target class at a time, through a one-output view of the model,
     so SHAP computes the gradients of the target logit only (SHAP's default takes every class's).
-    SHAP explains one sample at a time and takes the gradients of its ``n_samples`` points
-    ``internal_batch_size`` at a time (SHAP's default, 50, when None).
+
+    Without ``internal_batch_size`` this is ``shap.GradientExplainer`` itself, which holds the ``n_samples``
+    points of a sample (and float64 copies of them) at once. With it, SHAP's draws are made with SHAP's calls in
+    SHAP's order (per class, the generator seeded with ``seed``; per sample and point, one
+    ``np.random.choice`` of a background row, then one ``np.random.uniform``) and the points evaluated
+    ``internal_batch_size`` at a time by :func:`expected_gradients`: SHAP's values, up to float rounding.
     """
     import shap
 
@@ -165,8 +184,15 @@ def shap_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
     tgt = target.cpu()
     for cls in torch.unique(tgt).tolist():
         rows = tgt == cls
-        explainer = shap.GradientExplainer(_OneLogit(model, int(cls)), background,
-                                           batch_size=internal_batch_size or SHAP_BATCH_SIZE)
+        if internal_batch_size is not None:
+            with seeded_numpy(seed):
+                draws = np.array([(np.random.choice(background.shape[0]), np.random.uniform())
+                                  for _ in range(int(rows.sum()) * n_samples)]).reshape(-1, 2)
+            sel = rows.to(x.device)
+            out[rows] = expected_gradients(model, x[sel], target[sel], background, draws[:, 0].astype(np.int64),
+                                           draws[:, 1], n_samples, internal_batch_size).float().cpu()
+            continue
+        explainer = shap.GradientExplainer(_OneLogit(model, int(cls)), background)
         with seeded_numpy(seed):  # SHAP reseeds NumPy's global generator with rseed; restore it afterwards
             values = np.asarray(explainer.shap_values(x[rows.to(x.device)], nsamples=n_samples, rseed=seed))
         out[rows] = torch.from_numpy(np.ascontiguousarray(values.reshape(values.shape[: x.dim()]))).float()

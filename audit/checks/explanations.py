@@ -297,7 +297,8 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
                 titles.append(method)
         out.evidence.append(Figure(kind="image_grid", title="Attribution heatmaps", data={"images": images, "titles": titles},
                                    caption="Each row: an input, then |attribution| per method (brighter = more important)."))
-    parts = [f"on raw inputs (preprocessing inside the model); curves replace features with {baseline_text}"]
+    parts = [f"on raw inputs (preprocessing inside the model), at most {bs} inputs per model call; curves replace "
+             f"features with {baseline_text}"]
     if "integrated_gradients" in attrs:
         parts.append(f"Integrated Gradients: {cfg.n_steps} steps from the same baseline")
     if {"gradient_shap", "shap"} & set(attrs):

@@ -1,7 +1,14 @@
 """The explanations check's memory is bounded by a batch size: chunked attributions are the one-pass numbers
-(Captum and SHAP called unchunked on the same inputs), and no model call exceeds the batch size."""
+(Captum and SHAP called unchunked on the same inputs), no model call exceeds the batch size, and a 3×224×224
+CNN is explained within the bound stated in the README (peak RSS measured in a fresh subprocess)."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,15 +76,16 @@ def test_chunked_integrated_gradients_and_saliency_equal_one_pass() -> None:
         torch.testing.assert_close(sal, E.saliency(model, x, target, base))
 
 
-def test_shap_gradient_batches_equal_shaps_default() -> None:
+@pytest.mark.parametrize("chunk", [1, 5, 36])
+def test_chunked_shap_gradient_equals_shaps_gradient_explainer(chunk: int) -> None:
     model = Spy().eval()
-    x, background, target = images(3), images(9, seed=1), torch.tensor([0, 2, 2])
-    ref = E.shap_gradient(model, x, target, background, n_samples=12, seed=2)  # SHAP's default batch of 50
+    x, background, target = images(4), images(9, seed=1), torch.tensor([0, 2, 2, 0])
+    ref = E.shap_gradient(model, x, target, background, n_samples=12, seed=2)  # shap.GradientExplainer itself
     Spy.rows.clear()
-    got = E.shap_gradient(model, x, target, background, n_samples=12, seed=2, internal_batch_size=5)
-    # SHAP's explainer takes one pass over the 9 background rows per class explained; every other call is bounded.
-    assert Spy.rows.count(9) == 2 and max(r for r in Spy.rows if r != 9) == 5
+    got = E.shap_gradient(model, x, target, background, n_samples=12, seed=2, internal_batch_size=chunk)
+    assert max(Spy.rows) == min(chunk, 24) and sum(Spy.rows) == 4 * 12
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(E.shap_gradient(model, x, target, background, 12, seed=3, internal_batch_size=chunk), ref)
 
 
 def test_batched_deletion_insertion_equals_one_batch() -> None:
@@ -148,3 +156,67 @@ def test_the_check_never_calls_the_model_on_more_than_its_batch_size() -> None:
     for a, b in zip(out.metrics, wide.metrics):
         if a.name in ("deletion_auc", "insertion_auc", "agreement", "randomization_similarity", "ig_completeness_error"):
             assert (a.name, a.group) == (b.name, b.group) and a.value == pytest.approx(b.value, rel=1e-4, abs=1e-6)
+
+
+MEMORY_SCRIPT = r"""
+import json, resource, sys
+import numpy as np, torch
+from torch import nn
+from audit.checks.explanations import Explanations, ExplanationsConfig
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from models.adapter import TorchAdapter
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+x = np.random.default_rng(0).random((6, 3, 224, 224), dtype=np.float32)
+adapter = TorchAdapter(model, input_kind="image", device=torch.device("cpu"), input_range=(0.0, 1.0))
+ds = AuditDataset(name="eval", inputs=x, target=np.zeros(6, dtype=np.int64), class_names=None, sensitive_features=None,
+                  feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=int(sys.argv[1]))
+cfg = ExplanationsConfig(**json.loads(sys.argv[2]))
+ctx.probs()
+import captum.attr, captum.metrics, shap, lime.lime_image  # imported before the baseline is taken
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = Explanations(cfg).run(ctx)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"methods": sorted({r[1] for r in out.evidence[0].rows}), "peak_mib": after / 1024,
+                  "added_mib": (after - before) / 1024}))
+"""
+
+#: The check's settings in the memory test: its default methods on two images, fewer IG steps, curve steps and
+#: LIME perturbations (time), half the SHAP samples and perturbations (unbounded, these alone add ~1 GiB).
+SMALL = {"n_explain": 2, "n_steps": 8, "n_background": 4, "n_lime_samples": 16, "lime_segmentation": "grid",
+         "curve_steps": 4, "n_shap_samples": 32, "n_perturb": 4}
+
+#: The bound the README states: explaining two 3×224×224 images with ``SMALL`` at batch size 8 adds at most
+#: this much to the peak RSS of the process (measured: ~110 MiB; without the batch bound: ~1 GiB).
+ADDED_MIB_BOUND = 300
+
+
+def measure_explanations_memory(batch_size: int, overrides: dict | None = None) -> dict:
+    """Peak RSS (MiB) a fresh interpreter adds while the explanations check explains two 3×224×224 images."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(batch_size), json.dumps({**SMALL, **(overrides or {})})],
+                          capture_output=True, text=True, cwd=root, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_explaining_a_224px_cnn_stays_within_the_documented_memory_bound() -> None:
+    got = measure_explanations_memory(8)
+    assert got["methods"] == ["gradient_shap", "integrated_gradients", "lime", "saliency", "shap"]
+    assert got["added_mib"] < ADDED_MIB_BOUND, got
+
+
+def test_max_sensitivity_of_gradient_shap_is_the_same_bounded_or_not() -> None:
+    """Neither GradientSHAP path touches torch's generator, so the metric's perturbations are the same draws."""
+    model = Spy().eval()
+    x, background, target = images(3), images(6, seed=1), torch.tensor([0, 1, 2])
+    values = [E.sensitivity(lambda inp, tgt, b=b: E.gradient_shap(model, inp, tgt, background, 8, 0, b), x, target,
+                            radius=0.05, n_perturb=4, batch_size=b) for b in (None, 12, 5)]
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
+    assert values[2].shape == (3,) and bool((values[2] > 0).all())
