@@ -132,9 +132,9 @@ def gradient_shap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, backg
 def expected_gradients(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor,
                        background: torch.Tensor, picks: np.ndarray, coef: np.ndarray, n_samples: int,
                        internal_batch_size: int | None) -> torch.Tensor:
-    """Expected gradients from drawn points: for each input ``i``, the mean over its ``n_samples`` points ``k``
-    (point ``i * n_samples + k``) of ``(x_i - b) * grad f_t(a x_i + (1 - a) b)``, with ``b = background[picks[k]]``
-    and ``a = coef[k]``; ``internal_batch_size`` points per forward and backward pass.
+    """Expected gradients from drawn points: for each input ``i``, the mean over its ``n_samples`` points
+    ``p = i * n_samples + k`` of ``(x_i - b) * grad f_t(a x_i + (1 - a) b)``, with ``b = background[picks[p]]``
+    and ``a = coef[p]``; ``internal_batch_size`` points per forward and backward pass.
 
     The points are built only a batch at a time, so memory grows with the batch, not with inputs × samples.
     """
