@@ -508,7 +508,8 @@ def compare(
         _check_outputs(out, inputs=inputs)
         with _output_lock(out, "deepaudit compare"), _Progress(quiet) as progress:
             comparison = run_compare(cfg, variants=variant or [], models=with_ or [], progress=progress.factory,
-                                     on_model=lambda e: progress.step(f"  audited {e.label}: {e.result.summary.status.upper()}"))
+                                     on_model=lambda e: progress.step(f"  audited {e.label}: {e.result.summary.status.upper()}"),
+                                     on_start=progress.check_started, on_check=progress.check_done)
             written = write_comparison(comparison, out)
         if not quiet:
             print(render_compare_table(comparison))

@@ -26,8 +26,12 @@ from models.loaders import load_model
 
 
 def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path] = (),
-                progress: ProgressFactory | None = None, on_model: Any = None) -> ComparisonResult:
+                progress: ProgressFactory | None = None, on_model: Any = None, on_start: Any = None,
+                on_check: Any = None) -> ComparisonResult:
     """Audit the base model of ``cfg``, each variant spec and each other model file.
+
+    ``on_start(check_id, index, total)`` and ``on_check(result)`` are called as each check of each model starts
+    and ends (local executor; as in :func:`audit.runner.run_audit`), ``on_model(entry)`` as each model is done.
 
     With ``cfg.executor == "ray"`` each model is built, probed and audited by its own Ray worker
     (:func:`audit_model`), from the config; the entries come back in the same order as locally.
@@ -72,7 +76,7 @@ def run_compare(cfg: AuditConfig, *, variants: list[str] = (), models: list[Path
 
         audit_models_on_ray(cfg, wanted, audited)
     else:
-        _audit_locally(cfg, base, datasets, checks, wanted, progress, audited)
+        _audit_locally(cfg, base, datasets, checks, wanted, progress, audited, on_start=on_start, on_check=on_check)
     return ComparisonResult(entries=entries)
 
 
@@ -133,17 +137,19 @@ def build_model(cfg: AuditConfig, base: Any, datasets: dict[str, Any], kind: str
 
 
 def audit_built(cfg: AuditConfig, base: Any, adapter: Any, datasets: dict[str, Any], checks: list[Any], kind: str,
-                spec: str, meta: Any, ctx: Any, progress: ProgressFactory | None = None) -> AuditResult:
+                spec: str, meta: Any, ctx: Any, progress: ProgressFactory | None = None, *, on_start: Any = None,
+                on_check: Any = None) -> AuditResult:
     """The audit of one model of a comparison, on its probed context."""
+    events = {"on_start": on_start, "on_check": on_check}
     if kind == "base":
-        return audit_adapter(cfg, base, datasets, checks=checks, progress=progress, ctx=ctx)
+        return audit_adapter(cfg, base, datasets, checks=checks, progress=progress, ctx=ctx, **events)
     if kind == "variant":
         record = FileRecord(role="model", path=f"{cfg.model.path} [{spec}]", sha256=file_sha256(Path(cfg.model.path)),
                             format=f"{base.format}+variant:{spec}")
     else:
         record = FileRecord(role="model", path=spec, sha256=file_sha256(Path(spec)), format=adapter.format)
     return audit_adapter(cfg, adapter, datasets, checks=checks, progress=progress, model_file=record,
-                         model_facts={"variant": meta} if kind == "variant" else None, ctx=ctx)
+                         model_facts={"variant": meta} if kind == "variant" else None, ctx=ctx, **events)
 
 
 def audit_model(cfg: AuditConfig, kind: str, spec: str) -> tuple[AuditResult, Any]:
@@ -157,14 +163,16 @@ def audit_model(cfg: AuditConfig, kind: str, spec: str) -> tuple[AuditResult, An
 
 
 def _audit_locally(cfg: AuditConfig, base: Any, datasets: dict[str, Any], checks: list[Any],
-                   wanted: list[tuple[str, str]], progress: ProgressFactory | None, audited: Any) -> None:
+                   wanted: list[tuple[str, str]], progress: ProgressFactory | None, audited: Any, *,
+                   on_start: Any = None, on_check: Any = None) -> None:
     built = [build_model(cfg, base, datasets, kind, spec) for kind, spec in wanted]
     # Every model is probed (non-finite logits, output width, determinism) before any check runs, so a
     # variant that is bad input stops the comparison before any work; the probe caches its eval logits.
     contexts = [probed_context(cfg, adapter, datasets, checks, progress=progress, variant=kind != "base")
                 for (kind, _), (adapter, _) in zip(wanted, built)]
     for (kind, spec), (adapter, meta), ctx in zip(wanted, built, contexts):
-        audited(kind, spec, audit_built(cfg, base, adapter, datasets, checks, kind, spec, meta, ctx, progress), meta)
+        audited(kind, spec, audit_built(cfg, base, adapter, datasets, checks, kind, spec, meta, ctx, progress,
+                                        on_start=on_start, on_check=on_check), meta)
 
 
 def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed: int) -> dict[str, Any] | None:

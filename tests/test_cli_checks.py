@@ -118,9 +118,15 @@ def test_compare_runs_only_the_selected_checks_on_every_model(tmp_path: Path, to
                                                                image_npz: Path) -> None:
     out = tmp_path / "cmp"
     code, _, stderr = invoke("compare", "--model", torchscript_file, "--data", image_npz, "--with", torchscript_file,
-                             "--out", out, "--quiet", "--device", "cpu", "--checks", "performance",
+                             "--out", out, "--device", "cpu", "--checks", "performance",
                              "--set", "energy.track=false", "--set", "checks.performance.n_resamples=20",
                              "--set", "checks.performance.thresholds={informative_p_value: {max: 1}}")
     assert code == 0, stderr
     entries = json.loads((out / "compare.json").read_text())["entries"]
     assert len(entries) == 2 and all([c["id"] for c in e["result"]["checks"]] == ["performance"] for e in entries)
+    # In a log (not a TTY), a line as each check of each model starts and ends.
+    lines = [line for line in stderr.splitlines() if line.startswith(("[", "  audited"))]
+    assert [line.split(" done in ")[0].split(": ")[0] for line in lines] == [
+        "[1/1] performance …", "[1/1] performance …", "  audited base",
+        "[1/1] performance …", "[1/1] performance …", f"  audited {torchscript_file.stem}"]
+    assert sum(" done in " in line for line in lines) == 2
