@@ -574,7 +574,14 @@ def test_mitigations_fit_on_a_capped_stratified_sample_drawn_before_the_work() -
                                                  sample_weight=reweighing_weights(y_rf[rows], a_rf[rows]))
     pred = head.predict(f_ev)
     row = mitigation_rows(out)["reweighing"]
-    assert row[2] == pytest.approx(demographic_parity_difference(y_ev, pred, sensitive_features=a_ev), abs=1e-6)
+    # every gap of the before/after table equals fairlearn's on the same predictions
+    ppv_gap = MetricFrame(metrics=lambda t, q: precision_score(t, q, zero_division=np.nan), y_true=y_ev, y_pred=pred,
+                          sensitive_features=a_ev).difference()
+    assert row[1:7] == pytest.approx([
+        (pred == y_ev).mean(), demographic_parity_difference(y_ev, pred, sensitive_features=a_ev),
+        demographic_parity_ratio(y_ev, pred, sensitive_features=a_ev),
+        equalized_odds_difference(y_ev, pred, sensitive_features=a_ev),
+        equal_opportunity_difference(y_ev, pred, sensitive_features=a_ev), ppv_gap], abs=1e-6)
 
 
 def test_worse_after_mitigation_is_derived_from_the_numbers() -> None:
