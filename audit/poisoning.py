@@ -158,10 +158,12 @@ def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor],
     state, so the classes' optimisations are independent: each step draws one batch of
     ``batch_size`` samples and runs all classes still optimising as (class, sample) rows through the
     model together, at most ``max_batch`` rows per forward and backward pass (gradients accumulate
-    over the chunks), with the model's parameters frozen. A class stops early (ART's rule, per class)
-    once it has a trigger at the success threshold and for ``early_stop_patience`` steps in a row its
-    smallest such mask has not shrunk below ``early_stop_factor`` times the previous smallest; the
-    steps each class ran are returned (``early_stop_patience=0`` runs every class for ``steps``).
+    over the chunks), with the model's parameters frozen. A class stops early once it has converged:
+    it has been at the trade-off (after a working trigger, its cost was lowered because the trigger
+    stopped working, as ART requires its cost to have gone up and down) and for ``early_stop_patience``
+    steps no working mask has been smaller than ``early_stop_factor`` times the one the count last
+    restarted at (ART compares with the previous step, so a mask shrinking 0.5% a step would stop).
+    The steps each class ran are returned (``early_stop_patience=0`` runs every class for ``steps``).
 
     Parameters
     ----------
