@@ -28,11 +28,6 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
     return lambda _done: None
 
 
-def _take(inputs: Any, rows: np.ndarray) -> Any:
-    """Rows of a data set's inputs (an array, or a list of texts)."""
-    return [inputs[i] for i in rows] if isinstance(inputs, list) else inputs[rows]
-
-
 def _every_row(rows: np.ndarray, n: int) -> bool:
     """Whether ``rows`` are all ``n`` rows in order (then the whole set's outputs are computed and cached)."""
     return len(rows) == n and bool((rows == np.arange(n)).all())
@@ -139,7 +134,7 @@ class AuditContext:
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"model logits on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
-            out = self.adapter.predict_logits(_take(ds.inputs, rows), batch_size=self.batch_size, progress=advance)
+            out = self.adapter.predict_logits(ds.take(rows), batch_size=self.batch_size, progress=advance)
             if name != "eval":
                 _refuse_nonfinite(name, ds, out, rows)
             return out
@@ -158,7 +153,7 @@ class AuditContext:
         def compute() -> torch.Tensor:
             advance = self.progress(f"features on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
             try:
-                return self.adapter.predict_features(_take(ds.inputs, rows), batch_size=self.batch_size,
+                return self.adapter.predict_features(ds.take(rows), batch_size=self.batch_size,
                                                      progress=advance)
             except NotImplementedError as exc:
                 raise SkipCheck(str(exc)) from None

@@ -155,7 +155,7 @@ def retrain_reweighed(ctx: AuditContext, cfg: FairnessConfig, groups: np.ndarray
     ref, ev = ctx.dataset("reference"), ctx.dataset("eval")
     if isinstance(ref.inputs, list) or isinstance(ev.inputs, list):
         raise SkipCheck("the data are raw text; the recipes train on arrays (token ids or features).")
-    x = np.asarray(ref.inputs[rows])
+    x = np.asarray(ref.take(rows))
     x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x.astype(np.int64)
     y = ctx.y_true("reference")[rows].astype(np.int64)
     weights = reweighing_weights(y, groups)
