@@ -1,8 +1,8 @@
 """Input corruptions at five severities, per modality, in the style of ImageNet-C / CIFAR-10-C.
 
 Image corruptions work on ``(N, C, H, W)`` arrays in the model's raw input range; the severity
-constants follow CIFAR-10-C (Hendrycks & Dietterich 2019), with blur radii scaled to the image
-size (CIFAR is 32 px). Tabular and text corruptions are deepaudit's own, documented below.
+constants follow CIFAR-10-C (Hendrycks & Dietterich 2019), with blur radii scaled up for images
+larger than CIFAR's 32 px and kept in pixels below it (:func:`blur_sigma`). Tabular and text corruptions are deepaudit's own, documented below.
 Every corruption is a pure function of its inputs, severity and a seeded generator.
 
 References
@@ -38,8 +38,17 @@ def shot_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rng.poisson(x * c) / c, 0, 1)
 
 
+def blur_sigma(s: int, size: int) -> float:
+    """σ in pixels of ``gaussian_blur`` at severity ``s`` on images of ``size`` pixels (the longer side).
+
+    CIFAR-10-C's σ (0.4 … 1.0 px at 32 px), scaled up for larger images and never down: scaled to an 8 px
+    image it would be 0.1 … 0.25 px, which moves no pixel (a neighbour's weight of e^-50 at 0.1 px).
+    """
+    return (0.4, 0.6, 0.7, 0.8, 1.0)[s - 1] * max(1.0, size / 32)
+
+
 def gaussian_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    sigma = (0.4, 0.6, 0.7, 0.8, 1.0)[s - 1] * max(x.shape[-2:]) / 32
+    sigma = blur_sigma(s, max(x.shape[-2:]))
     radius = max(1, int(np.ceil(3 * sigma)))
     grid = np.arange(-radius, radius + 1)
     kernel = np.exp(-(grid**2) / (2 * sigma**2))

@@ -279,6 +279,10 @@ class AdversarialRobustness(Check):
                    f"strongest attack: {worst_attack}; "
                    + (f"{len(tripped)} safeguard(s) tripped — gradient masking suspected." if suspected
                       else "safeguards against gradient masking passed." if white_box else "black-box only."))
+        unclipped = unclipped_images_notice(ctx.adapter)
+        if unclipped:
+            summary += " Warning: the attacks were not clipped (input_range is unset for image data)."
+            limitations.insert(0, unclipped)
         return CheckOutput(summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=m,
                            limitations=limitations + notes, status_floor="warn" if suspected else "pass",
                            method=(f"Untargeted cross-entropy attacks on the inputs, ε in {units}, preprocessing "
@@ -434,3 +438,14 @@ def decision_only(logits: np.ndarray) -> bool:
     if (is_top.sum(1) != 1).any():  # ties at the top
         return False
     return bool(np.unique(logits[is_top]).size == 1 and np.unique(logits[~is_top]).size == 1)
+
+
+def unclipped_images_notice(adapter: Any) -> str | None:
+    """The warning for image inputs without a declared valid range (``model.preprocessing.input_range``), whose
+    attacks then cannot be clipped to it; ``None`` when a range is declared or the inputs are not images."""
+    if adapter.input_kind != "image" or adapter.input_range is not None:
+        return None
+    return ("input_range is unset for this image model (model.preprocessing.input_range), so the attacks were not "
+            "clipped to a valid pixel range: adversarial images may hold values no real image has, which can make "
+            "the model look less robust than it is. Set it in the config, e.g. model: {preprocessing: "
+            "{input_range: [0, 1]}}.")

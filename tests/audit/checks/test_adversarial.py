@@ -266,3 +266,20 @@ def test_decision_only_model_gets_hopskipjump_not_square() -> None:
     lower = float(np.mean(np.abs(x[:30, 0] - 0.5) > 0.2))
     upper = float(np.mean(np.abs(x[:30, 0] - 0.5) > 0.15))
     assert lower - 1e-9 <= head.value <= upper + 1e-9 and head.value < 0.8
+
+
+@pytest.mark.parametrize("clip", [None, (0.0, 1.0)])
+def test_image_model_without_input_range_is_warned_about(digits_mlp, clip) -> None:
+    """Issue 15: nothing said that an image model's attacks go unclipped when input_range is unset."""
+    model, x, y = digits_mlp
+    image_model = nn.Sequential(nn.Flatten(), model).eval()
+    images = x.reshape(-1, 1, 8, 8)
+    adapter = TorchAdapter(image_model, input_kind="image", device=torch.device("cpu"), input_range=clip)
+    ds = AuditDataset(name="eval", inputs=images, target=y, class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
+    out = AdversarialRobustness(AdversarialConfig(n_samples=40, black_box="never", eps=[0.1])).run(
+        AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64))
+    warned = "input_range is unset" in out.summary
+    assert warned == (clip is None)
+    assert any(t.startswith("input_range is unset for this image model") and "were not clipped" in t
+               for t in out.limitations) == (clip is None)

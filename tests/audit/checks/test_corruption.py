@@ -66,3 +66,17 @@ def test_check_on_tiny_cnn(safetensors_file) -> None:
     assert head["relative_mce"].value == pytest.approx(head["mce"].value - (1 - head["clean_accuracy"].value))
     assert head["worst_accuracy"].value == pytest.approx(min(m.value for m in accs))
     assert head["mce"].ci_low <= head["mce"].value <= head["mce"].ci_high
+
+
+def test_gaussian_blur_blurs_small_images() -> None:
+    """Issue 15: σ scaled to an 8×8 image (0.1–0.25 px) changed nothing; σ stays in pixels below 32 px."""
+    digits = np.random.default_rng(4).random((5, 1, 8, 8))
+    changes = [float(np.abs(C.gaussian_blur(digits, s, RNG) - digits).mean()) for s in C.SEVERITIES]
+    assert changes[0] > 0.02 and changes == sorted(changes)  # every severity moves pixels, more as it grows
+    assert [C.blur_sigma(s, 8) for s in (1, 5)] == [C.blur_sigma(s, 32) for s in (1, 5)] == [0.4, 1.0]
+    assert C.blur_sigma(5, 64) == 2.0  # larger images: scaled as before
+    # A 1-D check of the kernel: one bright pixel spreads to its neighbours in proportion exp(-1 / (2 σ²)).
+    spike = np.zeros((1, 1, 9, 9))
+    spike[0, 0, 4, 4] = 1.0
+    out = C.gaussian_blur(spike, 1, RNG)[0, 0]
+    assert out[4, 3] / out[4, 4] == pytest.approx(np.exp(-1 / (2 * 0.4**2)), rel=1e-5)
