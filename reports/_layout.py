@@ -3,8 +3,8 @@
 A check's section shows its overall metrics (and its per-group ones when they are few). A check with
 many per-group metrics (70 corruption/severity values, 56 fairness group rates) would repeat, row by
 row with the method sentence, numbers its evidence tables already show; those rows go to the
-report's appendix instead, one compact table per check with the method stated once per run of
-identical methods. Nothing is dropped: every metric is in the section or in the appendix, and all of
+report's appendix instead, one compact table per check. Every metrics table states each distinct
+method once, numbered, under it (:func:`numbered_methods`). Nothing is dropped: every metric is in the section or in the appendix, and all of
 them in ``results.json``.
 """
 
@@ -56,17 +56,16 @@ def split_metrics(check: CheckResult, max_inline: int = MAX_INLINE_GROUP_METRICS
     return MetricSplit([m for m in check.metrics if m.group is None], grouped)
 
 
-def appendix_rows(metrics: list[Metric]) -> list[tuple[Metric, str | None]]:
-    """The metrics ordered by name (names in order of first appearance, groups in the check's order), each
-    with its method, or ``None`` where the row above has the same metric name and method.
+def numbered_methods(metrics: list[Metric], by_name: bool = False) -> tuple[list[tuple[Metric, int]], list[str]]:
+    """Each metric with the number of its method, and the distinct methods in the order of those numbers (1-based).
 
-    The appendix states a method once for the run of rows it applies to instead of on every row.
+    A metrics table prints each method once, under it, instead of in a column on every row (56 per-group fairness
+    rates share 7 method sentences). ``by_name`` orders the rows by metric name (names in order of first
+    appearance, groups in the check's order), as the appendix lists them; otherwise they keep the check's order.
     """
     order = {name: i for i, name in enumerate(dict.fromkeys(m.name for m in metrics))}
-    rows: list[tuple[Metric, str | None]] = []
-    previous: tuple[str, str] | None = None
-    for m in sorted(metrics, key=lambda m: order[m.name]):
-        key = (m.name, m.method)
-        rows.append((m, None if key == previous else m.method))
-        previous = key
-    return rows
+    methods: dict[str, int] = {}
+    rows = []
+    for m in sorted(metrics, key=lambda m: order[m.name]) if by_name else metrics:
+        rows.append((m, methods.setdefault(m.method, len(methods) + 1)))
+    return rows, list(methods)

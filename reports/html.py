@@ -20,7 +20,7 @@ from audit.results import AuditResult, Figure
 
 from . import _format as fmt
 from . import traceability
-from ._layout import appendix_rows, split_metrics
+from ._layout import numbered_methods, split_metrics
 from .attestations import attestation_rows, open_attestations
 from .figures import render_figure
 
@@ -98,7 +98,7 @@ def environment() -> Environment:
         wide_table_columns=WIDE_TABLE_COLUMNS,
         missing=fmt.MISSING,
         requirements_for=traceability.requirements_for,
-        appendix_rows=appendix_rows,
+        numbered_methods=numbered_methods,
     )
     return env
 

@@ -14,7 +14,7 @@ import pytest
 from audit.results import AuditResult, CheckResult, Metric, Table, summarise
 from reports import render_html, write_reports
 from reports._format import fmt_ci, fmt_num
-from reports._layout import MAX_INLINE_GROUP_METRICS, appendix_rows, split_metrics
+from reports._layout import MAX_INLINE_GROUP_METRICS, numbered_methods, split_metrics
 from reports.html import environment
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
@@ -33,6 +33,19 @@ def _pdf_text(path: Path) -> list[str]:
     return [page.extract_text() or "" for page in PdfReader(str(path)).pages]
 
 
+def _size_of(path: Path, text: str) -> float:
+    """The printed size in points (font size times the text and page scale) of the first run holding ``text``."""
+    from pypdf import PdfReader
+
+    sizes: list[float] = []
+    for page in PdfReader(str(path)).pages:
+        page.extract_text(visitor_text=lambda t, cm, tm, font, size: sizes.append(size * tm[0] * cm[0])
+                          if text in t and not sizes else None)
+        if sizes:
+            return sizes[0]
+    raise AssertionError(f"{text!r} is not in the PDF")
+
+
 def _squash(text: str) -> str:
     """Without white space, and with the ligatures the PDF's fonts print ("ﬀ") as their letters."""
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
@@ -45,10 +58,13 @@ def _with_checks(result: AuditResult, checks: list[CheckResult]) -> AuditResult:
 def _wide_check() -> CheckResult:
     rows = [[f"mitigation_method_{r}"] + [round(0.1 + r / 10 + c / 1000, 4) for c in range(1, len(WIDE_COLUMNS))]
             for r in range(5)]
+    # Also a long table of two narrow columns (printed in two page columns) with an unbreakable 64-digit hash.
+    hashes = [[f"file_{i}", "ab" * 32] for i in range(12)]
     return CheckResult(
         id="fairness.wide", category="fairness", title="Wide mitigation table", status="measured",
         summary="A table wider than the page.", n_samples=100, duration_s=0.1,
-        evidence=[Table(title="Mitigation: before and after", columns=WIDE_COLUMNS, rows=rows)])
+        evidence=[Table(title="Mitigation: before and after", columns=WIDE_COLUMNS, rows=rows),
+                  Table(title="Hashes", columns=["file", "sha256"], rows=hashes)])
 
 
 @needs_chromium
@@ -67,6 +83,9 @@ def test_every_cell_of_a_wide_table_is_in_the_pdf(tmp_path: Path, audit_result: 
             assert piece in printed, (column, piece)
     # The last column's numbers, the first to be cut off when a table runs off the page.
     assert all(fmt_num(row[-1]) in printed for row in table.rows)
+    # Nothing overflowed the page width: Chromium would then shrink every page to fit (text smaller than the CSS
+    # says, 8.5pt for the print body), hiding the overflow rather than showing it.
+    assert _size_of(written["pdf"], "A table wider than the page.") == pytest.approx(8.5, abs=0.01)
 
 
 def test_wide_tables_get_break_opportunities_and_small_type(audit_result: AuditResult) -> None:
@@ -133,11 +152,13 @@ def test_many_per_group_metrics_move_to_the_appendix_and_none_is_lost() -> None:
     assert [m.name for m in split.inline] == ["mce"]
     assert sorted(map(id, split.inline + split.appendix)) == sorted(map(id, check.metrics))
     assert split.names == ["accuracy", "ece"] and split.groups == 20
-    rows = appendix_rows(split.appendix)
+    rows, methods = numbered_methods(split.appendix, by_name=True)
     assert [m.name for m, _ in rows] == ["accuracy"] * 20 + ["ece"] * 20
-    # Each accuracy row has its own method; the ece method is stated once for its run of 20 rows.
-    assert [method for _, method in rows[:20]] == [f"accuracy under noise at severity {g}" for g in range(20)]
-    assert rows[20][1] == "expected calibration error, 15 bins" and all(method is None for _, method in rows[21:])
+    # Each accuracy row has its own method; the 20 ece rows share one, stated once.
+    assert methods == [f"accuracy under noise at severity {g}" for g in range(20)] + ["expected calibration error, 15 bins"]
+    assert [k for _, k in rows] == list(range(1, 21)) + [21] * 20
+    in_check_order, _ = numbered_methods(split.appendix)
+    assert [m for m, _ in in_check_order] == split.appendix
 
 
 def test_the_appendix_lists_every_per_group_value_once(audit_result: AuditResult) -> None:
@@ -154,7 +175,7 @@ def test_the_appendix_lists_every_per_group_value_once(audit_result: AuditResult
         if m.ci_low is not None:
             assert fmt_ci(m) in appendix
     assert appendix.count("(estimated)") == 20  # an estimated value says so beside the number
-    assert appendix.count("as above") == 19
+    assert appendix.count("[21] expected calibration error, 15 bins") == 1 and appendix.count("[21]</td>") == 20
     assert '<li><a href="#appendix">' in page
 
 
