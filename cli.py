@@ -279,6 +279,8 @@ def _audit_and_write(cfg: Any, quiet: bool, pdf: str = "config", done: list | No
             raise
         _stderr(f"deepaudit: skipped the PDF: {exc}")
         written = exc.written
+    for note in (n for check in result.checks for n in check.notes):
+        _stderr(f"deepaudit: note: {note}")
     _print_summary(result, written, quiet)
     if done is not None:
         done.append((result, written))
@@ -305,6 +307,7 @@ def audit(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random choice."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of every loop over data."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Sample budget of the expensive checks: quick, standard (default) or thorough; a checks.<id> key wins (docs/config.md, Sample budget)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: run independent checks as Ray tasks (pip install 'deepaudit[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default deepaudit-out)."),
@@ -341,7 +344,7 @@ def audit(
             "model.path": str(model) if model else None, "model.class": model_class, "model.init_args": args,
             "model.format": model_format, "model.allow_pickle": True if allow_pickle else None,
             "model.input_kind": input_kind, "data.eval.path": str(data) if data else None,
-            "device": device, "seed": seed, "batch_size": batch_size, "threads": threads,
+            "device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "budget": budget,
             "executor": executor, "ray.address": ray_address, "output.dir": str(out) if out else None, "output.junit": str(junit) if junit else None,
             "output.markdown": str(markdown) if markdown else None, "output.html": False if no_html else None,
             "output.pdf": pdf, "output.card": card, "select": _selection(checks),
@@ -373,6 +376,7 @@ def demo(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Where trained demo models are kept (default ~/.cache/deepaudit)."),
     only: Optional[str] = typer.Option(None, "--only", help="Audit only these demo models: comma-separated digits, arrests, tweets."),
     checks: Optional[str] = typer.Option(None, "--checks", help=CHECKS_HELP),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Sample budget of every demo audit: quick, standard or thorough (the demo's own check settings win)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key of every demo audit, e.g. --set energy.track=false"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -383,7 +387,12 @@ def demo(
 
         names = parse_only(only)
         selection = _selection(checks)
+        if budget is not None:
+            from audit.config import validate_key
+
+            validate_key("budget", budget, "--budget")
         sets = [*(set_ or []), *([f"threads={threads}"] if threads is not None else []),
+                *([f"budget={budget}"] if budget is not None else []),
                 *([f"select={json.dumps(selection)}"] if selection is not None else [])]
         demo_threads(sets)  # bad values exit 2 before any work; training runs with the audit's threads
         _check_outputs(out)
@@ -485,6 +494,7 @@ def compare(
     with_: Optional[list[Path]] = typer.Option(None, "--with", help="Another model file to audit beside the base; repeat."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Sample budget of the expensive checks: quick, standard (default) or thorough; a checks.<id> key wins (docs/config.md, Sample budget)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: run independent checks as Ray tasks (pip install 'deepaudit[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one."),
     out: Path = typer.Option(Path("deepaudit-compare"), "--out", "-o", help="Output folder."),
@@ -499,7 +509,8 @@ def compare(
         from reports.compare import render_compare_table, write_comparison
 
         overrides = {"model.path": str(model) if model else None, "data.eval.path": str(data) if data else None,
-                     "device": device, "threads": threads, "executor": executor, "ray.address": ray_address,
+                     "device": device, "threads": threads, "budget": budget, "executor": executor,
+                     "ray.address": ray_address,
                      "select": _selection(checks)}
         cfg = load_config(config, overrides, set_)
         _require_executor(cfg)

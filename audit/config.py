@@ -13,11 +13,13 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
+                      model_validator)
 
+from audit.budget import BUDGETS, Budget, budget_table_markdown, deprecation_note, rename_deprecated, with_budget
 from audit.errors import ConfigError
 
 InputKind = Literal["image", "tabular", "text", "sequence"]
@@ -270,6 +272,26 @@ class CheckConfig(StrictModel):
         default_factory=dict, description="Thresholds by metric name; they decide pass, warn or fail."
     )
 
+    #: Deprecated key -> its name now (docs/config.md, Sample budget); the old name still works.
+    renamed: ClassVar[dict[str, str]] = {}
+    _deprecated: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _deprecated_keys(cls, data: Any, handler: Any) -> Any:
+        """Read a deprecated key as its name now, and remember it for the one-line note."""
+        used: dict[str, str] = {}
+        if isinstance(data, dict) and cls.renamed:
+            data, used = rename_deprecated(cls.renamed, data)
+        conf = handler(data)
+        if used:
+            conf._deprecated = used
+        return conf
+
+    def deprecation_notes(self, check_id: str) -> list[str]:
+        """One line per deprecated key this config was given."""
+        return [deprecation_note(check_id, old, new) for old, new in self._deprecated.items()]
+
 
 class EnergySpec(StrictModel):
     """Energy and carbon accounting of the audit itself (CodeCarbon's offline tracker)."""
@@ -346,6 +368,12 @@ class AuditConfig(StrictModel):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
     batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
+    budget: Budget = Field(
+        default="standard",
+        description="Sample budget of the expensive checks: how many rows, resamples, steps and queries each uses "
+                    "(`quick`, `standard` or `thorough`; --budget). Each is a fixed number, so a check's cost stops "
+                    "growing with the data; a key set under `checks.<id>` wins. The numbers are in the table "
+                    "'Sample budget' below; the report and results.json record each check's.")
     threads: int | None = Field(
         default=None, gt=0,
         description="CPU threads for torch's intra-op pool and the BLAS behind numpy (torch's inter-op pool gets 1). "
@@ -699,7 +727,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig
     for check_id, section in cfg.checks.items():
         if check_id not in known:
             raise ConfigError(f"{source}: unknown check 'checks.{check_id}'.{_suggest(check_id, known)} Known checks: {', '.join(known)}.")
-        validate_check_config(check_id, section or {}, source)
+        validate_check_config(check_id, section or {}, source, cfg.budget)
     return cfg
 
 
@@ -714,14 +742,22 @@ def validate_key(key: str, value: Any, source: str = "config") -> Any:
         raise ConfigError(format_validation_error(exc, one, source)) from None
 
 
-def validate_check_config(check_id: str, section: dict[str, Any], source: str = "config") -> CheckConfig:
+def validate_check_config(check_id: str, section: dict[str, Any], source: str = "config",
+                          budget: str = "standard") -> CheckConfig:
+    """One check's config: its section over the preset of ``budget`` (audit.budget), validated."""
     from audit.registry import check_config_class, get_check
 
     config_cls = check_config_class(check_id)
+    if budget not in BUDGETS:
+        raise ConfigError(f"{source}: key 'budget': must be one of {', '.join(BUDGETS)}; got {budget!r}.")
     try:
-        conf = config_cls.model_validate(section)
+        conf = config_cls.model_validate(with_budget(check_id, section, budget, config_cls.renamed))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, config_cls, source, prefix=f"checks.{check_id}.")) from None
+        message = format_validation_error(exc, config_cls, source, prefix=f"checks.{check_id}.")
+        for old, new in config_cls.renamed.items():  # name the key as the config wrote it
+            if old in section:
+                message = message.replace(f"key 'checks.{check_id}.{new}'", f"key 'checks.{check_id}.{old}'")
+        raise ConfigError(message) from None
     names = get_check(check_id).metric_names
     for metric, spec in conf.thresholds.items():
         if metric not in names:
@@ -765,6 +801,7 @@ data:
 device: auto                    # auto | cpu | cuda | cuda:N
 seed: 0
 batch_size: 256
+budget: standard                # quick | standard | thorough: rows, resamples and steps of the expensive checks
 # threads: 2                    # CPU threads (default: the cores available to the process)
 # executor: ray                 # run independent checks as Ray tasks (pip install 'deepaudit[ray]')
 # ray: {address: auto}          # an existing cluster; default: a local one with `threads` CPUs
@@ -904,6 +941,19 @@ def config_reference_markdown() -> str:
     for title, model, prefix in sections:
         lines.extend([f"## {title}", ""])
         table(model, prefix)
+    renamed = {cid: dict(get_check(cid).Config.renamed) for cid in list_checks() if get_check(cid).Config.renamed}
+    lines.extend(["## Sample budget", "",
+                  "`budget` (`--budget` on audit, compare and demo) sets, for every expensive check, how many rows, "
+                  "resamples, steps, queries and epochs it uses. A key set under `checks.<id>` always wins over the "
+                  "preset; `standard` (the default) is each check's own default. Every value is a fixed number, so a "
+                  "check's cost stops growing with the evaluation set; only what must see every row grows with it "
+                  "(the logits every check shares, performance, drift and the per-group metrics and bootstraps of "
+                  "fairness). The rows a check draws from a data set are `max_samples` in every check "
+                  "(`max_train_samples` / `max_fit_samples` for rows of `data.reference` it trains or fits on); "
+                  "`batch_size` is always the rows of one model call. results.json records the budget "
+                  "(`provenance.budget`) and each check's effective values (`checks[].sample_budget`, and the whole "
+                  "`checks[].config`); the report prints them in each check's method and a Sample budget table.", "",
+                  budget_table_markdown(renamed), ""])
     lines.extend(["## Checks", "",
                   "Each check's own keys, beside `enabled` and `thresholds`. Thresholds may name any metric listed; "
                   "on a metric reported per group (class, subgroup, attack, corruption) a threshold is judged on the "

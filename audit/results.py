@@ -21,6 +21,8 @@ executor that ran its checks.
 
 2.3: ``Provenance.model_info`` (model name, version, owner, architecture, parameters, input spec, training data).
 2.4: figure kinds ``scatter`` (labelled points, not joined) and ``text_highlights`` (words shaded by a score).
+2.5: ``Provenance.budget`` (the sample budget: quick, standard or thorough), ``CheckResult.sample_budget`` (the
+check's effective rows, resamples, steps and queries) and ``CheckResult.notes`` (deprecated config keys).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.4"
+SCHEMA_VERSION = "2.5"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -144,7 +146,12 @@ class CheckResult(_Frozen):
     evidence: list[Evidence] = Field(default_factory=list)
     method: str = ""
     limitations: list[str] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict, description="The check's validated config.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The check's validated config (effective values: "
+                                                                     "the sample budget's preset under the config's keys).")
+    sample_budget: dict[str, Any] = Field(
+        default_factory=dict, description="The keys of the config that the sample budget sets (audit.budget), with "
+                                          "the values this check ran with: caps on rows, resamples, steps, queries.")
+    notes: list[str] = Field(default_factory=list, description="Notes on the config, e.g. a deprecated key and its name now.")
     duration_s: float = 0.0
     error: str | None = Field(default=None, description="Message of the exception when status is 'error'.")
     skip_reason: str | None = None
@@ -234,6 +241,8 @@ class Provenance(_Frozen):
                                                                    "and training data of the model (null in results "
                                                                    "written before it existed).")
     execution: Execution | None = Field(default=None, description="Executor and thread counts (schema 2.1).")
+    budget: str | None = Field(default=None, description="The sample budget (quick, standard or thorough; null in "
+                                                         "results written before it existed, schema 2.5).")
 
 
 class ProbeResult(_Frozen):

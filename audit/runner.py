@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from audit.budget import budget_keys
 from audit.config import AuditConfig, DataSpec, ThresholdSpec, validate_check_config
 from audit.context import AuditContext, ProgressFactory
 from audit.data import AuditDataset, file_sha256, load_dataset
@@ -300,8 +301,10 @@ def unrun_thresholds(cfg: AuditConfig, ran: set[str]) -> list[NotJudged]:
 def run_check(check: Check, ctx: AuditContext) -> CheckResult:
     """Run one check; a crash becomes ``error``, a non-applicable check ``skipped``."""
     cls = type(check)
-    base = {"id": cls.id, "category": cls.category, "title": cls.title,
-            "config": check.config.model_dump(mode="json")}
+    config = check.config.model_dump(mode="json")
+    base = {"id": cls.id, "category": cls.category, "title": cls.title, "config": config,
+            "sample_budget": {k: config[k] for k in budget_keys(cls.id) if k in config},
+            "notes": check.config.deprecation_notes(cls.id)}
     start = time.perf_counter()
     try:
         output = check.run(ctx)
@@ -424,7 +427,8 @@ def run_audit(cfg: AuditConfig, *, progress: ProgressFactory | None = None,
 
 def build_checks(cfg: AuditConfig) -> list[Check]:
     """The enabled checks of ``cfg`` with their validated configs (config errors surface here)."""
-    return [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {})) for cid in enabled_checks(cfg)]
+    return [get_check(cid)(validate_check_config(cid, cfg.checks.get(cid) or {}, budget=cfg.budget))
+            for cid in enabled_checks(cfg)]
 
 
 def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, AuditDataset], checks: list[Check],
@@ -514,7 +518,7 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts, model_info=info,
-        execution=execution,
+        execution=execution, budget=cfg.budget,
     )
     summary = summarise(results, on_not_judged=cfg.on_not_judged,
                         unrun=unrun_thresholds(cfg, {c.id for c in checks}))

@@ -68,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         cache = args.cache or Path(tmp) / "cache"
         sets = [f"select=[{','.join(checks)}]", "energy.track=false", "threads=1",
-                f"checks.explanations.n_explain={args.n_explain}"]
+                f"checks.explanations.max_samples={args.n_explain}"]
         start = time.perf_counter()
         base = demo_config(Path(tmp) / "out", name="digits", device="cpu", seed=args.seed, cache_dir=cache, sets=sets)
         print(f"digits LeNet-5 ready in {time.perf_counter() - start:.1f} s; checks: {', '.join(checks)}; "

@@ -99,7 +99,7 @@ def main() -> None:
     y = adapter.predict_logits(texts, batch_size=args.batch_size).argmax(1).numpy()  # every text starts correct
     checks = {
         "explanations (text)": (explanations, explanations.Explanations(explanations.ExplanationsConfig(
-            n_explain=args.n_explain))),
+            max_samples=args.n_explain))),
         "adversarial (character edits)": (adversarial, adversarial.AdversarialRobustness(adversarial.AdversarialConfig(
             n_samples=args.n_attack))),
     }

@@ -16,7 +16,7 @@ Andriushchenko et al. "Square Attack: a query-efficient black-box adversarial at
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from models.adapter import ModelAdapter
 class AdversarialConfig(CheckConfig):
     """Settings of the ``adversarial`` check. ε values are in raw input units (e.g. [0, 1] pixels)."""
 
+    renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples", "hsj_samples": "hsj_max_samples"}
+
     eps: list[PositiveFloat] = Field(default=[0.01, 0.03, 0.1], description="L∞ budgets, in raw input units; each finite and > 0.")
     eps_l2: list[PositiveFloat] = Field(default=[], description="L2 budgets (empty: no L2 attacks); each finite and > 0.")
     headline_eps: PositiveFloat | None = Field(
@@ -45,14 +47,14 @@ class AdversarialConfig(CheckConfig):
                                   "with no L∞ budgets, the largest L2 ε).")
     steps: int = Field(default=10, ge=1, description="PGD steps.")
     restarts: int = Field(default=1, ge=1, description="PGD random restarts.")
-    n_samples: int = Field(default=256, ge=8, description="Seeded subset of the evaluation set that is attacked.")
+    max_samples: int = Field(default=256, ge=8, description="Seeded subset of the evaluation set that is attacked (was n_samples).")
     black_box: Literal["auto", "always", "never"] = Field(
         default="auto", description="Run ART's Square attack: when safeguards trip or gradients are missing (auto), always, or never.")
     black_box_queries: int = Field(default=200, ge=10, description="Square attack iterations (queries per sample).")
     black_box_attack: Literal["auto", "square", "hopskipjump"] = Field(
         default="auto", description="Black-box attack: Square (needs scores) or HopSkipJump (labels only); auto picks "
                                     "HopSkipJump when the model's outputs are decisions (one-hot), where Square's loss is flat.")
-    hsj_samples: int = Field(default=32, ge=1, description="HopSkipJump: samples attacked (it queries per sample).")
+    hsj_max_samples: int = Field(default=32, ge=1, description="HopSkipJump: samples attacked (it queries per sample; was hsj_samples).")
     hsj_iterations: int = Field(default=10, ge=1, description="HopSkipJump: iterations per sample.")
     hsj_max_eval: int = Field(default=200, ge=10, description="HopSkipJump: largest number of queries per gradient estimate.")
     masking_margin: float = Field(default=0.05, ge=0, description="Black-box accuracy may undercut white-box by at most this.")
@@ -100,7 +102,7 @@ class AdversarialRobustness(Check):
         y_all = ctx.y_true()
         rng = ctx.rng(self.id)
         n = len(ev)
-        rows = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)
+        rows = np.sort(rng.choice(n, cfg.max_samples, replace=False)) if n > cfg.max_samples else np.arange(n)
         x_all = torch.from_numpy(ev.take(rows)).float()
         y_t = torch.from_numpy(y_all[rows]).long()
         m = len(rows)
@@ -196,7 +198,7 @@ class AdversarialRobustness(Check):
             run_bb = run_bb or cfg.black_box == "auto"
         if run_bb:
             if bb_kind == "hopskipjump":
-                k = min(cfg.hsj_samples, m)
+                k = min(cfg.hsj_max_samples, m)
                 bb_acc = self._hopskipjump(adapter, x_all[:k], y_all[rows][:k], headline, cfg, clip, ctx, head_norm)
                 bb_name = f"HopSkipJump (decision-based, {k} samples)"
             else:
@@ -298,7 +300,7 @@ class AdversarialRobustness(Check):
         y_all = ctx.y_true()
         rng = ctx.rng(self.id)
         n = len(ev)
-        rows = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)
+        rows = np.sort(rng.choice(n, cfg.max_samples, replace=False)) if n > cfg.max_samples else np.arange(n)
         texts = [str(ev.inputs[i]) for i in rows]
         y = y_all[rows]
         m = len(rows)

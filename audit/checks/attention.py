@@ -13,7 +13,7 @@ Jain, Wallace. "Attention is not Explanation", NAACL 2019.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -70,7 +70,9 @@ def attention_entropy(maps: torch.Tensor, query_mask: torch.Tensor) -> torch.Ten
 class AttentionConfig(CheckConfig):
     """Settings of the ``explanations.attention`` check."""
 
-    n_explain: int = Field(default=8, ge=1, description="Samples whose attention is read: confident errors, least confident predictions, then random.")
+    renamed: ClassVar[dict[str, str]] = {"n_explain": "max_samples"}
+
+    max_samples: int = Field(default=8, ge=1, description="Samples whose attention is read: confident errors, least confident predictions, then random (was n_explain).")
     head_fusion: Literal["mean", "max", "min"] = Field(default="mean", description="How rollout fuses a layer's heads (the paper uses the mean).")
     query: Literal["auto", "first", "mean"] = Field(
         default="auto", description="Whose attention flow explains the prediction: the first ([CLS]) token, the mean over tokens, "
@@ -101,7 +103,7 @@ class Attention(Check):
             raise SkipCheck(f"attention applies to Transformers; this model ({type(adapter).__name__}, {adapter.format}) "
                             "has no attention layers that report their weights.")
         is_text = isinstance(ev.inputs, list)
-        idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.n_explain, len(ev)), ctx.rng(self.id))
+        idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.max_samples, len(ev)), ctx.rng(self.id))
         target = ctx.y_pred()[idx]
         bs = cfg.batch_size or ctx.batch_size
         inputs: Any = [str(ev.inputs[i]) for i in idx] if is_text else ev.take(idx)

@@ -8,7 +8,7 @@ every corruption and severity, so the results are paired.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -26,13 +26,15 @@ from audit.stats import bootstrap_index_chunks, percentile_interval, wilson_inte
 class CorruptionConfig(CheckConfig):
     """Settings of the ``corruption`` check."""
 
+    renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples"}
+
     corruptions: list[str] | None = Field(
         default=None, description="Corruptions to apply (default: all for the input kind). Images: "
         + ", ".join(C.IMAGE_CORRUPTIONS) + "; tabular: " + ", ".join(C.TABULAR_CORRUPTIONS)
         + "; text: " + ", ".join(C.TEXT_CORRUPTIONS) + ".")
     severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(
         default=[1, 2, 3, 4, 5], min_length=1, description="Severities, 1 (mild) to 5 (severe).")
-    n_samples: int = Field(default=500, ge=10, description="Seeded subset of the evaluation set that is corrupted.")
+    max_samples: int = Field(default=500, ge=10, description="Seeded subset of the evaluation set that is corrupted (was n_samples).")
     n_resamples: int = Field(default=500, ge=0, description="Bootstrap resamples for the interval on mean corruption error.")
     n_bins: int = Field(default=15, ge=2, le=100, description="Bins of the ECE under each corruption.")
 
@@ -82,7 +84,7 @@ class CorruptionRobustness(Check):
         names = cfg.corruptions or available
         rng = ctx.rng(self.id)
         n = len(ev)
-        rows_idx = np.sort(rng.choice(n, cfg.n_samples, replace=False)) if n > cfg.n_samples else np.arange(n)
+        rows_idx = np.sort(rng.choice(n, cfg.max_samples, replace=False)) if n > cfg.max_samples else np.arange(n)
         inputs = [ev.inputs[i] for i in rows_idx] if isinstance(ev.inputs, list) else ev.inputs[rows_idx]
         y = y_all[rows_idx]
         m = len(rows_idx)

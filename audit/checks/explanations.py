@@ -11,7 +11,7 @@ reason, never silently dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,10 +35,12 @@ GRADIENT_METHODS = ("integrated_gradients", "saliency", "gradient_shap", "shap")
 class ExplanationsConfig(CheckConfig):
     """Settings of the ``explanations`` check."""
 
+    renamed: ClassVar[dict[str, str]] = {"n_explain": "max_samples"}
+
     methods: list[MethodName] = Field(
         default=["integrated_gradients", "saliency", "gradient_shap", "shap", "lime", "kernel_shap"], min_length=1,
         description="Attribution methods to compute and compare; one that does not apply to the model is listed with the reason.")
-    n_explain: int = Field(default=12, ge=2, description="Samples explained: confident errors, least confident predictions, then random.")
+    max_samples: int = Field(default=12, ge=2, description="Samples explained: confident errors, least confident predictions, then random (was n_explain).")
     errors_fraction: float = Field(default=0.33, ge=0, le=1, description="Share of the explained samples taken from the most confident errors.")
     uncertain_fraction: float = Field(default=0.33, ge=0, le=1, description="Share taken from the least confident predictions; the rest are random.")
     n_steps: int = Field(default=32, ge=4, description="Integrated Gradients steps.")
@@ -146,7 +148,7 @@ class Explanations(Check):
             raise SkipCheck("the inputs are integer token ids: they have no gradients and no meaningful perturbations; "
                             "explain the model through a text adapter with a tokenizer, on raw strings.")
         rng = ctx.rng(self.id)
-        idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.n_explain, len(ev)), rng,
+        idx, reasons = E.pick_samples(ctx.probs(), ev.target, min(cfg.max_samples, len(ev)), rng,
                                      cfg.errors_fraction, cfg.uncertain_fraction)
         target = ctx.y_pred()[idx]
         seed = int(rng.integers(2**31 - 1))

@@ -22,7 +22,7 @@ USENIX Security 2016.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -41,14 +41,16 @@ from audit.stats import wilson_interval
 class ExtractionConfig(CheckConfig):
     """Settings of the ``privacy.extraction`` check."""
 
+    renamed: ClassVar[dict[str, str]] = {"n_eval": "max_samples", "batch_size": "train_batch_size"}
+
     budgets: list[int] = Field(default=[100, 500, 1000], description="Query budgets: victim queries per extraction.")
     thief: Literal["victim", "mlp"] = Field(
         default="victim", description="Thief architecture: a re-initialised copy of the model's own (victim; an MLP "
                                       "where no copy can be made) or a small MLP for the input shape (mlp).")
     epochs: int = Field(default=30, ge=1, description="Training epochs of the thief on the stolen labels.")
     lr: float = Field(default=3e-3, gt=0, description="Adam learning rate of the thief.")
-    batch_size: int = Field(default=64, ge=1, description="Batch size for training the thief.")
-    n_eval: int = Field(default=1000, ge=10, description="At most this many evaluation inputs to measure fidelity on.")
+    train_batch_size: int = Field(default=64, ge=1, description="Samples per step when training the thief (was batch_size; model calls use the audit's batch_size).")
+    max_samples: int = Field(default=1000, ge=10, description="At most this many evaluation inputs to measure fidelity on (was n_eval).")
 
     @field_validator("budgets")
     @classmethod
@@ -225,8 +227,8 @@ class ModelExtraction(Check):
             half = len(ev) // 2
             pool, pool_name = ev.inputs.subset(np.sort(order[:half])), "half of the evaluation set"
             eval_rows = np.sort(order[half:])
-        if len(eval_rows) > cfg.n_eval:
-            eval_rows = np.sort(rng.choice(eval_rows, cfg.n_eval, replace=False))
+        if len(eval_rows) > cfg.max_samples:
+            eval_rows = np.sort(rng.choice(eval_rows, cfg.max_samples, replace=False))
         x_eval = ev.inputs[eval_rows]
         victim_pred = ctx.y_pred()[eval_rows]
         n_classes = int(ctx.logits().shape[1])
@@ -248,7 +250,7 @@ class ModelExtraction(Check):
             used.append(queries)
             thief, description = make_thief(adapter, example, n_classes, cfg.thief, seed)
             thief = copycat_extract(victim_proba, thief, pool, budget=queries, n_classes=n_classes,
-                                    epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
+                                    epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.train_batch_size, seed=seed,
                                     device=adapter.device)
             with torch.no_grad():
                 thief_pred = torch.cat([thief(torch.from_numpy(np.ascontiguousarray(x_eval[i : i + ctx.batch_size],
@@ -306,5 +308,5 @@ class ModelExtraction(Check):
             metrics=metrics, evidence=evidence, dataset="eval", n_samples=n, limitations=limitations,
             method=(f"ART CopycatCNN: for each budget, that many inputs are drawn (seeded) from {pool_name}, labelled "
                     f"with the model's predicted class, and a fresh thief ({description}) is trained on them for "
-                    f"{cfg.epochs} epochs (Adam, lr {cfg.lr:g}, batch {cfg.batch_size}). Fidelity and accuracy are "
+                    f"{cfg.epochs} epochs (Adam, lr {cfg.lr:g}, batch {cfg.train_batch_size}). Fidelity and accuracy are "
                     "measured on evaluation inputs the attacker never queried."))

@@ -21,7 +21,7 @@ Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019.
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -98,6 +98,8 @@ def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 class BackdoorSimulationConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
 
+    renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples"}
+
     rates: list[OpenUnitFloat] = Field(default=[0.01, 0.05, 0.1], min_length=1,
                                description="Poison rates: shares of the training samples given the trigger and the target label.")
     target_class: int = Field(default=0, ge=0, description="Class index the backdoor sends triggered inputs to.")
@@ -114,7 +116,7 @@ class BackdoorSimulationConfig(CheckConfig):
     epochs: int = Field(default=5, ge=1, description="Training epochs of each retraining (recipe or fine-tuning).")
     lr: float = Field(default=1e-3, gt=0, description="Fine-tuning learning rate (the recipe's own is used for recipes).")
     max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference trained on.")
-    n_samples: int = Field(default=1000, ge=10, description="Seeded subset of the evaluation set measured on.")
+    max_samples: int = Field(default=1000, ge=10, description="Seeded subset of the evaluation set measured on (was n_samples).")
     max_parameters: int = Field(default=5_000_000, ge=1, description="Skip fine-tuning models with more parameters (budget).")
     include_baseline: bool = Field(default=True, description="Also retrain at rate 0 (the pipeline's clean baseline).")
 
@@ -152,7 +154,7 @@ class BackdoorSimulation(Check):
         train_fn, how = self._pipeline(ctx, cfg)
         rng = ctx.rng(self.id)
         tr = _subsample(len(x_ref_all), cfg.max_train_samples, rng)
-        ev = _subsample(len(x_ev_all), cfg.n_samples, rng)
+        ev = _subsample(len(x_ev_all), cfg.max_samples, rng)
         x_tr, y_tr = x_ref_all[tr].astype(np.float32), ref.target[tr].astype(np.int64)
         x_ev, y_ev = x_ev_all[ev].astype(np.float32), y_ev_all[ev]
         victims = y_ev != cfg.target_class
@@ -311,9 +313,11 @@ def _neural_cleanse_blocker(adapter: Any, k: int, n_params: int, cfg: BackdoorSc
 class BackdoorScanConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_scan``."""
 
-    n_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on.")
+    renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples", "batch_size": "train_batch_size"}
+
+    max_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on (was n_samples).")
     steps: int = Field(default=300, ge=10, description="Neural Cleanse optimisation steps at most (all classes at once, in forward passes of at most the audit's batch_size rows).")
-    batch_size: int = Field(default=32, ge=1, description="Neural Cleanse samples per step and class.")
+    train_batch_size: int = Field(default=32, ge=1, description="Neural Cleanse samples per step and class (was batch_size; model calls use the audit's batch_size).")
     early_stop_patience: int = Field(
         default=50, ge=0, description="Neural Cleanse: a class stops once it has a working trigger and its smallest "
                                       "mask has not shrunk by 1% for this many steps (0 runs every class for all steps).")
@@ -321,7 +325,7 @@ class BackdoorScanConfig(CheckConfig):
     init_cost: float = Field(default=1e-3, gt=0, description="Neural Cleanse initial weight of the mask's L1 norm.")
     success_threshold: float = Field(default=0.99, gt=0, le=1, description="Trigger success a reverse-engineered trigger must reach.")
     max_classes: int = Field(default=50, ge=5, description="Skip Neural Cleanse for models with more classes (it optimises one trigger per class).")
-    max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × batch_size forward and backward passes).")
+    max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × train_batch_size forward and backward passes).")
     anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes).")
     max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference, stratified by label, the ART defences examine (drawn before its features are computed).")
     nb_dims: int = Field(default=10, ge=1, description="ActivationDefence: PCA dimensions of the penultimate features.")
@@ -366,7 +370,7 @@ class BackdoorScan(Check):
         suspected: list[int] = []
         per_class: dict[int, list[Any]] = {c: [names[c]] for c in range(k)}
         # ------------------------------------------------------------------ Neural Cleanse
-        rows = _subsample(len(x_ev_all), cfg.n_samples, rng)
+        rows = _subsample(len(x_ev_all), cfg.max_samples, rng)
         x = x_ev_all[rows].astype(np.float32)
         channel_axis = adapter.input_kind == "image" and x.ndim == 4
         if adapter.input_kind == "image" or x.ndim != 2:
@@ -379,7 +383,7 @@ class BackdoorScan(Check):
                                "out-of-range backdoor the target had the smallest trigger but an anomaly index of "
                                "only 2.0-2.4, below the threshold; read the per-class trigger sizes, not only the verdict.")
         found = reverse_engineer_triggers(adapter.logits, x, k, low=low, high=high, channel_axis=channel_axis,
-                                          steps=cfg.steps, batch_size=cfg.batch_size, max_batch=ctx.batch_size,
+                                          steps=cfg.steps, batch_size=cfg.train_batch_size, max_batch=ctx.batch_size,
                                           lr=cfg.lr, init_cost=cfg.init_cost, success_threshold=cfg.success_threshold,
                                           early_stop_patience=cfg.early_stop_patience,
                                           device=adapter.device, seed=int(rng.integers(0, 2**31)))
