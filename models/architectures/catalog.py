@@ -11,6 +11,7 @@ from models.zoo import create_model, list_models
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "lenet5": ("cnn", "image", "(N, C, H, W) float"),
     "resnet8": ("resnet", "image", "(N, C, H, W) float"),
+    "resnet18": ("resnet", "image", "(N, C, H, W) float"),
     "vit": ("vision-transformer", "image", "(N, C, H, W) float"),
     "mlp": ("mlp", "tabular", "(N, F) float"),
     "lstm": ("rnn", "sequence", "(N, T) int64 ids; (N, T, F) float with n_features"),

@@ -53,3 +53,31 @@ class ResNet8(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
+
+
+@register_model("resnet18")
+class ResNet18(nn.Module):
+    """ResNet-18, CIFAR-style: a 3×3 stem (no max-pool) and four stages of two basic blocks (widths
+    w, 2w, 4w, 8w; strides 1, 2, 2, 2), global pooling, a linear head. With ``width=64`` it is the
+    11.2M-parameter network of He et al. used on 32×32 images; smaller widths make test-size copies.
+    The final ``nn.Linear``'s input (the pooled 8w vector) is the penultimate feature.
+
+    References
+    ----------
+    He, Zhang, Ren, Sun, "Deep residual learning for image recognition", CVPR 2016.
+    """
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 10, width: int = 64, image_size: int | None = None) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages, c_in = [], width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            c_out = width * 2**i
+            stages += [_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.layers = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))

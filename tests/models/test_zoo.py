@@ -14,6 +14,7 @@ B, T = 3, 7
 SMALL = {  # tiny constructor arguments and an input batch of the right kind
     "lenet5": ({"n_classes": 10}, lambda g: torch.rand(B, 1, 8, 8, generator=g)),
     "resnet8": ({"n_classes": 10, "width": 4}, lambda g: torch.rand(B, 1, 8, 8, generator=g)),
+    "resnet18": ({"n_classes": 10, "width": 4, "in_channels": 1}, lambda g: torch.rand(B, 1, 8, 8, generator=g)),
     "vit": ({"n_classes": 10, "dim": 16}, lambda g: torch.rand(B, 1, 8, 8, generator=g)),
     "mlp": ({"n_features": 5, "n_classes": 3}, lambda g: torch.randn(B, 5, generator=g)),
     "lstm": ({"vocab_size": 30, "n_classes": 2}, lambda g: torch.randint(1, 30, (B, T), generator=g)),
@@ -106,7 +107,7 @@ def test_bad_arguments_are_input_errors() -> None:
 
 def test_describe_models_pattern() -> None:
     rows = describe_models("r*")
-    assert [r.name for r in rows] == ["resnet8"]
+    assert [r.name for r in rows] == ["resnet18", "resnet8"]
     assert rows[0].family == "resnet" and rows[0].input_kind == "image" and rows[0].n_params > 0
 
 
@@ -137,3 +138,10 @@ def test_models_package_imports_nothing_of_audit() -> None:
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if re.search(r"^\s*(from|import)\s+(audit|reports|cli)\b", p.read_text(), flags=re.M)]
     assert offenders == []
+
+
+def test_resnet18_is_the_standard_size() -> None:
+    """At width 64 on 3 channels, 10 classes: the 11,173,962 parameters of the CIFAR ResNet-18."""
+    model = create_model("resnet18")
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
