@@ -134,7 +134,7 @@ class AuditContext:
 
         def compute() -> torch.Tensor:
             advance = self.progress(f"model logits on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
-            out = self.adapter.predict_logits(ds.take(rows), batch_size=self.batch_size, progress=advance)
+            out = self.adapter.predict_logits(ds.select(rows), batch_size=self.batch_size, progress=advance)
             if name != "eval":
                 _refuse_nonfinite(name, ds, out, rows)
             return out
@@ -153,7 +153,7 @@ class AuditContext:
         def compute() -> torch.Tensor:
             advance = self.progress(f"features on {len(rows)} of {len(ds)} '{name}' samples", len(rows))
             try:
-                return self.adapter.predict_features(ds.take(rows), batch_size=self.batch_size,
+                return self.adapter.predict_features(ds.select(rows), batch_size=self.batch_size,
                                                      progress=advance)
             except NotImplementedError as exc:
                 raise SkipCheck(str(exc)) from None

@@ -67,6 +67,12 @@ class AuditDataset:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def select(self, rows: np.ndarray) -> Rows | list[str]:
+        """The inputs of rows ``rows``, unread: a view the model reads a batch at a time (a list for text)."""
+        if isinstance(self.inputs, list):
+            return [self.inputs[int(i)] for i in rows]
+        return self.inputs.subset(np.asarray(rows, dtype=np.int64))
+
     def take(self, rows: np.ndarray) -> np.ndarray | list[str]:
         """Model-ready inputs of rows ``rows`` (a list of strings for text): only those rows are read."""
         if isinstance(self.inputs, list):

@@ -120,7 +120,7 @@ class Rows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def subset(self, rows: np.ndarray) -> Rows:
-        """A view of rows ``rows`` (sorted, original indices); nothing is read."""
+        """A view of rows ``rows`` (indices into this source, in any order); nothing is read."""
         return _Subset(self, np.asarray(rows, dtype=np.int64))
 
     def value_range(self) -> tuple[float, float]:

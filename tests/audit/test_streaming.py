@@ -181,6 +181,42 @@ def test_rows_index_like_the_array_they_stand_for(tmp_path: Path) -> None:
         np.testing.assert_array_equal(again[:], ref)
 
 
+class CountingRows(ArrayRows):
+    """In-memory rows that record how many rows each read decodes."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array, np.float32)
+        self.reads: list[int] = []
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        self.reads.append(len(rows))
+        return super()._read(rows)
+
+
+def test_the_model_reads_a_set_and_a_capped_sample_a_batch_at_a_time() -> None:
+    """Logits and features of the whole set, and of a capped sample of rows (logits_for / features_for), are
+    computed from reads of at most batch_size rows: no sample is decoded whole."""
+    from torch import nn
+
+    from audit.context import AuditContext
+    from models.adapter import TorchAdapter
+
+    torch.manual_seed(0)
+    rows = CountingRows(np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32))
+    ds = AuditDataset(name="eval", inputs=rows, target=np.arange(300) % 2, class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="tabular", path="-", format="npz", sha256="-")
+    adapter = TorchAdapter(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval(), input_kind="tabular",
+                           device=torch.device("cpu"))
+    ctx = AuditContext(adapter, {"eval": ds}, batch_size=32)
+    pick = np.sort(np.random.default_rng(1).choice(300, 150, replace=False))
+    sample = ctx.logits_for("eval", pick)
+    ctx.features_for("eval", pick)
+    assert rows.reads and max(rows.reads) <= 32 and sum(rows.reads) == 2 * 150
+    whole = ctx.logits("eval")
+    assert max(rows.reads) <= 32 and sum(rows.reads) == 2 * 150 + 300
+    torch.testing.assert_close(sample, whole[torch.from_numpy(pick)])  # other batches: float rounding only
+
+
 def test_taken_rows_are_copies(tmp_path: Path) -> None:
     """A check that writes into the rows it took never changes the data set."""
     x = np.zeros((4, 3), np.float32)
