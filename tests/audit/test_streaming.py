@@ -22,7 +22,7 @@ from audit.config import DataSpec, load_config
 from audit.data import AuditDataset, load_dataset
 from audit.errors import InputError
 from audit.registry import list_checks
-from audit.rows import ArrayRows, FileRows, ImageRows, MappedRows, ParquetRows
+from audit.rows import ArrayRows, FileRows, ImageRows, MappedRows, ParquetRows, Rows
 from audit.runner import audit_adapter, load_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,13 @@ def audit_both(overrides: dict, checks: list[str], in_memory: dict[str, np.ndarr
     cfg = load_config(None, {"device": "cpu", **overrides}, FAST + only(*checks))
     adapter, streamed = load_inputs(cfg)
     held = {role: dataclasses.replace(ds, inputs=in_memory[role]) for role, ds in streamed.items()}
-    a = numbers(audit_adapter(cfg, adapter, streamed))
+
+    def whole(self: Rows, *args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("a check coerced a whole data set with numpy; take rows, or say materialize()")
+
+    with pytest.MonkeyPatch.context() as patch:  # no check reads a streamed set whole by accident
+        patch.setattr(Rows, "__array__", whole)
+        a = numbers(audit_adapter(cfg, adapter, streamed))
     b = numbers(audit_adapter(cfg, adapter, dict(held)))
     return a, b, streamed
 
