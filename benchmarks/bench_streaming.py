@@ -108,8 +108,10 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--max-bytes", default=None, help="data.eval.max_bytes, e.g. 256MiB")
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 whole-load reference")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to the audit")
     args = parser.parse_args()
     extra = [] if args.max_samples is None else ["--max-samples", str(args.max_samples)]
+    extra += [flag for kv in args.set for flag in ("--set", kv)]
     extra += [] if args.max_bytes is None else ["--set", f"data.eval.max_bytes={args.max_bytes}"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -123,7 +125,7 @@ def main() -> None:
             data.unlink()
     base = rows[0][2]
     print(f"images 3x{args.size}x{args.size} uint8, uncompressed npz; audit: performance + ood"
-          + (f"; --max-samples {args.max_samples}" if args.max_samples else ""))
+          + (f"; --max-samples {args.max_samples}" if args.max_samples else "") + "".join(f"; {kv}" for kv in args.set))
     print(f"{'N':>8} {'file MB':>9} {'audit peak MB':>14} {'increase MB':>12} {'exit':>5} {'seconds':>8} "
           f"{'float32 whole-load peak MB':>27}")
     for n, file_mb, mb, code, seconds, whole in rows:
