@@ -161,13 +161,16 @@ def _char_edit(word: str, rng: "np.random.Generator") -> str:  # noqa: F821 - nu
 
 
 def char_edit_attack(predict_proba: Callable[[list[str]], "np.ndarray"], texts: list[str], labels: "np.ndarray",  # noqa: F821
-                     *, budget: int = 3, candidates: int = 16, seed: int = 0) -> tuple[list[str], "np.ndarray"]:  # noqa: F821
+                     *, budget: int = 3, candidates: int = 16, seed: int = 0,
+                     max_queries: int | None = None) -> tuple[list[str], "np.ndarray", "np.ndarray"]:  # noqa: F821
     """Greedy black-box character-edit attack under an edit budget.
 
     Each round proposes ``candidates`` single-character edits (swap, deletion, insertion) per
     text, scores all of them in one batch, and keeps the edit that lowers the true-class
     probability most; it stops for a text once the prediction flips. Returns the adversarial
-    texts and the number of edits used per text (0 where the first prediction was already wrong).
+    texts, the number of edits used per text (0 where the first prediction was already wrong) and
+    the texts scored per text (the original and every proposal): at most ``max_queries`` when given,
+    the last round's proposals cut to what is left of it.
     """
     import numpy as np
 
@@ -175,15 +178,18 @@ def char_edit_attack(predict_proba: Callable[[list[str]], "np.ndarray"], texts: 
     current = list(texts)
     probs = predict_proba(current)
     edits = np.zeros(len(texts), dtype=np.int64)
+    queries = np.ones(len(texts), dtype=np.int64)
+    cap = max_queries if max_queries is not None else 1 + budget * candidates
     active = probs.argmax(1) == labels
     for _ in range(budget):
+        active &= queries < cap
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
         proposals, owner = [], []
         for i in idx:
             words = current[i].split(" ")
-            for _ in range(candidates):
+            for _ in range(min(candidates, cap - int(queries[i]))):
                 j = int(rng.integers(0, len(words)))
                 cand = words.copy()
                 cand[j] = _char_edit(cand[j], rng)
@@ -194,9 +200,10 @@ def char_edit_attack(predict_proba: Callable[[list[str]], "np.ndarray"], texts: 
         true_p = p[np.arange(len(proposals)), labels[owner_arr]]
         for i in idx:
             mine = np.flatnonzero(owner_arr == i)
+            queries[i] += len(mine)
             best = mine[np.argmin(true_p[mine])]
             current[i] = proposals[best]
             edits[i] += 1
             if p[best].argmax() != labels[i]:
                 active[i] = False
-    return current, edits
+    return current, edits, queries

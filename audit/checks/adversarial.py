@@ -31,6 +31,7 @@ from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.rows import as_array
 from audit.stats import wilson_interval
+from audit import text_attacks, text_words
 from audit.text_scorer import TextScorer
 from models.adapter import ModelAdapter
 
@@ -64,6 +65,25 @@ class AdversarialConfig(CheckConfig):
                                    "(std; features on different scales get comparable budgets) or in raw units.")
     text_edit_budget: int = Field(default=3, ge=1, description="Text models: character edits allowed per text.")
     text_candidates: int = Field(default=16, ge=1, description="Text models: candidate edits scored per text and round.")
+    text_recipes: list[Literal["char_edit", "pwws"]] = Field(
+        default=["char_edit", "pwws"], min_length=1,
+        description="Text models: attack recipes run — greedy character edits (char_edit) and PWWS-style WordNet synonym "
+                    "substitution (pwws, needs the WordNet database: apt-get install wordnet-base). The headline is "
+                    "the strongest recipe.")
+    text_max_queries: int = Field(default=300, ge=2, description="Text models: texts scored per attacked text at most, "
+                                                                 "for every recipe (the query budget).")
+    text_max_words_changed: float = Field(default=0.25, gt=0, le=1,
+                                          description="pwws: largest share of a text's words replaced (at least one).")
+    text_synonyms: int = Field(default=16, ge=1, description="pwws: WordNet synonyms tried per word.")
+    text_min_similarity: float = Field(
+        default=0.8, ge=-1, le=1, description="pwws: least cosine similarity between the MiniLM sentence embeddings "
+                                              "of a candidate and its original text.")
+    text_require_similarity: bool = Field(
+        default=True, description="pwws: when the MiniLM sentence encoder cannot load, skip the recipe (true) or run "
+                                  "it without the similarity constraint, said in the result (false).")
+    wordnet_dir: str | None = Field(
+        default=None, description="pwws: folder of the WordNet 3.0 database files (default: $WNSEARCHDIR, else "
+                                  "/usr/share/wordnet, where Debian's wordnet-base installs them).")
 
     @model_validator(mode="after")
     def _budgets(self) -> AdversarialConfig:
@@ -85,9 +105,10 @@ class AdversarialRobustness(Check):
     uses = ("gradients",)
     Config = AdversarialConfig
     metric_names = ("robust_accuracy", "clean_accuracy", "attack_success_rate", "safeguards_tripped",
-                    "accuracy_under_attack", "mean_perturbation", "flip_rate")
+                    "accuracy_under_attack", "mean_perturbation", "flip_rate", "words_changed", "queries_per_text",
+                    "semantic_similarity")
     #: Built-in conditions (warn): the strongest attack at the headline ε flips more than half of the correct
-    #: predictions (images, tabular), or character edits flip more than half of them (text). A tripped
+    #: predictions (images, tabular), or the strongest text recipe flips more than half of them (text). A tripped
     #: gradient-masking safeguard warns through the status floor. A config threshold on the same metric replaces one.
     default_thresholds = {"attack_success_rate": ThresholdSpec(max=0.5, level="warn"),
                           "flip_rate": ThresholdSpec(max=0.5, level="warn")}
@@ -293,9 +314,7 @@ class AdversarialRobustness(Check):
                                    f"{cfg.restarts} restart(s). Square (ART) when run: {cfg.black_box_queries} iterations."))
 
     def _text(self, ctx: AuditContext, cfg: AdversarialConfig) -> CheckOutput:
-        """Character edits under an edit budget, black-box (greedy search on the predicted probabilities)."""
-        from audit.attacks import char_edit_attack
-
+        """Word-level recipes under a query budget, black-box (greedy searches on the predicted probabilities)."""
         adapter, ev = ctx.adapter, ctx.dataset("eval")
         y_all = ctx.y_true()
         rng = ctx.rng(self.id)
@@ -304,39 +323,60 @@ class AdversarialRobustness(Check):
         texts = [str(ev.inputs[i]) for i in rows]
         y = y_all[rows]
         m = len(rows)
-
-        # The search proposes the same edited text more than once, and the final texts were all scored
-        # during it: each unique text reaches the model once (audit.text_scorer).
-        proba = TextScorer(adapter, ctx.batch_size).probs
-        adv, edits = char_edit_attack(proba, texts, y, budget=cfg.text_edit_budget, candidates=cfg.text_candidates,
-                                      seed=int(rng.integers(0, 2**31)))
+        # ---- measure: every recipe through one memoising scorer (each unique text reaches the model once)
+        scorer = TextScorer(adapter, ctx.batch_size)
+        runs, skipped, similarity, sim_reason = text_attacks.run_recipes(
+            scorer.probs, texts, y, cfg.text_recipes, device=str(adapter.device), seed=int(rng.integers(0, 2**31)),
+            **text_attacks.recipe_settings(cfg))
+        if not runs:
+            raise SkipCheck("; ".join(skipped.values()))
+        # ---- judge
         clean = ctx.y_pred()[rows] == y
-        after = proba(adv).argmax(1) == y
-        flipped = clean & ~after
-        robust = float(after.mean())
-        lo, hi = wilson_interval(int(after.sum()), m)
+        metrics: list[Metric] = []
+        table: list[list[Any]] = []
+        examples: list[list[Any]] = []
+        for name in cfg.text_recipes:
+            if name in skipped:
+                metrics += [Metric(name=k, value=None, n=0, group=name, method=f"not measured: {skipped[name]}")
+                            for k in ("robust_accuracy", "flip_rate")]
+                table.append([name, None, None, None, None, None, None, None, skipped[name]])
+                continue
+            stats = text_attacks.recipe_stats(scorer.probs, texts, y, clean, runs[name], similarity)
+            metrics += text_attacks.recipe_metrics(name, stats, m, sim_reason)
+            table.append([name, round(stats.robust, 4), round(stats.ci[0], 4), round(stats.ci[1], 4),
+                          None if stats.flip_rate is None else round(stats.flip_rate, 4),
+                          None if stats.words_changed is None else round(stats.words_changed, 4),
+                          round(stats.queries, 1), None if stats.similarity is None else round(stats.similarity, 4),
+                          ""])
+            examples += [[name, *text_words.mark_changes(texts[i], runs[name].adversarial[i]),
+                          ctx.class_names[int(y[i])], ctx.class_names[int(stats.after_pred[i])]]
+                         for i in np.flatnonzero(stats.flipped)[:5]]
+        strongest = min(runs, key=lambda r: next(x.value for x in metrics if x.name == "robust_accuracy" and x.group == r))
+        head = {x.name: x for x in metrics if x.group == strongest}
         n_clean = int(clean.sum())
-        metrics = [
-            Metric(name="robust_accuracy", value=robust, ci_low=lo, ci_high=hi, ci_level=0.95, n=m, higher_is_better=True,
-                   method=f"accuracy after a greedy character-edit attack with at most {cfg.text_edit_budget} edits per text "
-                          f"({cfg.text_candidates} candidates per round); Wilson 95% interval"),
+        metrics[:0] = [
+            head["robust_accuracy"].model_copy(update={"group": None, "method": f"strongest recipe ({strongest}): "
+                                                       + head["robust_accuracy"].method}),
             Metric(name="clean_accuracy", value=float(clean.mean()), n=m, higher_is_better=True,
                    method=f"accuracy on the same {m} unedited texts"),
-            Metric(name="flip_rate", value=float(flipped.sum() / n_clean) if n_clean else None, n=n_clean,
-                   higher_is_better=False, method="share of correctly classified texts whose prediction the edits flip"),
+            head["flip_rate"].model_copy(update={"group": None, "method": f"strongest recipe ({strongest}): "
+                                                 + head["flip_rate"].method}),
         ]
-        examples = [[texts[i], adv[i], int(edits[i]), ctx.class_names[int(y[i])]]
-                    for i in np.flatnonzero(flipped)[:10]]
+        # ---- present
+        flip = head["flip_rate"].value
         return CheckOutput(
-            summary=(f"Character edits (≤ {cfg.text_edit_budget} per text) flip {metrics[2].value or 0:.1%} of correct "
-                     f"predictions; robust accuracy {robust:.3f} (clean {clean.mean():.3f}) on {m} texts."),
+            summary=(f"The strongest text attack ({strongest}, ≤ {cfg.text_max_queries} queries per text) flips "
+                     f"{flip or 0:.1%} of {n_clean} correct predictions; robust accuracy "
+                     f"{head['robust_accuracy'].value:.3f} (clean {clean.mean():.3f}) on {m} texts."
+                     + (f" Not run: {'; '.join(f'{k} ({v})' for k, v in skipped.items())}." if skipped else "")),
             metrics=metrics, dataset="eval", n_samples=m,
-            evidence=[Table(title="Texts whose prediction flipped", columns=["original", "edited", "edits", "true class"],
-                            rows=examples)],
-            method=("Black-box: each round proposes single-character swaps, deletions and insertions in random words, "
-                    "scores them in one batch and keeps the edit that lowers the true-class probability most."),
-            limitations=["Typo-style edits only; synonym substitution from an embedding neighbourhood is not implemented.",
-                         "A greedy search gives an upper bound on robust accuracy."])
+            evidence=[Table(title="Text attack recipes", columns=["recipe", "robust accuracy", "CI low", "CI high",
+                                                                 "flip rate", "words changed (share)", "queries per text",
+                                                                 "semantic similarity", "not run because"], rows=table),
+                      Table(title="Texts whose prediction flipped (changed words in ⟦…⟧)",
+                            columns=["recipe", "original", "adversarial", "true class", "new class"], rows=examples)],
+            method=text_attacks.method_text(cfg.text_recipes, settings=text_attacks.recipe_settings(cfg)),
+            limitations=text_attacks.limitations(skipped, sim_reason, cfg.text_min_similarity, ran=list(runs)))
 
     @staticmethod
     def _hopskipjump(adapter: Any, x: torch.Tensor, y: np.ndarray, eps: float, cfg: AdversarialConfig,

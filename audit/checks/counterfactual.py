@@ -21,7 +21,6 @@ Garg et al. "Counterfactual Fairness in Text Classification through Robustness",
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import bootstrap_index_chunks, percentile_interval
 from audit.text_scorer import TextScorer
+from audit.text_words import swap, swapper
 
 
 class CounterfactualConfig(CheckConfig):
@@ -83,28 +83,6 @@ def load_terms(cfg: CounterfactualConfig) -> dict[str, dict[str, list[str]]]:
             raise InputError(f"identity terms axis {axis!r} in {source} needs at least two groups with word lists of "
                              f"equal length (aligned by position); got {lengths}.")
     return terms
-
-
-def _match_case(word: str, like: str) -> str:
-    if like.isupper() and len(like) > 1:
-        return word.upper()
-    if like[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
-
-
-def swapper(source: list[str], target: list[str]) -> tuple[re.Pattern[str], dict[str, str]]:
-    """A whole-word, case-insensitive pattern of ``source`` words and their replacement map."""
-    mapping: dict[str, str] = {}
-    for s, t in zip(source, target):
-        mapping.setdefault(s.lower(), t)  # the first alignment wins for repeated words
-    words = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
-    return pattern, mapping
-
-
-def swap(text: str, pattern: re.Pattern[str], mapping: dict[str, str]) -> str:
-    return pattern.sub(lambda m: _match_case(mapping[m.group(0).lower()], m.group(0)), text)
 
 
 @register_check("fairness.counterfactual_text")

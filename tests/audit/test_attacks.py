@@ -275,20 +275,20 @@ def test_char_edit_attack_edits_until_the_prediction_flips_within_the_budget() -
     # "goodgo" (6 characters): P(pos) 0.85; one insertion makes it 0.75 ... it needs 4 insertions to fall below 0.5;
     # deletions raise it. The greedy search must pick insertions (the edit that lowers P(pos) most) every round.
     texts, labels = ["goodgo", "goodgo", "abcdefghijkl"], np.array([1, 1, 1])
-    adv, edits = char_edit_attack(Graded(), texts, labels, budget=4, candidates=24, seed=0)
+    adv, edits, _ = char_edit_attack(Graded(), texts, labels, budget=4, candidates=24, seed=0)
     assert len(adv[0]) == 10 and list(edits) == [4, 4, 0]  # the third was already wrong
     assert adv[2] == texts[2]
     assert Graded()(adv[:1])[0].argmax() == 0  # flipped after exactly 4 edits
-    short, n_short = char_edit_attack(Graded(), texts[:1], labels[:1], budget=3, candidates=24, seed=0)
+    short, n_short, _ = char_edit_attack(Graded(), texts[:1], labels[:1], budget=3, candidates=24, seed=0)
     assert len(short[0]) == 9 and list(n_short) == [3]  # the budget stops it before the flip
     # once flipped, a text is not edited further
-    long, n_long = char_edit_attack(Graded(), texts[:1], labels[:1], budget=8, candidates=24, seed=0)
+    long, n_long, _ = char_edit_attack(Graded(), texts[:1], labels[:1], budget=8, candidates=24, seed=0)
     assert list(n_long) == [4] and len(long[0]) == 10
     assert edits.dtype.kind == "i"
     # seeded: the same seed gives the same texts, and the defaults are 3 edits of 16 candidates with seed 0
     assert char_edit_attack(Graded(), texts, labels, budget=4, candidates=24, seed=0)[0] == adv
-    default, n_default = char_edit_attack(Graded(), texts, labels)
-    explicit, n_explicit = char_edit_attack(Graded(), texts, labels, budget=3, candidates=16, seed=0)
+    default, n_default, _ = char_edit_attack(Graded(), texts, labels)
+    explicit, n_explicit, _ = char_edit_attack(Graded(), texts, labels, budget=3, candidates=16, seed=0)
     assert default == explicit and list(n_default) == list(n_explicit) == [3, 3, 0]
 
 
@@ -311,7 +311,7 @@ def test_char_edit_attack_edits_inside_words_and_keeps_the_rest_of_the_text() ->
 
     from audit.attacks import char_edit_attack
 
-    adv, edits = char_edit_attack(ThreeLowercaseWords(), ["abcd goodx films"], np.array([1]), budget=3, candidates=32)
+    adv, edits, _ = char_edit_attack(ThreeLowercaseWords(), ["abcd goodx films"], np.array([1]), budget=3, candidates=32)
     assert list(edits) == [3] and adv[0].count(" ") == 2 and ThreeLowercaseWords()(adv)[0].argmax() == 1
-    kept, n_kept = char_edit_attack(Graded(), ["go\nx  z"], np.array([1]), budget=2, candidates=8)
+    kept, n_kept, _ = char_edit_attack(Graded(), ["go\nx  z"], np.array([1]), budget=2, candidates=8)
     assert list(n_kept) == [2] and kept[0].count("\n") == 1 and "  " in kept[0] and len(kept[0]) == len("go\nx  z") + 2

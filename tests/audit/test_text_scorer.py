@@ -200,8 +200,8 @@ def test_the_character_edit_search_scores_each_proposal_once_and_finds_the_same_
     assert cached.evidence[0].rows == plain.evidence[0].rows
     # and the search itself, called with the scorer or with the bare model, returns the same texts
     bare = lambda batch: torch.softmax(adapter.predict_logits(batch), 1).numpy()  # noqa: E731
-    adv, edits = char_edit_attack(TextScorer(adapter, 4).probs, texts, y, seed=5)
-    adv_bare, edits_bare = char_edit_attack(bare, texts, y, seed=5)
+    adv, edits, _ = char_edit_attack(TextScorer(adapter, 4).probs, texts, y, seed=5)
+    adv_bare, edits_bare, _ = char_edit_attack(bare, texts, y, seed=5)
     assert adv == adv_bare and edits.tolist() == edits_bare.tolist() and edits.sum() > 0
 
 

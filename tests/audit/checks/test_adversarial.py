@@ -211,11 +211,13 @@ def test_text_character_edits_flip_a_word_sensitive_model() -> None:
                       feature_names=None, input_kind="text", path="mem", format="csv", sha256="0")
     ctx = AuditContext(WordModel(), {"eval": ds}, seed=0)
     out = AdversarialRobustness(AdversarialConfig(text_edit_budget=2, text_candidates=32)).run(ctx)
-    m = {x.name: x.value for x in out.metrics}
+    m = {x.name: x.value for x in out.metrics if x.group is None}
     # Every "pos" text hinges on one word: one edit to "good" flips it; the "neg" text cannot be flipped.
     assert m["clean_accuracy"] == 1.0 and m["flip_rate"] == pytest.approx(0.75) and m["robust_accuracy"] == 0.25
-    for original, edited, n_edits, _ in out.evidence[0].rows:
-        assert "good" in original.split() and "good" not in edited.split() and 1 <= n_edits <= 2
+    assert m["robust_accuracy"] == next(x.value for x in out.metrics if x.group == "char_edit")
+    for recipe, original, edited, true, new in out.evidence[1].rows:
+        if recipe == "char_edit":
+            assert "⟦good⟧" in original.split() and "⟦good⟧" not in edited.split() and (true, new) == ("pos", "neg")
     # A text model whose correct predictions flip this easily is not robust: the built-in condition warns
     # (issue 12: a HF text model flipping 78% got adversarial PASS); the image-only attack_success_rate does not apply.
     from audit.runner import judge
