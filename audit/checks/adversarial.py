@@ -76,7 +76,7 @@ class AdversarialConfig(CheckConfig):
                                           description="pwws: largest share of a text's words replaced (at least one).")
     text_synonyms: int = Field(default=16, ge=1, description="pwws: WordNet synonyms tried per word.")
     text_min_similarity: float = Field(
-        default=0.8, ge=-1, le=1, description="pwws: least cosine similarity between the MiniLM sentence embeddings "
+        default=0.8, ge=0, le=1, description="pwws: least cosine similarity between the MiniLM sentence embeddings "
                                               "of a candidate and its original text.")
     text_require_similarity: bool = Field(
         default=True, description="pwws: when the MiniLM sentence encoder cannot load, skip the recipe (true) or run "

@@ -39,7 +39,9 @@ FAST = [
 
 #: Declared names a check cannot emit in the image setting, and why.
 IMAGE_NOT_EMITTED = {
-    "adversarial": {"flip_rate": "text models only (character edits)"},
+    "adversarial": {"flip_rate": "text models only (text attack recipes)",
+                    "words_changed": "text models only", "queries_per_text": "text models only",
+                    "semantic_similarity": "text models only"},
     "explanations": {"shap_efficiency_error": "KernelSHAP runs on tabular and text inputs only"},
     "efficiency": {"energy_per_1000_wh": "measure_energy is off (CodeCarbon is slow)",
                    "co2_per_1000_g": "measure_energy is off", "yearly_energy_kwh": "measure_energy is off",
@@ -52,7 +54,7 @@ IMAGE_SKIPPED = {"explanations.attention", "fairness.counterfactual_text", "drif
 IMAGE_LACKS = {"attention", "raw_text"}
 #: Declared names the text checks cannot emit, and why.
 TEXT_NOT_EMITTED = {
-    "adversarial": {"attack_success_rate": "L∞/L2 attacks only; text models get the character-edit flip_rate",
+    "adversarial": {"attack_success_rate": "L∞/L2 attacks only; text models get the flip_rate of their recipes",
                     "safeguards_tripped": "gradient-masking safeguards apply to gradient attacks only",
                     "accuracy_under_attack": "per-ε curves of gradient attacks only",
                     "mean_perturbation": "L∞/L2 perturbation sizes only"},
