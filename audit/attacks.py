@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.adapter import ModelAdapter
+
 Norm = Literal["linf", "l2"]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,8 +54,10 @@ def _modules_of(logits_fn: LogitsFn) -> list[nn.Module]:
     """The modules whose parameters ``logits_fn`` uses: itself, or an adapter's model and preprocessing."""
     if isinstance(logits_fn, nn.Module):
         return [logits_fn]
-    owner = getattr(logits_fn, "__self__", None)
-    return [m for m in (getattr(owner, "module", None), getattr(owner, "preprocess", None)) if isinstance(m, nn.Module)]
+    owner = getattr(logits_fn, "__self__", None)  # a bound method's object: an adapter, or anything else
+    if not isinstance(owner, ModelAdapter):
+        return []
+    return [m for m in (owner.torch_model, owner.preprocess) if isinstance(m, nn.Module)]
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from audit.results import AuditResult, CompareEntry, ComparisonResult, FileRecor
 from audit.rows import as_array
 from audit.runner import audit_adapter, build_checks, load_inputs, probed_context
 from audit.threads import apply_threads
-from models.adapter import TokenizedTextAdapter
+from models.adapter import TokenizedTextAdapter, TorchAdapter
 from models.errors import ModelInputError
 from models.loaders import load_model
 
@@ -94,7 +94,7 @@ def _variant_source(base: Any, spec: str) -> tuple[Any, Any]:
     # tokenizer again.
     text = base if isinstance(base, TokenizedTextAdapter) else None
     torch_base = text.inner if text is not None else base
-    if getattr(torch_base, "module", None) is None:
+    if not isinstance(torch_base, TorchAdapter):
         raise InputError(f"variants are built from a torch model; this model is {base.format}. Use --with FILE instead.")
     return torch_base, text
 
@@ -187,7 +187,7 @@ def _training_data(V: Any, spec: str, base: Any, datasets: dict[str, Any], seed:
     from audit.attacks import pgd
 
     # fine-tuning reads data.reference whole (its memory budget covers it)
-    return {"x": as_array(ref.inputs), "y": ref.target, "preprocess": getattr(base, "preprocess", None),
+    return {"x": as_array(ref.inputs), "y": ref.target, "preprocess": base.preprocess,
             "clip": base.input_range, "seed": seed, "attack": pgd}
 
 

@@ -23,14 +23,12 @@ Petsiuk et al. 2018 (deletion / insertion).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from audit.text_scorer import text_scorer
 
@@ -55,7 +53,7 @@ def mask_words(text: str, spans: Sequence[tuple[int, int]], keep: np.ndarray, ma
 
 def mask_token_of(adapter: Any) -> str:
     """The string that stands for a removed word: the tokenizer's mask or unknown token, else ``...``."""
-    tok = getattr(adapter, "tokenizer", None)
+    tok = adapter.tokenizer
     for name in ("mask_token", "unk_token"):
         value = getattr(tok, name, None)
         if isinstance(value, str) and value:
@@ -171,7 +169,8 @@ def kernel_shap(adapter: Any, texts: Sequence[str], target: np.ndarray, *, mask_
 # ------------------------------------------------------------------------------- gradients
 def supports_embeddings(adapter: Any) -> bool:
     """Whether the adapter exposes the embedding interface gradient methods need."""
-    return all(callable(getattr(adapter, n, None)) for n in ("encode", "embed", "logits_from_embeddings"))
+    caps = adapter.capabilities
+    return caps.tokenizer and caps.embeddings
 
 
 def token_words(adapter: Any, texts: Sequence[str], encoded: dict[str, torch.Tensor]) -> np.ndarray | None:
@@ -184,16 +183,17 @@ def token_words(adapter: Any, texts: Sequence[str], encoded: dict[str, torch.Ten
     its own and finding its pieces in order (:func:`_align_by_retokenising`).
     """
     ids = encoded["input_ids"].cpu().numpy()
-    tok = getattr(adapter, "tokenizer", None)
-    if callable(getattr(adapter, "token_offsets", None)):
-        offsets = [list(o) for o in adapter.token_offsets(list(texts))]
+    tok = adapter.tokenizer
+    given = adapter.token_offsets(list(texts))
+    if given is not None:
+        offsets = [list(o) for o in given]
     elif tok is not None and getattr(tok, "is_fast", False):
-        enc = tok(list(texts), padding=True, truncation=True, max_length=getattr(adapter, "max_length", None),
+        enc = tok(list(texts), padding=True, truncation=True, max_length=adapter.max_length,
                   return_offsets_mapping=True, return_tensors="np")
         if not np.array_equal(enc["input_ids"], ids):
             return None
         offsets = [list(o) for o in enc["offset_mapping"]]
-    elif callable(getattr(adapter, "encode", None)):
+    elif adapter.capabilities.tokenizer:
         return _align_by_retokenising(adapter, texts, ids)
     else:
         return None
@@ -308,18 +308,11 @@ def randomized_adapter(adapter: Any, seed: int = 0) -> Any | None:
     sanity check); ``None`` when the adapter does not expose its torch model."""
     from audit.explain import randomized_copy
 
-    for name in ("model", "module"):
-        module = getattr(adapter, name, None)
-        if isinstance(module, nn.Module):
-            clone = copy.copy(adapter)
-            setattr(clone, name, randomized_copy(module, seed))
-            return clone
-    inner = getattr(adapter, "inner", None)  # a tokenising adapter over a token-id adapter
-    if isinstance(getattr(inner, "module", None), nn.Module):
-        inner_clone = copy.copy(inner)
-        inner_clone.module = randomized_copy(inner.module, seed)
-        try:  # rebuilt, so that its embedding hooks point at the randomised module
-            return type(adapter)(inner_clone, adapter.tokenizer, format=adapter.format)
-        except TypeError:
-            return None
+    module = adapter.torch_model
+    if module is None:
+        return None
+    try:  # derived again over the randomised module, so that its hooks point at it
+        return adapter.with_torch_model(randomized_copy(module, seed))
+    except NotImplementedError:
+        return None
     return None

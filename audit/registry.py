@@ -26,7 +26,9 @@ _loaded = False
 
 #: What a check can need from the data or the model (``Check.needs``, ``Check.uses``), as ``deepaudit checks``
 #: lists it. A check without one of its ``needs`` is skipped with the reason; one of its ``uses`` is used when
-#: there and replaced otherwise (e.g. a black-box attack for input gradients).
+#: there and replaced otherwise (e.g. a black-box attack for input gradients). The keys about the model
+#: (gradients, features, attention, raw_text, trainable) are the field names of ``models.adapter.Capabilities``,
+#: which a check reads as ``ctx.adapter.capabilities.<key>``.
 NEEDS: dict[str, str] = {
     "labels": "labels on the evaluation set (data.eval.target)",
     "reference": "a reference (training) set: data.reference (labelled, for privacy and poisoning)",

@@ -504,12 +504,12 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
     files += [FileRecord(role=f"data.{role}", path=ds.path, sha256=ds.sha256, format=ds.format, n_samples=len(ds))
               for role, ds in datasets.items()]
     facts = adapter.describe()
-    module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
-    if isinstance(module, torch.nn.Module):
+    module = adapter.torch_model
+    if module is not None:
         facts["n_parameters"] = int(sum(p.numel() for p in module.parameters()))
     facts.update(model_facts or {})
     info = model_info(_identity(cfg, model_file), adapter, datasets["eval"].inputs,
-                      module=module if isinstance(module, torch.nn.Module) else None,
+                      module=module,
                       n_parameters=facts.get("n_parameters"), meta=ctx.model_meta, path=model_file.path)
     finished = _now()
     report_id = hashlib.sha256(f"{config_sha}{files[0].sha256}{started}".encode()).hexdigest()[:16]

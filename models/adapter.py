@@ -30,6 +30,7 @@ import io
 import pickle
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,53 @@ class Normalize(nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model offers beyond logits, declared by its adapter (:attr:`ModelAdapter.capabilities`).
+
+    Checks read this instead of probing the adapter. The names shared with a check's ``needs`` and
+    ``uses`` (``audit.registry.NEEDS``) are the same words: ``gradients``, ``features``, ``attention``,
+    ``raw_text``, ``trainable``.
+
+    Attributes
+    ----------
+    gradients : bool
+        Gradients of the logits with respect to the inputs exist (text: with respect to the embeddings,
+        see ``embeddings``).
+    features : bool
+        Penultimate features (:meth:`ModelAdapter.features`). For TorchScript this turns false after the
+        first forward pass when no ``Linear`` layer makes the logits; before it, the candidates count.
+    attention : bool
+        Attention maps (:meth:`ModelAdapter.attention`).
+    raw_text : bool
+        Inputs are raw strings (not token ids).
+    tokenizer : bool
+        :meth:`ModelAdapter.encode` turns raw strings into the model's input tensors.
+    embeddings : bool
+        :meth:`ModelAdapter.embed` and :meth:`ModelAdapter.logits_from_embeddings`: gradients over text.
+    module : bool
+        :meth:`ModelAdapter.as_module` gives a torch module from raw inputs to logits (Captum, ART).
+    trainable : bool
+        :attr:`ModelAdapter.torch_model` is a differentiable torch module that can be fine-tuned (not
+        TorchScript). A ``model.json`` recipe, the other way to retrain, is a fact of the model file.
+    float_twin : bool
+        :attr:`ModelAdapter.float_twin` holds the float model a quantised or cast variant was made from.
+    fixed_batch_size : int or None
+        The only batch size the model takes (a static export); ``logits`` pads to it.
+    """
+
+    gradients: bool = False
+    features: bool = False
+    attention: bool = False
+    raw_text: bool = False
+    tokenizer: bool = False
+    embeddings: bool = False
+    module: bool = False
+    trainable: bool = False
+    float_twin: bool = False
+    fixed_batch_size: int | None = None
+
+
 class ModelAdapter(abc.ABC):
     """The interface every check talks to.
 
@@ -103,6 +151,18 @@ class ModelAdapter(abc.ABC):
         Valid range of raw inputs (e.g. ``(0, 1)`` for images); attacks clip to it.
     format : str
         The file format the model came from.
+    preprocess : torch.nn.Module, optional
+        Normalisation applied inside the adapter before the model.
+    fixed_batch_size : int, optional
+        The only batch size the model takes (a static export).
+    tokenizer : object, optional
+        The tokenizer of a text model on raw strings.
+    max_length : int, optional
+        The tokenizer's truncation length, where it has one.
+    float_twin : ModelAdapter, optional
+        For a quantised or cast variant: the float model it was made from (attacks transfer from it).
+    variant_metadata : dict, optional
+        For a variant built in memory: what ``models.variants`` measured about it.
     """
 
     input_kind: InputKind
@@ -111,6 +171,12 @@ class ModelAdapter(abc.ABC):
     differentiable: bool = False
     input_range: tuple[float, float] | None = None
     format: str = "unknown"
+    preprocess: nn.Module | None = None
+    fixed_batch_size: int | None = None
+    tokenizer: Any = None
+    max_length: int | None = None
+    float_twin: ModelAdapter | None = None
+    variant_metadata: dict[str, Any] | None = None
     #: Attributes derived from the model (references into it): left out of a pickle, derived again on load.
     _derived: tuple[str, ...] = ()
     #: Attributes holding a model: pickled in a portable form (:func:`pack_model`).
@@ -146,6 +212,33 @@ class ModelAdapter(abc.ABC):
     def has_attention(self) -> bool:
         return False
 
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether :meth:`embed` and :meth:`logits_from_embeddings` work (gradients over text)."""
+        return False
+
+    @property
+    def torch_model(self) -> nn.Module | None:
+        """The torch module holding the model's weights (without preprocessing or tokenizer), or ``None``."""
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model offers beyond logits, computed now from the adapter's state (``differentiable``
+        can be switched off, TorchScript features are decided on the first forward pass)."""
+        model = self.torch_model
+        return Capabilities(
+            gradients=bool(self.differentiable), features=self.has_features, attention=self.has_attention,
+            raw_text=self.input_kind == "text", tokenizer=self._encodes, embeddings=self.has_embeddings,
+            module=self._has_module,
+            trainable=bool(self.differentiable) and model is not None and not isinstance(model, torch.jit.ScriptModule),
+            float_twin=self.float_twin is not None, fixed_batch_size=self.fixed_batch_size)
+
+    #: Whether :meth:`encode` is implemented (set by adapters that tokenise raw strings).
+    _encodes: bool = False
+    #: Whether :meth:`as_module` is implemented.
+    _has_module: bool = False
+
     # ---------------------------------------------------------------- one batch, on the device
     @abc.abstractmethod
     def logits(self, inputs: Any) -> torch.Tensor:
@@ -158,6 +251,31 @@ class ModelAdapter(abc.ABC):
     def attention(self, inputs: Any) -> list[torch.Tensor]:
         """Attention maps of one batch: one ``(batch, heads, tokens, tokens)`` tensor per layer."""
         raise NotImplementedError(f"{type(self).__name__} ({self.format}) has no attention maps.")
+
+    def as_module(self) -> nn.Module:
+        """A torch module from raw inputs to logits (``capabilities.module``)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) is not a torch module from inputs to logits.")
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Raw strings to the model's input tensors on the device (``capabilities.tokenizer``)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) has no tokenizer.")
+
+    def embed(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input embeddings of an encoded batch (``capabilities.embeddings``)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) exposes no input embeddings.")
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of an encoded batch with its input embeddings replaced (``capabilities.embeddings``)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) exposes no input embeddings.")
+
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]] | None:
+        """One ``(start, end)`` character span per token of ``encode(texts)`` (``(0, 0)`` for special and padding
+        tokens), or ``None`` when the adapter does not give them (word alignment then uses the tokenizer)."""
+        return None
+
+    def with_torch_model(self, model: nn.Module) -> ModelAdapter:
+        """A copy of this adapter over another torch module of the same architecture (``torch_model``)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.format}) holds no torch model to replace.")
 
     # ---------------------------------------------------------------- whole data sets, batched
     def to_batch(self, inputs: Any) -> Any:
@@ -364,6 +482,15 @@ class TorchAdapter(ModelAdapter):
     def has_attention(self) -> bool:
         return callable(getattr(self.module, "attention_maps", None))
 
+    _has_module = True
+
+    @property
+    def torch_model(self) -> nn.Module | None:
+        return self.module if isinstance(self.module, nn.Module) else None
+
+    def with_torch_model(self, model: nn.Module) -> TorchAdapter:
+        return _replaced(self, "module", model)
+
     def training_mode(self) -> bool | None:
         return _any_training(self.module)
 
@@ -507,6 +634,19 @@ class HFTextAdapter(ModelAdapter):
     def has_attention(self) -> bool:
         return True
 
+    @property
+    def has_embeddings(self) -> bool:
+        return True
+
+    _encodes = True
+
+    @property
+    def torch_model(self) -> nn.Module | None:
+        return self.model
+
+    def with_torch_model(self, model: nn.Module) -> HFTextAdapter:
+        return _replaced(self, "model", model)
+
     def training_mode(self) -> bool | None:
         return _any_training(self.model)
 
@@ -607,6 +747,20 @@ class TokenizedTextAdapter(ModelAdapter):
     def has_embeddings(self) -> bool:
         return self._embedding is not None
 
+    _encodes = True
+    _has_module = True
+
+    @property
+    def torch_model(self) -> nn.Module | None:
+        return self.inner.torch_model
+
+    @property
+    def fixed_batch_size(self) -> int | None:  # the inner model's: token ids are padded to it
+        return self.inner.fixed_batch_size
+
+    def with_torch_model(self, model: nn.Module) -> TokenizedTextAdapter:
+        return _replaced(self, "inner", self.inner.with_torch_model(model))
+
     def training_mode(self) -> bool | None:
         return self.inner.training_mode()
 
@@ -651,6 +805,16 @@ class TokenizedTextAdapter(ModelAdapter):
 
     def to_batch(self, inputs: Any) -> Any:
         return [str(t) for t in inputs]
+
+
+def _replaced(adapter: ModelAdapter, name: str, value: Any) -> Any:
+    """A shallow copy of ``adapter`` with attribute ``name`` set to ``value`` and its derived attributes derived
+    again from it (so hooks point into the new model)."""
+    clone = object.__new__(type(adapter))
+    clone.__dict__.update({k: v for k, v in adapter.__dict__.items() if k not in adapter._derived})
+    setattr(clone, name, value)
+    clone._derive()
+    return clone
 
 
 def _input_embedding(module: nn.Module) -> nn.Embedding | None:

@@ -535,7 +535,7 @@ def variant_adapter(result: VariantResult, base_adapter: Any) -> Any:
 
     adapter = TorchAdapter(result.module, input_kind=base_adapter.input_kind, device=base_adapter.device,
                            class_names=list(base_adapter.class_names) or None,
-                           preprocess=getattr(base_adapter, "preprocess", None), input_range=base_adapter.input_range,
+                           preprocess=base_adapter.preprocess, input_range=base_adapter.input_range,
                            format=f"{base_adapter.format}+{result.metadata['variant']}",
                            differentiable=bool(result.metadata["differentiable"]))
     adapter.float_twin = base_adapter

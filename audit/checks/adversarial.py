@@ -230,7 +230,7 @@ class AdversarialRobustness(Check):
             if white_box and "PGD" in at_headline:
                 safeguards.append(masking.black_box_not_stronger(bb_name, bb_acc, at_headline["PGD"], cfg.masking_margin))
                 tripped = masking.tripped(safeguards)
-        twin = getattr(adapter, "float_twin", None)
+        twin = adapter.float_twin
         if (tripped or not white_box) and twin is not None and twin.differentiable:
             advs = [pgd(twin.logits, x_all[s : s + ctx.batch_size].to(twin.device), y_t[s : s + ctx.batch_size].to(twin.device),
                         eps=headline, norm=head_norm, steps=cfg.steps, clip=clip, generator=gen).cpu()
@@ -462,7 +462,7 @@ class _Standardised(ModelAdapter):
         self.differentiable = inner.differentiable
         self.format = inner.format
         self.input_range = None  # per-feature ranges do not map to one interval in z
-        twin = getattr(inner, "float_twin", None)
+        twin = inner.float_twin
         self.float_twin = _Standardised(twin, mean, std) if twin is not None else None
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -117,8 +117,8 @@ class Attention(Check):
             raise SkipCheck(f"the model returned no attention maps: {exc}") from None
         layers = [torch.cat([b[layer] for b in maps]) for layer in range(len(maps[0]))]
         n, n_tok = layers[0].shape[0], layers[0].shape[-1]
-        encoded = adapter.encode(inputs) if is_text and callable(getattr(adapter, "encode", None)) else None
-        pad_id = getattr(getattr(adapter, "tokenizer", None), "pad_token_id", None)
+        encoded = adapter.encode(inputs) if is_text and adapter.capabilities.tokenizer else None
+        pad_id = getattr(adapter.tokenizer, "pad_token_id", None)
         pad_id = pad_id if isinstance(pad_id, int) else 0  # the zoo's word vocabularies pad with 0
         if encoded is not None and "attention_mask" in encoded:
             query_mask = encoded["attention_mask"].detach().cpu().bool()
@@ -246,7 +246,7 @@ class Attention(Check):
         attr = heat.expand(-1, x.shape[1], -1, -1).contiguous()
         lo = float(adapter.input_range[0]) if adapter.input_range is not None else float(x.mean())
         baseline = torch.full_like(x[:1], lo)
-        fwd = adapter.as_module() if hasattr(adapter, "as_module") else adapter.logits
+        fwd = adapter.as_module() if adapter.capabilities.module else adapter.logits
         dev = adapter.device
         dele, ins = E.deletion_insertion(fwd, x.to(dev), torch.from_numpy(target).to(dev), attr.to(dev), baseline.to(dev),
                                          cfg.curve_steps, bs)

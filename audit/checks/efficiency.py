@@ -93,25 +93,18 @@ def variant_flops(adapter: Any, module: torch.nn.Module, example: Any) -> tuple[
     that counts fewer FLOPs than its float twin (the base model) reports the twin's count, and says so.
     """
     flops = count_flops(module, example)
-    meta = getattr(adapter, "variant_metadata", None) or {}
-    twin = getattr(adapter, "float_twin", None)
+    meta = adapter.variant_metadata or {}
+    twin = adapter.float_twin
     layers = meta.get("quantised_layers")
     if flops is None or not layers or twin is None:
         return flops, _COUNTED
-    twin_module = _module_of(twin)
+    twin_module = twin.torch_model
     twin_flops = count_flops(twin_module, example) if twin_module is not None else None
     if twin_flops is None or twin_flops <= flops:
         return flops, _COUNTED
     return twin_flops, (f"{_COUNTED}, on the float model: torch's counter does not see the quantised kernels of this "
                         f"variant ({layers}; it counted {flops:,}), which run the same multiply-accumulates in int8 "
                         f"({meta.get('dtype', 'int8')})")
-
-
-def _module_of(adapter: Any) -> torch.nn.Module | None:
-    mod = getattr(adapter, "model", None) or getattr(adapter, "module", None)
-    if mod is None and getattr(adapter, "inner", None) is not None:  # TokenizedTextAdapter
-        return _module_of(adapter.inner)
-    return mod if isinstance(mod, torch.nn.Module) else None
 
 
 @register_check("efficiency")
@@ -194,8 +187,8 @@ class Efficiency(Check):
                 if sparsity >= 0.1:
                     limitations.append(f"{sparsity:.0%} of the weights are zero but stored and multiplied densely: "
                                        "no size or latency saving follows without a sparse format or kernel.")
-            example = adapter.encode(ev.inputs[:1]) if hasattr(adapter, "encode") else adapter.to_batch(ev.inputs[:1])
-            if not isinstance(example, dict) and getattr(adapter, "preprocess", None) is not None:
+            example = adapter.encode(ev.inputs[:1]) if adapter.capabilities.tokenizer else adapter.to_batch(ev.inputs[:1])
+            if not isinstance(example, dict) and adapter.preprocess is not None:
                 example = adapter.preprocess(example.float())
             flops, how = variant_flops(adapter, module, example)
             if flops is not None:

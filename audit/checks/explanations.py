@@ -172,7 +172,7 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
     x_sel = np.asarray(inputs[idx], dtype=np.float32)
     x = torch.from_numpy(x_sel).to(device)
     target = torch.from_numpy(target_np).to(device)
-    has_module = hasattr(adapter, "as_module")
+    has_module = adapter.capabilities.module
     fwd = adapter.as_module() if has_module else adapter.logits
     gradients = adapter.differentiable and has_module
     if adapter.input_kind == "image" and adapter.input_range is not None:
@@ -323,7 +323,7 @@ def _explain_text(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, t
     out = _Explained()
     texts = [str(ev.inputs[i]) for i in idx]
     mask = cfg.text_mask if cfg.text_mask is not None else T.mask_token_of(adapter)
-    tok = getattr(adapter, "tokenizer", None)
+    tok = adapter.tokenizer
     base_id = next((getattr(tok, a) for a in ("mask_token_id", "pad_token_id") if isinstance(getattr(tok, a, None), int)), None)
     embeddings = adapter.differentiable and T.supports_embeddings(adapter)
     probe = T.token_words(adapter, texts[:1], adapter.encode(texts[:1])) if embeddings else None

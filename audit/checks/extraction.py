@@ -91,8 +91,8 @@ def _mlp(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 def _copy_architecture(adapter: Any, example: torch.Tensor, seed: int) -> nn.Module | None:
     """A re-initialised float32 copy of the adapter's model (preprocessing included) that runs on ``example``,
     or None where there is no such copy (TorchScript, quantised or cast weights, no parameters)."""
-    module = getattr(adapter, "module", None)
-    if not isinstance(module, nn.Module) or isinstance(module, torch.jit.ScriptModule):
+    module = adapter.torch_model
+    if module is None or isinstance(module, torch.jit.ScriptModule):
         return None
     params = list(module.parameters())
     if not params or any(type(p) is not nn.Parameter or p.dtype != torch.float32 for p in params):
@@ -101,7 +101,7 @@ def _copy_architecture(adapter: Any, example: torch.Tensor, seed: int) -> nn.Mod
         core = copy.deepcopy(module)
         if not _reinitialise(core, seed):
             return None
-        pre = getattr(adapter, "preprocess", None)
+        pre = adapter.preprocess
         thief = nn.Sequential(copy.deepcopy(pre), core) if pre is not None else core
         with torch.no_grad():
             out = thief.eval()(example.to(next(core.parameters()).device))
@@ -118,10 +118,10 @@ def make_thief(adapter: Any, example: torch.Tensor, n_classes: int, kind: str, s
     """
     if kind == "victim":
         for source, what in ((adapter, "the model's architecture"),
-                             (getattr(adapter, "float_twin", None), "the float twin's architecture")):
+                             (adapter.float_twin, "the float twin's architecture")):
             thief = _copy_architecture(source, example, seed) if source is not None else None
             if thief is not None:
-                name = type(getattr(source, "module")).__name__
+                name = type(source.torch_model).__name__
                 return thief, f"{name} ({what}, re-initialised)"
     shape = tuple(example.shape[1:])
     with torch.random.fork_rng(devices=[]):

@@ -270,8 +270,8 @@ class BackdoorSimulation(Check):
                 return predictor(module, norm)
 
             return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch)"
-        module = getattr(adapter, "module", None)
-        if not isinstance(module, torch.nn.Module) or not getattr(adapter, "differentiable", False):
+        module = adapter.torch_model
+        if module is None or not adapter.capabilities.gradients:
             raise SkipCheck(f"the model ({adapter.format}) has no recipe in a model.json and is not a trainable torch "
                             "module, so it cannot be retrained; set recipe: <name> to retrain a known recipe.")
         if isinstance(module, torch.jit.ScriptModule):
@@ -280,7 +280,7 @@ class BackdoorSimulation(Check):
         if n_params > cfg.max_parameters:
             raise SkipCheck(f"fine-tuning a copy of a model with {n_params:,} parameters is over the budget "
                             f"(max_parameters {cfg.max_parameters:,}); raise it to run the simulation.")
-        preprocess = getattr(adapter, "preprocess", None)
+        preprocess = adapter.preprocess
 
         def finetune(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
             from models.train import fit_classifier
@@ -355,8 +355,8 @@ class BackdoorScan(Check):
         x_ev_all = _float_inputs(ctx, "eval")
         k = _n_classes(ctx)
         has_ref = "reference" in ctx.datasets and ctx.datasets["reference"].target is not None
-        module = getattr(adapter, "module", None) or getattr(adapter, "model", None)
-        n_params = sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
+        module = adapter.torch_model
+        n_params = sum(p.numel() for p in module.parameters()) if module is not None else 0
         why_not = _neural_cleanse_blocker(adapter, k, n_params, cfg)
         if why_not:  # the ART defences flag samples only in classes Neural Cleanse suspects: nothing else applies
             raise SkipCheck(f"Neural Cleanse does not apply: {why_not} Activation clustering and spectral signatures "
@@ -529,7 +529,7 @@ class BackdoorScan(Check):
         y = np.asarray(ref.target)[rows].astype(np.int64)
         feats = ctx.features_for("reference", rows).numpy()
         extra: list[str] = []
-        module = adapter.as_module() if hasattr(adapter, "as_module") else None
+        module = adapter.as_module() if adapter.capabilities.module else None
         if module is None:
             raise SkipCheck(f"the model ({adapter.format}) is not a torch module that ART can wrap.")
         # ART moves the model it wraps to its own device: it gets a copy, so the adapter's stays where it is

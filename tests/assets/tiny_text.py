@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from models.adapter import ModelAdapter
+
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the", "a", "great", "awful", "plot",
          "##s", "!", ","]
 WORDS = ["good", "bad", "movie", "the", "a", "great", "awful", "plot"]
@@ -29,7 +31,7 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS, int(rng.integers(2, 7)))) for _ in range(n)]
 
 
-class KeywordTextAdapter:
+class KeywordTextAdapter(ModelAdapter):
     """A black-box text model on raw strings: logit(pos) = 2·#good − 2·#bad, logit(neg) = 0.
 
     It has no tokenizer, no embeddings and no attention: only ``logits``.
