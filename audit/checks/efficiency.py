@@ -169,7 +169,7 @@ class Efficiency(Check):
             limitations.append(f"The timed loop stopped at max_seconds = {cfg.max_seconds:g} s after {len(times)} of "
                                f"n_repeats = {cfg.n_repeats} batches: the latency percentiles rest on {len(times)} "
                                "run(s).")
-        module = _module_of(adapter)
+        module = adapter.torch_model
         if module is not None:
             n_params = sum(p.numel() for p in module.parameters())
             metrics += [
