@@ -173,7 +173,7 @@ def test_text_model_on_token_ids_is_skipped_with_the_reason(tiny_mlp: torch.nn.M
 def test_token_offsets_hook_of_a_word_level_adapter(bert: HFTextAdapter) -> None:
     from models.adapter import ModelAdapter
 
-    class WordLevel(ModelAdapter):  # a tokenising adapter that reports its own token spans: one token per word, then padding
+    class WordLevel(ModelAdapter):  # reports its own token spans: one token per word, then padding
         def logits(self, inputs: list[str]) -> torch.Tensor:  # not called: token_words reads only the spans
             raise NotImplementedError
 
