@@ -171,6 +171,19 @@ class ModelSpec(StrictModel):
     owner: str | None = Field(default=None, min_length=1, max_length=200,
                               description="Who is responsible for the model (person, team or organisation).")
     format: ModelFormat = Field(default="auto", description="Model file format; 'auto' detects it from the file.")
+
+    @field_validator("name", "version", "owner", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        """A YAML number where text is meant: an integer is its digits; a decimal is refused, since YAML has
+        already turned 1.10 into 1.1."""
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            raise ValueError(f"YAML read {v!r} as a number; put it in quotes, e.g. '{v!r}', so it stays as written")
+        return v
     model_class: str | None = Field(
         default=None,
         alias="class",
@@ -630,11 +643,18 @@ def check_value_limits(value: Any, source: str) -> None:
         stack.extend((child, level + 1) for child in children)
 
 
+#: Keys whose value is free text, taken as typed: ``--set model.version=1.10`` is "1.10", not the number 1.1.
+TEXT_KEYS = frozenset({"model.name", "model.version", "model.owner"})
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key.path=value`` with the value parsed as YAML (numbers, booleans, lists), within the YAML limits."""
+    """``key.path=value`` with the value parsed as YAML (numbers, booleans, lists), within the YAML limits;
+    the value of a free-text key (``TEXT_KEYS``) is kept as typed."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set checks.performance.thresholds.accuracy.min=0.9")
     key, raw = item.split("=", 1)
+    if key.strip() in TEXT_KEYS:
+        return key.strip(), raw
     try:
         value = safe_yaml(raw, f"--set {key.strip()[:100]}") if raw else ""
     except yaml.YAMLError:

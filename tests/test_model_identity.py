@@ -100,3 +100,20 @@ def test_without_a_name_the_model_is_named_by_its_folder_for_a_generic_file_name
     assert info["architecture"] == "TinyCNN (TorchScript)" and info["input_range"] is None
     assert f'<testsuite name="deepaudit: {torchscript_file.parent.name}"' in (tmp_path / "j.xml").read_text()
     assert '"model_version"' not in (tmp_path / "j.xml").read_text()  # not stated: not written as "None"
+
+
+def test_a_version_that_looks_like_a_number_is_kept_as_typed(tmp_path: Path) -> None:
+    """--set model.version=1.10 is the text "1.10" (YAML would read the number 1.1 and pydantic refuse it); in a
+    config file an integer becomes its digits and a decimal is refused with the fix (quotes)."""
+    from audit.config import ConfigError, load_config, parse_override
+
+    assert parse_override("model.version=1.10") == ("model.version", "1.10")
+    assert parse_override("model.name=2024") == ("model.name", "2024")
+    cfg = load_config(sets=["model.path=m.pt", "data.eval.path=d.npz", "model.version=1.0", "model.owner=007"])
+    assert (cfg.model.version, cfg.model.owner) == ("1.0", "007")
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("version: 1\nmodel: {path: m.pt, version: 3}\ndata: {eval: {path: d.npz}}\n")
+    assert load_config(yaml_file).model.version == "3"
+    yaml_file.write_text("version: 1\nmodel: {path: m.pt, version: 1.10}\ndata: {eval: {path: d.npz}}\n")
+    with pytest.raises(ConfigError, match="quotes"):
+        load_config(yaml_file)
