@@ -181,3 +181,23 @@ def test_the_appendix_lists_every_per_group_value_once(audit_result: AuditResult
 
 def test_no_appendix_when_every_metric_fits_its_section(html_report: str) -> None:
     assert 'id="appendix"' not in html_report and 'href="#appendix' not in html_report
+
+
+@needs_chromium
+def test_appendix_numbers_are_printed_whole_in_the_pdf(tmp_path: Path, audit_result: AuditResult) -> None:
+    """The appendix's six-column table runs in half the page width: a value, an interval bound or n is never
+    broken between its digits ("0.968" / "8", n "6" / "4", as an adversarial appendix printed)."""
+    metrics = [Metric(name="robust_accuracy", value=0.4688, n=64, method="lowest accuracy")]
+    for g in range(12):
+        metrics.append(Metric(name="accuracy_under_attack", group=f"fgsm/linf/0.0{g:02d}", value=0.9688 - g / 1000,
+                              ci_low=0.8930, ci_high=0.9914, n=64, method=f"FGSM linf eps {g}; Wilson interval"))
+    check = CheckResult(id="adversarial", category="robustness", title="Adversarial", status="measured",
+                        summary="Many per-group values.", n_samples=64, metrics=metrics, duration_s=0.1)
+    assert split_metrics(check).appendix  # the values are in the appendix's flowed table
+    written = write_reports(_with_checks(audit_result, [check]), tmp_path, pdf=True)
+    text = "".join(_pdf_text(written["pdf"]))
+    appendix = text[text.rindex("Appendix"):]
+    for m in metrics[1:]:
+        assert fmt_num(m.value) in appendix, fmt_num(m.value)
+    assert "0.8930" in appendix and "0.9914" in appendix
+    assert re.search(r"\b64\b", appendix)
