@@ -177,6 +177,8 @@ def test_the_appendix_lists_every_per_group_value_once(audit_result: AuditResult
     assert appendix.count("(estimated)") == 20  # an estimated value says so beside the number
     assert appendix.count("[21] expected calibration error, 15 bins") == 1 and appendix.count("[21]</td>") == 20
     assert '<li><a href="#appendix">' in page
+    # Each metric's name heads its rows once, instead of filling a column on every row.
+    assert appendix.count('colspan="5">accuracy</th>') == 1 and appendix.count('colspan="5">ece</th>') == 1
 
 
 def test_no_appendix_when_every_metric_fits_its_section(html_report: str) -> None:
