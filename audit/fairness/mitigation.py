@@ -323,8 +323,10 @@ def run_mitigations(ctx: AuditContext, cfg: FairnessConfig, positive: int, binar
         worse = worse_after(gap_values[0], gap_values[i]) if i else []
         row.append("; ".join(worse) if worse else ("—" if i == 0 else "none"))
         if worse:
+            # which gaps, before → after, are in the table's last column; not repeated here
             limits.append(f"{names[i]} made {len(worse)} gap{'s' if len(worse) > 1 else ''} worse than the original "
-                          f"model on the eval set: {'; '.join(worse)}.")
+                          f"model on the eval set (see 'worse after mitigation' in the table 'Mitigation: before and "
+                          f"after').")
     evidence = [
         Table(title="Mitigation: before and after", rows=rows,
               columns=["model", "accuracy", "demographic_parity_difference", "demographic_parity_ratio",
