@@ -30,7 +30,7 @@ PRESETS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     "adversarial": {"max_samples": (64, 256, 1024), "steps": (5, 10, 40), "black_box_queries": (50, 200, 1000),
                     "hsj_max_samples": (8, 32, 128), "hsj_iterations": (5, 10, 40)},
     "corruption": {"max_samples": (100, 500, 2000), "n_resamples": (100, 500, 2000)},
-    "ood": {"max_fit_samples": (1000, 5000, 20_000), "n_synthetic": (100, 500, 2000), "n_resamples": (50, 200, 1000)},
+    "ood": {"max_samples": (2000, 10_000, 50_000), "max_fit_samples": (1000, 5000, 20_000), "n_synthetic": (100, 500, 2000), "n_resamples": (50, 200, 1000)},
     "explanations": {"max_samples": (4, 12, 48), "n_steps": (16, 32, 64), "n_shap_samples": (16, 64, 256),
                      "n_kernel_samples": (64, 256, 1024), "n_lime_samples": (64, 256, 1024)},
     "explanations.attention": {"max_samples": (4, 8, 32)},

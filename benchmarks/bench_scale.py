@@ -107,7 +107,7 @@ def _model(kind: str, folder: Path, seed: int) -> tuple[Path, str]:
     if kind == "tabular":
         data, model, epochs = _tabular(5000, seed + 99), BenchMLP(), 5
     else:
-        data, model, epochs = _images(2000, seed + 99), BenchResNet8(), 2
+        data, model, epochs = _images(1000, seed + 99), BenchResNet8(), 2
     _train(model, data["x"], data["y"], epochs=epochs, seed=seed)
     path = folder / f"{kind}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -190,7 +190,8 @@ def main() -> None:
                                    on_check=lambda r: cpu.__setitem__(r.id, time.process_time() - cpu[r.id]))
                 runs[n] = _Run(result, time.perf_counter() - start, time.process_time() - start_cpu, cpu)
                 print(f"  {kind} N={n:,}: {runs[n].cpu_total:.1f} CPU s, {runs[n].wall:.1f} s wall, load average "
-                      f"{os.getloadavg()[0]:.1f}", flush=True)
+                      f"{os.getloadavg()[0]:.1f}; per check: " + ", ".join(
+                          f"{c.id} {runs[n].cpu.get(c.id, float('nan')):.1f}" for c in runs[n].checks), flush=True)
                 for f in folder.glob(f"{kind}-{n}-*.npz"):
                     f.unlink()
             _table(kind, runs)

@@ -46,6 +46,10 @@ class OODConfig(CheckConfig):
     temperature: float = Field(default=1.0, gt=0, description="Temperature of the energy score.")
     n_resamples: int = Field(default=200, ge=0, description="Bootstrap resamples for the AUROC intervals (0: none).")
     max_fit_samples: int = Field(default=5000, ge=10, description="At most this many samples fit Mahalanobis and k-NN.")
+    max_samples: int = Field(
+        default=10_000, ge=10, description="At most this many evaluation rows (seeded subset) are scored as the "
+                                           "in-distribution side of each AUROC, so the k-NN distances and the "
+                                           "bootstrap stop growing with the evaluation set.")
 
 
 @register_check("ood")
@@ -135,6 +139,10 @@ class OODDetection(Check):
                     out[s] = knn_score(fit_feats, feats, k=cfg.k)
             return out
 
+        if len(id_rows) > cfg.max_samples:  # the rng is drawn from only here, so smaller sets score as before
+            limitations.append(f"The in-distribution side is a seeded subset of {cfg.max_samples} of the "
+                               f"{len(id_rows)} evaluation rows it could use (max_samples).")
+            id_rows = np.sort(rng.choice(id_rows, cfg.max_samples, replace=False))
         id_logits = ctx.logits("eval")[id_rows]
         id_feats = ctx.features("eval")[id_rows] if use_features else None
         id_scores = score_all(id_logits, id_feats)

@@ -144,3 +144,11 @@ def test_check_without_features_uses_logit_scores(tmp_path, torchscript_file) ->
     groups = {m.group.split(" / ")[1] for m in out.metrics if m.name == "auroc"}
     assert groups == {"msp", "max_logit", "energy"}
     assert any("no penultimate features" in lim for lim in out.limitations)
+
+
+def test_max_samples_caps_the_in_distribution_rows(tmp_path, safetensors_file) -> None:
+    adapter = load_model(safetensors_file, model_class=TINY_CNN_CLASS, device="cpu", input_kind="image",
+                         input_range=(0.0, 1.0))
+    out = OODDetection(OODConfig(n_synthetic=20, n_resamples=0, max_samples=12)).run(_ctx(tmp_path, adapter))
+    assert out.n_samples == 12 and all(m.n == 12 + 20 for m in out.metrics if m.name == "auroc")
+    assert any("seeded subset of 12 of the" in lim for lim in out.limitations)
