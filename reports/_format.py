@@ -230,6 +230,9 @@ def gate_lines(result: AuditResult) -> list[str]:
     lines += [f"NOT JUDGED {describe_not_judged(u)}" for u in summary.not_judged if u.blocking]
     if not summary.judged and summary.on_not_judged == "fail":
         lines.append(f"NOT JUDGED: {NOTHING_JUDGED} (set thresholds, or on_not_judged: warn to accept that).")
+        # Often because the checks asked for were skipped: their reasons hold the fix (e.g. --sensitive COLUMN).
+        lines += [f"SKIPPED {c.id}: {c.skip_reason or c.summary.removeprefix('Skipped: ')}"
+                  for c in result.checks if c.status == "skipped"]
     lines += [f"ERROR {c.id}: {c.error or c.summary}" for c in result.checks if c.status == "error"]
     return lines
 

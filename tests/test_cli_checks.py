@@ -130,3 +130,14 @@ def test_compare_runs_only_the_selected_checks_on_every_model(tmp_path: Path, to
         "[1/1] performance …", "[1/1] performance …", "  audited base",
         "[1/1] performance …", "[1/1] performance …", f"  audited {torchscript_file.stem}"]
     assert sum(" done in " in line for line in lines) == 2
+
+
+def test_nothing_judged_because_the_selected_check_was_skipped_says_why(tmp_path: Path, torchscript_file: Path,
+                                                                       image_npz: Path) -> None:
+    """--checks fairness.group_metrics without --sensitive: exit 1, nothing judged, and the quiet lines name the
+    skipped check and its fix (not only "no check had a threshold", which points at the wrong fix)."""
+    code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, tmp_path / "out"),
+                             "--checks", "fairness.group_metrics")
+    assert code == 1 and "NOT JUDGED: nothing was judged" in stderr
+    skipped = next(line for line in stderr.splitlines() if line.startswith("deepaudit: SKIPPED fairness.group_metrics: "))
+    assert "--sensitive" in skipped and "Skipped: " not in skipped
