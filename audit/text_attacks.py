@@ -6,8 +6,10 @@ true-class probability when it is deleted (all deletions of all texts scored in 
 replaced in order of importance by the WordNet synonym (same part of speech, no stopwords) that lowers the
 true-class probability most, until the prediction flips, the share of changed words or the query budget
 is spent. Texts are attacked in lockstep: one round scores the candidates of every active text in one
-call through the memoising :class:`audit.text_scorer.TextScorer`. A candidate whose sentence embedding is
-less similar to the original text than ``min_similarity`` (cosine, MiniLM) is dropped before it is scored.
+call through the memoising :class:`audit.text_scorer.TextScorer`. The best-scoring candidate is kept only
+when its sentence embedding is at least ``min_similarity`` similar to the original text's (cosine, MiniLM);
+otherwise the next best is tried (the constraint is checked lazily, for every text of a round in one call:
+embedding each candidate first would cost the sentence encoder more than the model's queries).
 
 Queries are counted per text as the texts the attack asks the model to score (the original, each
 deletion, each candidate); the scorer answers repeats from memory, so the model may see fewer. A text
@@ -132,7 +134,7 @@ def pwws_attack(probs: Callable[[list[str]], np.ndarray], texts: list[str], labe
     max_candidates : int
         Synonyms tried per word.
     similarity : callable, optional
-        ``similarity(originals, candidates)``: a candidate below ``min_similarity`` is dropped unscored.
+        ``similarity(originals, candidates)``: a candidate below ``min_similarity`` is never kept.
         ``None``: no semantic constraint.
 
     Returns
@@ -182,11 +184,7 @@ def pwws_attack(probs: Callable[[list[str]], np.ndarray], texts: list[str], labe
             j = order[i][step[i]]
             step[i] += 1
             span = word_spans(current[i])[j]  # replacements are single words: the j-th word is still the j-th
-            proposals = [replace_span(current[i], span, w) for w in cands[i][j]]
-            if similarity is not None and proposals:
-                keep = similarity([texts[i]] * len(proposals), proposals) >= min_similarity
-                proposals = [p for p, k in zip(proposals, keep) if k]
-            proposals = proposals[: max_queries - int(queries[i])]
+            proposals = [replace_span(current[i], span, w) for w in cands[i][j]][: max_queries - int(queries[i])]
             batch += proposals
             owner += [i] * len(proposals)
         if not batch:
@@ -196,16 +194,26 @@ def pwws_attack(probs: Callable[[list[str]], np.ndarray], texts: list[str], labe
         pb = probs(batch)
         owner_arr = np.array(owner)
         tp = pb[np.arange(len(batch)), labels[owner_arr]]
+        queue: dict[int, list[int]] = {}  # per text: its candidates that lower the true class, best first
         for i in np.unique(owner_arr):
             mine = np.flatnonzero(owner_arr == i)
             queries[i] += len(mine)
-            best = mine[np.argmin(tp[mine])]
-            if tp[best] < true_p[i]:
-                current[i] = batch[best]
-                true_p[i] = tp[best]
-                changed[i] += 1
-                if pb[best].argmax() != labels[i]:
-                    active[i] = False
+            better = mine[tp[mine] < true_p[i]]
+            queue[int(i)] = [int(k) for k in better[np.argsort(tp[better], kind="stable")]]
+        # The semantic constraint, checked lazily: every text's best candidate in one call; one below the
+        # threshold gives way to the text's next best (embedding all candidates first costs more than scoring).
+        while queue:
+            heads = {i: q.pop(0) for i, q in queue.items() if q}
+            if not heads:
+                break
+            ok = (np.ones(len(heads), dtype=bool) if similarity is None else
+                  similarity([texts[i] for i in heads], [batch[k] for k in heads.values()]) >= min_similarity)
+            for (i, k), good in zip(heads.items(), ok):
+                if good:
+                    current[i], true_p[i] = batch[k], tp[k]
+                    changed[i] += 1
+                    active[i] = active[i] and pb[k].argmax() == labels[i]
+                    del queue[i]
     return TextAttackResult(current, queries)
 
 
@@ -337,9 +345,9 @@ def method_text(recipes: Sequence[str], settings: dict[str, object]) -> str:
         parts.append("pwws (Ren et al. 2019; TextFooler's greedy order, Jin et al. 2020): words ranked by the drop in "
                      "the true-class probability when deleted; in that order each word is replaced by the WordNet 3.0 "
                      f"synonym (its most frequent part of speech, no stopwords or inflected forms, ≤ "
-                     f"{settings['text_synonyms']} per word) lowering the true-class probability most, candidates "
-                     f"below cosine similarity {settings['text_min_similarity']} to the original (MiniLM sentence "
-                     "embeddings) dropped unscored; at most "
+                     f"{settings['text_synonyms']} per word, all scored in one batch) lowering the true-class probability "
+                     f"most among those at least {settings['text_min_similarity']} cosine-similar to the original "
+                     "(MiniLM sentence embeddings); at most "
                      f"{float(settings['text_max_words_changed']):.0%} of the words changed.")  # type: ignore[arg-type]
     return " ".join(parts)
 
