@@ -22,7 +22,7 @@ import math
 import re
 from typing import Literal
 
-from audit.results import Metric
+from audit.results import CheckResult, Metric
 
 MetricKind = Literal["rate", "cost", "timing"]
 
@@ -46,12 +46,13 @@ def _method_shape(method: str) -> str:
 
 
 def not_comparable(base: Metric, new: Metric) -> str | None:
-    """Why the two values of one metric cannot be compared, or None when they can.
+    """How the two values of one metric were obtained differently, or None when they were not.
 
-    They cannot when they were obtained differently: another method (its text, numbers aside:
-    e.g. a sanity check over 4 gradient methods against one over 2 black-box methods), measured
-    against estimated, or — for a ``rate`` — another number of samples (a held-out half, a
-    different subset).
+    Another method (its text, numbers aside: e.g. a sanity check over 4 gradient methods against
+    one over 2 black-box methods), measured against estimated, or — for a ``rate`` — another number
+    of samples. On its own this does not make them incomparable: a metric's ``n`` or method text can
+    follow the model's own answers (the rows predicted as a class, the correct rows an attack
+    starts from, the attack that turned out strongest). Use :func:`metric_not_comparable`.
     """
     if base.provenance != new.provenance:
         return f"{base.provenance} → {new.provenance}"
@@ -111,3 +112,34 @@ def worse_by(base: Metric, new: Metric, higher_is_better: bool) -> float:
     if base.value == 0:
         return math.inf if worse > 0 else 0.0
     return worse / abs(base.value)  # type: ignore[arg-type]
+
+
+def setup_differs(base: CheckResult, new: CheckResult) -> str | None:
+    """Why a check ran differently in the two audits, or None when it ran the same way: another
+    configuration, another number of samples, or other methods — told by the metrics it reported
+    (a model without features gets no Mahalanobis or k-NN scores, and the held-out half those need
+    is not taken; a model without gradients is explained by other methods)."""
+    if base.config != new.config:
+        return "the check's configuration changed"
+    if base.n_samples != new.n_samples:
+        return f"the check ran on {base.n_samples} → {new.n_samples} samples"
+    keys = lambda c: {(m.name, m.group) for m in c.metrics}  # noqa: E731
+    only = sorted({name if group is None else f"{name} [{group}]" for name, group in keys(base) ^ keys(new)})
+    if only:
+        shown = ", ".join(only[:3]) + (f", … ({len(only) - 3} more)" if len(only) > 3 else "")
+        return f"the check ran other methods ({len(only)} metrics in one audit only: {shown})"
+    return None
+
+
+def metric_not_comparable(base_check: CheckResult, new_check: CheckResult, base: Metric, new: Metric) -> str | None:
+    """Why two values of one metric cannot be compared, or None when they can: obtained differently
+    (:func:`not_comparable`) because the check itself ran differently (:func:`setup_differs`). A
+    measured value against an estimated one is never comparable. When the check ran the same way, a
+    changed ``n`` or method text follows from the model's answers, and the change is the model's."""
+    why = not_comparable(base, new)
+    if why is None:
+        return None
+    if base.provenance != new.provenance:
+        return why
+    setup = setup_differs(base_check, new_check)
+    return None if setup is None else f"{why}; {setup}"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.results import ComparisonResult, Metric
+from audit.results import CheckResult, ComparisonResult, Metric
 from reports._format import clean_text
-from reports.changes import not_comparable
+from reports.changes import metric_kind, metric_not_comparable
 
 from . import write_reports
 from .html import environment
@@ -35,15 +35,20 @@ class CompareRow:
     notes: list[str | None]
 
 
-def _verdict(base: Metric, new: Metric, delta: float, tolerance: float) -> tuple[str, str | None]:
-    why = not_comparable(base, new)
+#: A timing or cost within this fraction of the base's is "same": this machine's load moves latency more.
+TIMING_MARGIN = 0.05
+
+
+def _verdict(base: Metric, new: Metric, delta: float, tolerance: float, why: str | None) -> str:
     if abs(delta) <= tolerance:
-        return "same", None
+        return "same"
     if why is not None:  # e.g. the sanity check ran over other methods: "better" would be a different question
-        return "not comparable", why
+        return "not comparable"
+    if metric_kind(base) != "rate" and base.value and abs(delta / base.value) <= TIMING_MARGIN:
+        return "same"
     if base.higher_is_better is None:
-        return "", None
-    return ("better" if (delta > 0) == base.higher_is_better else "worse"), None
+        return ""
+    return "better" if (delta > 0) == base.higher_is_better else "worse"
 
 
 def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = False,
@@ -51,43 +56,44 @@ def comparison_rows(comparison: ComparisonResult, *, include_groups: bool = Fals
     """Line up every metric (headline metrics; per-group ones if asked) of every check.
 
     A change is judged "better" or "worse" by the metric's direction only when the two values were
-    obtained the same way (``reports.changes.not_comparable``); otherwise it is "not comparable",
+    obtained the same way (``reports.changes.metric_not_comparable``); otherwise it is "not comparable",
     with the reason in ``notes``. What each check cost to run (its energy) is not a property of the
     model and is not a row: each model's own report has it.
     """
     results = [e.result for e in comparison.entries]
     keys: list[tuple[str, str, str | None]] = []
     seen: set[tuple[str, str, str | None]] = set()
-    found: dict[tuple[int, str, str, str | None], Metric] = {}
+    found: dict[tuple[int, str, str, str | None], tuple[Metric, CheckResult]] = {}
     for i, res in enumerate(results):
         for check in res.checks:
             for m in check.metrics:
                 if m.group is not None and not include_groups:
                     continue
                 key = (check.id, m.name, m.group)
-                found[(i, *key)] = m
+                found[(i, *key)] = (m, check)
                 if key not in seen:
                     seen.add(key)
                     keys.append(key)
     rows = []
     for key in keys:
-        metrics = [found.get((i, *key)) for i in range(len(results))]
+        pairs = [found.get((i, *key)) for i in range(len(results))]
+        metrics = [None if p is None else p[0] for p in pairs]
         template = next(m for m in metrics if m is not None)
-        base = metrics[0]
+        base = pairs[0]
         deltas: list[float | None] = [None]
         verdicts, notes = [""], [None]
-        for m in metrics[1:]:
-            if m is None or base is None or m.value is None or base.value is None:
-                deltas.append(None)
-                why = not_comparable(base, m) if m is not None and base is not None else None
-                verdicts.append("not comparable" if why else "")
-                notes.append(why)
-                continue
-            d = m.value - base.value
-            deltas.append(d)
-            verdict, why = _verdict(base, m, d, tolerance)
-            verdicts.append(verdict)
+        for pair in pairs[1:]:
+            why = None if pair is None or base is None else metric_not_comparable(base[1], pair[1], base[0], pair[0])
             notes.append(why)
+            if pair is None or base is None or pair[0].value is None or base[0].value is None:
+                deltas.append(None)
+                verdicts.append("not comparable" if why else "")
+                continue
+            d = pair[0].value - base[0].value
+            deltas.append(d)
+            verdicts.append(_verdict(base[0], pair[0], d, tolerance, why))
+            if verdicts[-1] != "not comparable":
+                notes[-1] = None
         rows.append(CompareRow(*key, template.unit, template.higher_is_better,
                                [None if m is None else m.value for m in metrics], deltas, verdicts, notes))
     return rows

@@ -8,11 +8,13 @@ it are not judged) or that became undefined; a threshold that changed, was loose
 
 What is not a regression, and is listed as such (``reports.changes`` has the rules):
 
-- **not comparable**: a metric obtained on another number of samples or by another method (e.g. a
-  model that exposes features gets Mahalanobis fitted on half the evaluation set; a variant whose
-  gradient methods cannot run is sanity-checked on other methods), a metric no longer reported while
-  its check still ran (a model format without features or parameters), and a status that got worse
-  only through such metrics. ``strict`` makes these regressions.
+- **not comparable**: a metric obtained on another number of samples or by another method because
+  its check ran differently (``reports.changes.setup_differs``: another config, other samples, other
+  methods — e.g. a model that exposes features gets Mahalanobis fitted on half the evaluation set; a
+  variant whose gradient methods cannot run is sanity-checked on other methods), a metric no longer
+  reported while its check still ran, and a status that got worse only through such metrics.
+  ``strict`` makes these regressions. When the check ran the same way, an ``n`` or method text that
+  changed with the model's answers does not excuse a regression.
 - **within noise**: a change beyond the tolerance that is not significant given the two values'
   intervals.
 - **timing not judged**: latency, throughput and energy per inference, measured on this machine
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome
-from reports.changes import metric_kind, not_comparable, within_noise, worse_by
+from reports.changes import metric_kind, metric_not_comparable, within_noise, worse_by
 
 #: Severity order for "got worse" (skipped means the evidence is gone, so it ranks above pass).
 _RANK = {"pass": 0, "measured": 1, "skipped": 2, "warn": 3, "fail": 4, "error": 5}
@@ -97,7 +99,8 @@ class _Options:
     strict: bool
 
 
-def _metric_change(check: str, bm: Metric, nm: Metric, higher: bool, opt: _Options) -> Regression | Note | None:
+def _metric_change(check: str, bm: Metric, nm: Metric, higher: bool, opt: _Options,
+                   why: str | None) -> Regression | Note | None:
     """The regression or note for one metric present in both audits with both values defined."""
     kind = metric_kind(bm)
     worse = worse_by(bm, nm, higher)
@@ -111,7 +114,6 @@ def _metric_change(check: str, bm: Metric, nm: Metric, higher: bool, opt: _Optio
     tolerance = f"tolerance {limit:g}" + (" relative" if relative else "")
     if kind == "timing" and not opt.include_timing:
         return Note(*args[:1], "timing_not_judged", *args[1:], f"{moved} ({tolerance}); timing is judged only with --include-timing")
-    why = not_comparable(bm, nm)
     if why is not None:
         if opt.strict:
             return Regression(*args[:1], "metric", *args[1:], f"{moved}, and not comparable: {why}")
@@ -132,7 +134,8 @@ def _metric_items(base: CheckResult, new: CheckResult, opt: _Options) -> tuple[l
     incomparable |= {m.name for m in new.metrics if m.name not in base_names}
     for bm in base.metrics:
         nm = new_metrics.get(_metric_key(bm))
-        if nm is not None and not_comparable(bm, nm) is not None:
+        why = metric_not_comparable(base, new, bm, nm) if nm is not None else None
+        if why is not None:
             incomparable.add(bm.name)
         if bm.higher_is_better is None and not any(t.metric == bm.name for t in base.thresholds):
             continue  # direction unknown: not judged
@@ -147,7 +150,6 @@ def _metric_items(base: CheckResult, new: CheckResult, opt: _Options) -> tuple[l
         if bm.value is None:
             continue
         if nm.value is None:
-            why = not_comparable(bm, nm)
             if why is not None and not opt.strict:  # not measured this time, by another method ("not measured: …")
                 out.append(Note(base.id, "not_comparable", _label(bm), _fmt(bm.value), "undefined",
                                 f"metric became undefined, not comparable: {why}"))
@@ -158,7 +160,7 @@ def _metric_items(base: CheckResult, new: CheckResult, opt: _Options) -> tuple[l
         if higher is None:  # direction from the threshold: a min bound means higher is better
             t = next(t for t in base.thresholds if t.metric == bm.name)
             higher = t.min is not None
-        item = _metric_change(base.id, bm, nm, higher, opt)
+        item = _metric_change(base.id, bm, nm, higher, opt, why)
         if item is not None:
             out.append(item)
     if missing:  # one line per check: a score that did not run takes out a metric per OOD set

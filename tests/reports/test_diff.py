@@ -71,20 +71,37 @@ def test_timing_not_judged_unless_asked(audit_result: AuditResult) -> None:
     assert not_comparable(a, b) is None
 
 
-def test_not_comparable_on_other_samples_or_method(audit_result: AuditResult) -> None:
-    report = _diff(audit_result, [_m("auroc", 0.9, n=1040)], [_m("auroc", 0.8, n=770)])
+#: A metric only the new audit reports: the check ran another method (e.g. Mahalanobis with features).
+EXTRA = _m("auroc", 0.99, n=770)
+EXTRA_G = EXTRA.model_copy(update={"group": "mahalanobis"})
+
+
+def test_not_comparable_when_the_check_ran_differently(audit_result: AuditResult) -> None:
+    report = _diff(audit_result, [_m("auroc", 0.9, n=1040)], [_m("auroc", 0.8, n=770), EXTRA_G])
     assert report.regressions == []
     (note,) = report.notes
-    assert note.kind == "not_comparable" and "n 1,040 → 770" in note.detail
-    report = _diff(audit_result, [_m("failing", 1.0, hib=False, method="of the 4 checked (ig, saliency)")],
-                   [_m("failing", 0.0, hib=False, method="of the 2 checked (lime, kernel_shap)")])
-    assert report.regressions == [] and report.notes == []  # better: nothing to say
-    report = _diff(audit_result, [_m("failing", 0.0, hib=False, method="of the 4 checked (ig, saliency)")],
-                   [_m("failing", 1.0, hib=False, method="of the 2 checked (lime, kernel_shap)")])
+    assert note.kind == "not_comparable" and "n 1,040 → 770" in note.detail and "other methods" in note.detail
+    report = _diff(audit_result, [_m("failing", 0.0, hib=False, method="of the 4 checked (ig, saliency)"), EXTRA_G.model_copy(update={"group": "ig"})],
+                   [_m("failing", 1.0, hib=False, method="of the 2 checked (lime, kernel_shap)"), EXTRA_G.model_copy(update={"group": "lime"})])
     assert report.regressions == [] and "method changed" in report.notes[0].detail
     assert not_comparable(_m("e", 1.0), _m("e", 1.0, provenance="estimated")) == "measured → estimated"
-    strict = _diff(audit_result, [_m("auroc", 0.9, n=1040)], [_m("auroc", 0.8, n=770)], strict=True)
+    strict = _diff(audit_result, [_m("auroc", 0.9, n=1040)], [_m("auroc", 0.8, n=770), EXTRA_G], strict=True)
     assert [r.item for r in strict.regressions] == ["auroc"] and "not comparable" in strict.regressions[0].detail
+
+
+def test_n_or_method_that_follow_the_models_answers_do_not_excuse_a_regression(audit_result: AuditResult) -> None:
+    """When the check ran the same way (same config, samples and metrics), a changed n or method text
+    comes from the model's answers: the rows predicted as a class (precision), the correct rows an
+    attack starts from, the attack that turned out strongest. The change is the model's: a regression."""
+    report = _diff(audit_result, [_m("precision", 0.98, n=48).model_copy(update={"group": "8"})],
+                   [_m("precision", 0.39, n=133).model_copy(update={"group": "8"})])
+    assert [r.item for r in report.regressions] == ["precision [8]"] and report.notes == []
+    report = _diff(audit_result, [_m("robust_accuracy", 0.6, method="robust accuracy (found by PGD)")],
+                   [_m("robust_accuracy", 0.2, method="robust accuracy (found by FGSM)")])
+    assert [r.item for r in report.regressions] == ["robust_accuracy"]
+    report = _diff(audit_result, [_m("attack_success_rate", 0.2, hib=False, n=62)],
+                   [_m("attack_success_rate", 0.7, hib=False, n=47)])
+    assert [r.item for r in report.regressions] == ["attack_success_rate"]
 
 
 def test_within_noise_judged_from_intervals(audit_result: AuditResult) -> None:
@@ -106,13 +123,13 @@ def _thr(metric: str, observed: float, passed: bool) -> ThresholdOutcome:
 
 def test_status_worse_only_through_incomparable_metrics_is_a_note(audit_result: AuditResult) -> None:
     base = _audit(audit_result, [_m("auroc", 0.9, n=1040)], status="pass", thresholds=[_thr("auroc", 0.9, True)])
-    new = _audit(audit_result, [_m("auroc", 0.8, n=770)], status="warn", thresholds=[_thr("auroc", 0.8, False)])
+    new = _audit(audit_result, [_m("auroc", 0.8, n=770), EXTRA_G], status="warn", thresholds=[_thr("auroc", 0.8, False)])
     report = diff_results(base, new)
     assert report.regressions == [] and {n.item for n in report.notes} == {"status", "auroc"}
     assert diff_results(base, new, strict=True).regressions[0].kind == "status"
     same_n = _audit(audit_result, [_m("auroc", 0.8, n=1040)], status="warn", thresholds=[_thr("auroc", 0.8, False)])
     assert [r.kind for r in diff_results(base, same_n).regressions] == ["status", "metric"]
-    errored = _audit(audit_result, [_m("auroc", 0.8, n=770)], status="error", thresholds=[_thr("auroc", 0.8, False)])
+    errored = _audit(audit_result, [_m("auroc", 0.8, n=770), EXTRA_G], status="error", thresholds=[_thr("auroc", 0.8, False)])
     assert diff_results(base, errored).regressions[0].kind == "status"  # an error is never excused
 
 
