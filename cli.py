@@ -242,12 +242,13 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
     # Text cells: square brackets in metric groups or summaries are content, not rich markup.
     table = Table(title=Text(f"deepaudit: {fmt.verdict(result)}"), show_lines=False)
     for col in ("check", "status", "judged against", "summary"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long metric name folds onto the next line; it is never cut
     for c in result.checks:
         order = sorted(c.thresholds, key=lambda t: (t.passed, fmt.is_judged(t)))  # missed, not judged, then met
         judged = "\n".join(fmt.leveled_judgement(t) for t in order) or fmt.judged_against(c)
         table.add_row(Text(c.id), Text(fmt.status_word(c.status)), Text(judged), Text(c.summary))
-    console = Console()
+    # A CI log is not a terminal: rich would assume 80 columns and squeeze every cell; give it room.
+    console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
     console.print(table, highlight=False)
     missed = fmt.missed_lines(result)
     if missed:  # plain lines, whole, for a log where the table wraps its cells

@@ -75,3 +75,22 @@ def test_markdown_names_metric_observed_bound_and_level_of_every_miss(tmp_path: 
     assert f"- **WARN** performance: ece = {ece:.4f}, required ≤ 0.0000 (warn level, config): missed" in missed
     assert f"accuracy ≥ 0.9900 (config): {acc:.4f} **missed** (fail)" in md
     assert f"ece ≤ 0.0000 (config): {ece:.4f} **missed** (warn)" in md
+
+
+def test_a_log_gets_whole_metric_names_in_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a TTY (as in CI): the table is up to 160 columns wide and folds, never cuts, a long name."""
+    import cli
+    from audit.results import CheckResult, ThresholdOutcome, summarise
+    from tests.reports.conftest import build_result
+
+    long = "demographic_parity_difference"
+    thresholds = [ThresholdOutcome(metric=m, max=0.1, level="warn", observed=0.3, passed=False, source="default",
+                                   group="sex") for m in (long, "demographic_parity_ratio")]
+    check = CheckResult(id="fairness.group_metrics", category="fairness", title="Group fairness", status="warn",
+                        summary="Selection rates differ between groups " * 4, thresholds=thresholds)
+    base = build_result()
+    result = base.model_copy(update={"checks": [check], "summary": summarise([check])})
+    cli._print_summary(result, {}, quiet=False)
+    table = capsys.readouterr().out.split("missed thresholds:")[0]
+    assert "…" not in table and max(map(len, table.splitlines())) <= 160
+    assert long in table and "demographic_parity_ratio" in table
