@@ -89,7 +89,8 @@ def test_compare_builds_text_variants_that_keep_the_tokenizer(model_dir: Path) -
     comparison = run_compare(cfg, variants=["pruned:0.5"])
     variant = comparison.entries[1].result
     assert variant.provenance.model["adapter"] == "TokenizedTextAdapter"
-    assert variant.check("adversarial").summary.startswith("Character edits")  # raw text reached the variant
+    adv = variant.check("adversarial")  # raw text reached the variant: the text attacks ran on it
+    assert adv.summary.startswith("The strongest text attack (char_edit") and adv.metric("flip_rate").value is not None
     assert variant.check("performance").status != "error"
 
 
