@@ -105,8 +105,9 @@ def _cell(value: float | None, delta: float | None, verdict: str, first: bool) -
     text = f"{value:.4g}"
     if first or delta is None:
         return text
-    word = {"same": "same", "better": "better", "worse": "worse", "not comparable": "not comparable"}.get(verdict, "")
-    return f"{text} ({'=' if verdict == 'same' else f'{delta:+.3g}'}{' ' + word if word and verdict != 'same' else ''})"
+    if verdict == "same":
+        return f"{text} (=)"
+    return f"{text} ({delta:+.3g}{' ' + verdict if verdict else ''})"  # verdict: better, worse, not comparable or ""
 
 
 def render_compare_table(comparison: ComparisonResult, rows: list[CompareRow] | None = None) -> str:
