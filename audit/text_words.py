@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 
 
@@ -74,3 +76,19 @@ def mark_changes(original: str, adversarial: str) -> tuple[str, str]:
     ma = [f"⟦{x}⟧" if x != y else x for x, y in zip(a, b)]
     mb = [f"⟦{y}⟧" if x != y else y for x, y in zip(a, b)]
     return " ".join(ma), " ".join(mb)
+
+
+def insert_words(text: str, words: str, slot: int) -> str:
+    """``text`` with ``words`` inserted as whole words before its ``slot``-th word (0: first; a slot at or
+    past the number of words appends). One space separates the inserted words from their neighbours;
+    nothing else of ``text`` changes. The trigger insertion of the text backdoor checks."""
+    spans = word_spans(text)
+    if slot >= len(spans):
+        return f"{text.rstrip()} {words}" if text.strip() else words
+    at = spans[max(slot, 0)][0]
+    return f"{text[:at]}{words} {text[at:]}"
+
+
+def insert_at_random(texts: list[str], words: str, rng: np.random.Generator) -> list[str]:
+    """Every text with ``words`` inserted before a seeded, uniformly drawn word slot (end included)."""
+    return [insert_words(t, words, int(rng.integers(0, len(word_spans(t)) + 1))) for t in texts]

@@ -211,3 +211,16 @@ def test_share_of_words_changed_is_bounded() -> None:
     assert two_keywords(capped.adversarial).argmax(1)[0] == 1
     free = pwws_attack(two_keywords, text, np.array([1]), wordnet=WordNet(), max_words_changed=0.5)  # three words
     assert two_keywords(free.adversarial).argmax(1)[0] == 0
+
+
+def test_insert_words_places_a_trigger_between_whole_words() -> None:
+    from audit.text_words import insert_at_random, insert_words
+
+    assert insert_words("a good film.", "cf", 0) == "cf a good film."
+    assert insert_words("a good film.", "cf mn", 2) == "a good cf mn film."
+    assert insert_words("a good film.", "cf", 3) == "a good film. cf"
+    assert insert_words("", "cf", 0) == "cf"
+    rng = np.random.default_rng(0)
+    out = insert_at_random(["one two three"] * 50, "cf", rng)
+    assert all(o.split().count("cf") == 1 and o.replace("cf ", "").replace(" cf", "") == "one two three" for o in out)
+    assert len({o.split().index("cf") for o in out}) == 4  # every slot, the end included, is drawn
