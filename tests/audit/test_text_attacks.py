@@ -200,6 +200,32 @@ def test_unloadable_similarity_model_skips_pwws_unless_allowed(monkeypatch) -> N
 
 
 @needs_wordnet
+def test_sentence_encoder_loads_once_per_process_and_a_failed_load_is_not_cached(monkeypatch) -> None:
+    import sentence_transformers
+
+    real, built, broken = sentence_transformers.SentenceTransformer, [], [True]
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built.append(args)
+        if broken[0]:
+            raise OSError("disk unreadable")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", counting)
+    text_attacks._load_encoder.cache_clear()
+    with pytest.raises(RuntimeError, match="disk unreadable"):
+        text_attacks.SentenceSimilarity()
+    broken[0] = False
+    cfg = AdversarialConfig(text_recipes=["pwws"], text_min_similarity=0.5)
+    first = AdversarialRobustness(cfg).run(_ctx(TEXTS, [1, 1, 0, 1]))  # two audits in one process
+    second = AdversarialRobustness(cfg).run(_ctx(TEXTS, [1, 1, 0, 1]))
+    assert len(built) == 2  # the failed load, then one load shared by both audits
+    sims = [next(m.value for m in out.metrics if (m.name, m.group) == ("semantic_similarity", "pwws"))
+            for out in (first, second)]
+    assert sims[0] is not None and sims[0] == sims[1]
+
+
+@needs_wordnet
 def test_share_of_words_changed_is_bounded() -> None:
     def two_keywords(texts: list[str]) -> np.ndarray:  # "pos" until both "good" and "film" are gone
         p = np.array([0.1 + 0.45 * ("good" in t.split()) + 0.45 * ("film" in t.split()) for t in texts])
