@@ -118,6 +118,7 @@ class CounterfactualText(Check):
         rows: list[list] = []
         examples: list[list] = []
         scorer = TextScorer(adapter, ctx.batch_size)  # a swapped text repeated in the data is scored once
+        used: set[int] = set()  # evaluation rows swapped in at least one pair: the rows the check used
         for axis, groups in terms.items():
             for a, words_a in groups.items():
                 for b, words_b in groups.items():
@@ -130,6 +131,7 @@ class CounterfactualText(Check):
                     if idx.size == 0:
                         rows.append([axis, a, b, 0, None, None, None])
                         continue
+                    used.update(idx.tolist())
                     swapped = [swap(texts[i], pattern, mapping) for i in idx]
                     cf = torch.softmax(torch.from_numpy(scorer.logits(swapped)), 1).numpy()
                     if cfg.positive_class is not None and cfg.positive_class >= k:
@@ -203,7 +205,7 @@ class CounterfactualText(Check):
                                f"the result: {', '.join(small[:10])}.")
         return CheckOutput(
             summary=summary,
-            metrics=metrics, evidence=evidence, dataset="eval", n_samples=len(texts),
+            metrics=metrics, evidence=evidence, dataset="eval", n_samples=len(used),
             method=("Whole-word, case-insensitive replacement of each group's terms by the aligned terms of the other "
                     "group, every ordered pair of groups per axis; the model scores both texts in batches."),
             limitations=limitations)

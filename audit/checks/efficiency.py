@@ -256,7 +256,7 @@ class Efficiency(Check):
         energy = next((m for m in metrics if m.name == "energy_per_1000_wh"), None)
         if energy is not None and energy.value is not None:
             summary += f"; {energy.value:.3g} Wh per 1,000 inferences ({energy.provenance})"
-        return CheckOutput(summary=summary + ".", metrics=metrics, dataset="eval", n_samples=n_inf,
+        return CheckOutput(summary=summary + ".", metrics=metrics, dataset="eval", n_samples=bs,  # rows used (timed repeatedly)
                            evidence=[Table(title="Measurement set-up", columns=["item", "value"], rows=rows)],
                            method=("Batches are taken from the evaluation set and run through the adapter (preprocessing "
                                    "included) with gradients off. " + timing + f" (at least n_repeats = {cfg.n_repeats} "

@@ -217,7 +217,7 @@ class BackdoorSimulation(Check):
                    f"{asr_of[low]:.3f}, {high:.0%} gives {asr_of[high]:.3f} (clean accuracy {acc_of[high]:.3f}"
                    + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ").")
         return CheckOutput(
-            summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval", n_samples=len(y_tr),
+            summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval", n_samples=len(y_tr) + len(y_ev),
             method=(f"BadNets-style backdoor (ART PoisoningAttackBackdoor): at each rate, that share of {len(y_tr)} "
                     f"training samples from classes other than {cfg.target_class} get the trigger ({trigger.description}) "
                     f"and the label {cfg.target_class}; a model is retrained by {how} for {cfg.epochs} epoch(s), then "
@@ -401,10 +401,12 @@ class BackdoorScan(Check):
                          f"({cfg.success_threshold:.0%}) in {cfg.steps} steps, so the trigger sizes cannot be compared "
                          "(raise steps or lr)")
         size = int(np.prod(found.masks.shape[1:]))
-        metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=k, higher_is_better=False,
+        n_nc = len(rows)  # the evaluation rows the triggers were optimised on: every Neural Cleanse metric's n
+        metrics.append(Metric(name="anomaly_index", value=anomaly_value, n=n_nc, higher_is_better=False,
                               method=(f"Neural Cleanse (Wang et al. 2019): largest MAD anomaly index |L1 − median| / "
                                       f"(1.4826·MAD) among the {k} classes whose smallest trigger mask is at or below the "
-                                      f"median; > {cfg.anomaly_threshold:g} flags a suspected backdoor target"
+                                      f"median (triggers optimised on {n_nc} evaluation samples); > "
+                                      f"{cfg.anomaly_threshold:g} flags a suspected backdoor target"
                                       + ("" if converged else f"; {not_converged}"))))
         for c in range(k):
             metrics += [
@@ -413,8 +415,9 @@ class BackdoorScan(Check):
                        method=f"L1 norm of the smallest mask (of {size} cells) that sends ≥ {cfg.success_threshold:.0%} "
                               f"of {len(rows)} clean samples to this class"
                               + ("" if found.reached[c] else f" (not reached: last mask, success {found.success[c]:.2f})")),
-                Metric(name="class_anomaly_index", group=names[c], value=float(index[c]), n=k, higher_is_better=None,
-                       method="MAD anomaly index of this class's trigger mask L1 norm"),
+                Metric(name="class_anomaly_index", group=names[c], value=float(index[c]), n=n_nc, higher_is_better=None,
+                       method=f"MAD anomaly index of this class's trigger mask L1 norm among the {k} classes' "
+                              f"(triggers optimised on {n_nc} evaluation samples)"),
             ]
             per_class[c] += [round(float(found.mask_l1[c]), 3), round(float(index[c]), 3),
                              round(float(found.success[c]), 3), "yes" if c in suspected else "no",
@@ -439,13 +442,14 @@ class BackdoorScan(Check):
                                    data={"images": images, "titles": titles},
                                    caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
                                            "overall when none is suspected)."))
-        metrics.append(Metric(name="suspected_classes", value=float(len(suspected)) if converged else None, n=k,
+        metrics.append(Metric(name="suspected_classes", value=float(len(suspected)) if converged else None, n=n_nc,
                               higher_is_better=False,
                               method="classes Neural Cleanse flags (a working trigger mask below the median, anomaly index "
                                      f"above {cfg.anomaly_threshold:g})" + ("" if converged else f"; {not_converged}")))
         # ------------------------------------------------------------------ ART defences on the training set
         flagged_rows: list[list[Any]] = []
         n_flagged: int | None = None
+        n_ref = 0  # rows of data.reference the ART defences examined (0: they did not run)
         defences_blocker = None
         if not has_ref:
             defences_blocker = "they need a labelled data.reference (the training set)"
@@ -453,7 +457,7 @@ class BackdoorScan(Check):
             defences_blocker = f"the model ({adapter.format}) exposes no penultimate features"
         else:
             try:
-                flagged_rows, n_flagged, extra = self._training_set(ctx, cfg, suspected, rng, per_class)
+                flagged_rows, n_flagged, n_ref, extra = self._training_set(ctx, cfg, suspected, rng, per_class)
                 limitations += extra
             except SkipCheck as exc:  # e.g. features that turned out to be unavailable
                 defences_blocker = str(exc).rstrip(".")
@@ -465,7 +469,7 @@ class BackdoorScan(Check):
                "SpectralSignatureDefense (top outlier scores) flag")
         not_run = next((t for t in reversed(limitations) if "did not run" in t), "")
         metrics.append(Metric(name="flagged_samples", value=None if n_flagged is None else float(n_flagged),
-                              n=min(len(ctx.datasets["reference"]), cfg.max_train_samples) if has_ref else 0,
+                              n=n_ref,
                               higher_is_better=False,
                               method=how if n_flagged is not None else f"not measured ({how}): {not_run}"))
         evidence.insert(0, Table(title="Backdoor evidence per class",
@@ -493,7 +497,7 @@ class BackdoorScan(Check):
                     if converged else "Neural Cleanse: ") + verdict + ".")
         return CheckOutput(
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
-            n_samples=len(x_ev_all),
+            n_samples=n_nc + n_ref,
             method=(f"Neural Cleanse: for every class, Adam (at most {cfg.steps} steps, lr {cfg.lr:g}; all classes batched "
                     "together with the model's weights frozen; "
                     + (f"a class stops once its smallest working mask has not shrunk by 1% in {cfg.early_stop_patience} "
@@ -516,8 +520,9 @@ class BackdoorScan(Check):
             ])
 
     def _training_set(self, ctx: AuditContext, cfg: BackdoorScanConfig, suspected: list[int], rng: np.random.Generator,
-                      per_class: dict[int, list[Any]]) -> tuple[list[list[Any]], int | None, list[str]]:
-        """ART's ActivationDefence and SpectralSignatureDefense on the penultimate features of data.reference."""
+                      per_class: dict[int, list[Any]]) -> tuple[list[list[Any]], int | None, int, list[str]]:
+        """ART's ActivationDefence and SpectralSignatureDefense on the penultimate features of data.reference:
+        ``(flagged rows, flagged by both, rows examined, limitations)``."""
         from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
         adapter = ctx.adapter
@@ -562,4 +567,4 @@ class BackdoorScan(Check):
         table = [[int(rows[i]), ctx.class_names[int(y[i])], bool(ac_flag[i]), bool(ss_flag[i]),
                   round(scores[int(i)], 4) if int(i) in scores else None] for i in either]
         both = int((in_suspected & ac_flag & ss_flag).sum()) if dims >= 1 else None  # not run is not zero
-        return table, both, extra
+        return table, both, len(rows), extra
