@@ -60,3 +60,17 @@ def band_images(n: int, n_classes: int = 3, size: int = 9, seed: int = 0) -> tup
     for i, c in enumerate(y):
         x[i, 0, edges[c], :] += 0.6
     return x, y
+
+
+def band_cnn(n_classes: int = 5, size: int = 8, steps: int = 60) -> TinyCNN:
+    """A ``TinyCNN`` trained for a moment on ``band_images`` (seeded), so its predictions vary and attacks
+    succeed; in eval mode."""
+    torch.manual_seed(0)
+    model = TinyCNN(n_classes=n_classes)
+    x, y = band_images(200, n_classes=n_classes, size=size, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        opt.step()
+    return model.eval()

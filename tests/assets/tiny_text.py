@@ -63,3 +63,17 @@ class KeywordTextAdapter(ModelAdapter):
 
     def attention(self, inputs: Sequence[str]) -> list[torch.Tensor]:
         raise NotImplementedError("the keyword model has no attention maps")
+
+
+def gendered_text_audit_data(folder) -> dict:  # noqa: ANN001 - a pathlib.Path
+    """``tiny_bert`` saved to ``folder/bert`` and 40 texts starting 'he' or 'she' (labels alternate) in
+    ``folder/eval.csv``: the config keys of an audit of them (model, data, output)."""
+    import pandas as pd
+
+    model, tokenizer = tiny_bert()
+    model.save_pretrained(folder / "bert")
+    tokenizer.save_pretrained(folder / "bert")
+    texts = [f"{'he' if i % 2 else 'she'} {t}" for i, t in enumerate(sentences(40))]
+    pd.DataFrame({"text": texts, "label": [i % 2 for i in range(40)]}).to_csv(folder / "eval.csv", index=False)
+    return {"model.path": str(folder / "bert"), "device": "cpu", "data.eval.path": str(folder / "eval.csv"),
+            "data.eval.target": "label", "data.eval.text_column": "text", "output.dir": str(folder / "out")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY_CNN_CLASS, TINY_MLP_CLASS, TinyCNN, TinyMLP, band_images
+from tiny_models import TINY_CNN_CLASS, TINY_MLP_CLASS, TinyMLP, band_cnn, band_images
 
 from audit.config import load_config
 from audit.registry import get_check, list_checks
@@ -89,14 +89,7 @@ def image_audit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from safetensors.torch import save_file
 
     tmp = tmp_path_factory.mktemp("contract")
-    torch.manual_seed(0)
-    model = TinyCNN(n_classes=5)
-    x, y = band_images(200, n_classes=5, size=8, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
-        opt.step()
+    model = band_cnn(n_classes=5)
     weights = tmp / "cnn.safetensors"
     save_file(model.state_dict(), str(weights))
     for name, n, seed in (("eval", 60, 2), ("reference", 60, 3), ("ood", 20, 4)):
@@ -173,16 +166,8 @@ def test_tabular_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
 
 def test_text_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
     """Character-edit attacks, attention rollout and identity-term swaps apply to text models only."""
-    import pandas as pd
-    from tiny_text import sentences, tiny_bert
+    from tiny_text import gendered_text_audit_data
 
-    model, tokenizer = tiny_bert()
-    model.save_pretrained(tmp_path / "bert")
-    tokenizer.save_pretrained(tmp_path / "bert")
-    texts = [f"{'he' if i % 2 else 'she'} {t}" for i, t in enumerate(sentences(40))]
-    pd.DataFrame({"text": texts, "label": [i % 2 for i in range(40)]}).to_csv(tmp_path / "eval.csv", index=False)
-    cfg = load_config(None, {"model.path": str(tmp_path / "bert"), "device": "cpu",
-                             "data.eval.path": str(tmp_path / "eval.csv"), "data.eval.target": "label",
-                             "data.eval.text_column": "text", "output.dir": str(tmp_path / "out")},
+    cfg = load_config(None, gendered_text_audit_data(tmp_path),
                       FAST + only("adversarial", "explanations.attention", "fairness.counterfactual_text"))
     assert_contract(run_audit(cfg), set(), TEXT_NOT_EMITTED)

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY_CNN_CLASS, TinyCNN, band_images
+from tiny_models import TINY_CNN_CLASS, band_cnn, band_images
 
 from audit.config import load_config
 from audit.runner import run_audit
@@ -58,14 +58,7 @@ def capped_audit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from safetensors.torch import save_file
 
     tmp = tmp_path_factory.mktemp("rows-used")
-    torch.manual_seed(0)
-    model = TinyCNN(n_classes=5)
-    x, y = band_images(200, n_classes=5, size=8, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
-        opt.step()
+    model = band_cnn(n_classes=5)
     weights = tmp / "cnn.safetensors"
     save_file(model.state_dict(), str(weights))
     for name, n, seed in (("eval", N_EVAL, 2), ("reference", N_REF, 3), ("ood", N_OOD, 4)):
@@ -115,17 +108,9 @@ def test_the_reports_sample_budget_table_shows_the_rows_used(capped_audit) -> No
 def test_text_checks_report_the_rows_they_used(tmp_path) -> None:  # noqa: ANN001
     """Identity-term swaps take at most max_samples texts per pair of groups (here he/she both ways: at most
     10 rows, not the 40 of the set); attention rollout and the character-edit attack read their caps."""
-    import pandas as pd
-    from tiny_text import sentences, tiny_bert
+    from tiny_text import gendered_text_audit_data
 
-    model, tokenizer = tiny_bert()
-    model.save_pretrained(tmp_path / "bert")
-    tokenizer.save_pretrained(tmp_path / "bert")
-    texts = [f"{'he' if i % 2 else 'she'} {t}" for i, t in enumerate(sentences(40))]
-    pd.DataFrame({"text": texts, "label": [i % 2 for i in range(40)]}).to_csv(tmp_path / "eval.csv", index=False)
-    cfg = load_config(None, {"model.path": str(tmp_path / "bert"), "device": "cpu",
-                             "data.eval.path": str(tmp_path / "eval.csv"), "data.eval.target": "label",
-                             "data.eval.text_column": "text", "output.dir": str(tmp_path / "out")},
+    cfg = load_config(None, gendered_text_audit_data(tmp_path),
                       ["energy.track=false", "select=[adversarial, explanations.attention, fairness.counterfactual_text]",
                        "checks.fairness.counterfactual_text={max_samples: 5, min_texts: 2, n_resamples: 20}",
                        "checks.explanations.attention={max_samples: 2, curve_steps: 4}",
