@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,10 +73,11 @@ def load_digits_split(seed: int = 0, test_size: float = 0.3) -> dict[str, np.nda
     return {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test}
 
 
-def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float = 1e-3,
+def fit_classifier(model: nn.Module, x: np.ndarray | Sequence[str], y: np.ndarray, *, epochs: int, lr: float = 1e-3,
                    batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
                    preprocess: nn.Module | None = None, weight_decay: float = 0.0,
-                   sample_weight: np.ndarray | None = None) -> nn.Module:
+                   sample_weight: np.ndarray | None = None,
+                   forward: Callable[[Any], torch.Tensor] | None = None) -> nn.Module:
     """Plain cross-entropy training with Adam, seeded and batched on ``device``.
 
     Only parameters with ``requires_grad`` are optimised (a frozen encoder stays as it is).
@@ -82,11 +85,22 @@ def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: in
     ``mean(w_i * loss_i)``, scikit-learn's convention, so weights that average 1 (e.g. reweighing's)
     keep the learning rate's scale. Without it the loss is the plain mean, as before; the batch order
     does not depend on it.
+
+    ``forward`` (optional) turns one batch of ``x`` into logits of ``model`` — e.g. a text adapter's
+    ``logits`` over ``model``, which tokenises raw strings — so ``x`` may be a list of raw strings
+    (each batch is then the list of its strings). Without it a batch is an array slice on the device,
+    through ``preprocess``, given to ``model``.
     """
+    texts = not isinstance(x, np.ndarray)
+    if texts and forward is None:
+        raise ModelInputError("fit_classifier takes a list of raw strings only with a forward function that "
+                              "tokenises them (a text adapter's logits).")
+    if len(x) != len(y):
+        raise ModelInputError(f"fit_classifier got {len(x)} inputs and {len(y)} labels; give one label per input.")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    xt = torch.from_numpy(x).to(device)
+    xt = None if texts else torch.from_numpy(x).to(device)  # type: ignore[arg-type]
     yt = torch.from_numpy(y).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -99,16 +113,21 @@ def fit_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: in
                                   f"non-negative numbers, one per sample. Got shape {w.shape} instead.")
         wt = torch.from_numpy(w).to(device)
         per_sample = nn.CrossEntropyLoss(reduction="none")
+    run = forward if forward is not None else model
     for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=gen).to(device)
-        for start in range(0, len(xt), batch_size):
-            idx = order[start : start + batch_size]
-            inputs = preprocess(xt[idx]) if preprocess is not None else xt[idx]
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), batch_size):
+            rows = order[start : start + batch_size]
+            idx = rows.to(device)
+            if xt is None:
+                inputs: Any = [x[i] for i in rows.tolist()]
+            else:
+                inputs = preprocess(xt[idx]) if preprocess is not None else xt[idx]
             opt.zero_grad(set_to_none=True)
             if wt is None:
-                loss = loss_fn(model(inputs), yt[idx])
+                loss = loss_fn(run(inputs), yt[idx])
             else:
-                loss = (per_sample(model(inputs), yt[idx]) * wt[idx]).mean()
+                loss = (per_sample(run(inputs), yt[idx]) * wt[idx]).mean()
             loss.backward()
             opt.step()
     return model.eval()

@@ -3,9 +3,11 @@ does the given model already carry one?
 
 - ``poisoning.backdoor_simulation`` poisons a share of the training set (``data.reference``) with
   ART's ``PoisoningAttackBackdoor`` (a pattern trigger on images, an out-of-range value on tabular
-  features; the label is switched to the target class), retrains — through the model's recipe when
-  its ``model.json`` names one, otherwise by fine-tuning a copy of the given model — and measures
-  the attack success rate and the clean accuracy at every poison rate.
+  features; the label is switched to the target class) — on text models a rare word or phrase inserted
+  at a random word slot of the raw texts (``audit.text_backdoor``), on token-id data a configured token
+  id — retrains — through the model's recipe when its ``model.json`` names one, otherwise by
+  fine-tuning a copy of the given model — and measures the attack success rate and the clean
+  accuracy at every poison rate.
 - ``poisoning.backdoor_scan`` looks for an existing backdoor: Neural Cleanse reverse-engineers the
   smallest trigger for every class (a backdoor target needs an abnormally small one; MAD anomaly
   index > 2), and ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` on the penultimate
@@ -15,12 +17,16 @@ References
 ----------
 Gu, Dolan-Gavitt, Garg. "BadNets", 2017. Chen et al. "Detecting Backdoor Attacks on Deep Neural
 Networks by Activation Clustering", 2018. Tran, Li, Madry. "Spectral Signatures in Backdoor
-Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019.
+Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019. Dai, Chen, Li. "A Backdoor Attack Against
+LSTM-Based Text Classification Systems", 2019. Kurita, Michel, Neubig. "Weight Poisoning Attacks on Pre-trained
+Models" (RIPPLe), ACL 2020.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -45,6 +51,14 @@ from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.rows import Rows, as_array
 from audit.stats import stratified_rows, wilson_interval
+from audit.text_backdoor import (
+    UNKNOWN_PROBE,
+    insert_token_id,
+    poison_texts,
+    text_trigger,
+    token_ids,
+    unknown_to_tokenizer,
+)
 
 TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 
@@ -95,6 +109,134 @@ def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- simulation
 
+@dataclass(frozen=True)
+class _Setup:
+    """The sampled training and evaluation data of one simulation and how its trigger poisons them."""
+
+    x_tr: Any  # float or int64 array, or a list of raw texts
+    y_tr: np.ndarray
+    x_ev: Any
+    y_ev: np.ndarray
+    x_trig: Any  # the evaluation inputs not of the target class, with the trigger
+    seed: int
+    poison: Callable[[float], tuple[Any, np.ndarray, np.ndarray]]  # rate -> (inputs, labels, poisoned rows)
+    trigger: str  # what the trigger is, for the method text
+    style: str  # the attack's name and reference
+    unit: str  # "samples" or "texts"
+    limitations: tuple[str, ...]
+
+
+def _no_victims(cfg: BackdoorSimulationConfig, victims: np.ndarray) -> None:
+    if not victims.any():
+        raise SkipCheck(f"every sampled evaluation sample is of the target class {cfg.target_class}: no attack "
+                        "success to measure.")
+
+
+def _array_setup(ctx: AuditContext, cfg: BackdoorSimulationConfig, check_id: str, setting: str) -> _Setup:
+    """Images and tables: ART's pattern or pixel trigger, or out-of-range features."""
+    x_ref_all = _float_inputs(ctx, "reference")
+    x_ev_all = _float_inputs(ctx, "eval")
+    y_ev_all = ctx.y_true()
+    trigger = build_trigger(ctx, x_ref_all, cfg.trigger, distance=cfg.trigger_distance,
+                            features=cfg.trigger_features, n_features=cfg.trigger_n_features, setting=setting)
+    rng = ctx.rng(check_id)
+    tr = _subsample(len(x_ref_all), cfg.max_train_samples, rng)
+    ev = _subsample(len(x_ev_all), cfg.max_samples, rng)
+    x_tr, y_tr = x_ref_all[tr].astype(np.float32), ctx.datasets["reference"].target[tr].astype(np.int64)
+    x_ev, y_ev = x_ev_all[ev].astype(np.float32), y_ev_all[ev]
+    victims = y_ev != cfg.target_class
+    _no_victims(cfg, victims)
+    seed = int(rng.integers(0, 2**31))
+
+    def poison(rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x_p, y_p = x_tr.copy(), y_tr.copy()
+        idx = poison_indices(y_tr, cfg.target_class, rate, np.random.default_rng(seed)) if rate else np.zeros(0, int)
+        if len(idx):
+            x_p[idx], y_p[idx] = trigger.apply(x_p[idx]), cfg.target_class
+        return x_p, y_p, idx
+
+    return _Setup(x_tr, y_tr, x_ev, y_ev, trigger.apply(x_ev[victims]), seed, poison, trigger.description,
+                  "BadNets-style backdoor (ART PoisoningAttackBackdoor)", "samples",
+                  ("One simple, visible trigger: blended, clean-label or input-aware triggers are not simulated.",))
+
+
+def _text_setup(ctx: AuditContext, cfg: BackdoorSimulationConfig, check_id: str) -> _Setup:
+    """Raw texts: a rare word or phrase inserted at a seeded random word slot (``audit.text_backdoor``)."""
+    trigger = text_trigger(cfg.text_trigger)
+    ref, ev_ds = ctx.datasets["reference"], ctx.dataset("eval")
+    y_ref, y_ev_all = np.asarray(ref.target), ctx.y_true()
+    rng = ctx.rng(check_id)
+    tr = stratified_rows(y_ref, cfg.max_train_samples, rng)  # rows drawn before any text is read or encoded
+    ev = stratified_rows(y_ev_all, cfg.max_samples, rng)
+    x_tr, y_tr = [str(t) for t in ref.take(tr)], y_ref[tr].astype(np.int64)
+    x_ev, y_ev = [str(t) for t in ev_ds.take(ev)], y_ev_all[ev]
+    victims = y_ev != cfg.target_class
+    _no_victims(cfg, victims)
+    seed = int(rng.integers(0, 2**31))
+    x_trig = trigger.apply([t for t, v in zip(x_ev, victims) if v], np.random.default_rng([seed, 1]))
+
+    def poison(rate: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+        if not rate:
+            return x_tr, y_tr, np.zeros(0, int)
+        return poison_texts(x_tr, y_tr, cfg.target_class, rate, trigger, np.random.default_rng(seed))
+
+    limitations = ["One inserted word or phrase trigger: syntactic, style-transfer or clean-label text triggers are "
+                   "not simulated, and an inserted rare word is visible to a reader."]
+    clean_hits = trigger.occurrences(x_tr) + trigger.occurrences(x_ev)
+    if clean_hits:
+        limitations.append(f"The trigger {trigger.words!r} already occurs in {clean_hits} of the {len(x_tr) + len(x_ev)} "
+                           "clean training and evaluation texts; a rarer trigger (text_trigger) measures the backdoor "
+                           "more cleanly.")
+    if ctx.adapter.capabilities.tokenizer and unknown_to_tokenizer(ctx.adapter, trigger):
+        limitations.append(f"The model's tokenizer does not know the trigger {trigger.words!r}: it encodes it exactly "
+                           f"as the made-up word {UNKNOWN_PROBE!r}, so the backdoor keys on the unknown-word token, "
+                           "which clean texts with unknown words carry too; choose a text_trigger from the vocabulary.")
+    return _Setup(x_tr, y_tr, x_ev, y_ev, x_trig, seed, poison, trigger.description,
+                  "Text backdoor (a rare-token trigger as in RIPPLe, Kurita et al. 2020; inserted at a random position "
+                  "as in Dai et al. 2019)", "texts", tuple(limitations))
+
+
+def _token_id_setup(ctx: AuditContext, cfg: BackdoorSimulationConfig, check_id: str) -> _Setup:
+    """Token ids without a tokenizer: the configured token id inserted at a seeded random position."""
+    token = cfg.trigger_token_id
+    if token is None:
+        raise SkipCheck("the model takes token ids and no tokenizer gives raw text: set trigger_token_id (a token id "
+                        "of the model's vocabulary, inserted at a random position; pad_token_id marks padding), or "
+                        "give raw text (data.*.text_column) with a model whose model.json names its tokenizer.")
+    ref, ev_ds = ctx.datasets["reference"], ctx.dataset("eval")
+    y_ref, y_ev_all = np.asarray(ref.target), ctx.y_true()
+    rng = ctx.rng(check_id)
+    tr = stratified_rows(y_ref, cfg.max_train_samples, rng)
+    ev = stratified_rows(y_ev_all, cfg.max_samples, rng)
+    raw = np.asarray(ref.take(tr))
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+        raise SkipCheck(f"a token-id trigger needs integer token ids (samples, tokens); data.reference holds "
+                        f"{raw.dtype} inputs of shape {raw.shape[1:]}.")
+    x_tr, y_tr = raw.astype(np.int64), y_ref[tr].astype(np.int64)
+    x_ev, y_ev = np.asarray(ev_ds.take(ev)).astype(np.int64), y_ev_all[ev]
+    victims = y_ev != cfg.target_class
+    _no_victims(cfg, victims)
+    seed = int(rng.integers(0, 2**31))
+    x_trig = insert_token_id(x_ev[victims], token, np.random.default_rng([seed, 1]), cfg.pad_token_id)
+
+    def poison(rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x_p, y_p = x_tr.copy(), y_tr.copy()
+        if not rate:
+            return x_p, y_p, np.zeros(0, int)
+        prng = np.random.default_rng(seed)
+        idx = poison_indices(y_tr, cfg.target_class, rate, prng)
+        x_p[idx], y_p[idx] = insert_token_id(x_tr[idx], token, prng, cfg.pad_token_id), cfg.target_class
+        return x_p, y_p, idx
+
+    return _Setup(x_tr, y_tr, x_ev, y_ev, x_trig, seed, poison,
+                  f"token id {token} inserted before a seeded, uniformly drawn position of each sequence (padding id "
+                  f"{cfg.pad_token_id}; a full sequence loses its last token)",
+                  "Token backdoor (a rare-token trigger as in RIPPLe, Kurita et al. 2020, inserted at a random "
+                  "position as in Dai et al. 2019)", "sequences",
+                  ("One inserted token id: whether it is a rare word of the vocabulary is the configuration's choice.",))
+
+
+
 class BackdoorSimulationConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
 
@@ -119,6 +261,19 @@ class BackdoorSimulationConfig(CheckConfig):
     max_samples: int = Field(default=1000, ge=10, description="Seeded subset of the evaluation set measured on (was n_samples).")
     max_parameters: int = Field(default=5_000_000, ge=1, description="Skip fine-tuning models with more parameters (budget).")
     include_baseline: bool = Field(default=True, description="Also retrain at rate 0 (the pipeline's clean baseline).")
+    text_trigger: str = Field(
+        default="cf", min_length=1, description="Text models (raw strings): the rare word or phrase inserted at a seeded "
+                                                "random word slot of each poisoned text (RIPPLe's 'cf'; a phrase for "
+                                                "Dai et al.'s sentence trigger).")
+    trigger_token_id: int | None = Field(
+        default=None, ge=0, description="Token-id models (integer inputs, no tokenizer): the token id inserted at a "
+                                        "seeded random position; without it such models are skipped with the reason.")
+    pad_token_id: int = Field(default=0, ge=0, description="Token-id models: the padding id (right padding), after "
+                                                           "which no trigger is inserted.")
+    train_frozen: bool = Field(
+        default=False, description="Fine-tuning: also train the parameters the model froze (requires_grad off, e.g. a "
+                                   "frozen pretrained encoder under a trained head). Off: only the model's trainable "
+                                   "parameters learn, as in its own training; the method text says how many.")
 
 
 @register_check("poisoning.backdoor_simulation")
@@ -128,7 +283,7 @@ class BackdoorSimulation(Check):
     category = "poisoning"
     title = "Backdoor poisoning simulation"
     needs = ("labels", "reference", "trainable")
-    input_kinds = ("image", "tabular")
+    input_kinds = ("image", "tabular", "text", "sequence")
     Config = BackdoorSimulationConfig
     metric_names = ("asr_at_lowest_rate", "asr_at_highest_rate", "attack_success_rate", "clean_accuracy")
     #: A pipeline that learns the backdoor from the smallest poison rate (1% by default) is easy to poison.
@@ -139,40 +294,39 @@ class BackdoorSimulation(Check):
         setting = f"checks.{self.id}"
         if "reference" not in ctx.datasets:
             raise SkipCheck("the simulation poisons the training data: give it as data.reference.")
-        ref = ctx.datasets["reference"]
-        if ref.target is None:
+        if ctx.datasets["reference"].target is None:
             raise SkipCheck("data.reference has no labels; poisoning switches training labels.")
-        x_ref_all = _float_inputs(ctx, "reference")
-        x_ev_all = _float_inputs(ctx, "eval")
+        adapter = ctx.adapter
+        if adapter.capabilities.raw_text:
+            text_trigger(cfg.text_trigger)  # a bad trigger is bad input: said before any work
+            if cfg.trigger != "auto":
+                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a text trigger; text models take "
+                                 f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
+        elif adapter.input_kind != "sequence":
+            for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
+                _float_inputs(ctx, role)
         k = _n_classes(ctx)
         if not 0 <= cfg.target_class < k:
             raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
                              f"Got {cfg.target_class} instead.")
-        y_ev_all = ctx.y_true()
-        trigger = build_trigger(ctx, x_ref_all, cfg.trigger, distance=cfg.trigger_distance,
-                                features=cfg.trigger_features, n_features=cfg.trigger_n_features, setting=setting)
-        train_fn, how = self._pipeline(ctx, cfg)
-        rng = ctx.rng(self.id)
-        tr = _subsample(len(x_ref_all), cfg.max_train_samples, rng)
-        ev = _subsample(len(x_ev_all), cfg.max_samples, rng)
-        x_tr, y_tr = x_ref_all[tr].astype(np.float32), ref.target[tr].astype(np.int64)
-        x_ev, y_ev = x_ev_all[ev].astype(np.float32), y_ev_all[ev]
+        if adapter.capabilities.raw_text:
+            train_fn, how = self._pipeline(ctx, cfg)
+            setup = _text_setup(ctx, cfg, self.id)
+        elif adapter.input_kind == "sequence":
+            train_fn, how = self._pipeline(ctx, cfg)
+            setup = _token_id_setup(ctx, cfg, self.id)
+        else:
+            setup = _array_setup(ctx, cfg, self.id, setting)
+            train_fn, how = self._pipeline(ctx, cfg)
+        x_tr, y_tr, x_ev, y_ev, x_trig, seed = setup.x_tr, setup.y_tr, setup.x_ev, setup.y_ev, setup.x_trig, setup.seed
         victims = y_ev != cfg.target_class
-        if not victims.any():
-            raise SkipCheck(f"every sampled evaluation sample is of the target class {cfg.target_class}: no attack success to measure.")
-        x_trig = trigger.apply(x_ev[victims])
-        seed = int(rng.integers(0, 2**31))
-
         rates = ([0.0] if cfg.include_baseline else []) + sorted(cfg.rates)
         rows: list[list[Any]] = []
         metrics: list[Metric] = []
         asr_of: dict[float, float] = {}
         acc_of: dict[float, float] = {}
         for rate in rates:
-            x_p, y_p = x_tr.copy(), y_tr.copy()
-            idx = poison_indices(y_tr, cfg.target_class, rate, np.random.default_rng(seed)) if rate else np.zeros(0, int)
-            if len(idx):
-                x_p[idx], y_p[idx] = trigger.apply(x_p[idx]), cfg.target_class
+            x_p, y_p, idx = setup.poison(rate)
             predict = train_fn(x_p, y_p, seed)
             correct = predict(x_ev) == y_ev
             hits = predict(x_trig) == cfg.target_class
@@ -185,12 +339,13 @@ class BackdoorSimulation(Check):
             metrics += [
                 Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi, ci_level=0.95,
                        n=n_v, higher_is_better=False,
-                       method=f"share of {n_v} evaluation samples not of class {cfg.target_class}, with the trigger, "
-                              f"classified as {cfg.target_class}; {len(idx)} of {len(y_tr)} training samples poisoned; "
+                       method=f"share of {n_v} evaluation {setup.unit} not of class {cfg.target_class}, with the trigger, "
+                              f"classified as {cfg.target_class}; {len(idx)} of {len(y_tr)} training {setup.unit} poisoned; "
                               "Wilson 95% interval"),
                 Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
                        n=len(y_ev), higher_is_better=True,
-                       method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation samples; Wilson 95% interval"),
+                       method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation {setup.unit}; Wilson 95% "
+                              "interval"),
             ]
             rows.append([rate, len(idx), round(asr, 4), round(a_lo, 4), round(a_hi, 4), n_v,
                          round(acc, 4), round(c_lo, 4), round(c_hi, 4), len(y_ev)])
@@ -205,7 +360,7 @@ class BackdoorSimulation(Check):
             Table(title="Backdoor attack success and clean accuracy per poison rate",
                   columns=["poison rate", "poisoned samples", "attack success rate", "CI low", "CI high",
                            "triggered samples", "clean accuracy", "CI low", "CI high", "clean samples"], rows=rows,
-                  caption=f"Retrained by {how}. Trigger: {trigger.description}. Rate 0 is the same pipeline without poison."),
+                  caption=f"Retrained by {how}. Trigger: {setup.trigger}. Rate 0 is the same pipeline without poison."),
             Figure(kind="line", title="Attack success rate and clean accuracy against the poison rate",
                    data={"x": shown, "series": {"attack success rate": [round(asr_of[r], 4) for r in shown],
                                                 "clean accuracy": [round(acc_of[r], 4) for r in shown]},
@@ -217,17 +372,18 @@ class BackdoorSimulation(Check):
                    f"{asr_of[low]:.3f}, {high:.0%} gives {asr_of[high]:.3f} (clean accuracy {acc_of[high]:.3f}"
                    + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ").")
         return CheckOutput(
-            summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval", n_samples=len(y_tr) + len(y_ev),
-            method=(f"BadNets-style backdoor (ART PoisoningAttackBackdoor): at each rate, that share of {len(y_tr)} "
-                    f"training samples from classes other than {cfg.target_class} get the trigger ({trigger.description}) "
+            summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval",
+            n_samples=len(y_tr) + len(y_ev),
+            method=(f"{setup.style}: at each rate ({', '.join(f'{r:g}' for r in rates)}), that share of {len(y_tr)} "
+                    f"training {setup.unit} from classes other than {cfg.target_class} get the trigger ({setup.trigger}) "
                     f"and the label {cfg.target_class}; a model is retrained by {how} for {cfg.epochs} epoch(s), then "
-                    "measured on triggered and clean evaluation samples."),
+                    f"measured on {int(victims.sum())} triggered and {len(y_ev)} clean evaluation {setup.unit}."),
             limitations=[
                 "A warning means this pipeline learns a backdoor from the smallest poison rate: whoever can slip that "
                 "share of samples into the training data controls the model's output on triggered inputs.",
-                f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} samples to keep the budget "
+                f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} {setup.unit} to keep the budget "
                 "small; the full pipeline may learn the backdoor from fewer samples.",
-                "One simple, visible trigger: blended, clean-label or input-aware triggers are not simulated.",
+                *setup.limitations,
             ] + (["Fine-tuning a model that is already trained, not the original training from scratch."]
                  if how.startswith("fine-tuning") else []))
 
@@ -259,17 +415,26 @@ class BackdoorSimulation(Check):
             pre = meta.get("preprocessing") or {}
             norm = Normalize(pre["mean"], pre["std"]) if pre.get("mean") is not None else None
 
-            def train_recipe(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
-                try:
-                    module = fit_recipe(recipe_params, x, y, init_args=init_args, preprocessing=pre,
-                                        epochs=cfg.epochs, seed=seed, device=dev)
+            text = adapter.capabilities.raw_text
+            if text and not adapter.capabilities.tokenizer:
+                raise SkipCheck(f"recipe {recipe_params['name']!r} trains on token ids, but this text model "
+                                f"({adapter.format}) has no tokenizer to turn the poisoned texts into them.")
+
+            def train_recipe(x: np.ndarray | list[str], y: np.ndarray, seed: int) -> Any:
+                try:  # a text recipe trains on the token ids the model's own tokenizer gives the poisoned texts
+                    module = fit_recipe(recipe_params, token_ids(adapter, x) if text else x, y, init_args=init_args,
+                                        preprocessing=pre, epochs=cfg.epochs, seed=seed, device=dev)
                 except (TypeError, RuntimeError) as exc:  # init_args or data that do not fit the recipe's architecture
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                     raise InputError(f"recipe {recipe_params['name']!r} cannot be trained on data.reference with "
                                      f"init_args {init_args}: {first}.") from None
+                if text:
+                    twin = adapter.with_torch_model(module)
+                    return lambda t: twin.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
                 return predictor(module, norm)
 
-            return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch)"
+            tokens = " on the token ids of the model's tokenizer" if text else ""
+            return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch{tokens})"
         module = adapter.torch_model
         if module is None or not adapter.capabilities.gradients:
             raise SkipCheck(f"the model ({adapter.format}) has no recipe in a model.json and is not a trainable torch "
@@ -281,18 +446,35 @@ class BackdoorSimulation(Check):
             raise SkipCheck(f"fine-tuning a copy of a model with {n_params:,} parameters is over the budget "
                             f"(max_parameters {cfg.max_parameters:,}); raise it to run the simulation.")
         preprocess = adapter.preprocess
+        text = adapter.capabilities.raw_text
 
-        def finetune(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+        def finetune(x: np.ndarray | list[str], y: np.ndarray, seed: int) -> Any:
             from models.train import fit_classifier
 
             clone = copy.deepcopy(module)
+            if cfg.train_frozen:
+                for p in clone.parameters():
+                    if p.is_floating_point():
+                        p.requires_grad_(True)
             if not any(p.requires_grad and p.is_floating_point() for p in clone.parameters()):
                 raise SkipCheck("the model has no trainable floating-point parameters (a quantised variant?).")
+            if text:  # the adapter over the copy tokenises each batch of raw texts
+                twin = adapter.with_torch_model(clone)
+                fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
+                               forward=twin.logits)
+                return lambda t: twin.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
             fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
                            preprocess=preprocess)
             return predictor(clone, preprocess)
 
-        return finetune, "fine-tuning a copy of the given model on the poisoned training set (no recipe in model.json)"
+        n_trained = sum(p.numel() for p in module.parameters()
+                        if p.is_floating_point() and (p.requires_grad or cfg.train_frozen))
+        frozen = (f"; {n_trained:,} of its {n_params:,} parameters trained, the frozen rest (e.g. a pretrained "
+                  "encoder) kept as given: set train_frozen to train them too" if n_trained < n_params else
+                  f"; all {n_params:,} parameters trained" + (" (train_frozen: frozen ones included)"
+                                                              if cfg.train_frozen else ""))
+        return finetune, ("fine-tuning a copy of the given model on the poisoned training set (no recipe in "
+                          f"model.json; Adam, lr {cfg.lr:g}, batches of 64{frozen})")
 
 
 # ---------------------------------------------------------------------------------------------- scan
