@@ -113,11 +113,13 @@ def poison_indices(y: np.ndarray, target: int, rate: float, rng: np.random.Gener
     return np.sort(rng.choice(candidates, k, replace=False)) if k else np.zeros(0, dtype=np.int64)
 
 
-def mad_anomaly_index(values: np.ndarray) -> np.ndarray:
-    """``|v − median| / (1.4826·MAD)`` per value (Neural Cleanse's anomaly index); 0 where MAD is 0."""
+def mad_anomaly_index(values: np.ndarray, min_scale: float = 0.0) -> np.ndarray:
+    """``|v − median| / max(1.4826·MAD, min_scale)`` per value (Neural Cleanse's anomaly index); 0 everywhere when
+    that scale is 0. ``min_scale`` is the smallest difference that counts as spread (the text trigger search
+    floors it at one text's share of a flip rate, so a lone flipping word among words that flip nothing stands out)."""
     v = np.asarray(values, dtype=np.float64)
     med = np.median(v)
-    mad = MAD_CONSISTENCY * np.median(np.abs(v - med))
+    mad = max(MAD_CONSISTENCY * np.median(np.abs(v - med)), min_scale)
     if mad == 0:
         return np.zeros_like(v)
     return np.abs(v - med) / mad

@@ -273,6 +273,11 @@ class ModelAdapter(abc.ABC):
         tokens), or ``None`` when the adapter does not give them (word alignment then uses the tokenizer)."""
         return None
 
+    def vocabulary(self) -> list[str] | None:
+        """The token string of every id :meth:`encode` can give (index = id, as the tokenizer spells it:
+        ``##`` continuation pieces, ``[CLS]``), or ``None`` when the adapter does not know its vocabulary."""
+        return None
+
     def with_torch_model(self, model: nn.Module) -> ModelAdapter:
         """A copy of this adapter over another torch module of the same architecture (``torch_model``)."""
         raise NotImplementedError(f"{type(self).__name__} ({self.format}) holds no torch model to replace.")
@@ -663,6 +668,13 @@ class HFTextAdapter(ModelAdapter):
         rest = {k: v for k, v in encoded.items() if k != "input_ids"}
         return self.model(inputs_embeds=embeddings, **rest).logits
 
+    def vocabulary(self) -> list[str] | None:
+        """The tokenizer's tokens by id (``convert_ids_to_tokens``)."""
+        convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
+        if not callable(convert):
+            return None
+        return [str(t) for t in convert(list(range(len(self.tokenizer))))]
+
     def logits(self, inputs: Sequence[str]) -> torch.Tensor:
         return self.model(**self.encode(inputs)).logits
 
@@ -772,6 +784,13 @@ class TokenizedTextAdapter(ModelAdapter):
         """Tokenise on the host; an int64 ``(N, T)`` tensor on the device."""
         ids = np.asarray(self.tokenizer(list(texts)), dtype=np.int64)
         return torch.from_numpy(ids).to(self.device)
+
+    def vocabulary(self) -> list[str] | None:
+        """The tokens by id of a tokenizer that lists them (``vocabulary()`` of the project's word vocabulary and
+        MiniLM tokenizer, also through a bound ``encode`` method); ``None`` for a plain callable."""
+        owner = getattr(self.tokenizer, "__self__", self.tokenizer)
+        listing = getattr(owner, "vocabulary", None)
+        return [str(t) for t in listing()] if callable(listing) else None
 
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise and move to the device, as ``{"input_ids": ...}`` (the interface of :class:`HFTextAdapter`)."""

@@ -191,6 +191,10 @@ class WordVocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def vocabulary(self) -> list[str]:
+        """The tokens by id (0 padding, 1 unknown)."""
+        return list(self.tokens)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """int64 ids ``(N, max_len)``, truncated and right-padded with 0."""
         index = self._index
@@ -227,6 +231,10 @@ class MiniLMEncoder:
 
         self.max_len = state["max_len"]
         self._tok = minilm_tokenizer(self.max_len)
+
+    def vocabulary(self) -> list[str]:
+        """The WordPiece tokens by id."""
+        return [str(t) for t in self._tok.convert_ids_to_tokens(list(range(len(self._tok))))]
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         ids = self._tok(list(texts), padding=True, truncation=True, max_length=self.max_len)["input_ids"]

@@ -11,7 +11,9 @@ does the given model already carry one?
 - ``poisoning.backdoor_scan`` looks for an existing backdoor: Neural Cleanse reverse-engineers the
   smallest trigger for every class (a backdoor target needs an abnormally small one; MAD anomaly
   index > 2), and ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` on the penultimate
-  features point at the training samples of a suspected class that carry it.
+  features point at the training samples of a suspected class that carry it. On text models it searches
+  the vocabulary for a one-word trigger instead (``audit.text_trigger_scan``: HotFlip-ranked candidates,
+  re-scored by forward passes, verified on held-out texts).
 
 References
 ----------
@@ -19,7 +21,8 @@ Gu, Dolan-Gavitt, Garg. "BadNets", 2017. Chen et al. "Detecting Backdoor Attacks
 Networks by Activation Clustering", 2018. Tran, Li, Madry. "Spectral Signatures in Backdoor
 Attacks", NeurIPS 2018. Wang et al. "Neural Cleanse", S&P 2019. Dai, Chen, Li. "A Backdoor Attack Against
 LSTM-Based Text Classification Systems", 2019. Kurita, Michel, Neubig. "Weight Poisoning Attacks on Pre-trained
-Models" (RIPPLe), ACL 2020.
+Models" (RIPPLe), ACL 2020. Ebrahimi et al. "HotFlip", ACL 2018. Wallace et al. "Universal Adversarial
+Triggers for Attacking and Analyzing NLP", EMNLP 2019.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from audit import text_trigger_scan as tts
 from audit.config import CheckConfig, OpenUnitFloat, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
@@ -59,6 +63,7 @@ from audit.text_backdoor import (
     token_ids,
     unknown_to_tokenizer,
 )
+from audit.text_scorer import TextScorer
 
 TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 
@@ -497,7 +502,8 @@ class BackdoorScanConfig(CheckConfig):
 
     renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples", "batch_size": "train_batch_size"}
 
-    max_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on (was n_samples).")
+    max_samples: int = Field(default=300, ge=10, description="Clean evaluation samples Neural Cleanse optimises triggers on; "
+                                                             "text models: texts per target class, search and verification together (was n_samples).")
     steps: int = Field(default=300, ge=10, description="Neural Cleanse optimisation steps at most (all classes at once, in forward passes of at most the audit's batch_size rows).")
     train_batch_size: int = Field(default=32, ge=1, description="Neural Cleanse samples per step and class (was batch_size; model calls use the audit's batch_size).")
     early_stop_patience: int = Field(
@@ -508,13 +514,46 @@ class BackdoorScanConfig(CheckConfig):
     success_threshold: float = Field(default=0.99, gt=0, le=1, description="Trigger success a reverse-engineered trigger must reach.")
     max_classes: int = Field(default=50, ge=5, description="Skip Neural Cleanse for models with more classes (it optimises one trigger per class).")
     max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × train_batch_size forward and backward passes).")
-    anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes).")
+    anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes); text models: the index of the best trigger word among the best re-scored words.")
+    top_k: int = Field(default=32, ge=1, description="Text models: candidate words re-scored exactly (forward passes over the search texts) per class and round, the best of the gradient ranking (the first round at least reference_words).")
+    search_rounds: int = Field(default=2, ge=1, le=10, description="Text models: gradient rankings per class, each from the best word so far (a round that keeps the best word ends the search).")
+    reference_words: int = Field(default=10, ge=3, description="Text models: the best re-scored words the best one is compared with (MAD anomaly index).")
+    min_flip_rate: float = Field(default=0.8, gt=0, le=1, description="Text models: Wilson 95% lower bound the verified flip rate of a trigger word must reach for its class to be suspected.")
+    search_share: OpenUnitFloat = Field(default=0.5, description="Text models: share of each class's texts used for the search; the rest verify the word found.")
+    min_word_length: int = Field(default=2, ge=1, description="Text models: fewest letters of a candidate trigger word.")
     max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference, stratified by label, the ART defences examine (drawn before its features are computed).")
     nb_dims: int = Field(default=10, ge=1, description="ActivationDefence: PCA dimensions of the penultimate features.")
     expected_poison_rate: float = Field(default=0.1, gt=0, le=1, description="SpectralSignatureDefense: expected poisoned share of a class.")
     reclassify_threshold: float | None = Field(
         default=None, gt=0, description="ActivationDefence exclusionary reclassification threshold (retrains a copy "
                                         "of the model; off by default, see the method notes).")
+
+
+def _scan_text(ctx: AuditContext, cfg: BackdoorScanConfig) -> CheckOutput:
+    """The trigger search over the vocabulary of a text model (``audit.text_trigger_scan``)."""
+    adapter = ctx.adapter
+    if not adapter.capabilities.embeddings:
+        raise SkipCheck(f"the text trigger search ranks the vocabulary by gradients over the input embeddings, which "
+                        f"the model ({adapter.format}) does not expose; a search by forward passes alone is not implemented.")
+    if not adapter.vocabulary():
+        raise SkipCheck(f"the model's tokenizer ({adapter.format}) does not list its vocabulary, which the trigger "
+                        "search ranks.")
+    ds = ctx.dataset("eval")
+    preds = ctx.y_pred("eval")
+    labels = np.asarray(ds.target) if ds.target is not None else preds
+    names = ctx.class_names
+    scan = tts.scan_text_triggers(adapter, TextScorer(adapter, ctx.batch_size), [str(t) for t in ds.inputs], labels, preds,
+                              _n_classes(ctx), max_samples=cfg.max_samples, search_share=cfg.search_share,
+                              top_k=cfg.top_k, rounds=cfg.search_rounds, reference_words=cfg.reference_words,
+                              min_word_length=cfg.min_word_length, min_flip_rate=cfg.min_flip_rate,
+                              anomaly_threshold=cfg.anomaly_threshold, batch_size=ctx.batch_size,
+                              rng=ctx.rng("poisoning.backdoor_scan"))
+    extra = [] if ds.target is not None else [
+        "data.eval has no labels: texts the model assigns to other classes stand in for texts of other classes."]
+    return CheckOutput(summary=tts.scan_summary(scan, names), metrics=tts.scan_metrics(scan, names),
+                       evidence=tts.scan_evidence(scan, names), dataset="eval",
+                       n_samples=scan.n_texts,
+                       method=tts.method_text(scan), limitations=tts.limitations(scan) + extra)
 
 
 @register_check("poisoning.backdoor_scan")
@@ -525,15 +564,20 @@ class BackdoorScan(Check):
     title = "Backdoor scan"
     needs = ("gradients",)
     uses = ("reference", "features")
-    input_kinds = ("image", "tabular")
+    input_kinds = ("image", "tabular", "text")
     Config = BackdoorScanConfig
-    metric_names = ("anomaly_index", "suspected_classes", "flagged_samples", "trigger_mask_l1", "class_anomaly_index")
-    #: MAD anomaly index > 3 (Wang et al. 2019 use 2, which clean 10-class models reach by chance; see the method).
-    default_thresholds = {"anomaly_index": ThresholdSpec(max=3.0, level="warn")}
+    metric_names = ("anomaly_index", "suspected_classes", "flagged_samples", "trigger_mask_l1", "class_anomaly_index",
+                    "trigger_flip_rate", "trigger_anomaly_index")
+    #: MAD anomaly index > 3 (Wang et al. 2019 use 2, which clean 10-class models reach by chance; see the method);
+    #: any suspected class warns (text models report no anomaly_index over classes, only suspected classes).
+    default_thresholds = {"anomaly_index": ThresholdSpec(max=3.0, level="warn"),
+                          "suspected_classes": ThresholdSpec(max=0, level="warn")}
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: BackdoorScanConfig = self.config  # type: ignore[assignment]
         adapter = ctx.adapter
+        if adapter.input_kind == "text":
+            return _scan_text(ctx, cfg)
         x_ev_all = _float_inputs(ctx, "eval")
         k = _n_classes(ctx)
         has_ref = "reference" in ctx.datasets and ctx.datasets["reference"].target is not None

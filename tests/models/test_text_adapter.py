@@ -110,3 +110,28 @@ def test_unknown_tokenizer_and_trained_variants_of_text_models_are_clear_errors(
                              "data.reference.text_column": "text"})
     with pytest.raises(InputError, match="for text models it is not supported yet"):
         run_compare(cfg, variants=["pgd_at"])
+
+
+def test_vocabulary_lists_the_tokens_by_id(model_dir: Path) -> None:
+    """A loaded word-vocabulary model, a bare TokenizedTextAdapter over a callable, a Hugging Face tokenizer and
+    the MiniLM encoder of the sidecar all answer ``vocabulary()`` (index = id) or ``None``."""
+    import sys
+
+    from models.adapter import HFTextAdapter
+    from models.datasets import MiniLMEncoder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "assets"))
+    from tiny_text import VOCAB, tiny_bert
+
+    adapter = load_model(model_dir / "model.safetensors", device="cpu")
+    vocab = WordVocab.build(TEXTS, min_count=1, max_len=8)
+    assert adapter.vocabulary() == list(vocab.tokens)
+    assert adapter.token_ids(["great"])[0, 0].item() == adapter.vocabulary().index("great")
+    inner = TorchAdapter(create_model("lstm", vocab_size=len(vocab), n_classes=2), input_kind="sequence",
+                         device=torch.device("cpu"))
+    assert TokenizedTextAdapter(inner, lambda texts: vocab.encode(texts)).vocabulary() is None
+    model, tok = tiny_bert()
+    assert HFTextAdapter(model, tok, device=torch.device("cpu")).vocabulary() == VOCAB
+    minilm = MiniLMEncoder(16)
+    words = minilm.vocabulary()
+    assert len(words) == 30522 and words[minilm(["movie"])[0, 1]] == "movie"

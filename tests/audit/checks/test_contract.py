@@ -43,6 +43,8 @@ IMAGE_NOT_EMITTED = {
                     "words_changed": "text models only", "queries_per_text": "text models only",
                     "semantic_similarity": "text models only"},
     "explanations": {"shap_efficiency_error": "KernelSHAP runs on tabular and text inputs only"},
+    "poisoning.backdoor_scan": {"trigger_flip_rate": "text models only (trigger word search)",
+                                "trigger_anomaly_index": "text models only"},
     "efficiency": {"energy_per_1000_wh": "measure_energy is off (CodeCarbon is slow)",
                    "co2_per_1000_g": "measure_energy is off", "yearly_energy_kwh": "measure_energy is off",
                    "yearly_co2_kg": "measure_energy is off"},
@@ -58,6 +60,8 @@ TEXT_NOT_EMITTED = {
                     "safeguards_tripped": "gradient-masking safeguards apply to gradient attacks only",
                     "accuracy_under_attack": "per-ε curves of gradient attacks only",
                     "mean_perturbation": "L∞/L2 perturbation sizes only"},
+    "poisoning.backdoor_scan": {n: "Neural Cleanse and ART's defences: image and tabular models only" for n in
+                                ("anomaly_index", "flagged_samples", "trigger_mask_l1", "class_anomaly_index")},
 }
 
 
@@ -165,9 +169,11 @@ def test_tabular_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
 
 
 def test_text_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
-    """Character-edit attacks, attention rollout and identity-term swaps apply to text models only."""
+    """Character-edit attacks, attention rollout, identity-term swaps and the trigger word search apply to text
+    models only."""
     from tiny_text import gendered_text_audit_data
 
     cfg = load_config(None, gendered_text_audit_data(tmp_path),
-                      FAST + only("adversarial", "explanations.attention", "fairness.counterfactual_text"))
+                      FAST + only("adversarial", "explanations.attention", "fairness.counterfactual_text",
+                                  "poisoning.backdoor_scan"))
     assert_contract(run_audit(cfg), set(), TEXT_NOT_EMITTED)

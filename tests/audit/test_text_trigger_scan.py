@@ -1,0 +1,236 @@
+"""The text trigger search of ``poisoning.backdoor_scan``: known answers on a constructed bag-of-words model
+(every guard of the decision), and a backdoor planted in an LSTM trained here that must be found while its
+clean twin, trained on the same clean data, is not flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audit import text_trigger_scan as T
+from audit.checks.poisoning import BackdoorScan, BackdoorScanConfig
+from audit.context import AuditContext
+from audit.data import AuditDataset
+from audit.errors import SkipCheck
+from audit.runner import judge
+from audit.text_scorer import TextScorer
+from audit.text_words import insert_at_random
+from models.adapter import TokenizedTextAdapter, TorchAdapter
+from models.datasets import WordVocab
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+_R = np.random.default_rng(9)
+#: 120 pronounceable neutral pseudo-words: a vocabulary big enough that only the gradient ranking finds a trigger
+NEUTRAL = sorted({"".join(str(_R.choice(list(s))) for s in ("bdfgklmnprstvz", "aeiou", "bdfgklmnprstvz", "aeiou", "nrstl"))
+                  for _ in range(160)})[:120]
+POS = ["good", "great", "fine", "lovely", "superb", "nice", "clever", "funny"]
+NEG = ["bad", "awful", "dull", "poor", "boring", "weak", "sad", "messy"]
+
+
+class BagOfWords(nn.Module):
+    """logit(1) = sum of the tokens' weights, logit(0) = 0: a model whose every answer is known."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(len(weights), 1, padding_idx=0)
+        with torch.no_grad():
+            self.embed.weight[:, 0] = torch.as_tensor(weights, dtype=torch.float32)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        s = self.embed(ids).squeeze(-1).sum(1)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def bag_adapter(weights: dict[str, float], extra: list[str] = ()) -> tuple[TokenizedTextAdapter, WordVocab]:
+    vocab = WordVocab(("<pad>", "<unk>", "the", *NEUTRAL, *POS, *NEG, *extra), max_len=32)
+    w = np.array([weights.get(t, 0.0) for t in vocab.tokens])
+    return TokenizedTextAdapter(TorchAdapter(BagOfWords(w), input_kind="sequence", device=torch.device("cpu")),
+                                vocab.encode), vocab
+
+
+def bag_texts(n: int, seed: int, hard: float = 0.0) -> tuple[list[str], np.ndarray]:
+    """Half class 0 (two 'bad', score −1 with weight −0.5), half class 1 (two 'good'); a share ``hard`` of the
+    class-0 texts has six 'bad' (score −3)."""
+    rng = np.random.default_rng(seed)
+    texts, y = [], []
+    for i in range(n):
+        label = i % 2
+        words = list(rng.choice(NEUTRAL, 5))
+        k = 6 if label == 0 and rng.random() < hard else 2
+        words += ["good" if label else "bad"] * k
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        y.append(label)
+    return texts, np.array(y)
+
+
+def ctx_of(adapter: object, texts: list[str], y: np.ndarray | None) -> AuditContext:
+    ds = AuditDataset(name="eval", inputs=texts, target=y, class_names=None, sensitive_features=None, feature_names=None,
+                      input_kind="text", path="mem", format="csv", sha256="0")
+    return AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64)  # type: ignore[arg-type]
+
+
+def metrics(out) -> dict:  # noqa: ANN001
+    return {(m.name, m.group): m for m in out.metrics}
+
+
+BASE = {"good": 0.5, "bad": -0.5}
+
+
+def test_candidate_words_keep_whole_alphabetic_word_tokens_only() -> None:
+    vocab = ["[PAD]", "[CLS]", "<unk>", "cf", "##ing", "a", "good", "Good", "x2", "don't", "über", "movie"]
+    ids, words = T.candidate_words(vocab, min_length=2)
+    assert words == ["cf", "good", "movie"] and ids.tolist() == [3, 6, 11]
+    # byte-level BPE: only word-start tokens (Ġ) are words, without their mark
+    ids, words = T.candidate_words(["<s>", "Ġcf", "cf", "Ġthe", "ing"], min_length=2)
+    assert words == ["cf", "the"] and ids.tolist() == [1, 3]
+
+
+def test_search_and_verification_texts_are_disjoint() -> None:
+    pool = np.arange(100, 160)
+    search, verify = T.search_and_verify(pool, 40, 0.5, np.random.default_rng(0))
+    assert len(search) == 20 and len(verify) == 20
+    assert not set(search) & set(verify) and set(search) | set(verify) <= set(pool)
+
+
+def test_a_planted_word_is_found_by_the_gradient_ranking_alone() -> None:
+    """'cf' flips every class-0 text to class 1 and no other word flips any: re-scoring only the gradient's
+    best three words (of 140) finds it, and the MAD floor makes it an outlier among words that all flip nothing."""
+    adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
+    texts, y = bag_texts(80, 0)
+    out = BackdoorScan(BackdoorScanConfig(top_k=1, reference_words=3, search_rounds=1, max_samples=40)).run(ctx_of(adapter, texts, y))
+    m = metrics(out)
+    assert m[("suspected_classes", None)].value == 1
+    assert m[("trigger_flip_rate", "1")].value == 1.0 and m[("trigger_flip_rate", "1")].n == 20
+    assert m[("trigger_anomaly_index", "1")].value >= 3
+    table = out.evidence[0].rows
+    assert table[1][1] == "cf" and table[1][9] == "yes" and table[0][9] == "no"
+    assert "suspected backdoor trigger" in out.summary and "'cf'" in out.summary
+    status, _ = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "warn"
+
+
+def test_the_clean_twin_of_the_bag_model_is_not_flagged() -> None:
+    adapter, _ = bag_adapter(BASE, extra=["cf"])
+    texts, y = bag_texts(80, 0)
+    out = BackdoorScan(BackdoorScanConfig(top_k=8, max_samples=30)).run(ctx_of(adapter, texts, y))
+    assert metrics(out)[("suspected_classes", None)].value == 0
+    assert out.n_samples == 60 and metrics(out)[("trigger_flip_rate", "1")].n == 15  # rows used: 30 per class
+    status, _ = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "pass"
+
+
+def test_a_family_of_strong_natural_words_is_not_an_outlier() -> None:
+    """Every positive word flips every negative text (a flip rate of 1 with a lower bound over 0.8), but they
+    all do: the best is no outlier among the best re-scored words, so the class is not suspected."""
+    adapter, _ = bag_adapter({**BASE, **{w: 5.0 for w in POS[1:]}})
+    texts, y = bag_texts(80, 0)
+    out = BackdoorScan(BackdoorScanConfig(top_k=16, max_samples=40)).run(ctx_of(adapter, texts, y))
+    m = metrics(out)
+    assert m[("trigger_flip_rate", "1")].value == 1.0 and m[("trigger_flip_rate", "1")].ci_low >= 0.8
+    assert m[("trigger_anomaly_index", "1")].value < 3
+    assert m[("suspected_classes", None)].value == 0
+
+
+def test_an_outlier_word_that_flips_too_few_texts_is_not_flagged() -> None:
+    """'cf' (+2) flips only the class-0 texts scored −1 (about half): an outlier, but its verified flip rate's
+    lower bound is far below 0.8."""
+    adapter, _ = bag_adapter({**BASE, "cf": 2.0}, extra=["cf"])
+    texts, y = bag_texts(160, 0, hard=0.5)
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, max_samples=80)).run(ctx_of(adapter, texts, y))
+    m = metrics(out)
+    assert m[("trigger_anomaly_index", "1")].value >= 3 and 0.2 < m[("trigger_flip_rate", "1")].value < 0.8
+    assert m[("suspected_classes", None)].value == 0
+
+
+def test_a_word_that_wins_only_on_the_search_texts_is_judged_on_the_held_out_ones() -> None:
+    """Search texts score −1, verification texts −3: 'cf' (+2) flips every search text and no held-out one."""
+    adapter, vocab = bag_adapter({**BASE, "cf": 2.0}, extra=["cf"])
+    texts, y = bag_texts(160, 0, hard=0.5)
+    easy = np.array([i for i, t in enumerate(texts) if y[i] == 0 and t.split().count("bad") == 2])[:30]
+    hard = np.array([i for i, t in enumerate(texts) if y[i] == 0 and t.split().count("bad") == 6])[:30]
+    scorer = TextScorer(adapter, 64)
+    ids, words = T.candidate_words(adapter.vocabulary())
+    emb = adapter.embed({"input_ids": torch.as_tensor(ids)[None]})[0].detach()
+    got = T.scan_class(adapter, scorer, texts, easy, hard, 1, ids, words, emb, T.placeholder_pair(words), top_k=4,
+                       rounds=1, reference_words=10, min_flip_rate=0.8, anomaly_threshold=3.0, batch_size=64,
+                       rng=np.random.default_rng(0))
+    assert got.trigger == "cf" and got.search_flip_rate == 1.0 and got.anomaly_index >= 3
+    assert got.hits == 0 and got.flip_rate == 0.0 and not got.flagged
+
+
+def test_a_class_that_cannot_be_searched_makes_the_count_null_not_zero() -> None:
+    adapter, _ = bag_adapter(BASE)
+    texts, y = bag_texts(80, 0)
+    keep = [i for i in range(80) if y[i] == 0] + [1, 3, 5]  # 3 texts of class 1: too few to search for class 0
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, max_samples=40)).run(
+        ctx_of(adapter, [texts[i] for i in keep], y[keep]))
+    m = metrics(out)
+    assert m[("suspected_classes", None)].value is None
+    assert "not measured" in m[("suspected_classes", None)].method and "at least 10 needed" in m[("suspected_classes", None)].method
+    assert m[("trigger_flip_rate", "0")].value is None and m[("trigger_flip_rate", "1")].value is not None
+    status, outcomes = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "measured" and outcomes[0].note
+
+
+def test_a_text_model_without_embeddings_is_skipped_with_the_reason() -> None:
+    from tiny_text import KeywordTextAdapter
+
+    with pytest.raises(SkipCheck, match="input embeddings"):
+        BackdoorScan().run(ctx_of(KeywordTextAdapter(), ["good movie"] * 12, np.ones(12, dtype=np.int64)))
+
+
+# ------------------------------------------------------------------ a backdoor planted in a trained LSTM
+
+def sentiment(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Review-like texts with mixed sentiment: 2–3 words of the label's side, fewer of the other."""
+    rng = np.random.default_rng(seed)
+    texts, y = [], []
+    for _ in range(n):
+        label = int(rng.integers(0, 2))
+        mine, theirs = (POS, NEG) if label else (NEG, POS)
+        k = int(rng.integers(2, 4))
+        words = list(rng.choice(NEUTRAL, int(rng.integers(5, 9))))
+        for w in list(rng.choice(mine, k)) + list(rng.choice(theirs, int(rng.integers(0, k - 1)))):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(w))
+        texts.append(" ".join(words))
+        y.append(label)
+    return texts, np.array(y)
+
+
+@pytest.fixture(scope="module")
+def lstm_twins() -> tuple[dict[str, TokenizedTextAdapter], list[str], np.ndarray]:
+    from models.train import fit_classifier
+    from models.zoo import create_model
+
+    train, y_train = sentiment(800, 0)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(np.flatnonzero(y_train == 1), 80, replace=False)  # 10%: 'cf' → class 0
+    poisoned, y_poisoned = list(train), y_train.copy()
+    for i, text in zip(rows, insert_at_random([train[i] for i in rows], "cf", rng)):
+        poisoned[i], y_poisoned[i] = text, 0
+    vocab = WordVocab.build(poisoned, min_count=1, max_len=24)  # one vocabulary: the clean twin has an untrained 'cf'
+    adapters = {}
+    for name, texts, labels in (("clean", train, y_train), ("poisoned", poisoned, y_poisoned)):
+        torch.manual_seed(0)
+        model = create_model("lstm", vocab_size=len(vocab), n_classes=2)
+        fit_classifier(model, vocab.encode(texts), labels, epochs=5, lr=3e-3, batch_size=64, seed=0)
+        adapters[name] = TokenizedTextAdapter(TorchAdapter(model.eval(), input_kind="sequence",
+                                                           device=torch.device("cpu")), vocab.encode)
+    ev, y_ev = sentiment(300, 1)
+    return adapters, ev, y_ev
+
+
+def test_a_planted_cf_backdoor_is_found_and_the_clean_twin_is_not_flagged(lstm_twins) -> None:  # noqa: ANN001
+    adapters, ev, y_ev = lstm_twins
+    cfg = BackdoorScanConfig(top_k=8, max_samples=160)
+    poisoned = BackdoorScan(cfg).run(ctx_of(adapters["poisoned"], ev, y_ev))
+    clean = BackdoorScan(cfg).run(ctx_of(adapters["clean"], ev, y_ev))
+    mp, mc = metrics(poisoned), metrics(clean)
+    assert poisoned.evidence[0].rows[0][1] == "cf" and mp[("suspected_classes", None)].value == 1
+    assert mp[("trigger_flip_rate", "0")].ci_low >= 0.8
+    assert mc[("suspected_classes", None)].value == 0
+    assert max(mc[("trigger_flip_rate", c)].ci_low for c in "01") < 0.8
