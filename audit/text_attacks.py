@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from audit.text_words import delete_span, replace_span, word_spans
-from audit.wordnet import WordNet
+from audit.wordnet import WordNet, shared_wordnet
 
 if TYPE_CHECKING:
     from audit.results import Metric
@@ -271,7 +271,7 @@ def run_recipes(probs: Callable[[list[str]], np.ndarray], texts: list[str], labe
                 skipped[name] = (f"its semantic-similarity constraint is required (text_require_similarity) and "
                                  f"{sim_reason}")
                 continue
-            runs[name] = pwws_attack(probs, texts, labels, wordnet=WordNet(wordnet_dir), max_queries=text_max_queries,
+            runs[name] = pwws_attack(probs, texts, labels, wordnet=shared_wordnet(wordnet_dir), max_queries=text_max_queries,
                                      max_words_changed=text_max_words_changed, max_candidates=text_synonyms,
                                      similarity=similarity, min_similarity=text_min_similarity)
         else:  # the config's Literal admits no other name

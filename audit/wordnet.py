@@ -14,6 +14,7 @@ Princeton University, ``wndb(5WN)``: WordNet database file formats (WordNet 3.0)
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -115,3 +116,15 @@ class WordNet:
                 if lemma != key and "_" not in lemma and "-" not in lemma and lemma.isalpha():
                     out[lemma] = None
         return list(out)
+
+
+def shared_wordnet(path: str | os.PathLike[str] | None = None) -> WordNet:
+    """The reader of the database at :func:`wordnet_dir`, one per folder and process: its parsed index
+    (about 40 MB; a second of CPU to read) is shared by every audit the process runs (``compare``'s
+    variants, repeated audits). A folder that cannot be read raises each time; nothing is cached then."""
+    return _reader(str(wordnet_dir(path).resolve()))
+
+
+@functools.lru_cache(maxsize=2)
+def _reader(folder: str) -> WordNet:
+    return WordNet(folder)

@@ -200,10 +200,13 @@ def test_unloadable_similarity_model_skips_pwws_unless_allowed(monkeypatch) -> N
 
 
 @needs_wordnet
-def test_sentence_encoder_loads_once_per_process_and_a_failed_load_is_not_cached(monkeypatch) -> None:
+def test_encoder_and_wordnet_load_once_per_process_and_a_failed_load_is_not_cached(monkeypatch) -> None:
     import sentence_transformers
 
+    from audit import wordnet
+
     real, built, broken = sentence_transformers.SentenceTransformer, [], [True]
+    real_wn, readers = wordnet.WordNet, []
 
     def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         built.append(args)
@@ -211,15 +214,25 @@ def test_sentence_encoder_loads_once_per_process_and_a_failed_load_is_not_cached
             raise OSError("disk unreadable")
         return real(*args, **kwargs)
 
+    def counting_wn(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        readers.append(args)
+        if broken[0]:
+            raise FileNotFoundError("no WordNet database")
+        return real_wn(*args, **kwargs)
+
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", counting)
+    monkeypatch.setattr(wordnet, "WordNet", counting_wn)
     text_attacks._load_encoder.cache_clear()
+    wordnet._reader.cache_clear()
     with pytest.raises(RuntimeError, match="disk unreadable"):
         text_attacks.SentenceSimilarity()
+    with pytest.raises(FileNotFoundError):
+        wordnet.shared_wordnet()
     broken[0] = False
     cfg = AdversarialConfig(text_recipes=["pwws"], text_min_similarity=0.5)
     first = AdversarialRobustness(cfg).run(_ctx(TEXTS, [1, 1, 0, 1]))  # two audits in one process
     second = AdversarialRobustness(cfg).run(_ctx(TEXTS, [1, 1, 0, 1]))
-    assert len(built) == 2  # the failed load, then one load shared by both audits
+    assert len(built) == len(readers) == 2  # the failed load, then one load shared by both audits
     sims = [next(m.value for m in out.metrics if (m.name, m.group) == ("semantic_similarity", "pwws"))
             for out in (first, second)]
     assert sims[0] is not None and sims[0] == sims[1]
