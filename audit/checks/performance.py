@@ -23,6 +23,8 @@ warns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from pydantic import Field
 from scipy.stats import binomtest
@@ -34,10 +36,12 @@ from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.stats import (
     binned_sums,
+    bootstrap_cell_count_chunks,
     bootstrap_index_chunks,
     confusion_counts,
     percentile_interval,
     permutation_p_value,
+    shuffled_confusion_diagonals,
 )
 
 
@@ -137,14 +141,24 @@ def majority_baseline_test(n_correct: int, support: np.ndarray) -> tuple[float, 
     return baseline, float(binomtest(n_correct, n, baseline, alternative="greater").pvalue)
 
 
+#: Above this many rows the permutation test draws shuffled confusion tables and the bootstrap draws counts per
+#: cell (``audit.stats``): the same distributions at a cost that no longer grows with the rows.
+ROWS_UP_TO = 20_000
+#: The bootstrap's cells pool confidences within 1/CONF_GRID of each other (ECE's replicates use their mean).
+CONF_GRID = 2000
+
+
 def chance_balanced_accuracy_test(y_true: np.ndarray, y_pred: np.ndarray, n_permutations: int,
-                                  rng: np.random.Generator, max_cells: int = 4_000_000) -> float | None:
+                                  rng: np.random.Generator, max_cells: int = 4_000_000,
+                                  rows_up_to: int = ROWS_UP_TO) -> float | None:
     """One-sided permutation p-value that balanced accuracy beats predictions independent of the labels.
 
     The predictions are shuffled against the labels (their class totals kept), ``n_permutations``
     times, and the balanced accuracy (mean recall over the classes present in ``y_true``, as
     scikit-learn defines it) of each shuffle forms the null. Shuffles are drawn in chunks of at most
-    ``max_cells`` predictions, so memory does not grow with ``n_permutations``.
+    ``max_cells`` predictions, so memory does not grow with ``n_permutations``. Above ``rows_up_to``
+    rows (and K² below a tenth of them) each shuffle is drawn as its confusion table instead
+    (``audit.stats.shuffled_confusion_diagonals``: the same null distribution, ``O(K²)`` a shuffle).
 
     Returns
     -------
@@ -164,6 +178,12 @@ def chance_balanced_accuracy_test(y_true: np.ndarray, y_pred: np.ndarray, n_perm
         return (np.add.reduceat(hits, starts, axis=-1) / support).mean(axis=-1)
 
     observed = float(balanced(y_pred[order]))
+    if n > rows_up_to and 10 * len(support) ** 2 <= n:
+        present = np.unique(y_true)
+        k = int(max(y_true.max(), y_pred.max())) + 1
+        diag = shuffled_confusion_diagonals(np.bincount(y_true, minlength=k), np.bincount(y_pred, minlength=k),
+                                            n_permutations, rng)
+        return permutation_p_value((diag[:, present] / support).mean(axis=1), observed)
     chunk = max(1, max_cells // n)
     null = []
     for start in range(0, n_permutations, chunk):
@@ -172,13 +192,64 @@ def chance_balanced_accuracy_test(y_true: np.ndarray, y_pred: np.ndarray, n_perm
     return permutation_p_value(np.concatenate(null), observed)
 
 
+def bootstrap_counts(y_true: np.ndarray, y_pred: np.ndarray, conf: np.ndarray, n_classes: int, n_bins: int,
+                     n_resamples: int, rng: np.random.Generator,
+                     rows_up_to: int = ROWS_UP_TO) -> tuple[str, Iterator[tuple[np.ndarray, ...]]]:
+    """The bootstrap's replicates in chunks: ``(confusion matrices (b, K, K), per-bin counts, correct and
+    confidence sums (b, bins))``, and how they were drawn.
+
+    Rows are resampled with replacement. Above ``rows_up_to`` rows, when the cells below number at most a
+    quarter of the rows, each resample is drawn as counts per cell (``audit.stats.bootstrap_cell_count_chunks``)
+    at a cost that does not grow with the rows: the confusion matrix from its K² cells, and the
+    confidence bins from cells of (bin, correct, confidence to 1/``CONF_GRID``), ECE's confidence sums
+    from each cell's mean confidence (within 1/CONF_GRID of each row's). The two are drawn independently:
+    each metric's interval depends on its own replicates only, whose distribution is the row bootstrap's.
+    """
+    n, k = len(y_true), n_classes
+    bins = confidence_bins(conf, n_bins)
+    correct = (y_pred == y_true).astype(np.float64)
+    if n > rows_up_to:
+        codes = y_true.astype(np.int64) * k + y_pred
+        cm_cells, cm_counts = np.unique(codes, return_counts=True)
+        q = np.minimum((conf * CONF_GRID).astype(np.int64), CONF_GRID - 1)
+        keys = (bins * 2 + correct.astype(np.int64)) * CONF_GRID + q
+        cells, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        if 4 * (len(cells) + len(cm_cells)) <= n:
+            mean_conf = np.bincount(inverse.ravel(), weights=conf, minlength=len(cells)) / counts
+            cell_bin, cell_correct = cells // (2 * CONF_GRID), (cells // CONF_GRID) % 2
+            weights = np.stack([np.ones(len(cells)), cell_correct.astype(np.float64), mean_conf], axis=1)
+
+            def from_cells() -> Iterator[tuple[np.ndarray, ...]]:
+                b = max(1, min(n_resamples, 4_000_000 // max(k * k, len(cells))))  # resamples a chunk, both draws
+                cm_chunks = bootstrap_cell_count_chunks(cm_counts, n_resamples, rng, max_elements=b * len(cm_cells))
+                bin_chunks = bootstrap_cell_count_chunks(counts, n_resamples, rng, max_elements=b * len(cells))
+                for cm_c, c in zip(cm_chunks, bin_chunks, strict=True):
+                    cm = np.zeros((len(cm_c), k * k), dtype=np.int64)
+                    cm[:, cm_cells] = cm_c
+                    sums = [np.stack([np.bincount(cell_bin, weights=row * w, minlength=n_bins) for row in c])
+                            for w in weights.T]
+                    yield (cm.reshape(-1, k, k), *sums)
+
+            return (f"above {rows_up_to:,} rows each resample is drawn as counts per cell, the same resampling "
+                    f"distribution at a cost that does not grow with the rows: the confusion matrix over its "
+                    f"{len(cm_cells)} cells and, independently, ECE's bins over {len(cells)} cells of (bin, correct, "
+                    f"confidence to 1/{CONF_GRID}), each cell's mean confidence standing for its rows'"), from_cells()
+
+    def from_rows() -> Iterator[tuple[np.ndarray, ...]]:
+        for idx in bootstrap_index_chunks(n, n_resamples, rng):
+            yield (confusion_counts(y_true, y_pred, k, idx), *binned_sums(bins, [correct, conf], n_bins, idx))
+
+    return "row indices drawn with replacement", from_rows()
+
+
 def baseline_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], point: dict[str, float],
                      n_permutations: int, rng: np.random.Generator) -> list[Metric]:
     """The trivial-rule metrics (module docstring): majority rate, the two tests, their combination and the lift."""
     n = len(y_true)
     support = np.bincount(y_true, minlength=len(names))
     baseline, p_acc = majority_baseline_test(int((y_true == y_pred).sum()), support)
-    p_chance = chance_balanced_accuracy_test(y_true, y_pred, n_permutations, rng)
+    p_chance = chance_balanced_accuracy_test(y_true, y_pred, n_permutations, rng, rows_up_to=ROWS_UP_TO)
+    tables = len(y_true) > ROWS_UP_TO and 10 * len(np.unique(y_true)) ** 2 <= len(y_true)
     p_informative = min(1.0, 2 * min(p_acc, p_chance)) if p_chance is not None else None
     chance = 1 / int((support > 0).sum())
     lifts = [(point["accuracy"] - baseline) / (1 - baseline) if baseline < 1 else None,
@@ -195,8 +266,10 @@ def baseline_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], p
                       "alternative='greater'); caret's AccuracyPValue); the baseline is treated as known"),
         Metric(name="chance_p_value", value=p_chance, n=n, higher_is_better=False,
                method=f"one-sided permutation test that balanced accuracy exceeds that of predictions independent of "
-                      f"the labels: the predictions shuffled against the labels {n_permutations} times (seeded), "
-                      "p = (1 + #shuffles at least as good) / (1 + shuffles)"),
+                      f"the labels: the predictions shuffled against the labels {n_permutations} times (seeded"
+                      + (", each shuffle drawn as its confusion table with the same margins: the same null at a cost "
+                         "that does not grow with the rows" if tables else "")
+                      + "), p = (1 + #shuffles at least as good) / (1 + shuffles)"),
         Metric(name="informative_p_value", value=p_informative, n=n, higher_is_better=False,
                method="min(1, 2 × min(baseline_p_value, chance_p_value)): the model beats the majority class on "
                       "accuracy or chance on balanced accuracy (Bonferroni over the two tests)"),
@@ -257,9 +330,9 @@ class Performance(Check):
         # Bootstrap replicates, vectorised over resamples.
         reps: dict[str, list[np.ndarray]] = {m: [] for m in (*point, "precision", "recall")}
         rng = ctx.rng(self.id)
-        for idx in bootstrap_index_chunks(n, cfg.n_resamples, rng):
-            cm = confusion_counts(y_true, y_pred, k, idx)
-            counts, acc_sum, conf_sum = binned_sums(bins, [correct, conf], cfg.n_bins, idx)
+        drawn, chunks = bootstrap_counts(y_true, y_pred, conf, k, cfg.n_bins, cfg.n_resamples, rng,
+                                         rows_up_to=ROWS_UP_TO)
+        for cm, counts, acc_sum, conf_sum in chunks:
             rec = recall_from_counts(cm)
             reps["accuracy"].append(accuracy_from_counts(cm))
             reps["balanced_accuracy"].append(balanced_accuracy_from_counts(cm))
@@ -352,6 +425,6 @@ class Performance(Check):
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval", n_samples=n, limitations=limitations,
             method=("Predictions are the argmax of the model's logits, computed once in batches. Point estimates use "
                     f"scikit-learn on all {n} samples; intervals resample the samples with replacement "
-                    f"{cfg.n_resamples} times (seeded) and take percentiles. ECE bins the top-1 confidence into "
+                    f"{cfg.n_resamples} times (seeded; {drawn}) and take percentiles. ECE bins the top-1 confidence into "
                     f"{cfg.n_bins} equal-width bins."),
         )

@@ -154,3 +154,36 @@ def test_wilson_interval_equals_scipy(k: int, n: int) -> None:
     z99 = 2.5758293
     ref99 = binomtest(k, n).proportion_ci(confidence_level=0.99, method="wilson")
     assert stats.wilson_interval(k, n, z=z99) == pytest.approx((ref99.low, ref99.high), abs=1e-6)
+
+
+def test_shuffled_confusion_diagonals_have_the_hypergeometric_margins() -> None:
+    """Known answer: under shuffling, the hits of class i are Hypergeom(n, predicted_i, support_i) whatever
+    the other classes do; four classes, one absent from the labels, one never predicted; every table keeps
+    its margins (hits never exceed support or predictions)."""
+    from scipy.stats import hypergeom
+
+    support, predicted = np.array([500, 0, 300, 200]), np.array([350, 250, 400, 0])
+    diag = stats.shuffled_confusion_diagonals(support, predicted, 40_000, np.random.default_rng(0))
+    n = support.sum()
+    assert (diag <= np.minimum(support, predicted)).all() and (diag[:, [1, 3]] == 0).all()
+    for i in (0, 2):
+        dist = hypergeom(n, predicted[i], support[i])
+        assert diag[:, i].mean() == pytest.approx(dist.mean(), abs=4 * dist.std() / 200)
+        assert diag[:, i].var() == pytest.approx(dist.var(), rel=0.05)
+    # the hits of classes 0 and 2 compete for the same predictions: negatively correlated, as row shuffles are
+    rows = np.random.default_rng(1).permuted(np.broadcast_to(np.repeat(np.arange(4), predicted), (4000, n)), axis=1)
+    labels = np.repeat(np.arange(4), support)
+    hits = np.stack([((rows == c) & (labels == c)).sum(1) for c in (0, 2)], 1)
+    assert np.corrcoef(diag[:, [0, 2]].T)[0, 1] == pytest.approx(np.corrcoef(hits.T)[0, 1], abs=0.05)
+
+
+def test_bootstrap_cell_counts_are_the_row_bootstraps_multinomial() -> None:
+    """Known answer: counts per cell of n rows drawn with replacement are Multinomial(n, cell share): mean
+    n·p, covariance n·(diag p − p pᵀ); chunks cover every resample."""
+    counts = np.array([5, 20, 75])
+    chunks = list(stats.bootstrap_cell_count_chunks(counts, 30_000, np.random.default_rng(0), max_elements=9_000))
+    draws = np.concatenate(chunks)
+    assert [len(c) for c in chunks][:2] == [3000, 3000] and draws.shape == (30_000, 3) and (draws.sum(1) == 100).all()
+    p = counts / 100
+    np.testing.assert_allclose(draws.mean(0), 100 * p, atol=0.1)
+    np.testing.assert_allclose(np.cov(draws.T), 100 * (np.diag(p) - np.outer(p, p)), atol=0.4)

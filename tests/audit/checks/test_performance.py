@@ -227,3 +227,81 @@ def test_a_rare_class_model_beats_chance_though_not_the_majority_rate() -> None:
     rare = seen["rare-class model"]
     assert rare["baseline_p_value"] > 0.5 and rare["chance_p_value"] < 0.001  # the accuracy test alone would fail it
     assert seen["constant"]["chance_p_value"] == 1.0  # a constant prediction is no better than any shuffle of it
+
+
+# ----------------------------------------------------------------- resampling at any size (issue 14 item 4)
+
+class _NoRowDraws:
+    """A generator that refuses the per-row draws (row indices, shuffles of every row); the rest it passes on."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name in ("integers", "permuted", "permutation", "choice"):
+            raise AssertionError(f"rng.{name}: a draw per row, whose cost grows with the rows")
+        return getattr(self._rng, name)
+
+
+def _large(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += rng.normal(0.6, 1.0, n)
+    return logits, y
+
+
+def test_above_rows_up_to_the_resampling_makes_no_draw_per_row() -> None:
+    """The bootstrap and the permutation test of 30,000 rows draw counts per cell and confusion tables, not
+    row indices: their cost stops growing with the rows."""
+    from audit.checks.performance import bootstrap_counts, chance_balanced_accuracy_test
+
+    logits, y = _large(30_000, 3)
+    pred, conf = logits.argmax(1), torch.softmax(torch.from_numpy(logits), 1).numpy().max(1)
+    rng = _NoRowDraws(np.random.default_rng(0))
+    how, chunks = bootstrap_counts(y, pred, conf, 3, 15, 200, rng)
+    assert sum(len(cm) for cm, *_ in chunks) == 200 and "counts per cell" in how
+    assert chance_balanced_accuracy_test(y, pred, 500, rng) == pytest.approx(1 / 501)
+
+
+def test_the_cell_bootstrap_gives_the_row_bootstraps_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same resampling distribution drawn two ways: every interval of the check agrees within the Monte
+    Carlo error of 2,000 resamples (about 2e-4 here; the intervals are ~0.01 wide)."""
+    from audit.checks import performance as P
+
+    logits, y = _large(30_000, 3)
+    runs = {}
+    for rows_up_to in (10**9, 20_000):
+        monkeypatch.setattr(P, "ROWS_UP_TO", rows_up_to)
+        out = Performance(PerformanceConfig(n_resamples=2000, n_permutations=200)).run(make_ctx(logits, y))
+        runs[rows_up_to] = {(m.name, m.group): m for m in out.metrics if m.ci_low is not None}
+        assert ("counts per cell" in out.method) == (rows_up_to == 20_000)
+    rows, cells = runs[10**9], runs[20_000]
+    assert set(rows) == set(cells) and len(rows) >= 11
+    for key, m in rows.items():
+        assert cells[key].value == m.value
+        assert cells[key].ci_low == pytest.approx(m.ci_low, abs=1.5e-3), key
+        assert cells[key].ci_high == pytest.approx(m.ci_high, abs=1.5e-3), key
+
+
+def test_the_confusion_table_permutation_test_gives_the_exact_hypergeometric_p_value() -> None:
+    """Two classes: under shuffling, the hits of class 0 are hypergeometric and balanced accuracy grows with
+    them, so the exact p-value is a hypergeometric tail (known answer); 20,000 shuffles drawn as tables land
+    within 4 standard errors of it, and so do shuffles of the rows."""
+    from scipy.stats import hypergeom
+
+    from audit.checks.performance import chance_balanced_accuracy_test
+
+    rng = np.random.default_rng(3)
+    n = 30_000
+    y = rng.integers(0, 2, n)
+    pred = np.where(rng.random(n) < 0.002, y, rng.integers(0, 2, n))  # barely better than chance (p ~ 0.08)
+    s0, c0 = int((y == 0).sum()), int((pred == 0).sum())
+    hits0 = int(((y == 0) & (pred == 0)).sum())
+    exact = float(hypergeom(n, c0, s0).sf(hits0 - 1))  # P(x00 >= observed)
+    assert 0.01 < exact < 0.5
+    se = np.sqrt(exact * (1 - exact) / 20_000)
+    tables = chance_balanced_accuracy_test(y, pred, 20_000, np.random.default_rng(2))
+    assert tables == pytest.approx(exact, abs=4 * se + 1e-4)
+    rows = chance_balanced_accuracy_test(y, pred, 2000, np.random.default_rng(2), rows_up_to=10**9)
+    assert rows == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 2000) + 1e-3)
