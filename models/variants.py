@@ -528,6 +528,21 @@ def make_variant(model: nn.Module, spec: str, *, example_inputs: torch.Tensor | 
     return VariantResult(module=module, spec=spec, metadata=meta, float_twin=None if differentiable else model)
 
 
+#: Variants that cast the whole model to a half-precision dtype; training one goes through its float twin.
+CAST_VARIANTS = ("fp16", "bf16")
+
+
+def cast_variant_source(adapter: Any) -> tuple[nn.Module, str] | None:
+    """For an adapter of a cast variant (``fp16``, ``bf16``) whose float twin is a torch module: that float32
+    module and the variant's name, to train a float32 copy (the master weights of mixed precision) and cast
+    it again with :func:`make_variant`. Half-precision weights drop most of an optimiser's small updates
+    (bfloat16 keeps 8 bits of mantissa: an update below 1/256 of a weight is lost). ``None`` otherwise."""
+    meta, twin = adapter.variant_metadata or {}, adapter.float_twin
+    if meta.get("variant") not in CAST_VARIANTS or twin is None or twin.torch_model is None:
+        return None
+    return twin.torch_model, meta["variant"]
+
+
 def variant_adapter(result: VariantResult, base_adapter: Any) -> Any:
     """A :class:`~models.adapter.TorchAdapter` for ``result`` with the base adapter's preprocessing,
     class names, input kind and range; ``differentiable`` from the metadata; ``float_twin`` is the base adapter."""

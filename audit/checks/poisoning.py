@@ -452,11 +452,15 @@ class BackdoorSimulation(Check):
                             f"(max_parameters {cfg.max_parameters:,}); raise it to run the simulation.")
         preprocess = adapter.preprocess
         text = adapter.capabilities.raw_text
+        from models.variants import cast_variant_source, make_variant
+
+        cast = cast_variant_source(adapter)  # a half-precision variant trains float32 master weights, then is cast
+        owner = adapter.float_twin if cast else adapter  # the adapter whose module is trained (text: tokenises)
 
         def finetune(x: np.ndarray | list[str], y: np.ndarray, seed: int) -> Any:
             from models.train import fit_classifier
 
-            clone = copy.deepcopy(module)
+            clone = copy.deepcopy(cast[0] if cast else module)
             if cfg.train_frozen:
                 for p in clone.parameters():
                     if p.is_floating_point():
@@ -464,12 +468,15 @@ class BackdoorSimulation(Check):
             if not any(p.requires_grad and p.is_floating_point() for p in clone.parameters()):
                 raise SkipCheck("the model has no trainable floating-point parameters (a quantised variant?).")
             if text:  # the adapter over the copy tokenises each batch of raw texts
-                twin = adapter.with_torch_model(clone)
+                trainer = owner.with_torch_model(clone)
                 fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
-                               forward=twin.logits)
-                return lambda t: twin.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
+                               forward=trainer.logits)
+                scorer = adapter.with_torch_model(make_variant(clone, cast[1], device=str(dev)).module) if cast else trainer
+                return lambda t: scorer.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
             fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
                            preprocess=preprocess)
+            if cast:
+                clone = make_variant(clone, cast[1], device=str(dev)).module
             return predictor(clone, preprocess)
 
         n_trained = sum(p.numel() for p in module.parameters()
@@ -478,6 +485,11 @@ class BackdoorSimulation(Check):
                   "encoder) kept as given: set train_frozen to train them too" if n_trained < n_params else
                   f"; all {n_params:,} parameters trained" + (" (train_frozen: frozen ones included)"
                                                               if cfg.train_frozen else ""))
+        if cast:
+            return finetune, (f"fine-tuning a float32 copy of the float twin (the model this {cast[1]} variant was cast "
+                              f"from) on the poisoned training set, then casting it to {cast[1]} as the variant was "
+                              f"(no recipe in model.json; half-precision weights would drop most of Adam's updates; "
+                              f"Adam, lr {cfg.lr:g}, batches of 64{frozen})")
         return finetune, ("fine-tuning a copy of the given model on the poisoned training set (no recipe in "
                           f"model.json; Adam, lr {cfg.lr:g}, batches of 64{frozen})")
 
