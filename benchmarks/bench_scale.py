@@ -15,8 +15,13 @@ check whose cost the budget caps takes about the same time at every size; ``perf
 per-group metrics and bootstraps of ``fairness.group_metrics`` see every row and grow with it (linearly), as
 does the shared computation of the logits (in the whole audit's time, not a check's).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                       # 1k/10k/100k rows, 1k/10k images
-    python benchmarks/bench_scale.py --rows 1000 10000 --images 1000 --budget quick
+Last, in the same run, the scale-out efficiency of ``executor: ray`` (``benchmarks/_ray_scaleout.py``, what
+``bench_ray.py`` runs on its own): the demo's digits LeNet-5 audited by the local executor and on a local Ray
+cluster with 1 and ``--ray-workers`` workers, numbers checked equal, speed-up and efficiency printed
+(``--ray-workers 0`` leaves it out).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                       # 1k/10k/100k rows, 1k/10k images, Ray
+    python benchmarks/bench_scale.py --rows 1000 10000 --images 1000 --budget quick --ray-workers 0
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _ray_scaleout import DEFAULT_CHECKS, scale_out  # noqa: E402
 from audit.config import validate_config  # noqa: E402
 from audit.runner import run_audit  # noqa: E402
 from models.zoo import create_model  # noqa: E402
@@ -172,6 +178,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="*", default=[1000, 10_000], help="Image set sizes.")
     parser.add_argument("--budget", default="standard", choices=["quick", "standard", "thorough"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ray-workers", type=int, default=2, help="Workers of the Ray scale-out run (0: no Ray section).")
+    parser.add_argument("--ray-checks", default=DEFAULT_CHECKS, help="Checks of the Ray section, comma-separated.")
+    parser.add_argument("--ray-explain", type=int, default=12, help="Samples the Ray section's explanations explain.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"budget {args.budget}; {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the start")
@@ -195,6 +204,11 @@ def main() -> None:
                 for f in folder.glob(f"{kind}-{n}-*.npz"):
                     f.unlink()
             _table(kind, runs)
+        if args.ray_workers:
+            print(f"\nRay scale-out: 1 worker against {args.ray_workers}, load average {os.getloadavg()[0]:.1f}", flush=True)
+            torch.set_num_threads(1)
+            scale_out(args.ray_workers, [c.strip() for c in args.ray_checks.split(",") if c.strip()], folder / "ray",
+                      n_explain=args.ray_explain, seed=args.seed)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
