@@ -306,7 +306,7 @@ def audit(
     ood: Optional[Path] = typer.Option(None, "--ood", help="Out-of-distribution data."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random choice."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of every loop over data."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows of one model call (default: from the input size, 16 at 3x224x224)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and BLAS (default: the cores available to the process)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Sample budget of the expensive checks: quick, standard (default) or thorough; a checks.<id> key wins (docs/config.md, Sample budget)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: run independent checks as Ray tasks (pip install 'deepaudit[ray]')."),

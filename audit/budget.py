@@ -15,6 +15,7 @@ note on the check's result (``CheckResult.notes``) and on the terminal.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 Budget = Literal["quick", "standard", "thorough"]
@@ -38,13 +39,41 @@ PRESETS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
                                       "epochs": (2, 5, 10)},
     "poisoning.backdoor_scan": {"max_samples": (100, 300, 1000), "steps": (100, 300, 1000),
                                 "max_train_samples": (500, 2000, 10_000), "top_k": (16, 32, 64),
-                                "search_rounds": (1, 2, 3)},
+                                "search_rounds": (1, 2, 3), "max_parameters": (5_000_000, 30_000_000, 200_000_000)},
     "privacy": {"max_samples": (500, 2000, 10_000), "n_resamples": (100, 500, 2000)},
     "privacy.extraction": {"max_samples": (300, 1000, 5000), "budgets": ([100, 500], [100, 500, 1000],
                                                                           [100, 500, 1000, 5000]),
                            "epochs": (10, 30, 60)},
     "efficiency": {"n_repeats": (5, 20, 50), "max_seconds": (3.0, 10.0, 30.0)},
 }
+
+#: ``batch_size`` when the config sets none, for inputs of at most ``BATCH_ELEMENTS / DEFAULT_BATCH`` (16,384)
+#: numbers each — tables, token ids, raw text, images up to 3×64×64 — and the largest batch ever derived.
+DEFAULT_BATCH = 256
+#: Input numbers in one model call when the config sets no ``batch_size``: 2**22 float32 numbers, 16 MiB of inputs.
+#: Gradient methods hold several tensors of the batch's size (Captum's copies, activations kept for the backward
+#: pass), so the inputs of a batch set its memory: 256 images of 3×224×224 are 154 MB per tensor, 16 are 9.6 MB.
+BATCH_ELEMENTS = 1 << 22
+
+
+def default_batch_size(row_shape: tuple[int, ...] | None) -> int:
+    """Rows of one model call when the config sets no ``batch_size``, for inputs of ``row_shape`` (one row's
+    shape; ``None`` for raw text): the largest power of two up to :data:`DEFAULT_BATCH` whose batch holds at most
+    :data:`BATCH_ELEMENTS` input numbers, at least 1. 256 for tables, text and images up to 3×64×64; 64 at
+    3×128×128, 16 at 3×224×224, 4 at 3×512×512."""
+    elements = math.prod(row_shape) if row_shape else 1
+    fits = max(1, BATCH_ELEMENTS // max(elements, 1))
+    return min(DEFAULT_BATCH, 1 << (fits.bit_length() - 1))
+
+
+def batch_size_for(configured: int | None, inputs: Any) -> int:
+    """The audit's ``batch_size``: the configured one, else :func:`default_batch_size` of one row of ``inputs``
+    (a data set's inputs: an array or row source with a ``shape``, or a list of texts)."""
+    if configured is not None:
+        return int(configured)
+    shape = getattr(inputs, "shape", None)
+    return default_batch_size(tuple(int(d) for d in shape[1:]) if shape is not None and len(shape) > 1 else None)
+
 
 def preset(check_id: str, budget: str) -> dict[str, Any]:
     """The preset values of ``budget`` for one check (empty for a check the budget does not touch)."""

@@ -380,7 +380,12 @@ class AuditConfig(StrictModel):
     data: DataSets = Field(description="The data sets (section `data`); `data.eval` is required.")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(default=0, description="Seed for every random choice (subsets, bootstrap, attacks).")
-    batch_size: int = Field(default=256, gt=0, description="Batch size of every loop over data.")
+    batch_size: int | None = Field(
+        default=None, gt=0,
+        description="Rows of one model call in every loop over data (--batch-size). Unset: derived from the input size, "
+                    "the largest power of two up to 256 whose batch holds at most 2**22 input numbers (256 for tables, "
+                    "text and images up to 3×64×64, 64 at 3×128×128, 16 at 3×224×224); results.json records the one "
+                    "used (provenance.batch_size).")
     budget: Budget = Field(
         default="standard",
         description="Sample budget of the expensive checks: how many rows, resamples, steps and queries each uses "
@@ -820,7 +825,7 @@ data:
 
 device: auto                    # auto | cpu | cuda | cuda:N
 seed: 0
-batch_size: 256
+# batch_size: 256               # rows per model call (default: from the input size; 16 at 3×224×224)
 budget: standard                # quick | standard | thorough: rows, resamples and steps of the expensive checks
 # threads: 2                    # CPU threads (default: the cores available to the process)
 # executor: ray                 # run independent checks as Ray tasks (pip install 'deepaudit[ray]')

@@ -186,9 +186,9 @@ class AuditContext:
     def shipped_state(self) -> dict[str, Any]:
         """What another process needs to continue from this context without recomputing (a Ray worker that
         loaded the same model and data, ``audit.executor``): the cached outputs (the probe's evaluation
-        logits), the rows ``exclude_rows`` kept, the probe's result and the model's sidecar."""
+        logits), the rows ``exclude_rows`` kept, the probe's result, the model's sidecar and the batch size."""
         return {"cache": dict(self._cache), "kept": dict(self._kept), "probe": self.probe,
-                "model_meta": dict(self.model_meta)}
+                "model_meta": dict(self.model_meta), "batch_size": self.batch_size}
 
     def receive_state(self, state: dict[str, Any]) -> None:
         """Continue from another context's :meth:`shipped_state` (same model and data, freshly loaded)."""
@@ -197,6 +197,7 @@ class AuditContext:
         self._cache.update(state["cache"])
         self.probe = state["probe"]
         self.model_meta = dict(state["model_meta"])
+        self.batch_size = int(state.get("batch_size", self.batch_size))
 
     def probs(self, name: str = "eval") -> np.ndarray:
         """Softmax probabilities, ``(n, classes)`` float64."""

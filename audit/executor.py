@@ -148,7 +148,7 @@ class CheckWorker:
         self.cfg = cfg
         self.threads = apply_threads(cfg.threads)
         adapter, datasets = load_inputs(cfg)
-        self.ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=cfg.batch_size,
+        self.ctx = AuditContext(adapter, datasets, seed=cfg.seed, batch_size=state["batch_size"],
                                 country_iso_code=cfg.energy.country_iso_code)
         self.ctx.receive_state(state)
         self.checks = {c.id: c for c in build_checks(cfg)}

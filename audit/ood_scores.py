@@ -16,6 +16,9 @@ Sun, Ming, Zhu, Li. "Out-of-Distribution Detection with Deep Nearest Neighbors",
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -120,10 +123,28 @@ def bootstrap_auroc(id_scores: np.ndarray, ood_scores: np.ndarray, n_resamples: 
 # ---------------------------------------------------------------------------- synthetic OOD sets
 
 
+class GeneratedImages(Rows):
+    """``n`` synthetic images made when taken, a batch at a time, so a set of 500 images of 3×224×224 (301 MB as
+    float32) never exists whole: row ``i`` is ``make(i, rng_i)`` with its own generator ``rng_i =
+    default_rng([seed, i])``, the same image whichever batch takes it."""
+
+    format = "generated"
+
+    def __init__(self, n: int, row_shape: tuple[int, ...], seed: int,
+                 make: Callable[[np.ndarray, list[np.random.Generator]], np.ndarray]) -> None:
+        super().__init__((n, *row_shape), np.float32, np.float32)
+        self.seed, self.make = int(seed), make
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        gens = [np.random.default_rng([self.seed, int(i)]) for i in rows]
+        return np.ascontiguousarray(self.make(rows, gens), dtype=np.float32)
+
+
 def synthetic_sets(inputs: Rows | np.ndarray | list[str], kind: str, n: int, rng: np.random.Generator,
-                   input_range: tuple[float, float] | None) -> dict[str, np.ndarray | list[str]]:
+                   input_range: tuple[float, float] | None) -> dict[str, Rows | np.ndarray | list[str]]:
     """Built-in OOD sets for a modality, shaped like ``inputs``; each of ``n`` samples, built from ``n`` rows
-    taken from ``inputs`` (a :class:`~audit.rows.Rows` is never read whole; its value range is streamed)."""
+    taken from ``inputs`` (a :class:`~audit.rows.Rows` is never read whole; its value range is streamed).
+    Image sets are :class:`GeneratedImages`, made a batch at a time when the model takes them."""
     if kind == "text":
         texts = [str(t) for t in inputs]
         pick = rng.integers(0, len(texts), n)
@@ -140,17 +161,31 @@ def synthetic_sets(inputs: Rows | np.ndarray | list[str], kind: str, n: int, rng
     pick = rng.integers(0, len(x), n)
     if kind == "image":
         lo, hi = input_range or x.value_range()
-        shape = (n, *x.shape[1:])
-        flat = x[pick].reshape(n, -1).copy()
-        for row in flat:
-            rng.shuffle(row)
-        sets = {
-            "uniform_noise": rng.uniform(lo, hi, shape).astype(np.float32),
-            "gaussian_noise": np.clip(rng.normal((lo + hi) / 2, (hi - lo) / 4, shape), lo, hi).astype(np.float32),
-            "pixel_shuffled": flat.reshape(shape).astype(np.float32),
+        shape = tuple(x.shape[1:])
+        seeds = rng.integers(0, 2**63 - 1, 4)
+
+        def uniform(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
+            return np.stack([g.uniform(lo, hi, shape) for g in gens])
+
+        def gaussian(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
+            return np.stack([np.clip(g.normal((lo + hi) / 2, (hi - lo) / 4, shape), lo, hi) for g in gens])
+
+        def shuffled(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
+            flat = x[pick[rows]].reshape(len(rows), -1)
+            for row, g in zip(flat, gens):
+                g.shuffle(row)
+            return flat.reshape(len(rows), *shape)
+
+        def patches(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
+            return np.stack([natural_patches(shape, 1, g, lo, hi)[0] for g in gens])
+
+        sets: dict[str, Rows | np.ndarray | list[str]] = {
+            "uniform_noise": GeneratedImages(n, shape, seeds[0], uniform),
+            "gaussian_noise": GeneratedImages(n, shape, seeds[1], gaussian),
+            "pixel_shuffled": GeneratedImages(n, shape, seeds[2], shuffled),
         }
         if x.ndim == 4 and x.shape[1] in (1, 3):
-            sets["natural_patches"] = natural_patches(x.shape[1:], n, rng, lo, hi)
+            sets["natural_patches"] = GeneratedImages(n, shape, seeds[3], patches)
         return sets
     if kind == "tabular":
         permuted = x[pick].copy()
@@ -165,13 +200,20 @@ def synthetic_sets(inputs: Rows | np.ndarray | list[str], kind: str, n: int, rng
     return {}
 
 
+@functools.lru_cache(maxsize=1)
+def _sample_photos() -> tuple[np.ndarray, ...]:
+    """scikit-learn's two bundled photographs (decoded once per process)."""
+    from sklearn.datasets import load_sample_images
+
+    return tuple(load_sample_images().images)
+
+
 def natural_patches(shape: tuple[int, ...], n: int, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
     """Random crops of scikit-learn's two bundled photographs, resized to ``shape`` (C, H, W)."""
     from PIL import Image
-    from sklearn.datasets import load_sample_images
 
     c, h, w = shape
-    photos = load_sample_images().images
+    photos = _sample_photos()
     out = np.empty((n, c, h, w), dtype=np.float32)
     for i in range(n):
         img = photos[rng.integers(0, len(photos))]

@@ -23,6 +23,8 @@ executor that ran its checks.
 2.4: figure kinds ``scatter`` (labelled points, not joined) and ``text_highlights`` (words shaded by a score).
 2.5: ``Provenance.budget`` (the sample budget: quick, standard or thorough), ``CheckResult.sample_budget`` (the
 check's effective rows, resamples, steps and queries) and ``CheckResult.notes`` (deprecated config keys).
+2.6: ``Provenance.batch_size`` (rows of one model call, configured or derived from the input size); image figures
+hold images of at most 64×64 pixels (``audit.images``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2.5"
+SCHEMA_VERSION = "2.6"
 
 #: Status of one check. ``pass``: at least one metric was judged against a threshold (from the config or a
 #: built-in default) and every judged metric met its bound. ``measured``: the check ran and reported
@@ -243,6 +245,9 @@ class Provenance(_Frozen):
     execution: Execution | None = Field(default=None, description="Executor and thread counts (schema 2.1).")
     budget: str | None = Field(default=None, description="The sample budget (quick, standard or thorough; null in "
                                                          "results written before it existed, schema 2.5).")
+    batch_size: int | None = Field(default=None, description="Rows of one model call: the config's batch_size, or the one "
+                                                             "derived from the input size when it sets none (null in "
+                                                             "results written before it was recorded, schema 2.6).")
 
 
 class ProbeResult(_Frozen):

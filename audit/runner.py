@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.budget import budget_keys
+from audit.budget import DEFAULT_BATCH, batch_size_for, budget_keys
 from audit.config import AuditConfig, DataSpec, ThresholdSpec, validate_check_config
 from audit.context import AuditContext, ProgressFactory
 from audit.data import AuditDataset, file_sha256, load_dataset
@@ -99,7 +99,8 @@ def load_inputs(cfg: AuditConfig) -> tuple[ModelAdapter, dict[str, AuditDataset]
     for role in ("eval", "reference", "ood"):
         dspec: DataSpec | None = getattr(cfg.data, role)
         if dspec is not None:
-            datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed, batch_size=cfg.batch_size)
+            datasets[role] = load_dataset(dspec, role, class_names=model_names, seed=cfg.seed,
+                                          batch_size=cfg.batch_size or DEFAULT_BATCH)
     ev = datasets["eval"]
     if isinstance(adapter, TokenizedTextAdapter) and not isinstance(ev.inputs, list):
         adapter = adapter.inner  # the data holds token ids: audit the model on ids, without its tokenizer
@@ -444,7 +445,8 @@ def probed_context(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, 
     """
     model_path = Path(cfg.model.path)
     meta = read_sidecar(model_path) if not variant and model_path.is_file() else None  # not for variants
-    ctx = AuditContext(adapter, dict(datasets), seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
+    ctx = AuditContext(adapter, dict(datasets), seed=cfg.seed, progress=progress,
+                       batch_size=batch_size_for(cfg.batch_size, datasets["eval"].inputs),
                        country_iso_code=cfg.energy.country_iso_code, model_meta=meta)
     for check in checks:  # config values only the model or data can refute: exit 2 before any work
         check.preflight(ctx)
@@ -518,7 +520,7 @@ def audit_adapter(cfg: AuditConfig, adapter: ModelAdapter, datasets: dict[str, A
         seed=cfg.seed, device=str(adapter.device), hardware=_hardware(adapter.device),
         python=platform.python_version(), platform=platform.platform(terse=True), libraries=_libraries(),
         files=files, config=config_dump, config_sha256=config_sha, model=facts, model_info=info,
-        execution=execution, budget=cfg.budget,
+        execution=execution, budget=cfg.budget, batch_size=ctx.batch_size,
     )
     summary = summarise(results, on_not_judged=cfg.on_not_judged,
                         unrun=unrun_thresholds(cfg, {c.id for c in checks}))

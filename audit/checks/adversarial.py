@@ -27,6 +27,7 @@ from audit.attacks import Norm, fgsm, pgd
 from audit.config import CheckConfig, ThresholdSpec, PositiveFloat
 from audit.context import AuditContext
 from audit.errors import SkipCheck
+from audit.images import downsampled_note, figure_image
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.rows import as_array
@@ -279,9 +280,7 @@ class AdversarialRobustness(Check):
             lo_r = clip[0] if clip else float(x_all.min())
 
             def img(t: torch.Tensor) -> list:
-                arr = ((t - lo_r) / width).clamp(0, 1)
-                arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
-                return arr.round(decimals=4).tolist()
+                return figure_image(((t - lo_r) / width).clamp(0, 1))
 
             images, titles = [], []
             for i in range(k):
@@ -290,7 +289,8 @@ class AdversarialRobustness(Check):
                 titles += [f"original ({y_all[rows][i]})", "perturbation (scaled)", "adversarial"]
             evidence.append(Figure(kind="image_grid", title=f"Adversarial examples, PGD L∞ ε={eps:g}",
                                    data={"images": images, "titles": titles},
-                                   caption="Each row: an input, its perturbation rescaled to be visible, and the adversarial input."))
+                                   caption="Each row: an input, its perturbation rescaled to be visible, and the adversarial input."
+                                           + downsampled_note(tuple(x_all.shape))))
         limitations = ["Robust accuracy is an upper bound: a stronger attack may find more adversarial examples.",
                        f"Attacked a seeded subset of {m} evaluation samples."]
         if suspected:
@@ -311,7 +311,8 @@ class AdversarialRobustness(Check):
                            method=(f"Untargeted cross-entropy attacks on the inputs, ε in {units}, preprocessing "
                                    "inside the model, clipped to the input range where one is declared. FGSM: one signed-gradient step of ε. PGD: "
                                    f"{cfg.steps} steps of 2.5ε/{cfg.steps} from a random start in the ε-ball, "
-                                   f"{cfg.restarts} restart(s). Square (ART) when run: {cfg.black_box_queries} iterations."))
+                                   f"{cfg.restarts} restart(s). Square (ART) when run: {cfg.black_box_queries} iterations. "
+                                   f"At most {ctx.batch_size} inputs per model call (batch_size)."))
 
     def _text(self, ctx: AuditContext, cfg: AdversarialConfig) -> CheckOutput:
         """Word-level recipes under a query budget, black-box (greedy searches on the predicted probabilities)."""

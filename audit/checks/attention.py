@@ -24,6 +24,7 @@ from audit import explain_text as T
 from audit.config import CheckConfig
 from audit.context import AuditContext
 from audit.errors import SkipCheck
+from audit.images import downsampled_note, figure_heatmap, figure_image
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from models.adapter import HFTextAdapter
@@ -253,14 +254,13 @@ class Attention(Check):
         hi = float(adapter.input_range[1]) if adapter.input_range is not None else float(x.max())
         images, titles = [], []
         for i in range(min(3, len(x))):
-            img = ((x[i] - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-            images.append((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy().round(4).tolist())
+            images.append(figure_image(((x[i] - lo) / max(hi - lo, 1e-12)).clamp(0, 1)))
             titles.append(f"input ({reasons[i]})")
-            h = heat[i, 0] / heat[i, 0].max().clamp_min(1e-12)
-            images.append(h.numpy().round(4).tolist())
+            images.append(figure_heatmap(heat[i, 0]))
             titles.append("rollout")
         evidence.append(Figure(kind="image_grid", title="Attention rollout over the image", data={"images": images, "titles": titles},
-                               caption="Each input, then the attention flow from [CLS] to each patch (brighter = more)."))
+                               caption="Each input, then the attention flow from [CLS] to each patch (brighter = more)."
+                                       + downsampled_note(tuple(x.shape))))
         return dele, ins, f"patches set to {lo:g}"
 
 

@@ -23,6 +23,7 @@ from audit import explain_text as T
 from audit.config import CheckConfig, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import SkipCheck
+from audit.images import downsampled_note, figure_heatmap, figure_image
 from audit.registry import Check, CheckOutput, register_check
 from audit.results import Figure, Metric, Table
 from audit.text_scorer import TextScorer
@@ -289,16 +290,14 @@ def _explain_dense(ctx: AuditContext, cfg: ExplanationsConfig, idx: np.ndarray, 
         lo, hi = adapter.input_range or (float(x.min()), float(x.max()))
         images, titles = [], []
         for i in range(min(3, n)):
-            img = ((x[i] - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-            images.append((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).cpu().round(decimals=4).tolist())
+            images.append(figure_image(((x[i] - lo) / max(hi - lo, 1e-12)).clamp(0, 1)))
             titles.append(f"input ({reasons[i]})")
             for method, a in attrs.items():
-                heat = a[i].abs().sum(0)
-                heat = heat / heat.max().clamp_min(1e-12)
-                images.append(heat.cpu().round(decimals=4).tolist())
+                images.append(figure_heatmap(a[i].abs().sum(0)))
                 titles.append(method)
         out.evidence.append(Figure(kind="image_grid", title="Attribution heatmaps", data={"images": images, "titles": titles},
-                                   caption="Each row: an input, then |attribution| per method (brighter = more important)."))
+                                   caption="Each row: an input, then |attribution| per method (brighter = more important)."
+                                           + downsampled_note(tuple(x.shape))))
     parts = [f"on raw inputs (preprocessing inside the model), at most {bs} inputs per model call; curves replace "
              f"features with {baseline_text}"]
     if "integrated_gradients" in attrs:

@@ -40,6 +40,7 @@ from audit import text_trigger_scan as tts
 from audit.config import CheckConfig, OpenUnitFloat, ThresholdSpec
 from audit.context import AuditContext
 from audit.errors import InputError, SkipCheck
+from audit.images import downsampled_note, figure_image
 from audit.poisoning import (
     Trigger,
     feature_classifier,
@@ -525,7 +526,11 @@ class BackdoorScanConfig(CheckConfig):
     init_cost: float = Field(default=1e-3, gt=0, description="Neural Cleanse initial weight of the mask's L1 norm.")
     success_threshold: float = Field(default=0.99, gt=0, le=1, description="Trigger success a reverse-engineered trigger must reach.")
     max_classes: int = Field(default=50, ge=5, description="Skip Neural Cleanse for models with more classes (it optimises one trigger per class).")
-    max_parameters: int = Field(default=5_000_000, ge=1, description="Skip Neural Cleanse for models with more parameters (budget: steps × classes × train_batch_size forward and backward passes).")
+    max_parameters: int = Field(
+        default=30_000_000, ge=1,
+        description="Skip Neural Cleanse for models with more parameters (budget; 5M quick, 30M standard, 200M thorough: "
+                    "ResNet-18 and ResNet-50 are scanned under standard). Its cost is steps × classes × train_batch_size "
+                    "forward and backward passes and its memory one batch_size of them, so the cap guards time, not memory.")
     anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes); text models: the index of the best trigger word among the best re-scored words.")
     top_k: int = Field(default=32, ge=1, description="Text models: candidate words re-scored exactly (forward passes over the search texts) per class and round, the best of the gradient ranking (the first round at least reference_words).")
     search_rounds: int = Field(default=2, ge=1, le=10, description="Text models: gradient rankings per class, each from the best word so far (a round that keeps the best word ends the search).")
@@ -672,14 +677,12 @@ class BackdoorScan(Check):
             lo_s, hi_s = float(np.min(low)), float(np.max(high))
             images, titles = [], []
             for c in (suspected or [int(np.argmin(found.mask_l1))])[:4]:
-                trig = (found.masks[c] * (found.patterns[c] - lo_s) / max(hi_s - lo_s, 1e-9)).clip(0, 1)
-                arr = trig[0] if trig.shape[0] == 1 else np.moveaxis(trig, 0, -1)
-                images.append(np.round(arr, 4).tolist())
+                images.append(figure_image((found.masks[c] * (found.patterns[c] - lo_s) / max(hi_s - lo_s, 1e-9)).clip(0, 1)))
                 titles.append(f"class {names[c]} (L1 {found.mask_l1[c]:.2f})")
             evidence.append(Figure(kind="image_grid", title="Reverse-engineered triggers",
                                    data={"images": images, "titles": titles},
                                    caption="Mask × pattern of the smallest trigger found for the suspected classes (or the smallest "
-                                           "overall when none is suspected)."))
+                                           "overall when none is suspected)." + downsampled_note(found.patterns.shape)))
         metrics.append(Metric(name="suspected_classes", value=float(len(suspected)) if converged else None, n=n_nc,
                               higher_is_better=False,
                               method="classes Neural Cleanse flags (a working trigger mask below the median, anomaly index "
@@ -737,7 +740,8 @@ class BackdoorScan(Check):
             summary=summary, metrics=metrics, evidence=evidence, dataset="eval+reference" if has_ref else "eval",
             n_samples=n_nc + n_ref,
             method=(f"Neural Cleanse: for every class, Adam (at most {cfg.steps} steps, lr {cfg.lr:g}; all classes batched "
-                    "together with the model's weights frozen; "
+                    f"together with the model's weights frozen, at most {ctx.batch_size} (class, sample) rows per forward "
+                    "and backward pass; "
                     + (f"a class stops once its smallest working mask has not shrunk by 1% in {cfg.early_stop_patience} "
                        "steps, " if cfg.early_stop_patience else "no early stopping, ")
                     + "the steps each class ran are in the table) finds the "

@@ -74,3 +74,21 @@ def band_cnn(n_classes: int = 5, size: int = 8, steps: int = 60) -> TinyCNN:
         nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
         opt.step()
     return model.eval()
+
+
+class StridedCNN(nn.Module):
+    """A small CNN for large images (3×224×224 in the tests): an 8×8 stride-8 convolution, a stride-2 one, global
+    average pooling and a linear layer — about 3,000 parameters and 1 million multiply-adds per 224² image."""
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 5, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 8, stride=8), nn.ReLU(),
+                                      nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+STRIDED_CNN_CLASS = f"{Path(__file__).resolve()}:StridedCNN"

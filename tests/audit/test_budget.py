@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -103,3 +104,40 @@ def test_a_bad_budget_name_exits_2_with_a_suggestion(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     demo = CliRunner().invoke(cli.app, ["demo", "--budget", "thorogh", "--out", str(tmp_path / "demo")])
     assert demo.exit_code == 2 and "Did you mean 'thorough'?" in demo.stderr and not (tmp_path / "demo").exists()
+
+
+def test_the_default_batch_follows_the_input_size_and_a_configured_one_wins() -> None:
+    from audit.budget import BATCH_ELEMENTS, DEFAULT_BATCH, batch_size_for, default_batch_size
+
+    assert [default_batch_size(s) for s in [None, (12,), (64,), (1, 8, 8), (3, 32, 32), (3, 64, 64)]] == [256] * 6
+    assert [default_batch_size(s) for s in [(3, 96, 96), (3, 128, 128), (3, 224, 224), (3, 512, 512)]] == [128, 64, 16, 4]
+    assert default_batch_size((3, 4096, 4096)) == 1  # one row over the target is still one row
+    for shape in [(3, 224, 224), (3, 100, 77), (1, 28, 28), (5000,)]:
+        b = default_batch_size(shape)
+        rows = BATCH_ELEMENTS // (shape[0] * (shape[1] if len(shape) > 1 else 1) * (shape[2] if len(shape) > 2 else 1))
+        assert b & (b - 1) == 0 and b <= min(DEFAULT_BATCH, rows) < 2 * b or b == DEFAULT_BATCH, (shape, b)
+    x = np.zeros((3, 3, 224, 224), np.float32)
+    assert batch_size_for(None, x) == 16 and batch_size_for(40, x) == 40
+    assert batch_size_for(None, ["a text", "another"]) == DEFAULT_BATCH
+
+
+def test_an_audit_of_large_images_calls_the_model_on_the_derived_batch_and_records_it(tmp_path: Path) -> None:
+    """3×224×224 inputs: the probe and the checks call the model on 16 rows at a time unless batch_size is set;
+    results.json states the batch used."""
+    import torch
+    from tiny_models import TinyCNN
+
+    from audit.runner import run_audit
+
+    model = TinyCNN(in_channels=3, n_classes=3).eval()
+    path = tmp_path / "model.ts.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rng.random((40, 3, 224, 224), dtype=np.float32), y=rng.integers(0, 3, 40))
+    base = {"model.path": str(path), "data.eval.path": str(data), "output.dir": str(tmp_path / "out")}
+    for given, expected in [(None, 16), (24, 24)]:
+        sets = ["select=[performance]", "energy.track=false"] + ([f"batch_size={given}"] if given else [])
+        result = run_audit(load_config(None, base, sets))
+        assert result.provenance.batch_size == expected
+        assert f"in batches of {expected}," in result.probe.method

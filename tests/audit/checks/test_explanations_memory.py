@@ -20,6 +20,7 @@ from audit.checks.explanations import Explanations, ExplanationsConfig
 from audit.context import AuditContext
 from audit.data import AuditDataset
 from models.adapter import TorchAdapter
+from peak_rss import PEAK
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,8 +159,8 @@ def test_the_check_never_calls_the_model_on_more_than_its_batch_size() -> None:
             assert (a.name, a.group) == (b.name, b.group) and a.value == pytest.approx(b.value, rel=1e-4, abs=1e-6)
 
 
-MEMORY_SCRIPT = r"""
-import json, resource, sys
+MEMORY_SCRIPT = PEAK + r"""
+import json, sys
 import numpy as np, torch
 from torch import nn
 from audit.checks.explanations import Explanations, ExplanationsConfig
@@ -179,9 +180,9 @@ ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=int(sys.argv[1]))
 cfg = ExplanationsConfig(**json.loads(sys.argv[2]))
 ctx.probs()
 import captum.attr, captum.metrics, shap, lime.lime_image  # imported before the baseline is taken
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_kb()
 out = Explanations(cfg).run(ctx)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_rss_kb()
 print(json.dumps({"methods": sorted({r[1] for r in out.evidence[0].rows}), "peak_mib": after / 1024,
                   "added_mib": (after - before) / 1024}))
 """

@@ -84,8 +84,17 @@ def test_synthetic_sets_have_input_shape() -> None:
     images = rng.random((20, 3, 16, 16), dtype=np.float32)
     sets = synthetic_sets(images, "image", 8, rng, (0.0, 1.0))
     assert set(sets) == {"uniform_noise", "gaussian_noise", "pixel_shuffled", "natural_patches"}
-    for arr in sets.values():
-        assert arr.shape == (8, 3, 16, 16) and arr.min() >= 0 and arr.max() <= 1
+    for rows in sets.values():
+        arr = rows.materialize()
+        assert arr.shape == (8, 3, 16, 16) and arr.dtype == np.float32 and arr.min() >= 0 and arr.max() <= 1
+        # made a batch at a time: any row is the same image whichever batch (or order) takes it
+        np.testing.assert_array_equal(rows[np.array([5, 2])], arr[[5, 2]])
+        np.testing.assert_array_equal(np.concatenate([rows[:3], rows[3:]]), arr)
+        assert arr.std() > 0 and not np.array_equal(arr[0], arr[1])
+    shuffled = sets["pixel_shuffled"].materialize()
+    sorted_images = [np.sort(im.ravel()) for im in images]
+    for row in shuffled:  # each a permutation of the pixels of one evaluation image
+        assert any(np.array_equal(np.sort(row.ravel()), im) for im in sorted_images)
     table = rng.normal(size=(30, 4)).astype(np.float32)
     perm = synthetic_sets(table, "tabular", 10, rng, None)["permuted_features"]
     assert perm.shape == (10, 4) and all(np.isin(perm[:, j], table[:, j]).all() for j in range(4))

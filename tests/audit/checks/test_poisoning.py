@@ -418,3 +418,25 @@ def test_binary_model_audit_has_no_backdoor_risk_on_page_one(tmp_path, tabular_c
     scan = result.check("poisoning.backdoor_scan")
     assert scan.status == "skipped" and "at least 5 classes" in scan.skip_reason
     assert all(r["check"] != scan.title for r in top_risks(result, limit=50))
+
+
+def test_scan_parameter_cap_follows_the_budget_so_a_resnet18_is_scanned_under_standard() -> None:
+    """Neural Cleanse's parameter cap guards time: 5M under quick, 30M under standard (ResNet-18, 11.2M, and
+    ResNet-50, 25.6M, are scanned), 200M under thorough; over it the scan is skipped with the reason."""
+    from types import SimpleNamespace
+
+    from audit.checks.poisoning import _neural_cleanse_blocker
+    from audit.config import validate_check_config
+
+    adapter = SimpleNamespace(differentiable=True, format="torch")
+    resnet18 = 11_200_000
+    caps = {b: validate_check_config("poisoning.backdoor_scan", {}, budget=b).max_parameters
+            for b in ("quick", "standard", "thorough")}
+    assert caps == {"quick": 5_000_000, "standard": 30_000_000, "thorough": 200_000_000}
+    assert BackdoorScanConfig().max_parameters == caps["standard"]
+    assert _neural_cleanse_blocker(adapter, 10, resnet18, validate_check_config("poisoning.backdoor_scan", {})) is None
+    quick = validate_check_config("poisoning.backdoor_scan", {}, budget="quick")
+    assert "11,200,000 parameters is over the budget (max_parameters 5,000,000)" in _neural_cleanse_blocker(
+        adapter, 10, resnet18, quick)
+    assert _neural_cleanse_blocker(adapter, 10, 25_600_000, BackdoorScanConfig()) is None
+    assert "over the budget" in _neural_cleanse_blocker(adapter, 10, 30_000_001, BackdoorScanConfig())
