@@ -243,6 +243,39 @@ def _token_id_setup(ctx: AuditContext, cfg: BackdoorSimulationConfig, check_id: 
 
 
 
+def _measure(setup: _Setup, train_fn: Any, rates: list[float], target: int
+             ) -> tuple[list[list[Any]], list[Metric], dict[float, float], dict[float, float]]:
+    """Retrain at every rate; attack success and clean accuracy with Wilson intervals, and the table rows."""
+    x_ev, y_ev, n_tr, unit = setup.x_ev, setup.y_ev, len(setup.y_tr), setup.unit
+    n_v = int((y_ev != target).sum())
+    rows: list[list[Any]] = []
+    metrics: list[Metric] = []
+    asr_of: dict[float, float] = {}
+    acc_of: dict[float, float] = {}
+    for rate in rates:
+        x_p, y_p, idx = setup.poison(rate)
+        predict = train_fn(x_p, y_p, setup.seed)
+        correct = predict(x_ev) == y_ev
+        k_hit = int((predict(setup.x_trig) == target).sum())
+        asr, acc = k_hit / n_v, float(correct.mean())
+        a_lo, a_hi = wilson_interval(k_hit, n_v)
+        c_lo, c_hi = wilson_interval(int(correct.sum()), len(y_ev))
+        asr_of[rate], acc_of[rate] = asr, acc
+        group = f"rate={rate:g}"
+        metrics += [
+            Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi, ci_level=0.95,
+                   n=n_v, higher_is_better=False,
+                   method=f"share of {n_v} evaluation {unit} not of class {target}, with the trigger, classified as "
+                          f"{target}; {len(idx)} of {n_tr} training {unit} poisoned; Wilson 95% interval"),
+            Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
+                   n=len(y_ev), higher_is_better=True,
+                   method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation {unit}; Wilson 95% interval"),
+        ]
+        rows.append([rate, len(idx), round(asr, 4), round(a_lo, 4), round(a_hi, 4), n_v,
+                     round(acc, 4), round(c_lo, 4), round(c_hi, 4), len(y_ev)])
+    return rows, metrics, asr_of, acc_of
+
+
 class BackdoorSimulationConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
 
@@ -252,8 +285,9 @@ class BackdoorSimulationConfig(CheckConfig):
                                description="Poison rates: shares of the training samples given the trigger and the target label.")
     target_class: int = Field(default=0, ge=0, description="Class index the backdoor sends triggered inputs to.")
     trigger: TriggerOption = Field(
-        default="auto", description="auto (images: pattern; tabular: out_of_range), pattern or pixel (ART image "
-                                    "triggers), out_of_range (tabular: chosen features set beyond their training range).")
+        default="auto", description="auto (images: pattern; tabular: out_of_range; text models: text_trigger; token "
+                                    "ids: trigger_token_id), pattern or pixel (ART image triggers), out_of_range "
+                                    "(tabular: chosen features set beyond their training range).")
     trigger_distance: int = Field(default=1, ge=0, description="Image triggers: pixels between the trigger and the bottom-right corner.")
     trigger_features: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1, description="Tabular trigger: feature indices (default: the highest-variance ones).")
     trigger_n_features: int = Field(default=2, ge=1, description="Tabular trigger: how many features, when trigger_features is not set.")
@@ -262,7 +296,8 @@ class BackdoorSimulationConfig(CheckConfig):
                                     "of the model; recipe or finetune to insist on one.")
     recipe: str | None = Field(default=None, description="Recipe name to retrain with (overrides the one model.json names; needed without one).")
     epochs: int = Field(default=5, ge=1, description="Training epochs of each retraining (recipe or fine-tuning).")
-    lr: float = Field(default=1e-3, gt=0, description="Fine-tuning learning rate (the recipe's own is used for recipes).")
+    lr: float = Field(default=1e-3, gt=0, description="Fine-tuning learning rate (the recipe's own is used for recipes); fully "
+                                                      "fine-tuning a pretrained Transformer (train_frozen) wants about 5e-5.")
     max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference trained on.")
     max_samples: int = Field(default=1000, ge=10, description="Seeded subset of the evaluation set measured on (was n_samples).")
     max_parameters: int = Field(default=5_000_000, ge=1, description="Skip fine-tuning models with more parameters (budget).")
@@ -297,69 +332,17 @@ class BackdoorSimulation(Check):
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: BackdoorSimulationConfig = self.config  # type: ignore[assignment]
-        setting = f"checks.{self.id}"
-        if "reference" not in ctx.datasets:
-            raise SkipCheck("the simulation poisons the training data: give it as data.reference.")
-        if ctx.datasets["reference"].target is None:
-            raise SkipCheck("data.reference has no labels; poisoning switches training labels.")
-        adapter = ctx.adapter
-        if adapter.capabilities.raw_text:
-            text_trigger(cfg.text_trigger)  # a bad trigger is bad input: said before any work
-            if cfg.trigger != "auto":
-                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a text trigger; text models take "
-                                 f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
-        elif adapter.input_kind != "sequence":
-            for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
-                _float_inputs(ctx, role)
-        k = _n_classes(ctx)
-        if not 0 <= cfg.target_class < k:
-            raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
-                             f"Got {cfg.target_class} instead.")
-        if adapter.capabilities.raw_text:
-            train_fn, how = self._pipeline(ctx, cfg)
-            setup = _text_setup(ctx, cfg, self.id)
-        elif adapter.input_kind == "sequence":
-            train_fn, how = self._pipeline(ctx, cfg)
-            setup = _token_id_setup(ctx, cfg, self.id)
-        else:
-            setup = _array_setup(ctx, cfg, self.id, setting)
-            train_fn, how = self._pipeline(ctx, cfg)
-        x_tr, y_tr, x_ev, y_ev, x_trig, seed = setup.x_tr, setup.y_tr, setup.x_ev, setup.y_ev, setup.x_trig, setup.seed
+        setup, train_fn, how = self._prepare(ctx, cfg)
+        y_tr, y_ev = setup.y_tr, setup.y_ev
         victims = y_ev != cfg.target_class
         rates = ([0.0] if cfg.include_baseline else []) + sorted(cfg.rates)
-        rows: list[list[Any]] = []
-        metrics: list[Metric] = []
-        asr_of: dict[float, float] = {}
-        acc_of: dict[float, float] = {}
-        for rate in rates:
-            x_p, y_p, idx = setup.poison(rate)
-            predict = train_fn(x_p, y_p, seed)
-            correct = predict(x_ev) == y_ev
-            hits = predict(x_trig) == cfg.target_class
-            n_v, k_hit = int(victims.sum()), int(hits.sum())
-            asr, acc = k_hit / n_v, float(correct.mean())
-            a_lo, a_hi = wilson_interval(k_hit, n_v)
-            c_lo, c_hi = wilson_interval(int(correct.sum()), len(y_ev))
-            asr_of[rate], acc_of[rate] = asr, acc
-            group = f"rate={rate:g}"
-            metrics += [
-                Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi, ci_level=0.95,
-                       n=n_v, higher_is_better=False,
-                       method=f"share of {n_v} evaluation {setup.unit} not of class {cfg.target_class}, with the trigger, "
-                              f"classified as {cfg.target_class}; {len(idx)} of {len(y_tr)} training {setup.unit} poisoned; "
-                              "Wilson 95% interval"),
-                Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
-                       n=len(y_ev), higher_is_better=True,
-                       method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation {setup.unit}; Wilson 95% "
-                              "interval"),
-            ]
-            rows.append([rate, len(idx), round(asr, 4), round(a_lo, 4), round(a_hi, 4), n_v,
-                         round(acc, 4), round(c_lo, 4), round(c_hi, 4), len(y_ev)])
+        rows, metrics, asr_of, acc_of = _measure(setup, train_fn, rates, cfg.target_class)
         low, high = min(cfg.rates), max(cfg.rates)
         by_group = {m.group: m for m in metrics if m.name == "attack_success_rate"}
         head = [by_group[f"rate={r:g}"].model_copy(update={
                     "name": name, "group": None,
-                    "method": f"attack success rate after poisoning {r:.0%} of the training samples; Wilson 95% interval"})
+                    "method": f"attack success rate after poisoning {r:.0%} of the training {setup.unit}; Wilson 95% "
+                              "interval"})
                 for name, r in (("asr_at_lowest_rate", low), ("asr_at_highest_rate", high))]
         shown = rates
         evidence: list[Any] = [
@@ -392,6 +375,35 @@ class BackdoorSimulation(Check):
                 *setup.limitations,
             ] + (["Fine-tuning a model that is already trained, not the original training from scratch."]
                  if how.startswith("fine-tuning") else []))
+
+    def _prepare(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[_Setup, Any, str]:
+        """Bad input and what does not apply, before any work; then the sampled data, its trigger and the retraining."""
+        setting = f"checks.{self.id}"
+        if "reference" not in ctx.datasets:
+            raise SkipCheck("the simulation poisons the training data: give it as data.reference.")
+        if ctx.datasets["reference"].target is None:
+            raise SkipCheck("data.reference has no labels; poisoning switches training labels.")
+        adapter = ctx.adapter
+        if adapter.capabilities.raw_text:
+            text_trigger(cfg.text_trigger)  # a bad trigger is bad input: said before any work
+            if cfg.trigger != "auto":
+                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a text trigger; text models take "
+                                 f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
+        elif adapter.input_kind != "sequence":
+            for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
+                _float_inputs(ctx, role)
+        k = _n_classes(ctx)
+        if not 0 <= cfg.target_class < k:
+            raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
+                             f"Got {cfg.target_class} instead.")
+        if adapter.capabilities.raw_text:
+            train_fn, how = self._pipeline(ctx, cfg)
+            return _text_setup(ctx, cfg, self.id), train_fn, how
+        if adapter.input_kind == "sequence":
+            train_fn, how = self._pipeline(ctx, cfg)
+            return _token_id_setup(ctx, cfg, self.id), train_fn, how
+        setup = _array_setup(ctx, cfg, self.id, setting)
+        return (setup, *self._pipeline(ctx, cfg))
 
     def _pipeline(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[Any, str]:
         """``train(x, y, seed) -> predict`` and a description of how the model is retrained."""
