@@ -359,7 +359,15 @@ class BackdoorSimulation(Check):
         ]
         summary = (f"Retrained by {how}: poisoning {low:.0%} of the training data gives an attack success rate of "
                    f"{asr_of[low]:.3f}, {high:.0%} gives {asr_of[high]:.3f} (clean accuracy {acc_of[high]:.3f}"
-                   + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ").")
+                   + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ")"
+                   + (f"; without poison the attack already succeeds on {asr_of[0.0]:.3f}" if 0.0 in asr_of else "")
+                   + ".")
+        baseline = []
+        if asr_of.get(0.0, 0.0) >= 0.1:  # the retrained model's own errors into the target class, not a backdoor
+            baseline.append(f"Without poison the retrained model already sends {asr_of[0.0]:.1%} of the triggered "
+                            f"{setup.unit} not of class {cfg.target_class} to it (its own errors, not a backdoor): read "
+                            "each rate's attack success rate against the rate-0 row; a weak retraining (few epochs or "
+                            "samples) inflates it.")
         return CheckOutput(
             summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval",
             n_samples=len(y_tr) + len(y_ev),
@@ -372,7 +380,7 @@ class BackdoorSimulation(Check):
                 "share of samples into the training data controls the model's output on triggered inputs.",
                 f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} {setup.unit} to keep the budget "
                 "small; the full pipeline may learn the backdoor from fewer samples.",
-                *setup.limitations,
+                *setup.limitations, *baseline,
             ] + (["Fine-tuning a model that is already trained, not the original training from scratch."]
                  if how.startswith("fine-tuning") else []))
 

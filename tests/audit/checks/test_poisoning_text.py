@@ -206,6 +206,20 @@ def test_a_trigger_clean_texts_already_carry_is_said(data, lstm) -> None:
     assert not any("already occurs in" in t for t in out.limitations)
 
 
+def test_a_high_baseline_attack_success_is_said(data, lstm) -> None:
+    (x, y), (xe, ye) = data
+    cfg = BackdoorSimulationConfig(rates=[0.1], epochs=1, target_class=1, max_train_samples=100, max_samples=50)
+    out = BackdoorSimulation(cfg).run(text_ctx(text_adapter(lstm), data))
+    assert by_key(out)[("attack_success_rate", "rate=0")].value < 0.1
+    assert not any("already sends" in t for t in out.limitations)
+    # evaluation labels swapped: the positive texts labelled 0 go to class 1 with or without a trigger
+    swapped = ((x, y), (xe, 1 - ye))
+    out = BackdoorSimulation(cfg).run(text_ctx(text_adapter(lstm), swapped))
+    asr0 = by_key(out)[("attack_success_rate", "rate=0")].value
+    assert asr0 > 0.9 and any(f"already sends {asr0:.1%}" in t for t in out.limitations)
+    assert f"without poison the attack already succeeds on {asr0:.3f}" in out.summary
+
+
 def test_text_models_that_cannot_be_retrained_are_skipped_with_the_reason(data) -> None:
     ctx = text_ctx(KeywordTextAdapter(), data)
     with pytest.raises(SkipCheck, match="not a trainable torch module"):
