@@ -399,6 +399,10 @@ class BackdoorSimulation(Check):
                                  f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
         elif adapter.input_kind != "sequence":
             for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
+                if isinstance(ctx.dataset(role).inputs, list):
+                    raise SkipCheck(f"data.{role} holds raw text but the model takes {adapter.input_kind} inputs; a "
+                                    "text model (a Hugging Face folder, or a model.json naming its tokenizer) gets the "
+                                    "text trigger.")
                 _float_inputs(ctx, role)
         k = _n_classes(ctx)
         if not 0 <= cfg.target_class < k:

@@ -191,7 +191,7 @@ def test_simulation_bad_input(digits, clean) -> None:
         BackdoorSimulation(BackdoorSimulationConfig(retrain="recipe")).run(both)
     text = AuditContext(adapter, {"eval": ds("eval", ["a b"] * 4, np.zeros(4, np.int64), "text"),
                                   "reference": ds("reference", ["a b"] * 4, np.zeros(4, np.int64), "text")})
-    with pytest.raises(SkipCheck, match="text and token-id models"):
+    with pytest.raises(SkipCheck, match="holds raw text but the model takes image inputs"):
         BackdoorSimulation().run(text)
 
 
