@@ -479,8 +479,9 @@ class BackdoorSimulation(Check):
         text = adapter.capabilities.raw_text
         from models.variants import cast_variant_source, make_variant
 
-        cast = cast_variant_source(adapter)  # a half-precision variant trains float32 master weights, then is cast
-        owner = adapter.float_twin if cast else adapter  # the adapter whose module is trained (text: tokenises)
+        # a half-precision variant trains float32 master weights, then is cast (image and tabular models: a text
+        # variant's adapter measures no input gradients on token ids, so it does not reach this point)
+        cast = None if text else cast_variant_source(adapter)
 
         def finetune(x: np.ndarray | list[str], y: np.ndarray, seed: int) -> Any:
             from models.train import fit_classifier
@@ -493,11 +494,10 @@ class BackdoorSimulation(Check):
             if not any(p.requires_grad and p.is_floating_point() for p in clone.parameters()):
                 raise SkipCheck("the model has no trainable floating-point parameters (a quantised variant?).")
             if text:  # the adapter over the copy tokenises each batch of raw texts
-                trainer = owner.with_torch_model(clone)
+                twin = adapter.with_torch_model(clone)
                 fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
-                               forward=trainer.logits)
-                scorer = adapter.with_torch_model(make_variant(clone, cast[1], device=str(dev)).module) if cast else trainer
-                return lambda t: scorer.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
+                               forward=twin.logits)
+                return lambda t: twin.predict_logits(t, batch_size=ctx.batch_size).argmax(1).numpy()
             fit_classifier(clone, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=64, seed=seed, device=dev,
                            preprocess=preprocess)
             if cast:

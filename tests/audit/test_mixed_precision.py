@@ -135,3 +135,4 @@ def test_a_bf16_variant_is_fine_tuned_in_float32_and_cast_again(monkeypatch: pyt
     assert trained == [{torch.float32}]
     assert "float32 copy of the float twin" in out.method and "bf16" in out.method
     assert all(math.isfinite(m.value) for m in out.metrics if m.value is not None)
+
