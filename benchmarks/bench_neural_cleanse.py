@@ -60,7 +60,7 @@ def main() -> None:
     ev = AuditDataset(name="eval", inputs=digits.x_test, target=digits.y_test, class_names=None,
                       sensitive_features=None, feature_names=None, input_kind="image", path="mem", format="npz",
                       sha256="0")
-    cfg = BackdoorScanConfig(n_samples=args.n_samples)
+    cfg = BackdoorScanConfig(max_samples=args.n_samples)
     table: dict[tuple[str, str], list[tuple[float, bool, int, float]]] = {}
     for version, technique in (("before", before), ("after", AFTER)):
         cost: dict[str, float] = {}

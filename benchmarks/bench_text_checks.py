@@ -101,7 +101,7 @@ def main() -> None:
         "explanations (text)": (explanations, explanations.Explanations(explanations.ExplanationsConfig(
             max_samples=args.n_explain))),
         "adversarial (character edits)": (adversarial, adversarial.AdversarialRobustness(adversarial.AdversarialConfig(
-            n_samples=args.n_attack))),
+            max_samples=args.n_attack))),
     }
     print(f"{args.text_model}, {args.n_texts} texts of {lo}-{hi} words, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}; one timed run of each, {args.clock} clock")

@@ -29,10 +29,10 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def audit_flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
-            "--set", "checks.performance.n_resamples=50", "--set", "checks.ood.n_synthetic=50", "--set", "checks.corruption={n_samples: 20, severities: [1, 5]}",
+            "--set", "checks.performance.n_resamples=50", "--set", "checks.ood.n_synthetic=50", "--set", "checks.corruption={max_samples: 20, severities: [1, 5]}",
             "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}", "--set", "energy.track=false",
-            "--set", "checks.adversarial={n_samples: 16, black_box: never}",
-            "--set", "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
+            "--set", "checks.adversarial={max_samples: 16, black_box: never}",
+            "--set", "checks.explanations={max_samples: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
             # The tiny models here are untrained and the labels random: they cannot beat the majority-class baseline,
             # so the built-in conditions (informative_p_value <= 0.01, baseline_lift >= 0.1) fail and warn, as they should.
             # These tests are about the CLI's plumbing, so they relax them explicitly; test_verdicts.py tests the

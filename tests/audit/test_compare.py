@@ -16,9 +16,9 @@ from audit.errors import InputError
 from reports.compare import TIMING_MARGIN, comparison_rows
 
 FAST = ["checks.performance.n_resamples=20", "checks.ood.n_synthetic=20", "energy.track=false",
-        "checks.corruption={n_samples: 20, severities: [1, 5]}",
-        "checks.efficiency={min_seconds: 0, measure_energy: false}", "checks.adversarial={n_samples: 16, black_box: never}",
-        "checks.explanations={n_explain: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
+        "checks.corruption={max_samples: 20, severities: [1, 5]}",
+        "checks.efficiency={min_seconds: 0, measure_energy: false}", "checks.adversarial={max_samples: 16, black_box: never}",
+        "checks.explanations={max_samples: 3, n_steps: 4, n_shap_samples: 4, n_perturb: 2}",
         # An untrained tiny CNN on random labels cannot beat the majority baseline, so the built-in condition
         # (informative_p_value <= 0.01) would fail it and baseline_lift >= 0.1 warn; these tests are about lining
         # results up, not model quality.

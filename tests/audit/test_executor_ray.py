@@ -26,7 +26,7 @@ from audit.runner import run_audit
 
 CHECKS = ("performance", "corruption", "ood")
 FAST = ["checks.performance={n_resamples: 30, thresholds: {informative_p_value: {max: 1}, baseline_lift: {min: -1000}}}",
-        "checks.corruption={n_samples: 20, severities: [1, 5]}", "checks.ood.n_synthetic=30", "energy.track=false",
+        "checks.corruption={max_samples: 20, severities: [1, 5]}", "checks.ood.n_synthetic=30", "energy.track=false",
         "model.allow_nonfinite=true", *[f"checks.{c}.enabled=false" for c in list_checks() if c not in CHECKS]]
 
 

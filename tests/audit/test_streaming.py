@@ -31,9 +31,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: Small settings: each check runs its method once on a handful of samples.
 FAST = [
     "energy.track=false", "checks.performance={n_resamples: 20, n_permutations: 200}",
-    "checks.corruption={n_samples: 20, severities: [1, 5], n_resamples: 20}",
-    "checks.adversarial={n_samples: 16, eps: [0.05, 0.3], steps: 3, black_box: never}",
-    "checks.explanations={n_explain: 3, n_steps: 4, n_background: 4, n_shap_samples: 4, n_kernel_samples: 16, "
+    "checks.corruption={max_samples: 20, severities: [1, 5], n_resamples: 20}",
+    "checks.adversarial={max_samples: 16, eps: [0.05, 0.3], steps: 3, black_box: never}",
+    "checks.explanations={max_samples: 3, n_steps: 4, n_background: 4, n_shap_samples: 4, n_kernel_samples: 16, "
     "n_lime_samples: 16, curve_steps: 4, n_perturb: 2, methods: [integrated_gradients, saliency, lime]}",
     "checks.ood={n_synthetic: 20, n_resamples: 20}",
     "checks.drift={}",

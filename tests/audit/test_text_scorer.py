@@ -143,7 +143,7 @@ def test_the_explanations_check_scores_each_text_once_and_matches_an_uncached_ru
         monkeypatch: pytest.MonkeyPatch) -> None:
     texts = sentences(20, seed=2)
     y = np.zeros(20, dtype=np.int64)
-    cfg = ExplanationsConfig(methods=["lime", "kernel_shap"], n_explain=4, n_lime_samples=48, n_kernel_samples=48,
+    cfg = ExplanationsConfig(methods=["lime", "kernel_shap"], max_samples=4, n_lime_samples=48, n_kernel_samples=48,
                              curve_steps=4)
     bert, made = counted_bert(monkeypatch)
     cached = Explanations(cfg).run(warm(_ctx(bert, texts, y), bert.seen))
@@ -165,7 +165,7 @@ def test_the_randomised_model_is_scored_by_itself_not_from_the_original_models_c
         monkeypatch: pytest.MonkeyPatch) -> None:
     texts = sentences(20, seed=3)
     bert, made = counted_bert(monkeypatch)
-    cfg = ExplanationsConfig(methods=["lime", "kernel_shap"], n_explain=3, n_lime_samples=32, n_kernel_samples=32,
+    cfg = ExplanationsConfig(methods=["lime", "kernel_shap"], max_samples=3, n_lime_samples=32, n_kernel_samples=32,
                              curve_steps=4)
     out = Explanations(cfg).run(warm(_ctx(bert, texts, np.zeros(20, dtype=np.int64)), bert.seen))
     rand = made[0]

@@ -153,7 +153,7 @@ def _flags(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu",
             "--no-html", "--set", "energy.track=false", "--set", "checks.performance.n_resamples=50",
             "--set", "checks.ood={n_synthetic: 40}", "--set", "checks.efficiency={min_seconds: 0, measure_energy: false}",
-            "--set", "checks.explanations={n_explain: 2, n_steps: 4, n_shap_samples: 4, n_perturb: 2, methods: [integrated_gradients, lime]}",
+            "--set", "checks.explanations={max_samples: 2, n_steps: 4, n_shap_samples: 4, n_perturb: 2, methods: [integrated_gradients, lime]}",
             *[f"--set=checks.{c}.enabled=false" for c in ("corruption", "adversarial", "privacy.extraction")],
             "--set", "checks.performance.thresholds={informative_p_value: {max: 1}, baseline_lift: {min: -1000}}", *extra]
 

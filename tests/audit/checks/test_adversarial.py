@@ -99,7 +99,7 @@ def ctx_for(model: nn.Module, x: np.ndarray, y: np.ndarray, clip: tuple[float, f
 
 def test_check_on_honest_model_passes_safeguards(digits_mlp) -> None:
     model, x, y = digits_mlp
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=100, black_box="never")).run(ctx_for(model, x, y))
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=100, black_box="never")).run(ctx_for(model, x, y))
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["safeguards_tripped"] == 0 and out.status_floor == "pass"
     assert head["robust_accuracy"] < head["clean_accuracy"]
@@ -110,7 +110,7 @@ def test_check_on_honest_model_passes_safeguards(digits_mlp) -> None:
 def test_gradient_masking_is_caught_and_black_box_finds_lower_accuracy(digits_mlp) -> None:
     model, x, y = digits_mlp
     masked = Masked(model).eval()
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=64, eps=[0.05, 0.3], black_box_queries=100)).run(
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=64, eps=[0.05, 0.3], black_box_queries=100)).run(
         ctx_for(masked, x, y))
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["safeguards_tripped"] >= 1 and out.status_floor == "warn"
@@ -124,7 +124,7 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
     model, x, y = digits_mlp
     ctx = ctx_for(model, x, y)
     ctx.adapter.differentiable = False
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=32, eps=[0.2], black_box_queries=50)).run(ctx)
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=32, eps=[0.2], black_box_queries=50)).run(ctx)
     assert "no input gradients" in out.limitations[0]
     assert not [m for m in out.metrics if m.name == "accuracy_under_attack"]
     assert out.metrics[0].name == "robust_accuracy" and "Square" in out.metrics[0].method
@@ -136,7 +136,7 @@ def test_model_without_gradients_gets_black_box_only(digits_mlp) -> None:
 def test_l2_only_budgets_run_the_l2_attack(digits_mlp) -> None:
     """eps: [] with L2 budgets was skipped with the false reason "the model has no input gradients"."""
     model, x, y = digits_mlp
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=64, eps=[], eps_l2=[0.5, 1.5],
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=64, eps=[], eps_l2=[0.5, 1.5],
                                                   black_box="never")).run(ctx_for(model, x, y))
     head = {m.name: m for m in out.metrics if m.group is None}
     groups = {m.group for m in out.metrics if m.name == "accuracy_under_attack"}
@@ -150,7 +150,7 @@ def test_l2_only_budgets_without_gradients_attack_black_box_in_l2(digits_mlp) ->
     model, x, y = digits_mlp
     ctx = ctx_for(model, x, y)
     ctx.adapter.differentiable = False
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=32, eps=[], eps_l2=[2.0],
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=32, eps=[], eps_l2=[2.0],
                                                   black_box_queries=50)).run(ctx)
     head = out.metrics[0]
     assert head.name == "robust_accuracy" and "Square" in head.method and "L2 ε=2" in head.method
@@ -170,7 +170,7 @@ def test_black_box_on_few_tabular_features() -> None:
         model.bias.zero_()
     ctx = ctx_for(model.eval(), x, y)
     ctx.adapter.differentiable = False
-    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", n_samples=40, eps=[0.6], black_box_queries=30)).run(ctx)
+    out = AdversarialRobustness(AdversarialConfig(tabular_units="raw", max_samples=40, eps=[0.6], black_box_queries=30)).run(ctx)
     head = {m.name: m.value for m in out.metrics if m.group is None}
     assert head["robust_accuracy"] < 0.5  # eps 0.6 moves feature 0 across 0.5 for most rows
 
@@ -187,7 +187,7 @@ def test_tabular_eps_is_in_standard_deviations() -> None:
         model.bias.copy_(torch.tensor([5.0, -5.0]))
     accs = {}
     for units in ("raw", "std"):
-        out = AdversarialRobustness(AdversarialConfig(tabular_units=units, n_samples=200, eps=[0.5],
+        out = AdversarialRobustness(AdversarialConfig(tabular_units=units, max_samples=200, eps=[0.5],
                                                       black_box="never")).run(ctx_for(model.eval(), x, y, clip=None))
         accs[units] = next(m.value for m in out.metrics if m.name == "robust_accuracy")
         assert units != "std" or "standard deviations" in out.method
@@ -258,7 +258,7 @@ def test_decision_only_model_gets_hopskipjump_not_square() -> None:
         linear.bias.copy_(torch.tensor([0.5, -0.5]))
     ctx = ctx_for(Decisions(linear).eval(), x, y, clip=(0.0, 1.0))
     ctx.adapter.differentiable = False
-    cfg = AdversarialConfig(tabular_units="raw", n_samples=60, eps=[0.2], hsj_samples=30, hsj_iterations=10,
+    cfg = AdversarialConfig(tabular_units="raw", max_samples=60, eps=[0.2], hsj_max_samples=30, hsj_iterations=10,
                             hsj_max_eval=100)
     out = AdversarialRobustness(cfg).run(ctx)
     head = next(m for m in out.metrics if m.name == "robust_accuracy")
@@ -279,7 +279,7 @@ def test_image_model_without_input_range_is_warned_about(digits_mlp, clip) -> No
     adapter = TorchAdapter(image_model, input_kind="image", device=torch.device("cpu"), input_range=clip)
     ds = AuditDataset(name="eval", inputs=images, target=y, class_names=None, sensitive_features=None,
                       feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
-    out = AdversarialRobustness(AdversarialConfig(n_samples=40, black_box="never", eps=[0.1])).run(
+    out = AdversarialRobustness(AdversarialConfig(max_samples=40, black_box="never", eps=[0.1])).run(
         AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64))
     warned = "input_range is unset" in out.summary
     assert warned == (clip is None)

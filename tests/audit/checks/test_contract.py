@@ -21,16 +21,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: Fast settings: each check runs its method once on a handful of samples.
 FAST = [
     "energy.track=false", "checks.performance.n_resamples=20",
-    "checks.corruption={n_samples: 20, severities: [1, 5], n_resamples: 20}",
-    "checks.adversarial={n_samples: 16, eps: [0.05, 0.3], steps: 3, black_box: never}",
-    "checks.explanations={n_explain: 3, n_steps: 4, n_background: 4, n_shap_samples: 4, n_kernel_samples: 16, "
+    "checks.corruption={max_samples: 20, severities: [1, 5], n_resamples: 20}",
+    "checks.adversarial={max_samples: 16, eps: [0.05, 0.3], steps: 3, black_box: never}",
+    "checks.explanations={max_samples: 3, n_steps: 4, n_background: 4, n_shap_samples: 4, n_kernel_samples: 16, "
     "n_lime_samples: 16, curve_steps: 4, n_perturb: 2}",
-    "checks.explanations.attention={n_explain: 2, curve_steps: 4}",
+    "checks.explanations.attention={max_samples: 2, curve_steps: 4}",
     "checks.ood={n_synthetic: 20, n_resamples: 20}",
     "checks.privacy={n_resamples: 20}",
-    "checks.poisoning.backdoor_simulation={rates: [0.1], epochs: 1, n_samples: 20, max_train_samples: 40}",
-    "checks.poisoning.backdoor_scan={n_samples: 20, steps: 10, max_train_samples: 40}",
-    "checks.privacy.extraction={budgets: [20], epochs: 1, n_eval: 20}",
+    "checks.poisoning.backdoor_simulation={rates: [0.1], epochs: 1, max_samples: 20, max_train_samples: 40}",
+    "checks.poisoning.backdoor_scan={max_samples: 20, steps: 10, max_train_samples: 40}",
+    "checks.privacy.extraction={budgets: [20], epochs: 1, max_samples: 20}",
     "checks.efficiency={min_seconds: 0, n_repeats: 3, n_warmup: 0, measure_energy: false, inferences_per_year: 1000, "
     "training_watts: 100, training_hours: 1}",
     "checks.fairness.group_metrics={min_group_size: 10, n_resamples: 20, n_permutations: 20}",

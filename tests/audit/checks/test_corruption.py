@@ -58,7 +58,7 @@ def test_check_on_tiny_cnn(safetensors_file) -> None:
                       class_names=None, sensitive_features=None, feature_names=None, input_kind="image",
                       path="mem", format="npz", sha256="0")
     ctx = AuditContext(adapter, {"eval": ds}, batch_size=16)
-    out = CorruptionRobustness(CorruptionConfig(n_samples=20, n_resamples=50, severities=[1, 5])).run(ctx)
+    out = CorruptionRobustness(CorruptionConfig(max_samples=20, n_resamples=50, severities=[1, 5])).run(ctx)
     accs = [m for m in out.metrics if m.name == "accuracy"]
     assert len(accs) == 7 * 2 and all(m.n == 20 for m in accs)
     head = {m.name: m for m in out.metrics if m.group is None}

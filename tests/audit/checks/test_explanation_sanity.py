@@ -43,7 +43,7 @@ def run(model: nn.Module, x: np.ndarray, **cfg) -> tuple[dict, dict, object]:  #
     y = np.zeros(len(x), dtype=np.int64)
     ds = AuditDataset(name="eval", inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
                       input_kind="tabular", path="mem", format="npz", sha256="0")
-    cfg = {"methods": ["integrated_gradients", "saliency"], "n_explain": 6, "n_steps": 8, "n_perturb": 4,
+    cfg = {"methods": ["integrated_gradients", "saliency"], "max_samples": 6, "n_steps": 8, "n_perturb": 4,
            "curve_steps": 4, **cfg}
     out = Explanations(ExplanationsConfig(**cfg)).run(AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64))
     head = {m.name: m.value for m in out.metrics if m.group is None}

@@ -100,7 +100,7 @@ def test_check_on_digits_mlp() -> None:
     ds = AuditDataset(name="eval", inputs=x[1000:1200], target=y[1000:1200], class_names=None, sensitive_features=None,
                       feature_names=[f"px{i}" for i in range(64)], input_kind="tabular", path="mem", format="npz", sha256="0")
     ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=128)
-    cfg = ExplanationsConfig(n_explain=6, n_steps=8, n_shap_samples=16, n_perturb=2, n_lime_samples=64,
+    cfg = ExplanationsConfig(max_samples=6, n_steps=8, n_shap_samples=16, n_perturb=2, n_lime_samples=64,
                              n_kernel_samples=80, n_background=8)
     out = Explanations(cfg).run(ctx)
     head = {m.name: m.value for m in out.metrics if m.group is None}
@@ -126,7 +126,7 @@ def test_check_on_image_cnn_runs_lime_over_superpixels_and_draws_heatmaps(tiny_c
     adapter = TorchAdapter(tiny_cnn, input_kind="image", device=torch.device("cpu"), input_range=(0.0, 1.0))
     ds = AuditDataset(name="eval", inputs=x, target=np.zeros(20, dtype=np.int64), class_names=None, sensitive_features=None,
                       feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
-    cfg = ExplanationsConfig(methods=["integrated_gradients", "lime", "kernel_shap"], n_explain=3, n_steps=8,
+    cfg = ExplanationsConfig(methods=["integrated_gradients", "lime", "kernel_shap"], max_samples=3, n_steps=8,
                              n_lime_samples=32, n_perturb=2, curve_steps=4)
     out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
     assert {r[1] for r in out.evidence[0].rows} == {"integrated_gradients", "lime"}
@@ -164,7 +164,7 @@ def test_check_on_exported_program_runs_shap(tmp_path, tiny_cnn: nn.Module) -> N
     adapter = load_model(path, device="cpu", input_kind="image", input_range=(0.0, 1.0))
     ds = AuditDataset(name="eval", inputs=x, target=np.zeros(12, dtype=np.int64), class_names=None, sensitive_features=None,
                       feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
-    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients"], n_explain=2, n_steps=4, n_shap_samples=8,
+    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients"], max_samples=2, n_steps=4, n_shap_samples=8,
                              n_perturb=2, curve_steps=4)
     out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
     assert {r[1] for r in out.evidence[0].rows} == {"shap", "integrated_gradients"}
@@ -202,7 +202,7 @@ def test_exported_program_with_a_fixed_batch_is_explained(tmp_path, tiny_cnn: nn
         torch.testing.assert_close(xs.grad, ref.grad)
     ds = AuditDataset(name="eval", inputs=x, target=np.zeros(12, dtype=np.int64), class_names=None, sensitive_features=None,
                       feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
-    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients", "gradient_shap", "saliency"], n_explain=2,
+    cfg = ExplanationsConfig(methods=["shap", "integrated_gradients", "gradient_shap", "saliency"], max_samples=2,
                              n_steps=4, n_shap_samples=8, n_perturb=2, curve_steps=4)
     out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
     assert {r[1] for r in out.evidence[0].rows} == {"shap", "integrated_gradients", "gradient_shap", "saliency"}

@@ -65,7 +65,7 @@ def test_check_on_vit_reads_every_layer_and_head_and_measures_rollout() -> None:
     vit = VisionTransformer(depth=2, heads=2).eval()
     adapter = TorchAdapter(vit, input_kind="image", device=CPU, input_range=(0.0, 1.0))
     x = np.random.default_rng(0).random((10, 1, 8, 8), dtype=np.float32)
-    out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, x, 10, "image"))
+    out = Attention(AttentionConfig(max_samples=3, curve_steps=4)).run(_ctx(adapter, x, 10, "image"))
     groups = {m.group for m in out.metrics if m.name == "attention_entropy"}
     assert groups == {f"layer {layer} head {h}" for layer in (1, 2) for h in (1, 2)}
     head = {m.name: m.value for m in out.metrics if m.group is None}
@@ -84,7 +84,7 @@ def test_check_on_bert_matches_transformers_attentions_and_highlights_words() ->
         ref = model(**tok(texts[:2], padding=True, return_tensors="pt"), output_attentions=True).attentions
     for a, b in zip(adapter.attention(texts[:2]), ref):
         torch.testing.assert_close(a, b)
-    out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, texts, 10, "text"))
+    out = Attention(AttentionConfig(max_samples=3, curve_steps=4)).run(_ctx(adapter, texts, 10, "text"))
     assert {m.name for m in out.metrics if m.group is None} == {"rollout_faithfulness_gap", "rollout_deletion_auc",
                                                                "rollout_insertion_auc"}
     highlights = next(e for e in out.evidence if e.title == "Token highlights: attention rollout")
@@ -114,7 +114,7 @@ def test_check_on_the_zoo_transformer_behind_a_word_vocabulary() -> None:
     model = create_model("transformer", vocab_size=len(vocab), n_classes=2).eval()
     adapter = TokenizedTextAdapter(TorchAdapter(model, input_kind="sequence", device=CPU), vocab.encode)
     texts = sentences(10, seed=5)
-    out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, texts, 10, "text"))
+    out = Attention(AttentionConfig(max_samples=3, curve_steps=4)).run(_ctx(adapter, texts, 10, "text"))
     assert "mean over (non-padding) tokens" in out.method  # mean-pooled model: no [CLS] token
     assert "rollout_faithfulness_gap" in {m.name for m in out.metrics}  # words found without character offsets
 
@@ -128,7 +128,7 @@ def test_rollout_faithfulness_not_measured_is_null_with_the_reason() -> None:
     model = create_model("transformer", vocab_size=50, n_classes=2).eval()
     adapter = TorchAdapter(model, input_kind="sequence", device=CPU)
     ids = np.random.default_rng(0).integers(1, 50, size=(6, 8))
-    out = Attention(AttentionConfig(n_explain=3, curve_steps=4)).run(_ctx(adapter, ids, 6, "sequence"))
+    out = Attention(AttentionConfig(max_samples=3, curve_steps=4)).run(_ctx(adapter, ids, 6, "sequence"))
     head = {m.name: m for m in out.metrics if m.group is None}
     for name in ("rollout_faithfulness_gap", "rollout_deletion_auc", "rollout_insertion_auc"):
         assert head[name].value is None and "text and image models only" in head[name].method

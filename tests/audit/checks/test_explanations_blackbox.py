@@ -138,7 +138,7 @@ def test_onnx_black_box_gets_gradient_free_explanations(tmp_path: Path) -> None:
     assert not adapter.differentiable
     ds = AuditDataset(name="eval", inputs=x[600:700], target=y[600:700], class_names=None, sensitive_features=None,
                       feature_names=[f"px{i}" for i in range(64)], input_kind="tabular", path="mem", format="npz", sha256="0")
-    cfg = ExplanationsConfig(n_explain=4, n_lime_samples=64, n_kernel_samples=80, n_background=8, curve_steps=4)
+    cfg = ExplanationsConfig(max_samples=4, n_lime_samples=64, n_kernel_samples=80, n_background=8, curve_steps=4)
     out = Explanations(cfg).run(AuditContext(adapter, {"eval": ds}, seed=0))
     assert {r[1] for r in out.evidence[0].rows} == {"lime", "kernel_shap"}
     skipped = {r[0]: r[1] for e in out.evidence if e.title == "Methods not run" for r in e.rows}

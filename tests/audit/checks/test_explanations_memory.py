@@ -145,7 +145,7 @@ def test_the_check_never_calls_the_model_on_more_than_its_batch_size() -> None:
     ds = AuditDataset(name="eval", inputs=x, target=np.zeros(16, dtype=np.int64), class_names=None,
                       sensitive_features=None, feature_names=None, input_kind="image", path="mem", format="npz", sha256="0")
     ctx = AuditContext(adapter, {"eval": ds}, seed=0, batch_size=4)
-    cfg = ExplanationsConfig(n_explain=3, n_steps=6, n_shap_samples=8, n_perturb=4, n_lime_samples=16, curve_steps=4,
+    cfg = ExplanationsConfig(max_samples=3, n_steps=6, n_shap_samples=8, n_perturb=4, n_lime_samples=16, curve_steps=4,
                              n_background=4)
     ctx.probs()
     Spy.rows.clear()
@@ -189,7 +189,7 @@ print(json.dumps({"methods": sorted({r[1] for r in out.evidence[0].rows}), "peak
 
 #: The check's settings in the memory test: its default methods on two images, fewer IG steps, curve steps and
 #: LIME perturbations (time), half the SHAP samples and perturbations (unbounded, these alone add ~1 GiB).
-SMALL = {"n_explain": 2, "n_steps": 8, "n_background": 4, "n_lime_samples": 16, "lime_segmentation": "grid",
+SMALL = {"max_samples": 2, "n_steps": 8, "n_background": 4, "n_lime_samples": 16, "lime_segmentation": "grid",
          "curve_steps": 4, "n_shap_samples": 32, "n_perturb": 4}
 
 #: The bound the README states: explaining two 3×224×224 images with ``SMALL`` at batch size 8 adds at most

@@ -127,7 +127,7 @@ def test_word_deletion_curve_known_case() -> None:
 def test_check_on_a_black_box_text_model() -> None:
     texts = sentences(30, seed=1)
     ctx = _ctx(KeywordTextAdapter(), texts, np.array([int(t.count("good") > t.count("bad")) for t in texts]))
-    out = Explanations(ExplanationsConfig(n_explain=4, n_lime_samples=48, n_kernel_samples=64, curve_steps=4)).run(ctx)
+    out = Explanations(ExplanationsConfig(max_samples=4, n_lime_samples=48, n_kernel_samples=64, curve_steps=4)).run(ctx)
     ranking = out.evidence[0]
     assert {r[1] for r in ranking.rows} == {"lime", "kernel_shap"}
     skipped = {r[0]: r[1] for t in out.evidence if t.title == "Methods not run" for r in t.rows}
@@ -144,7 +144,7 @@ def test_check_on_a_black_box_text_model() -> None:
 
 def test_check_on_tiny_bert_is_seeded_and_highlights_tokens(bert: HFTextAdapter) -> None:
     texts = sentences(20, seed=2)
-    cfg = ExplanationsConfig(methods=["integrated_gradients", "saliency", "lime", "kernel_shap"], n_explain=3, n_steps=24,
+    cfg = ExplanationsConfig(methods=["integrated_gradients", "saliency", "lime", "kernel_shap"], max_samples=3, n_steps=24,
                              n_lime_samples=32, n_kernel_samples=32, curve_steps=4)
     first = Explanations(cfg).run(_ctx(bert, texts, np.zeros(20, dtype=np.int64)))
     second = Explanations(cfg).run(_ctx(bert, texts, np.zeros(20, dtype=np.int64)))
@@ -208,7 +208,7 @@ def test_word_vocabulary_adapter_tokens_align_with_words() -> None:
 def test_check_on_a_tokenising_word_vocabulary_adapter() -> None:
     adapter, _ = _word_vocab_adapter()
     texts = sentences(20, seed=4)
-    cfg = ExplanationsConfig(methods=["integrated_gradients", "kernel_shap"], n_explain=3, n_steps=64,
+    cfg = ExplanationsConfig(methods=["integrated_gradients", "kernel_shap"], max_samples=3, n_steps=64,
                              n_kernel_samples=32, curve_steps=4)
     out = Explanations(cfg).run(_ctx(adapter, texts, np.zeros(20, dtype=np.int64)))
     rows = {r[1]: r for r in out.evidence[0].rows}

@@ -85,7 +85,7 @@ def run(model: nn.Module, **cfg) -> tuple[dict, dict, object]:  # noqa: ANN003
     adapter = TorchAdapter(model.eval(), input_kind="tabular", device=torch.device("cpu"), input_range=(0.0, 1.0))
     ds = AuditDataset(name="eval", inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
                       input_kind="tabular", path="mem", format="npz", sha256="0")
-    cfg = {"tabular_units": "raw", "n_samples": M, "eps": [0.05, 0.2], "black_box_queries": 50, **cfg}
+    cfg = {"tabular_units": "raw", "max_samples": M, "eps": [0.05, 0.2], "black_box_queries": 50, **cfg}
     out = AdversarialRobustness(AdversarialConfig(**cfg)).run(AuditContext(adapter, {"eval": ds}, seed=0, batch_size=64))
     rows = next(e for e in out.evidence if e.title == "Safeguards against false robustness").rows
     verdicts = {r[0]: r[1] for r in rows}
@@ -203,7 +203,7 @@ def test_quantised_model_is_attacked_through_its_float_twin() -> None:
     assert variant.differentiable is False and variant.float_twin is base
     ds = AuditDataset(name="eval", inputs=x, target=y, class_names=None, sensitive_features=None, feature_names=None,
                       input_kind="tabular", path="mem", format="npz", sha256="0")
-    cfg = AdversarialConfig(tabular_units="raw", n_samples=200, eps=[0.1], black_box="never")
+    cfg = AdversarialConfig(tabular_units="raw", max_samples=200, eps=[0.1], black_box="never")
     out = AdversarialRobustness(cfg).run(AuditContext(variant, {"eval": ds}, seed=0, batch_size=64))
     head = next(m for m in out.metrics if m.name == "robust_accuracy")
     assert "transfer from float twin" in head.method

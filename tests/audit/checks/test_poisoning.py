@@ -235,7 +235,7 @@ def test_feature_classifier_feeds_arts_defences_the_penultimate_features(digits,
     assert set(report) == set(np.flatnonzero(expected == 0))
 
 
-SCAN = BackdoorScanConfig(n_samples=200)
+SCAN = BackdoorScanConfig(max_samples=200)
 
 
 def test_scan_finds_a_planted_backdoor(digits, planted) -> None:
@@ -287,7 +287,7 @@ def test_scan_features_only_the_capped_training_rows(digits, planted) -> None:
     pre = digits.preprocessing
     adapter = Counting(model, input_kind="image", device=torch.device("cpu"), preprocess=Normalize(pre["mean"], pre["std"]),
                        input_range=(0.0, 1.0))
-    out = BackdoorScan(BackdoorScanConfig(n_samples=200, max_train_samples=cap)).run(
+    out = BackdoorScan(BackdoorScanConfig(max_samples=200, max_train_samples=cap)).run(
         AuditContext(adapter, {"eval": ds("eval", digits.x_test, digits.y_test), "reference": ds("reference", x, y)}))
     assert Counting.featurised == cap < len(x)
     drawn = [r[0] for r in out.evidence[-1].rows]
