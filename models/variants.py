@@ -165,6 +165,10 @@ class _Cast(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- builders
+#: How a cast variant meets the checks (its ``method`` in the metadata and ``deepaudit models list``).
+_CAST_NOTE = ("weights and activations in that dtype, float32 inputs cast at the model's boundary and logits "
+              "returned as float32, so attacks and attributions differentiate through the cast model; the "
+              "backdoor simulation fine-tunes float32 master weights (the float twin) and casts them again")
 #: What a quantised variant stores and computes in, one phrase per variant (the metadata's ``dtype``).
 _INT8_DYNAMIC = "int8 weights, int8 activations (quantised dynamically per batch)"
 
@@ -392,9 +396,9 @@ VARIANTS: dict[str, VariantSpec] = {
                     _torchao("int8_weight", "Int8WeightOnlyConfig", "int8 weights, float32 activations")),
         VariantSpec("int8_dynamic", "int8 weights and dynamically quantised int8 activations of nn.Linear "
                     "(torchao Int8DynamicActivationInt8WeightConfig)", _torchao("int8_dynamic", "Int8DynamicActivationInt8WeightConfig", _INT8_DYNAMIC)),
-        VariantSpec("fp16", "cast to float16 (CUDA only: CPU float16 kernels are partial and slow)",
+        VariantSpec("fp16", "cast to float16 (CUDA only: CPU float16 kernels are partial and slow); " + _CAST_NOTE,
                     _cast(torch.float16, "float16"), devices=("cuda",)),
-        VariantSpec("bf16", "cast to bfloat16", _cast(torch.bfloat16, "bfloat16")),
+        VariantSpec("bf16", "cast to bfloat16; " + _CAST_NOTE, _cast(torch.bfloat16, "bfloat16")),
         VariantSpec("int8_eager_dynamic", "eager dynamic int8 of nn.Linear/LSTM/GRU (torch.ao quantize_dynamic)",
                     _build_int8_eager, devices=("cpu",)),
         VariantSpec("pruned", "global unstructured L1 magnitude pruning at a sparsity", _build_pruned,
