@@ -332,7 +332,7 @@ class BackdoorSimulation(Check):
 
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: BackdoorSimulationConfig = self.config  # type: ignore[assignment]
-        setup, train_fn, how = self._prepare(ctx, cfg)
+        setup, train_fn, how, notes = self._prepare(ctx, cfg)
         y_tr, y_ev = setup.y_tr, setup.y_ev
         victims = y_ev != cfg.target_class
         rates = ([0.0] if cfg.include_baseline else []) + sorted(cfg.rates)
@@ -380,11 +380,10 @@ class BackdoorSimulation(Check):
                 "share of samples into the training data controls the model's output on triggered inputs.",
                 f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} {setup.unit} to keep the budget "
                 "small; the full pipeline may learn the backdoor from fewer samples.",
-                *setup.limitations, *baseline,
-            ] + (["Fine-tuning a model that is already trained, not the original training from scratch."]
-                 if how.startswith("fine-tuning") else []))
+                *setup.limitations, *baseline, *notes,
+            ])
 
-    def _prepare(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[_Setup, Any, str]:
+    def _prepare(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[_Setup, Any, str, list[str]]:
         """Bad input and what does not apply, before any work; then the sampled data, its trigger and the retraining."""
         setting = f"checks.{self.id}"
         if "reference" not in ctx.datasets:
@@ -408,17 +407,15 @@ class BackdoorSimulation(Check):
         if not 0 <= cfg.target_class < k:
             raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. "
                              f"Got {cfg.target_class} instead.")
-        if adapter.capabilities.raw_text:
-            train_fn, how = self._pipeline(ctx, cfg)
-            return _text_setup(ctx, cfg, self.id), train_fn, how
-        if adapter.input_kind == "sequence":
-            train_fn, how = self._pipeline(ctx, cfg)
-            return _token_id_setup(ctx, cfg, self.id), train_fn, how
+        if adapter.capabilities.raw_text or adapter.input_kind == "sequence":
+            retrain = self._pipeline(ctx, cfg)  # first: a model that cannot be retrained needs no trigger
+            setup = (_text_setup if adapter.capabilities.raw_text else _token_id_setup)(ctx, cfg, self.id)
+            return (setup, *retrain)
         setup = _array_setup(ctx, cfg, self.id, setting)
         return (setup, *self._pipeline(ctx, cfg))
 
-    def _pipeline(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[Any, str]:
-        """``train(x, y, seed) -> predict`` and a description of how the model is retrained."""
+    def _pipeline(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[Any, str, list[str]]:
+        """``train(x, y, seed) -> predict``, a description of how the model is retrained and what that leaves out."""
         from models.adapter import Normalize, TorchAdapter
         from models.recipes import RECIPES, fit_recipe
 
@@ -464,7 +461,7 @@ class BackdoorSimulation(Check):
                 return predictor(module, norm)
 
             tokens = " on the token ids of the model's tokenizer" if text else ""
-            return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch{tokens})"
+            return train_recipe, f"the model's training recipe '{recipe_params['name']}' (from scratch{tokens})", []
         module = adapter.torch_model
         if module is None or not adapter.capabilities.gradients:
             raise SkipCheck(f"the model ({adapter.format}) has no recipe in a model.json and is not a trainable torch "
@@ -510,13 +507,18 @@ class BackdoorSimulation(Check):
                   "encoder) kept as given: set train_frozen to train them too" if n_trained < n_params else
                   f"; all {n_params:,} parameters trained" + (" (train_frozen: frozen ones included)"
                                                               if cfg.train_frozen else ""))
+        notes = ["Fine-tuning a model that is already trained, not the original training from scratch."]
+        if n_trained < n_params:
+            notes.append(f"Only the {n_trained:,} trainable parameters of {n_params:,} were fine-tuned, as the model froze "
+                         "the rest: a pipeline that also trains those (e.g. fine-tunes a pretrained encoder) may learn the "
+                         "backdoor from far fewer samples; train_frozen: true measures that.")
         if cast:
             return finetune, (f"fine-tuning a float32 copy of the float twin (the model this {cast[1]} variant was cast "
                               f"from) on the poisoned training set, then casting it to {cast[1]} as the variant was "
                               f"(no recipe in model.json; half-precision weights would drop most of Adam's updates; "
-                              f"Adam, lr {cfg.lr:g}, batches of 64{frozen})")
+                              f"Adam, lr {cfg.lr:g}, batches of 64{frozen})", notes)
         return finetune, ("fine-tuning a copy of the given model on the poisoned training set (no recipe in "
-                          f"model.json; Adam, lr {cfg.lr:g}, batches of 64{frozen})")
+                          f"model.json; Adam, lr {cfg.lr:g}, batches of 64{frozen})"), notes
 
 
 # ---------------------------------------------------------------------------------------------- scan

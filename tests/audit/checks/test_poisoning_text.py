@@ -145,9 +145,11 @@ def test_frozen_parameters_stay_frozen_unless_asked(data, lstm, monkeypatch) -> 
     total = sum(p.numel() for p in lstm.parameters())
     assert seen == [(total - n_rnn, total)]
     assert f"{total - n_rnn:,} of its {total:,} parameters trained" in out.method and "train_frozen" in out.method
+    assert any(f"Only the {total - n_rnn:,} trainable parameters" in t for t in out.limitations)
     seen.clear()
     out = BackdoorSimulation(BackdoorSimulationConfig(**cfg, train_frozen=True)).run(text_ctx(frozen, data))
     assert seen == [(total, total)] and f"all {total:,} parameters trained" in out.method
+    assert not any("trainable parameters of" in t for t in out.limitations)
     assert not any(p.requires_grad for p in frozen.torch_model.rnn.parameters())  # the given model is as it was
 
 
@@ -183,6 +185,9 @@ def test_token_id_models_insert_the_configured_token(data, lstm) -> None:
     ctx = AuditContext(TorchAdapter(lstm, input_kind="sequence", device=CPU), seq)
     with pytest.raises(SkipCheck, match="set trigger_token_id"):
         BackdoorSimulation().run(ctx)
+    frozen = AuditContext(TorchAdapter(lstm, input_kind="sequence", device=CPU, differentiable=False), seq)
+    with pytest.raises(SkipCheck, match="not a trainable torch module"):  # said first: a token id would not help
+        BackdoorSimulation().run(frozen)
     floats = AuditContext(TorchAdapter(lstm, input_kind="sequence", device=CPU),
                           {"eval": seq["eval"], "reference": ds("reference", VOCAB.encode(x).astype(np.float32), y,
                                                                 "sequence")})
