@@ -48,14 +48,15 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
     out_dir : Path
         Folder for ``results.json`` and ``report.html``; created when missing.
     html : bool
-        Write ``report.html``.
+        Write ``report.html``. With ``pdf`` and not ``html`` the page is still rendered, to print it, but
+        only the PDF is published (``deepaudit report --format pdf``) — or the page, when the print fails.
     junit : Path or None
         Where to write JUnit XML, if anywhere (used as given, not relative to ``out_dir``).
     markdown : Path or None
         Where to write the Markdown summary, if anywhere (used as given).
     pdf : bool
-        Also print ``report.html`` to ``report.pdf`` with headless Chromium (implies writing the
-        HTML). When the print fails the rest of the set is still published and
+        Also print the HTML report to ``report.pdf`` with headless Chromium. When the print fails the
+        rest of the set is still published and
         :class:`reports.pdf.ReportError` is raised afterwards, with ``written`` set on it.
     card : bool
         Write the model card, ``model_card.md`` and ``model_card.html``.
@@ -81,9 +82,9 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
         planned["card"] = (out_dir / CARD_MD_NAME, render_card_markdown(result))
         planned["card_html"] = (out_dir / CARD_HTML_NAME, render_card_html(result))
     if staged is not None:
-        return _stage(staged, planned, pdf=pdf, out_dir=out_dir)[0]
+        return _stage(staged, planned, pdf=pdf, keep_html=html, out_dir=out_dir)[0]
     with StagedSet(out_dir) as own:
-        written, pdf_error = _stage(own, planned, pdf=pdf, out_dir=out_dir)
+        written, pdf_error = _stage(own, planned, pdf=pdf, keep_html=html, out_dir=out_dir)
         own.publish()
     if pdf_error is not None:
         error = ReportError(f"{pdf_error} The rest of the report was written to {out_dir}.")
@@ -92,7 +93,7 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
     return written
 
 
-def _stage(staged: StagedSet, planned: dict[str, tuple[Path, str]], *, pdf: bool,
+def _stage(staged: StagedSet, planned: dict[str, tuple[Path, str]], *, pdf: bool, keep_html: bool,
            out_dir: Path) -> tuple[dict[str, Path], ReportError | None]:
     written: dict[str, Path] = {}
     for key, (path, text) in planned.items():
@@ -105,6 +106,8 @@ def _stage(staged: StagedSet, planned: dict[str, tuple[Path, str]], *, pdf: bool
         render_pdf(staged.where(written["html"]), staged.staged_path(target))
     except ReportError as exc:
         staged.forget(target)
-        return written, exc
+        return written, exc  # the page is published in the PDF's place, and the error says so
+    if not keep_html:  # staged only to be printed: the PDF was asked for, not the page
+        staged.forget(written.pop("html"))
     written["pdf"] = target
     return written, None

@@ -55,6 +55,20 @@ def test_pdf_page_one_has_verdict_risks_attestations_and_every_check(tmp_path: P
         assert text in page_one, text
 
 
+@needs_chromium
+def test_report_format_pdf_writes_the_pdf_not_the_page_it_was_printed_from(tmp_path: Path,
+                                                                           audit_result: AuditResult) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(audit_result.to_json())
+    code, out, err = invoke("report", results, "-o", tmp_path / "o", "--format", "pdf")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.pdf", "results.json"]
+    assert (tmp_path / "o" / "report.pdf").read_bytes().startswith(b"%PDF-") and "html:" not in out
+    code, _, err = invoke("report", results, "-o", tmp_path / "both", "--format", "pdf", "--format", "html")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["report.html", "report.pdf", "results.json"]
+
+
 def test_missing_chromium_is_a_clear_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  audit_result: AuditResult) -> None:
     monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "no-such-browser"))
