@@ -101,6 +101,16 @@ def _translate_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+def _quiet_hf_progress_bars() -> None:
+    """--quiet: no Hugging Face progress bars (transformers draws "Loading weights: 100%|...|" for every model it
+    loads, e.g. the MiniLM sentence encoder of the text attacks), here and in Ray workers (the environment)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already: it read the variable then
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 class _Progress:
     """Progress on stderr; silent with --quiet. On a terminal, rich bars (the running check, long loops) and a
     line per finished check; in a log (not a TTY: CI), plain lines only, one as each check starts and one as it
@@ -110,6 +120,8 @@ class _Progress:
         self.quiet = quiet
         self._progress = None
         self._running: dict[str, tuple[str, float, Any]] = {}
+        if quiet:
+            _quiet_hf_progress_bars()
 
     def __enter__(self) -> _Progress:
         if not self.quiet:
@@ -186,12 +198,19 @@ def _audit_inputs(cfg: Any, config: Path | None) -> dict[str, Path | None]:
     return inputs
 
 
-def _require_executor(cfg: Any) -> None:
-    """``executor: ray`` without Ray installed, or with no cluster at ``--ray-address``, exits 2 before any work."""
+def _require_executor(cfg: Any, quiet: bool = False) -> None:
+    """``executor: ray`` without Ray installed, or with no cluster at ``--ray-address``, exits 2 before any work.
+    With --quiet, Ray's own log lines below ERROR (``ray.init``'s "Token authentication is enabled ...") are
+    silenced; its errors still show. Ray sets its logger's level when imported, which ``check_executor`` has
+    done by now, so the level set here is the one ``ray.init`` logs at."""
     if cfg.executor == "ray":
         from audit.executor import check_executor
 
         check_executor(cfg)
+        if quiet:
+            import logging
+
+            logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def _check_outputs(out_dir: Path, *, out_flag: str = "--out", junit: tuple[str, Path | None] = ("--junit", None),
@@ -358,7 +377,7 @@ def audit(
                 for key in ("target", "sensitive_features", "text_column"):
                     overrides[f"data.{role}.{key}"] = data_keys[key]
         cfg = load_config(config, overrides, set_)
-        _require_executor(cfg)
+        _require_executor(cfg, quiet)
         _check_outputs(cfg.output.dir, out_flag="--out" if out else "output.dir",
                        junit=("--junit" if junit else "output.junit", cfg.output.junit),
                        markdown=("--markdown" if markdown else "output.markdown", cfg.output.markdown),
@@ -514,7 +533,7 @@ def compare(
                      "ray.address": ray_address,
                      "select": _selection(checks)}
         cfg = load_config(config, overrides, set_)
-        _require_executor(cfg)
+        _require_executor(cfg, quiet)
         inputs = _audit_inputs(cfg, config)
         inputs.update({f"--with {p}": p for p in with_ or []})
         _check_outputs(out, inputs=inputs)

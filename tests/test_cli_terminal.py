@@ -94,3 +94,24 @@ def test_a_log_gets_whole_metric_names_in_the_table(capsys: pytest.CaptureFixtur
     table = capsys.readouterr().out.split("missed thresholds:")[0]
     assert "…" not in table and max(map(len, table.splitlines())) <= 160
     assert long in table and "demographic_parity_ratio" in table
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_turns_off_hugging_face_progress_bars(quiet: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers draws "Loading weights: 100%|...|" on stderr for every model it loads (the text attacks'
+    sentence encoder among them); --quiet turns that off, for workers too (the environment)."""
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    import cli
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # restored (to unset, usually) after the test
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    hf_logging.enable_progress_bar()
+    try:
+        cli._Progress(quiet)
+        assert hf_logging.is_progress_bar_enabled() is not quiet
+        assert ("HF_HUB_DISABLE_PROGRESS_BARS" in os.environ) is quiet
+    finally:
+        hf_logging.enable_progress_bar()

@@ -116,6 +116,39 @@ def test_bad_input_found_in_a_worker_exits_2_with_its_line(cluster: None, files:
     assert "Traceback" not in result.stderr and "ray::" not in result.stderr
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_silences_rays_own_log_lines_but_not_its_errors(quiet: bool, files: tuple[Path, Path]) -> None:
+    """``ray.init`` logs "Token authentication is enabled ..." (a warning) on every new local cluster; with
+    --quiet the CLI lets only Ray's errors through."""
+    import logging
+
+    from ray._private.authentication import authentication_token_setup
+
+    ray_logger, seen = logging.getLogger("ray"), []
+    children = [authentication_token_setup.logger, logging.getLogger("ray._private.worker")]
+    saved = (ray_logger.level, [(c.disabled, c.propagate) for c in children])
+    for child in children:  # a ray.init earlier in the process may have reconfigured them (the module's cluster)
+        child.disabled, child.propagate = False, True
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    catch = Catch()
+    ray_logger.addHandler(catch)
+    try:
+        cli._require_executor(config(files, "executor=ray"), quiet)
+        authentication_token_setup._warn_token_auth_enabled()  # what ray.init logs, through Ray's own logger
+        children[1].error("a worker died")
+    finally:
+        ray_logger.removeHandler(catch)
+        ray_logger.setLevel(saved[0])
+        for child, (disabled, propagate) in zip(children, saved[1]):
+            child.disabled, child.propagate = disabled, propagate
+    assert "a worker died" in seen
+    assert any(m.startswith("Token authentication is enabled") for m in seen) is not quiet
+
+
 @pytest.mark.parametrize("command", ["audit", "compare"])
 def test_without_ray_executor_ray_exits_2_with_the_install_line(command: str, files: tuple[Path, Path],
                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
