@@ -165,10 +165,10 @@ def synthetic_sets(inputs: Rows | np.ndarray | list[str], kind: str, n: int, rng
         seeds = rng.integers(0, 2**63 - 1, 4)
 
         def uniform(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
-            return np.stack([g.uniform(lo, hi, shape) for g in gens])
+            return np.stack([g.uniform(lo, hi, shape).astype(np.float32) for g in gens])
 
         def gaussian(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
-            return np.stack([np.clip(g.normal((lo + hi) / 2, (hi - lo) / 4, shape), lo, hi) for g in gens])
+            return np.stack([np.clip(g.normal((lo + hi) / 2, (hi - lo) / 4, shape), lo, hi).astype(np.float32) for g in gens])
 
         def shuffled(rows: np.ndarray, gens: list[np.random.Generator]) -> np.ndarray:
             flat = x[pick[rows]].reshape(len(rows), -1)

@@ -227,12 +227,13 @@ def reverse_engineer_triggers(logits_fn: Callable[[torch.Tensor], torch.Tensor],
             live_t = torch.as_tensor(live, device=dev)
             for start in range(0, len(live) * b, chunk):  # (class, sample) rows, class-major, chunk rows a pass
                 end = min(start + chunk, len(live) * b)
-                first = start // b
-                pair = torch.arange(start, end, device=dev)
-                cls, smp = pair // b, pair % b
-                mask, pattern = triggers(live[first : (end - 1) // b + 1])
-                at = cls - first
-                adv = (1 - mask[at]) * xb[smp] + (mask * pattern)[at]
+                first, last = start // b, (end - 1) // b
+                cls = torch.arange(start, end, device=dev) // b
+                mask, pattern = triggers(live[first : last + 1])
+                # each class's rows by broadcasting its mask and pattern over its samples (no per-row copies of the
+                # mask, whose gathered backward dominated a step at 224×224)
+                adv = torch.cat([(1 - mask[j - first]) * xb[max(start - j * b, 0) : min(end - j * b, b)]
+                                 + mask[j - first] * pattern[j - first] for j in range(first, last + 1)])
                 logits = logits_fn(adv)
                 target = live_t[cls]
                 (torch.nn.functional.cross_entropy(logits, target, reduction="sum") / b).backward()
