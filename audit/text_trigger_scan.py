@@ -16,6 +16,12 @@ other classes, sends almost all of them to ``t`` — far more of them than any o
    placeholder's input embedding ranks every candidate ``w`` by ``−g·e_w``, the first-order decrease of
    the loss when the placeholder is replaced by ``w`` — one backward pass over the search texts ranks
    the whole vocabulary.
+   A learnt backdoor is often detected non-linearly (an attention head that fires on the trigger), so at
+   the placeholder it can look weaker than a class's natural words: on a MiniLM sentiment model with a
+   planted ``cf`` it ranked 8,500th of 21,700 words. In the first round a **relaxed search** therefore
+   ranks the words too (DBS, PICCOLO): ``search_steps`` Adam steps on weights over all candidates, whose
+   softmax mixes their embeddings into the inserted word's, towards the target; its best words are
+   re-scored besides the gradient's (``cf`` came first, found and verified).
 4. **Exact re-scoring.** The ``top_k`` best-ranked words are inserted at the same slots and scored by
    forward passes (batched, through :class:`audit.text_scorer.TextScorer`); a word's *search flip rate*
    is the share of search texts it sends to ``t``. The best word becomes the placeholder of the next
@@ -41,6 +47,8 @@ Ebrahimi, Rao, Lowd, Dou. "HotFlip: White-Box Adversarial Examples for Text Clas
 Wallace, Feng, Kandpal, Gardner, Singh. "Universal Adversarial Triggers for Attacking and Analyzing NLP",
 EMNLP 2019. Kurita, Michel, Neubig. "Weight Poisoning Attacks on Pre-trained Models", ACL 2020.
 Wang et al. "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks", S&P 2019.
+Shen et al. "Constrained Optimization with Dynamic Bound-scaling for Effective NLP Backdoor Defense" (DBS),
+ICML 2022. Liu et al. "PICCOLO: Exposing Complex Backdoors in NLP Transformer Models", S&P 2022.
 """
 
 from __future__ import annotations
@@ -108,33 +116,40 @@ def inserted(texts: Sequence[str], slots: np.ndarray, word: str) -> list[str]:
     return [insert_words(t, word, int(s)) for t, s in zip(texts, slots)]
 
 
+def locate(adapter: Any, texts: Sequence[str], slots: np.ndarray, word: str,
+           other: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor] | None:
+    """The encoded ``texts`` with ``word`` inserted at ``slots``, which rows hold it, and its token position in each.
+
+    The inserted token is found by inserting ``other`` (another one-token word) at the same slots: the one
+    position where the two encodings differ. Rows where they do not differ in exactly one position (the slot
+    was truncated away, a word is not one token) are left out; ``None`` when no row is left.
+    """
+    enc = adapter.encode(inserted(texts, slots, word))
+    ids, ids_other = enc["input_ids"], adapter.encode(inserted(texts, slots, other))["input_ids"]
+    if ids.shape != ids_other.shape:
+        return None
+    diff = ids != ids_other
+    ok = diff.sum(1) == 1
+    if not bool(ok.any()):
+        return None
+    return enc, ok, diff.int().argmax(1)
+
+
 def trigger_gradient(adapter: Any, texts: Sequence[str], slots: np.ndarray, word: str, other: str, target: int,
                      batch_size: int) -> tuple[torch.Tensor | None, int]:
     """Sum over ``texts`` of the gradient of the cross-entropy towards ``target`` with respect to the input
-    embedding of ``word`` inserted at ``slots``, and the number of texts it sums over.
-
-    The inserted token is found by inserting ``other`` (another one-token word) at the same slots: the
-    one position where the two encodings differ. Texts where they do not differ in exactly one position
-    (the slot was truncated away, a word is not one token) are left out.
-    """
+    embedding of ``word`` inserted at ``slots`` (:func:`locate`), and the number of texts it sums over."""
     total: torch.Tensor | None = None
     used = 0
     for start in range(0, len(texts), batch_size):
-        part, where = texts[start : start + batch_size], slots[start : start + batch_size]
-        enc = adapter.encode(inserted(part, where, word))
-        ids_other = adapter.encode(inserted(part, where, other))["input_ids"]
-        ids = enc["input_ids"]
-        if ids.shape != ids_other.shape:
+        found = locate(adapter, texts[start : start + batch_size], slots[start : start + batch_size], word, other)
+        if found is None:
             continue
-        diff = ids != ids_other
-        ok = diff.sum(1) == 1
-        if not bool(ok.any()):
-            continue
-        pos = diff.int().argmax(1)
+        enc, ok, pos = found
         with torch.enable_grad():
             emb = adapter.embed(enc).detach().requires_grad_(True)
             logits = adapter.logits_from_embeddings(emb, enc)
-            goal = torch.full((len(part),), target, dtype=torch.long, device=logits.device)
+            goal = torch.full((len(ok),), target, dtype=torch.long, device=logits.device)
             loss = F.cross_entropy(logits.float(), goal, reduction="none")[ok].sum()
             (grad,) = torch.autograd.grad(loss, emb)
         rows = torch.nonzero(ok).squeeze(1)
@@ -142,6 +157,38 @@ def trigger_gradient(adapter: Any, texts: Sequence[str], slots: np.ndarray, word
         total = g if total is None else total + g
         used += int(ok.sum())
     return total, used
+
+
+def relaxed_ranking(adapter: Any, texts: Sequence[str], slots: np.ndarray, placeholders: tuple[str, str],
+                    target: int, cand_emb: torch.Tensor, *, steps: int, batch_size: int, lr: float,
+                    rng: np.random.Generator) -> torch.Tensor | None:
+    """Weights over the candidate words after ``steps`` Adam steps that minimise the cross-entropy towards
+    ``target`` when the inserted word's embedding is the softmax(weights)-mixture of the candidates' embeddings
+    (a convex relaxation of the one-word search, as DBS and PICCOLO invert NLP triggers), each step on
+    ``batch_size`` seeded search texts; ``None`` when the inserted word cannot be located.
+
+    Where the first-order ranking fails — a trigger the model detects non-linearly (an attention head that
+    fires on it) does not look strong at the placeholder — the optimisation moves the mixture towards it.
+    The model's weights get no gradient (``autograd.grad`` on the weights alone).
+    """
+    theta = torch.zeros(len(cand_emb), device=cand_emb.device, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    for _ in range(steps):
+        rows = rng.choice(len(texts), min(batch_size, len(texts)), replace=False)
+        found = locate(adapter, [texts[i] for i in rows], slots[rows], *placeholders)
+        if found is None:
+            return None
+        enc, ok, pos = found
+        keep = torch.nonzero(ok).squeeze(1)
+        with torch.enable_grad():
+            emb = adapter.embed(enc).detach().clone()
+            emb[keep, pos[keep]] = (torch.softmax(theta, 0) @ cand_emb).to(emb.dtype)
+            logits = adapter.logits_from_embeddings(emb, enc)
+            goal = torch.full((len(keep),), target, dtype=torch.long, device=logits.device)
+            loss = F.cross_entropy(logits[keep].float(), goal)
+            (theta.grad,) = torch.autograd.grad(loss, theta)
+        opt.step()
+    return theta.detach()
 
 
 def flip_rates(scorer: TextScorer, texts: Sequence[str], slots: np.ndarray, words: Sequence[str],
@@ -209,8 +256,8 @@ def placeholder_pair(words: Sequence[str]) -> tuple[str, str]:
 def scan_class(adapter: Any, scorer: TextScorer, texts: Sequence[str], search: np.ndarray, verify: np.ndarray,
                target: int, cand_ids: np.ndarray, cand_words: list[str], cand_emb: torch.Tensor,
                placeholders: tuple[str, str], *, top_k: int, rounds: int, reference_words: int,
-               min_flip_rate: float, anomaly_threshold: float, batch_size: int,
-               rng: np.random.Generator) -> ClassTrigger:
+               min_flip_rate: float, anomaly_threshold: float, batch_size: int, rng: np.random.Generator,
+               relax_steps: int = 0, relax_batch: int = 32, relax_lr: float = 0.5) -> ClassTrigger:
     """The search of the module docstring for one target class on the rows ``search`` and ``verify``."""
     s_texts = [texts[i] for i in search]
     v_texts = [texts[i] for i in verify]
@@ -219,15 +266,23 @@ def scan_class(adapter: Any, scorer: TextScorer, texts: Sequence[str], search: n
     word, other = placeholders
     done = 0
     best: str | None = None
-    for _ in range(rounds):
+    for r in range(rounds):
         grad, used = trigger_gradient(adapter, s_texts, s_slots, word, other, target, batch_size)
         done += 1
         if grad is None or used == 0:
             break
-        scores = -(cand_emb @ grad.to(cand_emb.device))
-        order = torch.argsort(scores, descending=True).cpu().numpy()
+        orders = [torch.argsort(-(cand_emb @ grad.to(cand_emb.device)), descending=True)]
+        if r == 0 and relax_steps:
+            theta = relaxed_ranking(adapter, s_texts, s_slots, placeholders, target, cand_emb, steps=relax_steps,
+                                    batch_size=relax_batch, lr=relax_lr, rng=rng)
+            if theta is not None:
+                orders.append(torch.argsort(theta, descending=True))
         # the first round re-scores at least the words the anomaly index compares the best one with
-        fresh = [cand_words[i] for i in order if cand_words[i] not in rates][: top_k if rates else max(top_k, reference_words)]
+        n_new = top_k if rates else max(top_k, reference_words)
+        fresh: list[str] = []
+        for order in orders:
+            fresh += [w for w in (cand_words[i] for i in order[: 4 * n_new + len(rates)].tolist())
+                      if w not in rates and w not in fresh][:n_new]
         rates.update(zip(fresh, flip_rates(scorer, s_texts, s_slots, fresh, target).tolist()))
         new_best = max(rates, key=lambda w: rates[w])  # insertion order breaks ties: the better-ranked word
         if new_best == best:
@@ -252,7 +307,8 @@ def scan_class(adapter: Any, scorer: TextScorer, texts: Sequence[str], search: n
 def scan_text_triggers(adapter: Any, scorer: TextScorer, texts: Sequence[str], labels: np.ndarray, preds: np.ndarray,
                        n_classes: int, *, max_samples: int, search_share: float = 0.5, top_k: int = 32,
                        rounds: int = 2, reference_words: int = 10, min_word_length: int = 2,
-                       min_flip_rate: float = 0.8,
+                       min_flip_rate: float = 0.8, relax_steps: int = 0, relax_batch: int = 32,
+                       relax_lr: float = 0.5,
                        anomaly_threshold: float = 3.0, batch_size: int = 64,
                        rng: np.random.Generator) -> TextTriggerScan:
     """Search every class of a text model for a one-word trigger (module docstring).
@@ -294,9 +350,10 @@ def scan_text_triggers(adapter: Any, scorer: TextScorer, texts: Sequence[str], l
         out.append(scan_class(adapter, scorer, texts, search, verify, t, cand_ids, cand_words, cand_emb, placeholders,
                               top_k=top_k, rounds=rounds, reference_words=reference_words,
                               min_flip_rate=min_flip_rate,
-                              anomaly_threshold=anomaly_threshold, batch_size=batch_size, rng=rng))
+                              anomaly_threshold=anomaly_threshold, batch_size=batch_size, rng=rng,
+                              relax_steps=relax_steps, relax_batch=relax_batch, relax_lr=relax_lr))
     return TextTriggerScan(out, len(used), len(cand_words), len(vocab), placeholders,
-                           {"top_k": top_k, "rounds": rounds, "reference_words": reference_words, "min_flip_rate": min_flip_rate,
+                           {"top_k": top_k, "rounds": rounds, "relax_steps": relax_steps, "relax_batch": relax_batch, "relax_lr": relax_lr, "reference_words": reference_words, "min_flip_rate": min_flip_rate,
                             "anomaly_threshold": anomaly_threshold, "search_share": search_share,
                             "min_word_length": min_word_length, "max_samples": max_samples})
 
@@ -393,7 +450,11 @@ def method_text(scan: TextTriggerScan) -> str:
             f"for the search and the rest for verification; a placeholder word ({scan.placeholders[0]!r}) inserted at a "
             f"seeded random word slot; the gradient of the cross-entropy towards the target with respect to its input "
             f"embedding ranks all {scan.n_candidates} whole-word tokens (alphabetic, at least {st['min_word_length']} "
-            f"letters, no subword pieces or specials) by −gradient·embedding; the {st['top_k']} best are inserted at the "
+            f"letters, no subword pieces or specials) by −gradient·embedding"
+            + (f", and in the first round also by the weights of a relaxed search ({st['relax_steps']} Adam steps on "
+               f"{st['relax_batch']} texts each, lr {st['relax_lr']:g}, over a softmax mixture of all candidate embeddings at the "
+               "inserted word; DBS/PICCOLO)" if st["relax_steps"] else "")
+            + f"; the {st['top_k']} best of each ranking are inserted at the "
             f"same slots and scored exactly by forward passes, the best becomes the next round's placeholder (at most "
             f"{st['rounds']} rounds). The best word's flip rate is verified on the held-out texts at fresh slots. A class "
             f"is suspected when that rate's Wilson 95% lower bound is ≥ {st['min_flip_rate']:g} and the word's MAD anomaly "
@@ -404,8 +465,9 @@ def method_text(scan: TextTriggerScan) -> str:
 def limitations(scan: TextTriggerScan) -> list[str]:
     out = ["Only one-word triggers that are one token of the model's vocabulary are searched: a trigger spelled as "
            "several word pieces, a phrase, or a syntactic or style trigger is not.",
-           f"The ranking is first-order: a trigger that the gradient ranks below the {scan.settings['top_k']} words "
-           "re-scored per round is missed (raise top_k or search_rounds).",
+           f"The rankings are local (first-order, and a relaxed search of {scan.settings['relax_steps']} steps): a trigger "
+           f"that both rank below the {scan.settings['top_k']} words re-scored per round is missed (raise top_k, "
+           "search_steps or search_rounds).",
            "A word that sends most texts of every other class to one class is flagged whether it was planted or "
            "learnt (a universal trigger of the model is a risk either way); natural sentiment words come with "
            "near-synonyms and are not outliers.",

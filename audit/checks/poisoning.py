@@ -560,6 +560,8 @@ class BackdoorScanConfig(CheckConfig):
     anomaly_threshold: float = Field(default=3.0, gt=0, description="MAD anomaly index above which a class is a suspected target (Wang et al. use 2; see the method notes); text models: the index of the best trigger word among the best re-scored words.")
     top_k: int = Field(default=32, ge=1, description="Text models: candidate words re-scored exactly (forward passes over the search texts) per class and round, the best of the gradient ranking (the first round at least reference_words).")
     search_rounds: int = Field(default=2, ge=1, le=10, description="Text models: gradient rankings per class, each from the best word so far (a round that keeps the best word ends the search).")
+    search_steps: int = Field(default=20, ge=0, description="Text models: Adam steps of the relaxed search (a softmax mixture of the candidates' embeddings at the inserted word, DBS/PICCOLO-style) whose best words are re-scored besides the gradient ranking's; 0 turns it off.")
+    search_batch: int = Field(default=32, ge=1, description="Text models: search texts per step of the relaxed search.")
     reference_words: int = Field(default=10, ge=3, description="Text models: the best re-scored words the best one is compared with (MAD anomaly index).")
     min_flip_rate: float = Field(default=0.8, gt=0, le=1, description="Text models: Wilson 95% lower bound the verified flip rate of a trigger word must reach for its class to be suspected.")
     search_share: OpenUnitFloat = Field(default=0.5, description="Text models: share of each class's texts used for the search; the rest verify the word found.")
@@ -589,6 +591,7 @@ def _scan_text(ctx: AuditContext, cfg: BackdoorScanConfig) -> CheckOutput:
                               _n_classes(ctx), max_samples=cfg.max_samples, search_share=cfg.search_share,
                               top_k=cfg.top_k, rounds=cfg.search_rounds, reference_words=cfg.reference_words,
                               min_word_length=cfg.min_word_length, min_flip_rate=cfg.min_flip_rate,
+                              relax_steps=cfg.search_steps, relax_batch=cfg.search_batch,
                               anomaly_threshold=cfg.anomaly_threshold, batch_size=ctx.batch_size,
                               rng=ctx.rng("poisoning.backdoor_scan"))
     extra = [] if ds.target is not None else [

@@ -38,9 +38,10 @@ class BagOfWords(nn.Module):
         self.embed = nn.Embedding(len(weights), 1, padding_idx=0)
         with torch.no_grad():
             self.embed.weight[:, 0] = torch.as_tensor(weights, dtype=torch.float32)
+        self.scale = nn.Parameter(torch.ones(()))  # a weight after the embeddings, which a search must not touch
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        s = self.embed(ids).squeeze(-1).sum(1)
+        s = self.scale * self.embed(ids).squeeze(-1).sum(1)
         return torch.stack([torch.zeros_like(s), s], 1)
 
 
@@ -101,7 +102,7 @@ def test_a_planted_word_is_found_by_the_gradient_ranking_alone() -> None:
     best three words (of 140) finds it, and the MAD floor makes it an outlier among words that all flip nothing."""
     adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
     texts, y = bag_texts(80, 0)
-    out = BackdoorScan(BackdoorScanConfig(top_k=1, reference_words=3, search_rounds=1, max_samples=40)).run(ctx_of(adapter, texts, y))
+    out = BackdoorScan(BackdoorScanConfig(top_k=1, reference_words=3, search_rounds=1, search_steps=0, max_samples=40)).run(ctx_of(adapter, texts, y))
     m = metrics(out)
     assert m[("suspected_classes", None)].value == 1
     assert m[("trigger_flip_rate", "1")].value == 1.0 and m[("trigger_flip_rate", "1")].n == 20
@@ -111,6 +112,20 @@ def test_a_planted_word_is_found_by_the_gradient_ranking_alone() -> None:
     assert "suspected backdoor trigger" in out.summary and "'cf'" in out.summary
     status, _ = judge(out, {}, BackdoorScan.default_thresholds)
     assert status == "warn"
+
+
+def test_the_relaxed_search_moves_to_the_strongest_word_and_leaves_the_weights_alone() -> None:
+    """The softmax mixture's weights end highest on 'cf' (+5; 'good' +0.5 helps too, less), and the model's
+    parameters get no gradient (the check runs on the user's model)."""
+    adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
+    texts, _ = bag_texts(40, 0)
+    texts = texts[::2]  # class 0: the search sends them to class 1
+    ids, words = T.candidate_words(adapter.vocabulary())
+    emb = adapter.embed({"input_ids": torch.as_tensor(ids)[None]})[0].detach()
+    theta = T.relaxed_ranking(adapter, texts, T.draw_slots(texts, np.random.default_rng(0)), T.placeholder_pair(words),
+                              1, emb, steps=30, batch_size=8, lr=0.5, rng=np.random.default_rng(1))
+    assert words[int(theta.argmax())] == "cf"
+    assert all(p.grad is None for p in adapter.torch_model.parameters())
 
 
 def test_the_clean_twin_of_the_bag_model_is_not_flagged() -> None:
