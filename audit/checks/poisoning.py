@@ -516,7 +516,7 @@ class BackdoorSimulation(Check):
             return finetune, (f"fine-tuning a float32 copy of the float twin (the model this {cast[1]} variant was cast "
                               f"from) on the poisoned training set, then casting it to {cast[1]} as the variant was "
                               f"(no recipe in model.json; half-precision weights would drop most of Adam's updates; "
-                              f"Adam, lr {cfg.lr:g}, batches of 64{frozen})", notes)
+                              f"Adam, lr {cfg.lr:g}, batches of 64{frozen})"), notes
         return finetune, ("fine-tuning a copy of the given model on the poisoned training set (no recipe in "
                           f"model.json; Adam, lr {cfg.lr:g}, batches of 64{frozen})"), notes
 
