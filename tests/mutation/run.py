@@ -68,13 +68,18 @@ class Target:
 
 ADV = "tests/audit/checks/test_adversarial.py"
 SAFEGUARDS = "tests/audit/checks/test_masking_safeguards.py"
+MEMORY = "tests/audit/checks/test_explanations_memory.py"  # explanations.batch_size bounds every model call
 TARGETS: dict[str, Target] = {
     "attacks": Target("audit/attacks.py", ["tests/audit/test_attacks.py", ADV, SAFEGUARDS],
                       what="FGSM, PGD (L∞, L2, restarts), projection, random starts, the text character-edit attack"),
     "masking": Target("audit/masking.py", [SAFEGUARDS],
                       what="the five gradient-masking safeguards of the adversarial check"),
     "explain": Target("audit/explain.py",
-                      ["tests/audit/checks/test_explanation_sanity.py", "tests/audit/checks/test_explanations.py"],
+                      ["tests/audit/checks/test_explanation_sanity.py", "tests/audit/checks/test_explanations.py",
+                       f"{MEMORY}::test_chunked_integrated_gradients_and_saliency_equal_one_pass",
+                       f"{MEMORY}::test_chunked_integrated_gradients_take_each_inputs_own_baseline",
+                       f"{MEMORY}::test_sensitivity_and_infidelity_never_pass_more_than_the_batch",
+                       f"{MEMORY}::test_the_check_never_calls_the_model_on_more_than_its_batch_size"],
                       functions=["infidelity", "rank_agreement", "randomized_copy", "integrated_gradients",
                                  "deletion_insertion", "_order"],
                       what="the randomisation sanity check, infidelity, IG and the deletion/insertion curves"),

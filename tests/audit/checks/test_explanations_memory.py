@@ -77,6 +77,19 @@ def test_chunked_integrated_gradients_and_saliency_equal_one_pass() -> None:
         torch.testing.assert_close(sal, E.saliency(model, x, target, base))
 
 
+def test_chunked_integrated_gradients_take_each_inputs_own_baseline() -> None:
+    """A baseline per input (one row each) is cut with its inputs: each group of rows is integrated from its own
+    baselines, the same attributions as Captum's one pass (two inputs: the smallest set that is split)."""
+    model = Spy().eval()
+    for n in (2, 5):
+        x, target, base = images(n), torch.arange(n) % 3, images(n, seed=2) * 0.5
+        ref, ref_delta = E.integrated_gradients(model, x, target, base, n_steps=6)
+        for chunk in (1, 3):
+            got, delta = E.integrated_gradients(model, x, target, base, n_steps=6, internal_batch_size=chunk)
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(delta, ref_delta, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("chunk", [1, 5, 36])
 def test_chunked_shap_gradient_equals_shaps_gradient_explainer(chunk: int) -> None:
     model = Spy().eval()
