@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import cli
 from audit.results import AuditResult, CheckResult, Metric, ThresholdOutcome, summarise
-from reports.changes import metric_kind, not_comparable, within_noise
+from reports.changes import _where_differs, metric_kind, not_comparable, setup_differs, within_noise, worse_by
 from reports.diff import diff_results, render_diff_table
 
 runner = CliRunner()
@@ -115,6 +115,55 @@ def test_within_noise_judged_from_intervals(audit_result: AuditResult) -> None:
     assert within_noise(a, _m("acc", 0.9 - 1.40 * h, ci=(0.9 - 2.4 * h, 0.9 - 0.4 * h))) is not None
     assert within_noise(a, _m("acc", 0.9 - 1.43 * h, ci=(0.9 - 2.43 * h, 0.9 - 0.43 * h))) is None
     assert within_noise(_m("acc", 0.9), _m("acc", 0.8)) is None  # no intervals: no noise to judge by
+
+
+def test_within_noise_reads_each_intervals_own_level() -> None:
+    """A 50% interval of half-width h is a standard error of h / 0.6745: two of them differ significantly
+    beyond 1.96·√2·h / 0.6745 = 0.0822 at h = 0.02, not at √2·h as two 95% intervals would."""
+    def at50(value: float) -> Metric:
+        return _m("acc", value, ci=(value - 0.02, value + 0.02)).model_copy(update={"ci_level": 0.5})
+
+    assert within_noise(at50(0.9), at50(0.9 - 0.080)) is not None
+    assert within_noise(at50(0.9), at50(0.9 - 0.0845)) is None
+    unstated = {"ci_level": None}  # an interval without its level is read as 95%
+    h = 0.02
+    assert within_noise(_m("acc", 0.9, ci=(0.9 - h, 0.9 + h)).model_copy(update=unstated),
+                        _m("acc", 0.9 - 1.40 * h, ci=(0.9 - 2.4 * h, 0.9 - 0.4 * h)).model_copy(update=unstated)) is not None
+
+
+def test_worse_by_is_absolute_for_rates_and_relative_for_costs() -> None:
+    assert worse_by(_m("acc", 0.5), _m("acc", 0.48), True) == pytest.approx(0.02)  # not 0.04, relative
+    assert worse_by(_m("acc", 0.5), _m("acc", 0.53), True) == pytest.approx(-0.03)
+    size = lambda v: _m("size", v, unit="MB", hib=False)  # noqa: E731
+    assert worse_by(size(4.0), size(5.0), False) == pytest.approx(0.25)
+    assert worse_by(size(0.0), size(0.0), False) == 0.0  # from zero: unchanged is not worse
+    assert worse_by(size(0.0), size(3.0), False) == float("inf")
+    speed = lambda v: _m("throughput", v, unit="FLOPs", hib=True)  # noqa: E731
+    assert worse_by(speed(0.0), speed(2.0), True) == 0.0  # from zero and better: not worse
+
+
+def test_setup_differs_says_what_ran_differently() -> None:
+    def check(*names: str, config: dict | None = None, n: int = 100) -> CheckResult:
+        metrics = [_m(name.split("@")[0], 0.5).model_copy(update={"group": name.split("@")[1] if "@" in name else None})
+                   for name in names]
+        return CheckResult(id="c", category="performance", title="C", status="measured", summary="s", n_samples=n,
+                           metrics=metrics, config=config or {})
+
+    assert setup_differs(check("a"), check("a")) is None
+    assert setup_differs(check("a", config={"k": 1}), check("a", config={"k": 2})) == "the check's configuration changed"
+    assert setup_differs(check("a"), check("a", n=50)) == "the check ran on 100 → 50 samples"
+    assert setup_differs(check("a"), check("a", "x@g1", "y", "z@g2")) == (
+        "the check ran other methods (3 metrics in one audit only: x [g1], y, z [g2])")
+    assert setup_differs(check("a", "w"), check("a", "x@g1", "y", "z@g2")) == (
+        "the check ran other methods (4 metrics in one audit only: w, x [g1], y, … (1 more))")
+
+
+def test_where_two_method_texts_differ_is_shown_from_just_before_the_difference() -> None:
+    assert _where_differs("ab", "ac") == _where_differs("ab", "ac", width=2) == "'ab' → 'ac'"  # whole: no '…'
+    assert _where_differs("abc", "abcd") == "'abc' → 'abcd'"  # one is the other's beginning
+    a, b = "x" * 30 + "abc" + "y" * 60, "x" * 30 + "abd" + "y" * 60  # they differ at 32; shown from 22, 50 long
+    assert _where_differs(a, b) == repr("…" + a[22:72] + "…") + " → " + repr("…" + b[22:72] + "…")
+    assert _where_differs(a, b, width=200) == repr("…" + a[22:]) + " → " + repr("…" + b[22:])
 
 
 def _thr(metric: str, observed: float, passed: bool) -> ThresholdOutcome:
