@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ray-workers", type=int, default=2, help="Workers of the Ray scale-out run (0: no Ray section).")
     parser.add_argument("--ray-checks", default=DEFAULT_CHECKS, help="Checks of the Ray section, comma-separated.")
-    parser.add_argument("--ray-explain", type=int, default=12, help="Samples the Ray section's explanations explain.")
+    parser.add_argument("--ray-explain", type=int, default=36, help="Samples the Ray section's explanations explain "
+                        "(36, as bench_ray.py: with fewer the workers' start-up outweighs the checks on 2 cores).")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"budget {args.budget}; {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the start")
