@@ -225,7 +225,7 @@ def test_weights_class_mismatch(safetensors_file: Path) -> None:
 
 
 def test_bad_class_spec(safetensors_file: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelInputError, match="has no nn.Module class 'Nope'; found: BandClassifier, TinyCNN, TinyMLP"):
+    with pytest.raises(ModelInputError, match="has no nn.Module class 'Nope'; found: BandClassifier, StridedCNN, TinyCNN, TinyMLP"):
         load_model(safetensors_file, model_class=TINY_CNN_CLASS.replace("TinyCNN", "Nope"), device="cpu")
     with pytest.raises(ModelInputError, match="does not exist"):
         load_model(safetensors_file, model_class=f"{tmp_path}/none.py:X", device="cpu")
