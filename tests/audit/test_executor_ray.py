@@ -129,6 +129,7 @@ def test_quiet_silences_rays_own_log_lines_but_not_its_errors(quiet: bool, files
     saved = (ray_logger.level, [(c.disabled, c.propagate) for c in children])
     for child in children:  # a ray.init earlier in the process may have reconfigured them (the module's cluster)
         child.disabled, child.propagate = False, True
+    ray_logger.setLevel(logging.INFO)  # as Ray's import leaves it (an earlier --quiet CLI run here raised it)
 
     class Catch(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
