@@ -113,6 +113,26 @@ def poison_indices(y: np.ndarray, target: int, rate: float, rng: np.random.Gener
     return np.sort(rng.choice(candidates, k, replace=False)) if k else np.zeros(0, dtype=np.int64)
 
 
+def attack_success(y_true: np.ndarray, pred_clean: np.ndarray, pred_triggered: np.ndarray, target: int
+                   ) -> tuple[int, int]:
+    """The backdoor's attack success as BadNets and ART evaluate it: ``(hits, n)``, where ``n`` counts the
+    evaluation samples not of class ``target`` that the model classifies correctly without the trigger and
+    ``hits`` those of them it classifies as ``target`` with it. Samples the model already gets wrong (sent to the
+    target, or elsewhere) without the trigger are left out: their prediction is no backdoor's doing.
+
+    ``pred_clean`` holds the predictions on every sample of ``y_true``; ``pred_triggered`` those on the samples not
+    of class ``target``, triggered, in their order. ``n`` is 0 when the model classifies none of them correctly:
+    the rate is then undefined, not 0 or 1.
+    """
+    y, clean, trig = np.asarray(y_true), np.asarray(pred_clean), np.asarray(pred_triggered)
+    victims = y != target
+    if len(clean) != len(y) or len(trig) != int(victims.sum()):
+        raise ValueError(f"{len(clean)} clean and {len(trig)} triggered predictions for {len(y)} samples, "
+                         f"{int(victims.sum())} of them not of class {target}.")
+    eligible = clean[victims] == y[victims]
+    return int((trig[eligible] == target).sum()), int(eligible.sum())
+
+
 def mad_anomaly_index(values: np.ndarray, min_scale: float = 0.0) -> np.ndarray:
     """``|v − median| / max(1.4826·MAD, min_scale)`` per value (Neural Cleanse's anomaly index); 0 everywhere when
     that scale is 0. ``min_scale`` is the smallest difference that counts as spread (the text trigger search

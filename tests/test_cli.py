@@ -238,6 +238,18 @@ BAD_INPUTS = {
     "corruption of another kind": (lambda t, m, d: ["--model", m, "--data", d, "--set",
                                                     "checks.corruption.corruptions=[missing_values]"],
                                    r"key 'checks\.corruption\.corruptions': missing_values do not apply to image inputs"),
+    # poisoning.backdoor_simulation's preflight: refused before any check runs (nothing written), not minutes later
+    "backdoor trigger of another kind": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                          "checks.poisoning.backdoor_simulation.trigger=out_of_range"],
+                                         r"backdoor_simulation\.trigger 'out_of_range' needs tabular inputs"),
+    "backdoor rate that poisons nothing": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                            "checks.poisoning.backdoor_simulation.rates=[0.005, 0.1]"],
+                                           r"backdoor_simulation\.rates 0\.005 poison no training sample .*60 drawn .*"
+                                           r"smallest rate that poisons one is 0\.0167"),
+    "backdoor target outside the classes": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                             "model.class_names=[a, b, c]", "--set",
+                                                             "checks.poisoning.backdoor_simulation.target_class=3"],
+                                            r"backdoor_simulation\.target_class must be a class index in 0\.\.2"),
 }
 
 

@@ -45,6 +45,7 @@ from audit.poisoning import (
     Trigger,
     feature_classifier,
     flagged_by_anomaly,
+    attack_success,
     image_trigger,
     mad_anomaly_index,
     poison_indices,
@@ -84,13 +85,7 @@ def _float_inputs(ctx: AuditContext, role: str) -> Rows:
 def build_trigger(ctx: AuditContext, x_ref: Rows | np.ndarray, option: TriggerOption, *, distance: int,
                   features: list[int] | None, n_features: int, setting: str) -> Trigger:
     """The trigger that fits the model's inputs, or one clear error when the config asks for one that does not."""
-    image = ctx.adapter.input_kind == "image" and x_ref.ndim in (3, 4)
-    if option in ("pattern", "pixel") and not image:
-        raise InputError(f"{setting}.trigger {option!r} is an image trigger but the model takes "
-                         f"{ctx.adapter.input_kind} inputs of shape {x_ref.shape[1:]}; use 'auto' or 'out_of_range'.")
-    if option == "out_of_range" and x_ref.ndim != 2:
-        raise InputError(f"{setting}.trigger 'out_of_range' needs tabular inputs (samples, features); these have "
-                         f"shape {x_ref.shape}; use 'auto', 'pattern' or 'pixel'.")
+    image = _check_trigger_option(ctx.adapter.input_kind, tuple(x_ref.shape), option, setting)
     if image:
         value = ctx.adapter.input_range[1] if ctx.adapter.input_range else _value_range(x_ref)[1]
         return image_trigger(x_ref.shape[1:], "pixel" if option == "pixel" else "pattern", value=value, distance=distance)
@@ -98,6 +93,18 @@ def build_trigger(ctx: AuditContext, x_ref: Rows | np.ndarray, option: TriggerOp
         return tabular_trigger(as_array(x_ref), features, n_features,  # a table (N, F): small, read whole
                                feature_names=ctx.dataset("reference").feature_names)
     raise SkipCheck(f"no trigger fits {ctx.adapter.input_kind} inputs of shape {x_ref.shape[1:]}.")
+
+
+def _check_trigger_option(kind: str | None, shape: tuple[int, ...], option: TriggerOption, setting: str) -> bool:
+    """Whether the inputs take an image trigger; an ``InputError`` when ``option`` names a trigger they cannot take."""
+    image = kind == "image" and len(shape) in (3, 4)
+    if option in ("pattern", "pixel") and not image:
+        raise InputError(f"{setting}.trigger {option!r} is an image trigger but the model takes "
+                         f"{kind} inputs of shape {shape[1:]}; use 'auto' or 'out_of_range'.")
+    if option == "out_of_range" and len(shape) != 2:
+        raise InputError(f"{setting}.trigger 'out_of_range' needs tabular inputs (samples, features); these have "
+                         f"shape {shape}; use 'auto', 'pattern' or 'pixel'.")
+    return image
 
 
 def _value_range(x: Rows | np.ndarray) -> tuple[float, float]:
@@ -243,37 +250,78 @@ def _token_id_setup(ctx: AuditContext, cfg: BackdoorSimulationConfig, check_id: 
 
 
 
+@dataclass(frozen=True)
+class _RateResult:
+    """One poison rate's retraining: how many training samples it poisoned and what the model then did."""
+
+    poisoned: int  # training samples given the trigger and the target label
+    requested: int  # round(rate·n): what the rate asks for, before the cap at the samples not of the target class
+    asr: float | None  # None: undefined, ``reason`` says why
+    accuracy: float | None  # None: not retrained (the rate poisoned nothing)
+    reason: str | None = None
+
+
+def _asr_text(r: _RateResult) -> str:
+    return f"{r.asr:.3f}" if r.asr is not None else f"undefined ({r.reason})"
+
+
 def _measure(setup: _Setup, train_fn: Any, rates: list[float], target: int
-             ) -> tuple[list[list[Any]], list[Metric], dict[float, float], dict[float, float]]:
-    """Retrain at every rate; attack success and clean accuracy with Wilson intervals, and the table rows."""
+             ) -> tuple[list[list[Any]], list[Metric], dict[float, _RateResult]]:
+    """Retrain at every rate; attack success (``audit.poisoning.attack_success``) and clean accuracy with Wilson
+    intervals, and the table rows. A positive rate that poisons no training sample is not retrained: its metrics
+    are null with the reason."""
     x_ev, y_ev, n_tr, unit = setup.x_ev, setup.y_ev, len(setup.y_tr), setup.unit
     n_v = int((y_ev != target).sum())
     rows: list[list[Any]] = []
     metrics: list[Metric] = []
-    asr_of: dict[float, float] = {}
-    acc_of: dict[float, float] = {}
+    results: dict[float, _RateResult] = {}
     for rate in rates:
         x_p, y_p, idx = setup.poison(rate)
-        predict = train_fn(x_p, y_p, setup.seed)
-        correct = predict(x_ev) == y_ev
-        k_hit = int((predict(setup.x_trig) == target).sum())
-        asr, acc = k_hit / n_v, float(correct.mean())
-        a_lo, a_hi = wilson_interval(k_hit, n_v)
-        c_lo, c_hi = wilson_interval(int(correct.sum()), len(y_ev))
-        asr_of[rate], acc_of[rate] = asr, acc
+        requested = int(round(rate * n_tr))
+        share = len(idx) / n_tr
+        poisoned = (f"{len(idx)} of {n_tr} training {unit} poisoned ({share:.1%})"
+                    + (f", the {requested} the rate asks for capped at the {len(idx)} not of class {target}"
+                       if len(idx) < requested else ""))
         group = f"rate={rate:g}"
-        metrics += [
-            Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi, ci_level=0.95,
-                   n=n_v, higher_is_better=False,
-                   method=f"share of {n_v} evaluation {unit} not of class {target}, with the trigger, classified as "
-                          f"{target}; {len(idx)} of {n_tr} training {unit} poisoned; Wilson 95% interval"),
-            Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
-                   n=len(y_ev), higher_is_better=True,
-                   method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation {unit}; Wilson 95% interval"),
-        ]
-        rows.append([rate, len(idx), round(asr, 4), round(a_lo, 4), round(a_hi, 4), n_v,
-                     round(acc, 4), round(c_lo, 4), round(c_hi, 4), len(y_ev)])
-    return rows, metrics, asr_of, acc_of
+        if rate > 0 and not len(idx):
+            why = (f"rate {rate:g} poisons none of the {n_tr} training {unit}"
+                   + (f" (round({rate:g}·{n_tr}) = 0)" if not requested else f" (none is of a class other than {target})"))
+            results[rate] = _RateResult(0, requested, None, None, why)
+            metrics += [Metric(name=name, group=group, value=None, n=0, higher_is_better=hib,
+                               method=f"not measured: {why}, so no model was retrained at it")
+                        for name, hib in (("attack_success_rate", False), ("clean_accuracy", True))]
+            rows.append([rate, 0, 0.0, None, None, None, 0, None, None, None, len(y_ev)])
+            continue
+        predict = train_fn(x_p, y_p, setup.seed)
+        pred_clean = predict(x_ev)
+        correct = pred_clean == y_ev
+        k_hit, n_ok = attack_success(y_ev, pred_clean, predict(setup.x_trig), target)
+        acc = float(correct.mean())
+        c_lo, c_hi = wilson_interval(int(correct.sum()), len(y_ev))
+        base = (f"of the {n_ok} evaluation {unit} not of class {target} that the retrained model classifies correctly "
+                f"without the trigger ({n_v} not of class {target} in all), the share it classifies as {target} with "
+                f"the trigger (BadNets/ART attack success); {poisoned}")
+        if n_ok:
+            asr = k_hit / n_ok
+            a_lo, a_hi = wilson_interval(k_hit, n_ok)
+            results[rate] = _RateResult(len(idx), requested, asr, acc)
+            metrics.append(Metric(name="attack_success_rate", group=group, value=asr, ci_low=a_lo, ci_high=a_hi,
+                                  ci_level=0.95, n=n_ok, higher_is_better=False, method=f"{base}; Wilson 95% interval"))
+            cells = [round(asr, 4), round(a_lo, 4), round(a_hi, 4)]
+        else:
+            why = "no correctly classified non-target samples"
+            results[rate] = _RateResult(len(idx), requested, None, acc, why)
+            metrics.append(Metric(name="attack_success_rate", group=group, value=None, n=0, higher_is_better=False,
+                                  method=f"undefined: {why} (the retrained model classifies none of the {n_v} evaluation "
+                                         f"{unit} not of class {target} correctly without the trigger); {poisoned}"))
+            cells = [None, None, None]
+        metrics.append(Metric(name="clean_accuracy", group=group, value=acc, ci_low=c_lo, ci_high=c_hi, ci_level=0.95,
+                              n=len(y_ev), higher_is_better=True,
+                              method=f"accuracy of the retrained model on {len(y_ev)} clean evaluation {unit}; Wilson 95% "
+                                     "interval"))
+        rows.append([rate, len(idx), round(share, 4), *cells, n_ok, round(acc, 4), round(c_lo, 4), round(c_hi, 4),
+                     len(y_ev)])
+    return rows, metrics, results
 
 
 class BackdoorSimulationConfig(CheckConfig):
@@ -330,51 +378,100 @@ class BackdoorSimulation(Check):
     #: A pipeline that learns the backdoor from the smallest poison rate (1% by default) is easy to poison.
     default_thresholds = {"asr_at_lowest_rate": ThresholdSpec(max=0.5, level="warn")}
 
+    def preflight(self, ctx: AuditContext) -> None:
+        """The trigger options against the model's input kind, the target class against a class count the model
+        states (its class names), and rates that would poison no training sample: no model call."""
+        cfg: BackdoorSimulationConfig = self.config  # type: ignore[assignment]
+        setting = f"checks.{self.id}"
+        adapter = ctx.adapter
+        ref = ctx.datasets.get("reference")
+        if adapter.capabilities.raw_text:
+            text_trigger(cfg.text_trigger)
+            if cfg.trigger != "auto":
+                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a text trigger; text models take "
+                                 f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
+        elif adapter.input_kind == "sequence":
+            if cfg.trigger != "auto":
+                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a token trigger; token-id models take "
+                                 "trigger_token_id; leave trigger at 'auto'.")
+        elif ref is not None and not isinstance(ref.inputs, list) and np.issubdtype(ref.inputs.dtype, np.floating):
+            _check_trigger_option(adapter.input_kind, tuple(ref.inputs.shape), cfg.trigger, setting)
+        k = len(adapter.class_names or [])  # known before any model call when the model states its classes
+        if k and not 0 <= cfg.target_class < k:
+            raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. Got {cfg.target_class} instead.")
+        if ref is not None and "rates" in cfg.model_fields_set:  # default rates on a small set: null with the reason
+            n_tr = min(len(ref), cfg.max_train_samples)
+            empty = [r for r in cfg.rates if round(r * n_tr) == 0]
+            if empty:
+                raise InputError(f"{setting}.rates {', '.join(f'{r:g}' for r in empty)} poison no training sample "
+                                 f"(round(rate·{n_tr}) = 0 of the {n_tr} drawn from data.reference, max_train_samples "
+                                 f"{cfg.max_train_samples}); the smallest rate that poisons one is {1 / n_tr:.3g}.")
+
     def run(self, ctx: AuditContext) -> CheckOutput:
         cfg: BackdoorSimulationConfig = self.config  # type: ignore[assignment]
+        self.preflight(ctx)  # also for callers that run the check without the runner
         setup, train_fn, how, notes = self._prepare(ctx, cfg)
         y_tr, y_ev = setup.y_tr, setup.y_ev
         victims = y_ev != cfg.target_class
         rates = ([0.0] if cfg.include_baseline else []) + sorted(cfg.rates)
-        rows, metrics, asr_of, acc_of = _measure(setup, train_fn, rates, cfg.target_class)
+        rows, metrics, res = _measure(setup, train_fn, rates, cfg.target_class)
         low, high = min(cfg.rates), max(cfg.rates)
+        unit, n_tr = setup.unit, len(y_tr)
+
+        def poisoned(r: float) -> str:
+            p = res[r]
+            capped = (f"; {r:.0%} asked for, capped at the {unit} not of class {cfg.target_class}"
+                      if p.poisoned < p.requested else "")
+            return f"{p.poisoned} of {n_tr} training {unit} ({p.poisoned / n_tr:.1%}{capped})"
+
         by_group = {m.group: m for m in metrics if m.name == "attack_success_rate"}
         head = [by_group[f"rate={r:g}"].model_copy(update={
                     "name": name, "group": None,
-                    "method": f"attack success rate after poisoning {r:.0%} of the training {setup.unit}; Wilson 95% "
-                              "interval"})
-                for name, r in (("asr_at_lowest_rate", low), ("asr_at_highest_rate", high))]
-        shown = rates
+                    "method": f"at the {which} poison rate {r:g}: " + by_group[f"rate={r:g}"].method})
+                for name, which, r in (("asr_at_lowest_rate", "lowest", low), ("asr_at_highest_rate", "highest", high))]
         evidence: list[Any] = [
             Table(title="Backdoor attack success and clean accuracy per poison rate",
-                  columns=["poison rate", "poisoned samples", "attack success rate", "CI low", "CI high",
-                           "triggered samples", "clean accuracy", "CI low", "CI high", "clean samples"], rows=rows,
-                  caption=f"Retrained by {how}. Trigger: {setup.trigger}. Rate 0 is the same pipeline without poison."),
+                  columns=["poison rate", "poisoned samples", "poisoned share", "attack success rate", "CI low",
+                           "CI high", "correct non-target samples", "clean accuracy", "CI low", "CI high",
+                           "clean samples"], rows=rows,
+                  caption=f"Retrained by {how}. Trigger: {setup.trigger}. Rate 0 is the same pipeline without poison. "
+                          f"Attack success counts only the evaluation {unit} not of class {cfg.target_class} that the "
+                          "retrained model classifies correctly without the trigger (their number is given); a rate "
+                          "capped at the samples not of the target class poisons a smaller share than it asks for."),
             Figure(kind="line", title="Attack success rate and clean accuracy against the poison rate",
-                   data={"x": shown, "series": {"attack success rate": [round(asr_of[r], 4) for r in shown],
-                                                "clean accuracy": [round(acc_of[r], 4) for r in shown]},
-                         "xlabel": "share of training samples poisoned", "ylabel": "rate"},
+                   data={"x": rates, "series": {
+                       "attack success rate": [None if res[r].asr is None else round(res[r].asr, 4) for r in rates],
+                       "clean accuracy": [None if res[r].accuracy is None else round(res[r].accuracy, 4)
+                                          for r in rates]},
+                         "xlabel": "poison rate (share of training samples asked for)", "ylabel": "rate"},
                    caption="A steep attack-success curve at small rates means the pipeline learns a backdoor from few "
                            "poisoned samples while clean accuracy, what a user would monitor, hardly moves."),
         ]
-        summary = (f"Retrained by {how}: poisoning {low:.0%} of the training data gives an attack success rate of "
-                   f"{asr_of[low]:.3f}, {high:.0%} gives {asr_of[high]:.3f} (clean accuracy {acc_of[high]:.3f}"
-                   + (f", {acc_of[0.0]:.3f} without poison" if 0.0 in acc_of else "") + ")"
-                   + (f"; without poison the attack already succeeds on {asr_of[0.0]:.3f}" if 0.0 in asr_of else "")
+        accs = ([f"clean accuracy {res[high].accuracy:.3f}"] if res[high].accuracy is not None else []) + (
+            [f"{res[0.0].accuracy:.3f} without poison"] if 0.0 in res else [])
+        summary = (f"Retrained by {how}: poisoning {poisoned(low)} gives an attack success rate of {_asr_text(res[low])}, "
+                   f"{poisoned(high)} gives {_asr_text(res[high])}" + (f" ({', '.join(accs)})" if accs else "")
+                   + (f"; without poison the attack already succeeds on {_asr_text(res[0.0])}" if 0.0 in res else "")
                    + ".")
         baseline = []
-        if asr_of.get(0.0, 0.0) >= 0.1:  # the retrained model's own errors into the target class, not a backdoor
-            baseline.append(f"Without poison the retrained model already sends {asr_of[0.0]:.1%} of the triggered "
-                            f"{setup.unit} not of class {cfg.target_class} to it (its own errors, not a backdoor): read "
-                            "each rate's attack success rate against the rate-0 row; a weak retraining (few epochs or "
-                            "samples) inflates it.")
+        asr0 = res[0.0].asr if 0.0 in res else None
+        if asr0 is not None and asr0 >= 0.1:  # the trigger moves the clean pipeline's model: not a learnt backdoor
+            baseline.append(f"Without poison the trigger already sends {asr0:.1%} of the correctly classified {unit} "
+                            f"not of class {cfg.target_class} to it (the retrained model's reaction to the trigger "
+                            "itself, not a backdoor): read each rate's attack success rate against the rate-0 row; a "
+                            "weak retraining (few epochs or samples) inflates it.")
         return CheckOutput(
             summary=summary, metrics=head + metrics, evidence=evidence, dataset="reference+eval",
             n_samples=len(y_tr) + len(y_ev),
-            method=(f"{setup.style}: at each rate ({', '.join(f'{r:g}' for r in rates)}), that share of {len(y_tr)} "
-                    f"training {setup.unit} from classes other than {cfg.target_class} get the trigger ({setup.trigger}) "
-                    f"and the label {cfg.target_class}; a model is retrained by {how} for {cfg.epochs} epoch(s), then "
-                    f"measured on {int(victims.sum())} triggered and {len(y_ev)} clean evaluation {setup.unit}."),
+            method=(f"{setup.style}: at each rate ({', '.join(f'{r:g}' for r in rates)}), round(rate·{n_tr}) of the "
+                    f"{n_tr} training {unit} from classes other than {cfg.target_class} (at most as many as there are) "
+                    f"get the trigger ({setup.trigger}) and the label {cfg.target_class}; a model is retrained by {how} "
+                    f"for {cfg.epochs} epoch(s), then measured on {len(y_ev)} clean evaluation {unit} and the "
+                    f"{int(victims.sum())} not of class {cfg.target_class} with the trigger. Attack success rate (as "
+                    f"BadNets and ART evaluate a backdoor): of the evaluation {unit} not of class {cfg.target_class} "
+                    "that the retrained model classifies correctly without the trigger, the share it classifies as "
+                    f"{cfg.target_class} with it; undefined (null) when it classifies none of them correctly; the "
+                    "rate-0 row is the same measure without poison."),
             limitations=[
                 "A warning means this pipeline learns a backdoor from the smallest poison rate: whoever can slip that "
                 "share of samples into the training data controls the model's output on triggered inputs.",
@@ -390,13 +487,8 @@ class BackdoorSimulation(Check):
             raise SkipCheck("the simulation poisons the training data: give it as data.reference.")
         if ctx.datasets["reference"].target is None:
             raise SkipCheck("data.reference has no labels; poisoning switches training labels.")
-        adapter = ctx.adapter
-        if adapter.capabilities.raw_text:
-            text_trigger(cfg.text_trigger)  # a bad trigger is bad input: said before any work
-            if cfg.trigger != "auto":
-                raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a text trigger; text models take "
-                                 f"text_trigger (now {cfg.text_trigger!r}); leave trigger at 'auto'.")
-        elif adapter.input_kind != "sequence":
+        adapter = ctx.adapter  # the trigger options were checked by preflight
+        if not adapter.capabilities.raw_text and adapter.input_kind != "sequence":
             for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
                 if isinstance(ctx.dataset(role).inputs, list):
                     raise SkipCheck(f"data.{role} holds raw text but the model takes {adapter.input_kind} inputs; a "

@@ -129,13 +129,15 @@ def test_simulation_through_the_recipe_matches_an_independent_art_poisoning(digi
     x[rows], y[rows] = attack.poison(x[rows], y=np.full(len(rows), TARGET))
     model = adapter_of(fit_recipe(meta["recipe"], x, y, init_args=INIT, preprocessing=digits.preprocessing,
                                   epochs=12, seed=seed), digits)
-    victims = y_te != TARGET
-    hits = int((model.predict_logits(attack.poison(x_te[victims], y=np.zeros(victims.sum()))[0]).argmax(1).numpy()
+    # ART's / BadNets' measure: the samples not of the target that the poisoned model gets right without the trigger
+    clean_pred = model.predict_logits(x_te).argmax(1).numpy()
+    eligible = (y_te != TARGET) & (clean_pred == y_te)
+    hits = int((model.predict_logits(attack.poison(x_te[eligible], y=np.zeros(eligible.sum()))[0]).argmax(1).numpy()
                 == TARGET).sum())
     asr = m[("attack_success_rate", "rate=0.15")]
-    assert asr.n == victims.sum() and asr.value == pytest.approx(hits / victims.sum())
-    assert (asr.ci_low, asr.ci_high) == pytest.approx(wilson_interval(hits, int(victims.sum())))
-    acc = float((model.predict_logits(x_te).argmax(1).numpy() == y_te).mean())
+    assert asr.n == eligible.sum() < (y_te != TARGET).sum() and asr.value == pytest.approx(hits / eligible.sum())
+    assert (asr.ci_low, asr.ci_high) == pytest.approx(wilson_interval(hits, int(eligible.sum())))
+    acc = float((clean_pred == y_te).mean())
     assert m[("clean_accuracy", "rate=0.15")].value == pytest.approx(acc)
     # and the known shape: the backdoor is learnt at 15%, not without poison, and clean accuracy stays up
     assert asr.value > 0.8 and m[("attack_success_rate", "rate=0")].value < 0.1
@@ -174,6 +176,151 @@ def test_simulation_on_tabular_uses_an_out_of_range_trigger() -> None:
     assert m[("attack_success_rate", "rate=0.1")].value > 0.9 > m[("attack_success_rate", "rate=0")].value
     with pytest.raises(InputError, match="image trigger but the model takes tabular"):
         BackdoorSimulation(BackdoorSimulationConfig(trigger="pattern")).run(ctx)
+
+
+class _AlwaysOne(nn.Module):
+    """Logits that send every input to class 1 whatever the training does (the weight is multiplied by 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([-5.0, 5.0]).expand(len(x), 2) + 0 * self.w
+
+
+def _tabular_ctx(module: nn.Module, n_ref: int = 300, ref_labels: np.ndarray | None = None,
+                 ev_labels: np.ndarray | None = None) -> AuditContext:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_ref + 100, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    y_ref = y[:n_ref] if ref_labels is None else ref_labels
+    y_ev = y[n_ref:] if ev_labels is None else ev_labels
+    adapter = TorchAdapter(module, input_kind="tabular", device=torch.device("cpu"))
+    return AuditContext(adapter, {"eval": ds("eval", x[n_ref:], y_ev, "tabular"),
+                                  "reference": ds("reference", x[:n_ref], y_ref, "tabular")})
+
+
+def test_attack_success_counts_only_the_correctly_classified_non_target_samples() -> None:
+    from audit.poisoning import attack_success
+
+    y = np.array([0, 0, 0, 1, 1])
+    # target 1; the model gets the first two class-0 samples right without the trigger, the third wrong
+    assert attack_success(y, np.array([0, 0, 1, 1, 1]), np.array([1, 0, 1]), 1) == (1, 2)  # not 2 of 3
+    assert attack_success(y, np.ones(5, int), np.ones(3, int), 1) == (0, 0)  # all sent to the target: undefined
+    with pytest.raises(ValueError):
+        attack_success(y, np.ones(5, int), np.ones(5, int), 1)
+
+
+def test_a_model_that_sends_everything_to_the_target_has_no_attack_success() -> None:
+    """Known answer: a model that predicts the target for every clean input learns nothing from the trigger; the old
+    measure (every non-target sample sent to the target) called that an attack success rate of 1.0 and warned."""
+    out = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.1], epochs=1, target_class=1)).run(
+        _tabular_ctx(_AlwaysOne()))
+    m = {(x.name, x.group): x for x in out.metrics}
+    for key in (("attack_success_rate", "rate=0"), ("attack_success_rate", "rate=0.1"), ("asr_at_lowest_rate", None)):
+        assert m[key].value is None and m[key].n == 0
+        assert "no correctly classified non-target samples" in m[key].method
+    assert "attack success rate of undefined (no correctly classified non-target samples)" in out.summary
+    status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
+    assert status == "measured" and outcomes[0].observed is None and not outcomes[0].passed
+
+
+def test_a_trigger_the_clean_model_already_follows_is_a_baseline_not_a_backdoor() -> None:
+    """The out-of-range trigger on the two features that decide the class sends correctly classified class-0 rows to
+    class 1 without any poison: the rate-0 row shows it and the limitation says so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    cfg = BackdoorSimulationConfig(rates=[0.1], epochs=30, lr=1e-2, target_class=1, trigger_features=[0, 1])
+    out = BackdoorSimulation(cfg).run(_tabular_ctx(model))
+    asr0 = {(x.name, x.group): x for x in out.metrics}[("attack_success_rate", "rate=0")]
+    assert asr0.value > 0.9 and asr0.n > 30
+    assert any(f"already sends {asr0.value:.1%} of the correctly classified" in t for t in out.limitations)
+    assert f"without poison the attack already succeeds on {asr0.value:.3f}" in out.summary
+
+
+def _no_model_calls(ctx: AuditContext, monkeypatch) -> None:
+    monkeypatch.setattr(ctx.adapter, "predict_logits", lambda *a, **k: pytest.fail("the model ran before the check"))
+
+
+def test_a_rate_that_poisons_nothing_is_refused_before_any_work(monkeypatch) -> None:
+    torch.manual_seed(0)
+    ctx = _tabular_ctx(nn.Sequential(nn.Linear(4, 2)))
+    _no_model_calls(ctx, monkeypatch)
+    sim = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.001, 0.1]))
+    with pytest.raises(InputError, match=r"rates 0.001 poison no training sample \(round\(rate·300\) = 0 .*the smallest "
+                                         r"rate that poisons one is 0.00333\.$"):
+        sim.preflight(ctx)
+    with pytest.raises(InputError, match="rates 0.001 poison no training sample"):
+        sim.run(ctx)
+    # max_train_samples caps the training set the rates apply to
+    with pytest.raises(InputError, match=r"round\(rate·40\) = 0 of the 40 .*max_train_samples 40\); the smallest rate "
+                                         r"that poisons one is 0.025"):
+        BackdoorSimulation(BackdoorSimulationConfig(rates=[0.01], max_train_samples=40)).preflight(ctx)
+    BackdoorSimulation(BackdoorSimulationConfig(rates=[0.004])).preflight(ctx)  # round(1.2) = 1: fine
+
+
+def test_a_default_rate_that_poisons_nothing_is_null_with_the_reason_not_a_pass() -> None:
+    """Default rates (not set by the user) on a small training set: the 1% rate poisons round(0.4) = 0 of 40 samples;
+    it is not retrained and its metrics are null with the reason (the old code reported an attack success rate of
+    0.000 for it, judged PASS)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    out = BackdoorSimulation(BackdoorSimulationConfig(epochs=2, lr=1e-2, target_class=1)).run(
+        _tabular_ctx(model, n_ref=40))
+    m = {(x.name, x.group): x for x in out.metrics}
+    for key in (("attack_success_rate", "rate=0.01"), ("clean_accuracy", "rate=0.01"), ("asr_at_lowest_rate", None)):
+        assert m[key].value is None and m[key].n == 0
+        assert "rate 0.01 poisons none of the 40 training samples (round(0.01·40) = 0)" in m[key].method
+    assert m[("attack_success_rate", "rate=0.05")].value is not None  # round(2.0) = 2 samples poisoned
+    assert out.evidence[0].rows[1][:3] == [0.01, 0, 0.0] and out.evidence[0].rows[2][:3] == [0.05, 2, 0.05]
+    assert "poisoning 0 of 40 training samples (0.0%) gives an attack success rate of undefined (rate 0.01" in out.summary
+    status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
+    assert status == "measured" and not outcomes[0].passed and outcomes[0].observed is None
+
+
+def test_a_rate_capped_at_the_non_target_samples_reports_the_share_poisoned() -> None:
+    """0.9 asks for 270 of 300 samples, but only the samples not of the target class can be poisoned: the share
+    actually poisoned is reported and judged, never 'poisoning 90%'."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    ctx = _tabular_ctx(model)
+    n_other = int((ctx.datasets["reference"].target != 1).sum())
+    out = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.05, 0.9], epochs=2, lr=1e-2, target_class=1)).run(ctx)
+    assert out.evidence[0].rows[2][:3] == [0.9, n_other, round(n_other / 300, 4)] and n_other < 270
+    assert (f"{n_other} of 300 training samples ({n_other / 300:.1%}; 90% asked for, capped at the samples not of class "
+            "1) gives") in out.summary
+    high = {(x.name, x.group): x for x in out.metrics}[("asr_at_highest_rate", None)]
+    assert f"the 270 the rate asks for capped at the {n_other} not of class 1" in high.method
+    assert "15 of 300 training samples (5.0%) gives" in out.summary  # not capped: no note
+
+
+def test_an_evaluation_set_of_the_target_class_only_is_skipped_with_the_reason() -> None:
+    """Every sampled evaluation sample of the target class: nothing to trigger, skipped (not a division by zero)."""
+    torch.manual_seed(0)
+    ctx = _tabular_ctx(nn.Sequential(nn.Linear(4, 2)), ev_labels=np.ones(100, np.int64))
+    with pytest.raises(SkipCheck, match="every sampled evaluation sample is of the target class 1: no attack success"):
+        BackdoorSimulation(BackdoorSimulationConfig(rates=[0.1], epochs=1, target_class=1)).run(ctx)
+
+
+def test_simulation_preflight_refuses_config_the_model_refutes_without_running_it(monkeypatch) -> None:
+    torch.manual_seed(0)
+    adapter = TorchAdapter(nn.Sequential(nn.Linear(4, 2)), input_kind="tabular", device=torch.device("cpu"),
+                           class_names=["no", "yes"])
+    ctx = _tabular_ctx(nn.Sequential(nn.Linear(4, 2)))
+    ctx = AuditContext(adapter, ctx.datasets)
+    _no_model_calls(ctx, monkeypatch)
+    with pytest.raises(InputError, match=r"target_class must be a class index in 0..1. Got 2"):
+        BackdoorSimulation(BackdoorSimulationConfig(target_class=2)).preflight(ctx)
+    with pytest.raises(InputError, match="'pixel' is an image trigger but the model takes tabular"):
+        BackdoorSimulation(BackdoorSimulationConfig(trigger="pixel")).preflight(ctx)
+    BackdoorSimulation(BackdoorSimulationConfig(target_class=1)).preflight(ctx)
+    adapter.class_names = []  # a model that states no classes: the range is checked on its logits when the check runs
+    BackdoorSimulation(BackdoorSimulationConfig(target_class=2)).preflight(ctx)
+    seq = AuditContext(TorchAdapter(nn.Sequential(nn.Linear(4, 2)), input_kind="sequence", device=torch.device("cpu")),
+                       ctx.datasets)
+    with pytest.raises(InputError, match="'pattern' is not a token trigger; token-id models take trigger_token_id"):
+        BackdoorSimulation(BackdoorSimulationConfig(trigger="pattern")).preflight(seq)
 
 
 def test_simulation_bad_input(digits, clean) -> None:
@@ -372,9 +519,10 @@ def test_runner_hands_the_model_json_recipe_to_the_simulation(tmp_path, digits, 
     cfg = load_config(None, {"model.path": str(tmp_path / "model.safetensors"), "data.eval.path": str(tmp_path / "test.npz"),
                              "data.reference.path": str(tmp_path / "train.npz")},
                       [*off, "energy.track=false", "checks.poisoning.backdoor_simulation.rates=[0.1]",
-                       "checks.poisoning.backdoor_simulation.epochs=1",
+                       "checks.poisoning.backdoor_simulation.epochs=6",
                        "checks.poisoning.backdoor_simulation.include_baseline=false"])
     result = run_audit(cfg).check("poisoning.backdoor_simulation")
+    # enough epochs that the retrained model classifies some clean digits correctly: the attack success is defined
     assert result.status in ("pass", "warn") and "recipe 'digits-lenet5'" in result.summary
 
 

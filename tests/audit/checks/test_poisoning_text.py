@@ -13,6 +13,7 @@ from audit.checks.poisoning import BackdoorSimulation, BackdoorSimulationConfig
 from audit.context import AuditContext
 from audit.data import AuditDataset
 from audit.errors import InputError, SkipCheck
+from audit.runner import judge
 from audit.text_backdoor import poison_texts, text_trigger
 from models.adapter import HFTextAdapter, TokenizedTextAdapter, TorchAdapter
 from models.datasets import WordVocab
@@ -91,7 +92,8 @@ def test_fine_tuning_learns_the_text_trigger_as_the_rate_grows(data, lstm) -> No
         assert m[("clean_accuracy", f"rate={r}")].value > 0.9  # what a user monitors hardly moves
     n_victims = int((ye != 1).sum())
     asr = m[("attack_success_rate", "rate=0.2")]
-    assert asr.n == n_victims and asr.ci_low < asr.value <= asr.ci_high
+    n_correct = out.evidence[0].rows[2][out.evidence[0].columns.index("correct non-target samples")]
+    assert asr.n == n_correct and 0.9 * n_victims < asr.n <= n_victims and asr.ci_low < asr.value <= asr.ci_high
     assert m[("asr_at_highest_rate", None)].value == asr.value
     assert m[("asr_at_lowest_rate", None)].value == asr_low
     assert "'cf'" in out.method and "texts" in out.method and "fine-tuning a copy" in out.method
@@ -116,11 +118,13 @@ def test_recipe_retraining_of_a_text_model_equals_an_independent_poisoning(data,
     model = text_adapter(fit_recipe(meta["recipe"], VOCAB.encode(xp), yp, init_args=INIT, epochs=6, seed=seed))
     victims = ye != 0
     triggered = trig.apply([t for t, v in zip(xe, victims) if v], np.random.default_rng([seed, 1]))
-    hits = int((model.predict_logits(triggered).argmax(1).numpy() == 0).sum())
+    clean_pred = model.predict_logits(xe).argmax(1).numpy()
+    eligible = (clean_pred == ye)[victims]  # the non-target texts the poisoned model gets right without the trigger
+    hits = int((model.predict_logits(triggered).argmax(1).numpy()[eligible] == 0).sum())
     asr = by_key(out)[("attack_success_rate", "rate=0.1")]
-    assert asr.value == pytest.approx(hits / victims.sum()) and asr.value > 0.8
-    assert (asr.ci_low, asr.ci_high) == pytest.approx(wilson_interval(hits, int(victims.sum())))
-    acc = float((model.predict_logits(xe).argmax(1).numpy() == ye).mean())
+    assert asr.n == eligible.sum() and asr.value == pytest.approx(hits / eligible.sum()) and asr.value > 0.8
+    assert (asr.ci_low, asr.ci_high) == pytest.approx(wilson_interval(hits, int(eligible.sum())))
+    acc = float((clean_pred == ye).mean())
     assert by_key(out)[("clean_accuracy", "rate=0.1")].value == pytest.approx(acc)
 
 
@@ -217,12 +221,18 @@ def test_a_high_baseline_attack_success_is_said(data, lstm) -> None:
     out = BackdoorSimulation(cfg).run(text_ctx(text_adapter(lstm), data))
     assert by_key(out)[("attack_success_rate", "rate=0")].value < 0.1
     assert not any("already sends" in t for t in out.limitations)
-    # evaluation labels swapped: the positive texts labelled 0 go to class 1 with or without a trigger
+    # evaluation labels swapped: the positive texts labelled 0 go to class 1 with or without a trigger. They are the
+    # model's errors, not the trigger's doing: no text not of class 1 is classified correctly, so attack success is
+    # undefined at every rate (the old measure, every non-target text sent to the target, gave 1.0 without poison)
     swapped = ((x, y), (xe, 1 - ye))
     out = BackdoorSimulation(cfg).run(text_ctx(text_adapter(lstm), swapped))
-    asr0 = by_key(out)[("attack_success_rate", "rate=0")].value
-    assert asr0 > 0.9 and any(f"already sends {asr0:.1%}" in t for t in out.limitations)
-    assert f"without poison the attack already succeeds on {asr0:.3f}" in out.summary
+    for key in (("attack_success_rate", "rate=0"), ("attack_success_rate", "rate=0.1"), ("asr_at_lowest_rate", None)):
+        m = by_key(out)[key]
+        assert m.value is None and m.n == 0 and "no correctly classified non-target samples" in m.method
+    assert "without poison the attack already succeeds on undefined (no correctly classified" in out.summary
+    assert not any("already sends" in t for t in out.limitations)
+    status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
+    assert status == "measured" and outcomes[0].observed is None and not outcomes[0].passed
 
 
 def test_text_models_that_cannot_be_retrained_are_skipped_with_the_reason(data) -> None:
@@ -239,6 +249,10 @@ def test_text_bad_input_before_any_work(data, lstm, monkeypatch) -> None:
     monkeypatch.setattr(adapter, "predict_logits", lambda *a, **k: pytest.fail("the model ran before the input was checked"))
     with pytest.raises(InputError, match="holds no word"):
         BackdoorSimulation(BackdoorSimulationConfig(text_trigger="42", target_class=5)).run(ctx)
+    for bad, message in (("!!!", "holds no word"), ("cf", "'pixel' is not a text trigger")):  # preflight: no model call
+        with pytest.raises(InputError, match=message):
+            BackdoorSimulation(BackdoorSimulationConfig(text_trigger=bad, trigger="pixel" if bad == "cf" else "auto")
+                               ).preflight(ctx)
     monkeypatch.undo()
     with pytest.raises(InputError, match="holds no word"):
         BackdoorSimulation(BackdoorSimulationConfig(text_trigger="42")).run(ctx)
