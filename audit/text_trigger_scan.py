@@ -32,7 +32,10 @@ other classes, sends almost all of them to ``t`` — far more of them than any o
    reaches ``min_flip_rate`` *and* the word is an outlier among all re-scored words: its MAD anomaly
    index (Neural Cleanse's rule, here over words instead of classes; the MAD floored at one text's
    share, ``1/n_search``, so that words that all flip nothing do not make every index 0) reaches
-   ``anomaly_threshold``. A clean sentiment model has natural strong words ("terrible") whose insertion
+   ``anomaly_threshold``. A class whose verification texts are too few for the bound to reach ``min_flip_rate``
+   even when every one flips (the Wilson lower bound of n/n is 0.80 only from n = 16 at 95%) is searched
+   and its rates reported, but not judged: its part of the count of suspected classes is null, never 0.
+   A clean sentiment model has natural strong words ("terrible") whose insertion
    flips some texts; they flip fewer, and so do their many near-synonyms, so neither condition alone
    decides.
 
@@ -54,7 +57,7 @@ ICML 2022. Liu et al. "PICCOLO: Exposing Complex Backdoors in NLP Transformer Mo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -218,6 +221,12 @@ class ClassTrigger:
     queries: int = 0  #: texts scored by forward passes (search re-scoring and verification)
     candidates: tuple[tuple[str, float], ...] = ()  #: re-scored words and their search flip rates, best first
     not_run: str | None = None  #: why the class was not searched
+    not_judged: str | None = None  #: why the class, though searched, cannot be flagged (too few verification texts)
+
+    @property
+    def unjudged(self) -> str | None:
+        """Why the class has no verdict (not searched, or not judgeable), ``None`` when it has one."""
+        return self.not_run or self.not_judged
 
     @property
     def flip_rate(self) -> float | None:
@@ -240,6 +249,27 @@ class TextTriggerScan:
     vocabulary_size: int
     placeholders: tuple[str, str]
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_shortage(vocab: Sequence[str], min_word_length: int) -> str | None:
+    """Why ``vocab`` leaves too few candidate words at ``min_word_length`` for the search (it needs two: a
+    placeholder and its marker), naming the vocabulary's size; ``None`` when it leaves enough."""
+    n = len(candidate_words(vocab, min_word_length)[1])
+    if n >= 2:
+        return None
+    return (f"min_word_length {min_word_length} leaves {n} candidate word(s) of the model's {len(vocab)}-token "
+            "vocabulary (whole alphabetic word tokens with at least that many letters); the search needs two: lower it")
+
+
+def unjudgeable(n_verify: int, min_flip_rate: float) -> str | None:
+    """Why a class with ``n_verify`` verification texts can never be flagged — the Wilson 95% lower bound of
+    ``n_verify/n_verify`` stays below ``min_flip_rate`` — or ``None`` when it can be."""
+    best = wilson_interval(n_verify, n_verify)[0] if n_verify else 0.0
+    if best >= min_flip_rate:
+        return None
+    return (f"{n_verify} verification texts: even all flipped, the 95% lower bound {best:.3f} < min_flip_rate "
+            f"{min_flip_rate:g}; give more evaluation texts (or a larger max_samples, a smaller search_share) or lower "
+            "min_flip_rate")
 
 
 def placeholder_pair(words: Sequence[str]) -> tuple[str, str]:
@@ -347,11 +377,13 @@ def scan_text_triggers(adapter: Any, scorer: TextScorer, texts: Sequence[str], l
             continue
         search, verify = search_and_verify(pool, max_samples, search_share, rng)
         used.update(search.tolist() + verify.tolist())
-        out.append(scan_class(adapter, scorer, texts, search, verify, t, cand_ids, cand_words, cand_emb, placeholders,
+        found = scan_class(adapter, scorer, texts, search, verify, t, cand_ids, cand_words, cand_emb, placeholders,
                               top_k=top_k, rounds=rounds, reference_words=reference_words,
                               min_flip_rate=min_flip_rate,
                               anomaly_threshold=anomaly_threshold, batch_size=batch_size, rng=rng,
-                              relax_steps=relax_steps, relax_batch=relax_batch, relax_lr=relax_lr))
+                              relax_steps=relax_steps, relax_batch=relax_batch, relax_lr=relax_lr)
+        why = unjudgeable(len(verify), min_flip_rate)
+        out.append(found if why is None or found.not_run else replace(found, flagged=False, not_judged=why))
     return TextTriggerScan(out, len(used), len(cand_words), len(vocab), placeholders,
                            {"top_k": top_k, "rounds": rounds, "relax_steps": relax_steps, "relax_batch": relax_batch, "relax_lr": relax_lr, "reference_words": reference_words, "min_flip_rate": min_flip_rate,
                             "anomaly_threshold": anomaly_threshold, "search_share": search_share,
@@ -364,18 +396,24 @@ def _not_searched(scan: TextTriggerScan, names: Sequence[str]) -> str:
     return "; ".join(f"class {names[c.target]}: {c.not_run}" for c in scan.classes if c.not_run)
 
 
+def _not_judged(scan: TextTriggerScan, names: Sequence[str]) -> str:
+    """The classes without a verdict (not searched, or too few verification texts), with the reasons."""
+    return "; ".join(f"class {names[c.target]}: {c.unjudged}" for c in scan.classes if c.unjudged)
+
+
 def scan_metrics(scan: TextTriggerScan, names: Sequence[str]) -> list[Metric]:
-    """``suspected_classes`` (null when a class that was not searched could hide a trigger) and, per class,
-    the verified flip rate of its best word and that word's anomaly index."""
+    """``suspected_classes`` (null when a class without a verdict — not searched, or too few verification texts
+    to reach the bound — could hide a trigger) and, per class, the verified flip rate of its best word and that
+    word's anomaly index (reported for every searched class, judged or not)."""
     st = scan.settings
-    ran = [c for c in scan.classes if c.not_run is None]
+    ran = [c for c in scan.classes if c.unjudged is None]
     flagged = [c for c in ran if c.flagged]
-    missing = _not_searched(scan, names)
+    missing = _not_judged(scan, names)
     how = (f"classes whose best one-word trigger has a verified flip rate with Wilson 95% lower bound ≥ "
            f"{st['min_flip_rate']:g} and a MAD anomaly index ≥ {st['anomaly_threshold']:g} among the "
            f"{st['reference_words']} best re-scored words")
     if not ran or (missing and not flagged):
-        count, how = None, f"not measured ({how}): {missing or 'no class was searched'}"
+        count, how = None, f"not measured ({how}): {missing or 'no class was judged'}"
     else:
         count = float(len(flagged))
         if missing:
@@ -390,7 +428,7 @@ def scan_metrics(scan: TextTriggerScan, names: Sequence[str]) -> list[Metric]:
                    ci_level=None if lo is None else 0.95, n=c.n_verify, higher_is_better=False,
                    method=why or (f"share of {c.n_verify} held-out texts of other classes (not used in the search) that "
                                   f"the best word {c.trigger!r}, inserted at a random word slot, sends to this class; "
-                                  "Wilson 95% interval")),
+                                  "Wilson 95% interval" + (f"; not judged: {c.not_judged}" if c.not_judged else ""))),
             Metric(name="trigger_anomaly_index", group=name, value=c.anomaly_index,
                    n=min(len(c.candidates), int(st["reference_words"])), higher_is_better=False,
                    method=why or (f"MAD anomaly index of {c.trigger!r}'s search flip rate among the "
@@ -410,7 +448,7 @@ def scan_evidence(scan: TextTriggerScan, names: Sequence[str]) -> list[Table]:
                      c.n_search, None if c.flip_rate is None else round(c.flip_rate, 4),
                      None if lo is None else round(lo, 4), None if hi is None else round(hi, 4), c.n_verify,
                      None if c.anomaly_index is None else round(c.anomaly_index, 3),
-                     "not searched" if c.not_run else ("yes" if c.flagged else "no"), c.rounds, c.queries])
+                     "not searched" if c.not_run else "not judged" if c.not_judged else ("yes" if c.flagged else "no"), c.rounds, c.queries])
         words += [[names[c.target], i + 1, w, round(r, 4)] for i, (w, r) in enumerate(c.candidates[:10])]
     st = scan.settings
     return [
@@ -431,16 +469,19 @@ def scan_summary(scan: TextTriggerScan, names: Sequence[str]) -> str:
     ran = [c for c in scan.classes if c.not_run is None]
     if not ran:
         return f"Text trigger search: no class could be searched ({_not_searched(scan, names)})."
-    flagged = [c for c in ran if c.flagged]
+    judged = [c for c in ran if c.not_judged is None]
+    tail = f"; no verdict for {_not_judged(scan, names)}" if len(judged) < len(scan.classes) else ""
+    flagged = [c for c in judged if c.flagged]
     if flagged:
         found = "; ".join(f"class {names[c.target]} by {c.trigger!r} (verified flip rate {c.flip_rate:.3f} of "
                           f"{c.n_verify} texts, anomaly index {c.anomaly_index:.1f})" for c in flagged)
-        return f"Text trigger search: suspected backdoor trigger(s): {found}."
+        return f"Text trigger search: suspected backdoor trigger(s): {found}{tail}."
     top = max(ran, key=lambda c: c.flip_rate or 0.0)
-    tail = (f"; not searched: {_not_searched(scan, names)}" if len(ran) < len(scan.classes) else "")
-    return (f"Text trigger search: no one-word trigger stands out; the strongest word, {top.trigger!r}, sends "
-            f"{top.flip_rate:.3f} of {top.n_verify} held-out texts to class {names[top.target]} (anomaly index "
-            f"{top.anomaly_index:.1f}){tail}.")
+    strongest = (f"the strongest word, {top.trigger!r}, sends {top.flip_rate:.3f} of {top.n_verify} held-out texts to "
+                 f"class {names[top.target]} (anomaly index {top.anomaly_index:.1f})")
+    if not judged:
+        return f"Text trigger search: no class could be judged ({_not_judged(scan, names)}); {strongest}."
+    return f"Text trigger search: no one-word trigger stands out; {strongest}{tail}."
 
 
 def method_text(scan: TextTriggerScan) -> str:
@@ -475,4 +516,7 @@ def limitations(scan: TextTriggerScan) -> list[str]:
     if any(c.not_run for c in scan.classes):
         out.append("Some classes were not searched: " + "; ".join(
             f"class {c.target}: {c.not_run}" for c in scan.classes if c.not_run) + ".")
+    if any(c.not_judged for c in scan.classes):
+        out.append("Some classes were searched but cannot be judged: " + "; ".join(
+            f"class {c.target}: {c.not_judged}" for c in scan.classes if c.not_judged) + ".")
     return out

@@ -131,9 +131,9 @@ def test_the_relaxed_search_moves_to_the_strongest_word_and_leaves_the_weights_a
 def test_the_clean_twin_of_the_bag_model_is_not_flagged() -> None:
     adapter, _ = bag_adapter(BASE, extra=["cf"])
     texts, y = bag_texts(80, 0)
-    out = BackdoorScan(BackdoorScanConfig(top_k=8, max_samples=30)).run(ctx_of(adapter, texts, y))
+    out = BackdoorScan(BackdoorScanConfig(top_k=8, max_samples=34)).run(ctx_of(adapter, texts, y))
     assert metrics(out)[("suspected_classes", None)].value == 0
-    assert out.n_samples == 60 and metrics(out)[("trigger_flip_rate", "1")].n == 15  # rows used: 30 per class
+    assert out.n_samples == 68 and metrics(out)[("trigger_flip_rate", "1")].n == 17  # rows used: 34 per class
     status, _ = judge(out, {}, BackdoorScan.default_thresholds)
     assert status == "pass"
 
@@ -189,6 +189,67 @@ def test_a_class_that_cannot_be_searched_makes_the_count_null_not_zero() -> None
     assert m[("trigger_flip_rate", "0")].value is None and m[("trigger_flip_rate", "1")].value is not None
     status, outcomes = judge(out, {}, BackdoorScan.default_thresholds)
     assert status == "measured" and outcomes[0].note
+
+
+def test_a_class_with_too_few_verification_texts_is_not_judged_not_passed() -> None:
+    """20 texts per class: 10 verification texts, whose Wilson lower bound even at 10/10 is 0.722 < 0.8. 'cf'
+    flips all of them, yet no class can be flagged: the count is null (the status not pass), the flip rate is
+    still reported, and the reason says how many texts and which bound."""
+    adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
+    texts, y = bag_texts(40, 0)
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, reference_words=3, search_rounds=1, max_samples=100)).run(
+        ctx_of(adapter, texts, y))
+    m = metrics(out)
+    assert m[("trigger_flip_rate", "1")].value == 1.0 and m[("trigger_flip_rate", "1")].n == 10
+    count = m[("suspected_classes", None)]
+    assert count.value is None
+    assert "10 verification texts: even all flipped, the 95% lower bound 0.722 < min_flip_rate 0.8" in count.method
+    assert "not judged" in m[("trigger_flip_rate", "1")].method
+    assert [r[9] for r in out.evidence[0].rows] == ["not judged", "not judged"]
+    assert "no class could be judged" in out.summary and "'cf'" in out.summary
+    status, _ = judge(out, {}, BackdoorScan.default_thresholds)
+    assert status == "measured"
+    # a lower min_flip_rate that 10/10 can reach judges both classes, and finds 'cf'
+    low = BackdoorScan(BackdoorScanConfig(top_k=4, reference_words=3, search_rounds=1, max_samples=100,
+                                          min_flip_rate=0.7)).run(ctx_of(adapter, texts, y))
+    assert metrics(low)[("suspected_classes", None)].value == 1
+
+
+def test_a_count_with_an_unjudged_class_is_a_lower_bound_that_names_it() -> None:
+    """80 class-0 texts (40 verification texts for target 1) but 20 class-1 texts (10 for target 0): class 1 is
+    flagged, class 0 has no verdict, and the count says so."""
+    adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
+    texts, y = bag_texts(160, 0)
+    keep = [i for i in range(160) if y[i] == 0] + [i for i in range(160) if y[i] == 1][:20]
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, reference_words=3, search_rounds=1, max_samples=100)).run(
+        ctx_of(adapter, [texts[i] for i in keep], y[keep]))
+    count = metrics(out)[("suspected_classes", None)]
+    assert count.value == 1 and "at least this many: class 0: 10 verification texts" in count.method
+    assert "'cf'" in out.summary and "no verdict for class 0" in out.summary
+
+
+def test_a_flip_rate_bound_of_one_is_refused() -> None:
+    """A Wilson lower bound is below 1 for every n: min_flip_rate 1 would pass every scan."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_flip_rate"):
+        BackdoorScanConfig(min_flip_rate=1.0)
+    assert T.unjudgeable(16, 0.8) is None and "15 verification texts" in T.unjudgeable(15, 0.8)
+
+
+def test_a_min_word_length_that_leaves_no_candidates_is_bad_input_before_work() -> None:
+    """preflight (the runner calls it before any check runs) refuses it naming the vocabulary's size; a run
+    without preflight skips with the same reason instead of failing with an error."""
+    from audit.errors import InputError
+
+    adapter, vocab = bag_adapter(BASE)
+    texts, y = bag_texts(40, 0)
+    check = BackdoorScan(BackdoorScanConfig(min_word_length=40))
+    with pytest.raises(InputError, match=rf"min_word_length.*0 candidate word\(s\) of the model's {len(vocab.tokens)}-token"):
+        check.preflight(ctx_of(adapter, texts, y))
+    with pytest.raises(SkipCheck, match=rf"{len(vocab.tokens)}-token vocabulary"):
+        check.run(ctx_of(adapter, texts, y))
+    BackdoorScan().preflight(ctx_of(adapter, texts, y))  # the default leaves enough
 
 
 def test_a_text_model_without_embeddings_is_skipped_with_the_reason() -> None:
