@@ -287,6 +287,26 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, tmp_path:
     assert not out.exists(), "bad input writes nothing"
 
 
+@pytest.mark.parametrize("case", sorted(c for c in BAD_INPUTS if c.startswith("backdoor")))
+def test_backdoor_simulation_bad_config_exits_2_before_any_check_runs(case: str, tmp_path: Path, torchscript_file: Path,
+                                                                      image_npz: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulation's preflight refuses its config before any check (the probe's model call aside) runs: the run
+    methods are never entered, where the check's own late refusal came after performance, corruption, ... had run."""
+    from audit import registry
+
+    ran: list[str] = []
+    for cid in registry.list_checks():
+        cls = registry.get_check(cid)
+        monkeypatch.setattr(cls, "run", lambda self, ctx, _cid=cid: ran.append(_cid) or pytest.fail(f"{_cid} ran"))
+    make_args, pattern = BAD_INPUTS[case]
+    code, stdout, stderr = invoke("audit", *make_args(tmp_path, torchscript_file, image_npz), "--device", "cpu",
+                                  "--out", tmp_path / "out", "--quiet")
+    import re
+
+    assert code == 2 and re.search(pattern, stderr) and ran == [], (stderr, ran)
+
+
 def test_pickle_refused_then_allowed(tmp_path: Path, pickle_file: Path, image_npz: Path) -> None:
     out = tmp_path / "out"
     code, _, stderr = invoke(*audit_flags(pickle_file, image_npz, out))
