@@ -8,8 +8,9 @@ sentiment sentences generated in code (no data set is downloaded); the clean acc
 
 Simulation section (``poisoning.backdoor_simulation``): the rare token ``cf`` (RIPPLe's trigger) inserted
 at a seeded random word slot of a share of the training texts, labelled with the target class; per poison
-rate, a copy of the model is fine-tuned on the poisoned texts and the attack success rate (triggered
-evaluation texts not of the target class that the poisoned model sends to it) and the clean accuracy are
+rate, a copy of the model is fine-tuned on the poisoned texts and the attack success rate (of the
+evaluation texts not of the target class that the poisoned model classifies correctly without the trigger, the
+share it sends to the target with it; their number is n) and the clean accuracy are
 printed with Wilson 95% intervals, n and the time. Two fine-tuning settings:
 
 - ``head``: the model as trained — the encoder frozen, only the head (770 parameters) learns, which is
@@ -108,6 +109,9 @@ def run_simulation(adapter, train: tuple[list[str], np.ndarray], evaluation: tup
         for row in out.evidence[0].rows:
             rate, n_p = row[0], row[1]
             asr, acc = m[("attack_success_rate", f"rate={rate:g}")], m[("clean_accuracy", f"rate={rate:g}")]
+            if asr.value is None or acc.value is None:  # undefined: the method says why
+                print(f"{rate:6g} {n_p:8d}   null ({asr.method})")
+                continue
             print(f"{rate:6g} {n_p:8d} {asr.value:6.3f} [{asr.ci_low:.3f}, {asr.ci_high:.3f}] {asr.n:5d} "
                   f"{acc.value:9.3f} [{acc.ci_low:.3f}, {acc.ci_high:.3f}] {acc.n:5d}")
         print(f"  {seconds:.1f} s for {len(out.evidence[0].rows)} fine-tunings of {args.epochs} epoch(s) and their "
