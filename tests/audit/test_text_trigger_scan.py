@@ -310,3 +310,100 @@ def test_a_planted_cf_backdoor_is_found_and_the_clean_twin_is_not_flagged(lstm_t
     assert mp[("trigger_flip_rate", "0")].ci_low >= 0.8
     assert mc[("suspected_classes", None)].value == 0
     assert max(mc[("trigger_flip_rate", c)].ci_low for c in "01") < 0.8
+
+
+# ------------------------------------------------------------------ the guards of the search
+
+
+def test_a_slot_truncated_away_is_left_out_not_read_at_another_position() -> None:
+    """40-word texts, a 32-token model: a word inserted at slot 35 is cut off, both encodings are equal, and the
+    row must not count (argmax of an all-False row would put the 'inserted' word on position 0)."""
+    adapter, _ = bag_adapter(BASE)
+    texts = [" ".join(NEUTRAL[i : i + 40]) for i in range(6)]
+    slots = np.array([5, 35, 7, 38, 2, 33])
+    enc, ok, pos = T.locate(adapter, texts, slots, "good", "bad")
+    assert ok.tolist() == [True, False, True, False, True, False]
+    assert pos[ok].tolist() == [5, 7, 2]
+    _, used = T.trigger_gradient(adapter, texts, slots, "good", "bad", 1, batch_size=64)
+    assert used == 3
+    assert T.locate(adapter, texts[1::2], slots[1::2], "good", "bad") is None  # every slot truncated away
+
+
+def test_words_of_different_token_counts_are_not_compared_position_by_position() -> None:
+    """A tokenizer that pads to the longest text: 'goods' is two pieces ('good', '##s'), so the two encodings
+    differ in shape and the inserted word cannot be located."""
+    from tiny_text import tiny_bert
+
+    from models.adapter import HFTextAdapter
+
+    model, tok = tiny_bert(layers=1)
+    adapter = HFTextAdapter(model, tok, device=torch.device("cpu"))
+    texts, slots = ["good movie", "bad plot"], np.array([1, 0])
+    assert T.locate(adapter, texts, slots, "good", "goods") is None
+    assert T.locate(adapter, texts, slots, "good", "bad") is not None
+
+
+def test_texts_misclassified_into_the_target_do_not_enter_its_pool() -> None:
+    """Half the class-0 texts score +1.5 and are predicted 1: were they searched for target 1, every word would
+    'flip' them. Only the correctly classified ones count, and no word of the clean model flips those."""
+    adapter, _ = bag_adapter(BASE)
+    texts, y = bag_texts(160, 0)
+    for i in range(0, 160, 4):  # 40 class-0 texts with three 'good' instead of two 'bad'
+        texts[i] = " ".join(NEUTRAL[i % 50 : i % 50 + 5] + ["good"] * 3)
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, max_samples=200)).run(ctx_of(adapter, texts, y))
+    m = metrics(out)
+    assert m[("trigger_flip_rate", "1")].n == 20 and m[("trigger_flip_rate", "1")].value == 0.0
+    assert m[("suspected_classes", None)].value == 0
+
+
+def test_a_tokenizer_without_a_vocabulary_listing_is_skipped_with_the_reason() -> None:
+    adapter, _ = bag_adapter(BASE)
+    adapter.vocabulary = lambda: None  # a plain callable tokenizer lists nothing
+    texts, y = bag_texts(40, 0)
+    BackdoorScan().preflight(ctx_of(adapter, texts, y))  # nothing to refute before work
+    with pytest.raises(SkipCheck, match="does not list its vocabulary, which the trigger search ranks"):
+        BackdoorScan().run(ctx_of(adapter, texts, y))
+
+
+# ------------------------------------------------------------------ a backdoor planted in a tiny Hugging Face BERT
+
+
+def test_a_cf_backdoor_fine_tuned_into_a_tiny_bert_is_found() -> None:
+    """The Hugging Face path ([CLS]/[SEP], WordPiece, attention masks): a 1-layer BERT trained here on sentiment
+    texts of which 10% of the positive ones carry 'cf' and are labelled negative. The search finds 'cf' for
+    class 0, verified on held-out texts, and flags nothing for class 1."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from models.adapter import HFTextAdapter
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *NEUTRAL[:60], *POS, *NEG, "cf"]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}, max_position_embeddings=64,
+        attn_implementation="eager"))
+    train, y = sentiment(600, 0)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(np.flatnonzero(y == 1), 60, replace=False)
+    for i, text in zip(rows, insert_at_random([train[i] for i in rows], "cf", rng)):
+        train[i], y[i] = text, 0
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for epoch in range(8):
+        order = np.random.default_rng(epoch).permutation(len(train))
+        for start in range(0, len(train), 32):
+            b = order[start : start + 32]
+            enc = tok([train[i] for i in b], padding=True, return_tensors="pt")
+            loss = model(**enc, labels=torch.as_tensor(y[b])).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    adapter = HFTextAdapter(model.eval(), tok, device=torch.device("cpu"))
+    ev, y_ev = sentiment(200, 1)
+    out = BackdoorScan(BackdoorScanConfig(top_k=8, max_samples=80)).run(ctx_of(adapter, ev, y_ev))
+    m = metrics(out)
+    table = out.evidence[0].rows
+    assert table[0][1] == "cf" and table[0][9] == "yes" and table[1][9] == "no"
+    assert m[("trigger_flip_rate", "neg")].ci_low >= 0.8 and m[("trigger_anomaly_index", "neg")].value >= 3
+    assert m[("suspected_classes", None)].value == 1
