@@ -18,7 +18,7 @@ other classes, sends almost all of them to ``t`` — far more of them than any o
    the whole vocabulary.
    A learnt backdoor is often detected non-linearly (an attention head that fires on the trigger), so at
    the placeholder it can look weaker than a class's natural words: on a MiniLM sentiment model with a
-   planted ``cf`` it ranked 8,500th of 21,700 words. In the first round a **relaxed search** therefore
+   planted ``cf`` it ranked 8,047th of 21,719 words. In the first round a **relaxed search** therefore
    ranks the words too (DBS, PICCOLO): ``search_steps`` Adam steps on weights over all candidates, whose
    softmax mixes their embeddings into the inserted word's, towards the target; its best words are
    re-scored besides the gradient's (``cf`` came first, found and verified).

@@ -252,6 +252,14 @@ def test_a_min_word_length_that_leaves_no_candidates_is_bad_input_before_work() 
     BackdoorScan().preflight(ctx_of(adapter, texts, y))  # the default leaves enough
 
 
+def test_without_labels_the_predictions_pick_the_texts_and_the_limitations_say_so() -> None:
+    adapter, _ = bag_adapter({**BASE, "cf": 5.0}, extra=["cf"])
+    texts, _ = bag_texts(80, 0)
+    out = BackdoorScan(BackdoorScanConfig(top_k=4, max_samples=40)).run(ctx_of(adapter, texts, None))
+    assert metrics(out)[("suspected_classes", None)].value == 1
+    assert any("no labels" in note for note in out.limitations)
+
+
 def test_a_text_model_without_embeddings_is_skipped_with_the_reason() -> None:
     from tiny_text import KeywordTextAdapter
 
