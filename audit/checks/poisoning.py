@@ -261,8 +261,9 @@ class _RateResult:
     reason: str | None = None
 
 
-def _asr_text(r: _RateResult) -> str:
-    return f"{r.asr:.3f}" if r.asr is not None else f"undefined ({r.reason})"
+def _asr_text(r: _RateResult, lead: str, none: str) -> str:
+    """``lead`` and the attack success rate, or ``none`` and the reason it is undefined."""
+    return f"{lead}{r.asr:.3f}" if r.asr is not None else f"{none} ({r.reason})"
 
 
 def _measure(setup: _Setup, train_fn: Any, rates: list[float], target: int
@@ -449,9 +450,11 @@ class BackdoorSimulation(Check):
         ]
         accs = ([f"clean accuracy {res[high].accuracy:.3f}"] if res[high].accuracy is not None else []) + (
             [f"{res[0.0].accuracy:.3f} without poison"] if 0.0 in res else [])
-        summary = (f"Retrained by {how}: poisoning {poisoned(low)} gives an attack success rate of {_asr_text(res[low])}, "
-                   f"{poisoned(high)} gives {_asr_text(res[high])}" + (f" ({', '.join(accs)})" if accs else "")
-                   + (f"; without poison the attack already succeeds on {_asr_text(res[0.0])}" if 0.0 in res else "")
+        summary = (f"Retrained by {how}: poisoning {poisoned(low)} gives "
+                   f"{_asr_text(res[low], 'an attack success rate of ', 'no attack success rate')}, {poisoned(high)} "
+                   f"gives {_asr_text(res[high], '', 'none')}" + (f" ({', '.join(accs)})" if accs else "")
+                   + (f"; {_asr_text(res[0.0], 'without poison the attack already succeeds on ', 'without poison none')}"
+                      if 0.0 in res else "")
                    + ".")
         baseline = []
         asr0 = res[0.0].asr if 0.0 in res else None

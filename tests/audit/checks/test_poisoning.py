@@ -221,7 +221,7 @@ def test_a_model_that_sends_everything_to_the_target_has_no_attack_success() -> 
     for key in (("attack_success_rate", "rate=0"), ("attack_success_rate", "rate=0.1"), ("asr_at_lowest_rate", None)):
         assert m[key].value is None and m[key].n == 0
         assert "no correctly classified non-target samples" in m[key].method
-    assert "attack success rate of undefined (no correctly classified non-target samples)" in out.summary
+    assert "gives no attack success rate (no correctly classified non-target samples)" in out.summary
     status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
     assert status == "measured" and outcomes[0].observed is None and not outcomes[0].passed
 
@@ -274,9 +274,15 @@ def test_a_default_rate_that_poisons_nothing_is_null_with_the_reason_not_a_pass(
         assert "rate 0.01 poisons none of the 40 training samples (round(0.01·40) = 0)" in m[key].method
     assert m[("attack_success_rate", "rate=0.05")].value is not None  # round(2.0) = 2 samples poisoned
     assert out.evidence[0].rows[1][:3] == [0.01, 0, 0.0] and out.evidence[0].rows[2][:3] == [0.05, 2, 0.05]
-    assert "poisoning 0 of 40 training samples (0.0%) gives an attack success rate of undefined (rate 0.01" in out.summary
+    assert "poisoning 0 of 40 training samples (0.0%) gives no attack success rate (rate 0.01 poisons none" in out.summary
     status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
     assert status == "measured" and not outcomes[0].passed and outcomes[0].observed is None
+    # a training set of the target class only: no sample can be poisoned at any rate
+    out = BackdoorSimulation(BackdoorSimulationConfig(rates=[0.1], epochs=1, target_class=1)).run(
+        _tabular_ctx(model, n_ref=40, ref_labels=np.ones(40, np.int64)))
+    asr = {(x.name, x.group): x for x in out.metrics}[("attack_success_rate", "rate=0.1")]
+    assert asr.value is None and "rate 0.1 poisons none of the 40 training samples (none is of a class other than 1)" \
+        in asr.method
 
 
 def test_a_rate_capped_at_the_non_target_samples_reports_the_share_poisoned() -> None:

@@ -229,7 +229,7 @@ def test_a_high_baseline_attack_success_is_said(data, lstm) -> None:
     for key in (("attack_success_rate", "rate=0"), ("attack_success_rate", "rate=0.1"), ("asr_at_lowest_rate", None)):
         m = by_key(out)[key]
         assert m.value is None and m.n == 0 and "no correctly classified non-target samples" in m.method
-    assert "without poison the attack already succeeds on undefined (no correctly classified" in out.summary
+    assert "; without poison none (no correctly classified non-target samples)." in out.summary
     assert not any("already sends" in t for t in out.limitations)
     status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
     assert status == "measured" and outcomes[0].observed is None and not outcomes[0].passed
