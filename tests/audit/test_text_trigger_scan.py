@@ -415,3 +415,29 @@ def test_a_cf_backdoor_fine_tuned_into_a_tiny_bert_is_found() -> None:
     assert table[0][1] == "cf" and table[0][9] == "yes" and table[1][9] == "no"
     assert m[("trigger_flip_rate", "neg")].ci_low >= 0.8 and m[("trigger_anomaly_index", "neg")].value >= 3
     assert m[("suspected_classes", None)].value == 1
+
+
+@pytest.mark.parametrize(("setting", "pattern"), [
+    ("checks.poisoning.backdoor_scan.min_word_length=40", r"min_word_length.*0 candidate word\(s\) of the model's 16-token"),
+    ("checks.poisoning.backdoor_scan.min_flip_rate=1", r"min_flip_rate"),
+])
+def test_the_cli_refuses_a_scan_config_that_cannot_work_before_any_check_runs(setting: str, pattern: str, tmp_path,
+                                                                              monkeypatch) -> None:  # noqa: ANN001
+    """Exit 2, one line, no check's run entered, nothing written (a hostile config, not a run that errors)."""
+    import re
+
+    from tiny_text import gendered_text_audit_data
+    from typer.testing import CliRunner
+
+    import cli
+    from audit import registry
+
+    keys = gendered_text_audit_data(tmp_path)
+    ran: list[str] = []
+    for cid in registry.list_checks():
+        monkeypatch.setattr(registry.get_check(cid), "run", lambda self, ctx, _c=cid: ran.append(_c) or pytest.fail(_c))
+    result = CliRunner().invoke(cli.app, ["audit", "--model", keys["model.path"], "--data", keys["data.eval.path"],
+                                          "--set", "data.eval.target=label", "--set", "data.eval.text_column=text",
+                                          "--set", setting, "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 2 and re.search(pattern, result.stderr) and ran == [], (result.stderr, ran)
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
