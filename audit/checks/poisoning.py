@@ -325,6 +325,49 @@ def _measure(setup: _Setup, train_fn: Any, rates: list[float], target: int
     return rows, metrics, results
 
 
+def _evidence(setup: _Setup, rows: list[list[Any]], res: dict[float, _RateResult], rates: list[float], how: str,
+              target: int) -> list[Any]:
+    """The per-rate table and the attack-success and clean-accuracy curves."""
+    unit = setup.unit
+    return [
+        Table(title="Backdoor attack success and clean accuracy per poison rate",
+              columns=["poison rate", "poisoned samples", "poisoned share", "attack success rate", "CI low",
+                       "CI high", "correct non-target samples", "clean accuracy", "CI low", "CI high",
+                       "clean samples"], rows=rows,
+              caption=f"Retrained by {how}. Trigger: {setup.trigger}. Rate 0 is the same pipeline without poison. "
+                      f"Attack success counts only the evaluation {unit} not of class {target} that the "
+                      "retrained model classifies correctly without the trigger (their number is given); a rate "
+                      "capped at the samples not of the target class poisons a smaller share than it asks for."),
+        Figure(kind="line", title="Attack success rate and clean accuracy against the poison rate",
+               data={"x": rates, "series": {
+                   "attack success rate": [None if res[r].asr is None else round(res[r].asr, 4) for r in rates],
+                   "clean accuracy": [None if res[r].accuracy is None else round(res[r].accuracy, 4)
+                                      for r in rates]},
+                     "xlabel": "poison rate (share of training samples asked for)", "ylabel": "rate"},
+               caption="A steep attack-success curve at small rates means the pipeline learns a backdoor from few "
+                       "poisoned samples while clean accuracy, what a user would monitor, hardly moves."),
+    ]
+
+
+def _summary(res: dict[float, _RateResult], how: str, unit: str, n_tr: int, target: int, low: float, high: float
+             ) -> str:
+    """The lowest and highest rates' attack success (or why it is undefined), with the share each poisoned."""
+    def poisoned(r: float) -> str:
+        p = res[r]
+        capped = (f"; {r:.0%} asked for, capped at the {unit} not of class {target}"
+                  if p.poisoned < p.requested else "")
+        return f"{p.poisoned} of {n_tr} training {unit} ({p.poisoned / n_tr:.1%}{capped})"
+
+    accs = ([f"clean accuracy {res[high].accuracy:.3f}"] if res[high].accuracy is not None else []) + (
+        [f"{res[0.0].accuracy:.3f} without poison"] if 0.0 in res else [])
+    return (f"Retrained by {how}: poisoning {poisoned(low)} gives "
+            f"{_asr_text(res[low], 'an attack success rate of ', 'no attack success rate')}, {poisoned(high)} "
+            f"gives {_asr_text(res[high], '', 'none')}" + (f" ({', '.join(accs)})" if accs else "")
+            + (f"; {_asr_text(res[0.0], 'without poison the attack already succeeds on ', 'without poison none')}"
+               if 0.0 in res else "")
+            + ".")
+
+
 class BackdoorSimulationConfig(CheckConfig):
     """Settings of ``poisoning.backdoor_simulation``. Every rate retrains a model: keep the budget small."""
 
@@ -418,44 +461,13 @@ class BackdoorSimulation(Check):
         rows, metrics, res = _measure(setup, train_fn, rates, cfg.target_class)
         low, high = min(cfg.rates), max(cfg.rates)
         unit, n_tr = setup.unit, len(y_tr)
-
-        def poisoned(r: float) -> str:
-            p = res[r]
-            capped = (f"; {r:.0%} asked for, capped at the {unit} not of class {cfg.target_class}"
-                      if p.poisoned < p.requested else "")
-            return f"{p.poisoned} of {n_tr} training {unit} ({p.poisoned / n_tr:.1%}{capped})"
-
         by_group = {m.group: m for m in metrics if m.name == "attack_success_rate"}
         head = [by_group[f"rate={r:g}"].model_copy(update={
                     "name": name, "group": None,
                     "method": f"at the {which} poison rate {r:g}: " + by_group[f"rate={r:g}"].method})
                 for name, which, r in (("asr_at_lowest_rate", "lowest", low), ("asr_at_highest_rate", "highest", high))]
-        evidence: list[Any] = [
-            Table(title="Backdoor attack success and clean accuracy per poison rate",
-                  columns=["poison rate", "poisoned samples", "poisoned share", "attack success rate", "CI low",
-                           "CI high", "correct non-target samples", "clean accuracy", "CI low", "CI high",
-                           "clean samples"], rows=rows,
-                  caption=f"Retrained by {how}. Trigger: {setup.trigger}. Rate 0 is the same pipeline without poison. "
-                          f"Attack success counts only the evaluation {unit} not of class {cfg.target_class} that the "
-                          "retrained model classifies correctly without the trigger (their number is given); a rate "
-                          "capped at the samples not of the target class poisons a smaller share than it asks for."),
-            Figure(kind="line", title="Attack success rate and clean accuracy against the poison rate",
-                   data={"x": rates, "series": {
-                       "attack success rate": [None if res[r].asr is None else round(res[r].asr, 4) for r in rates],
-                       "clean accuracy": [None if res[r].accuracy is None else round(res[r].accuracy, 4)
-                                          for r in rates]},
-                         "xlabel": "poison rate (share of training samples asked for)", "ylabel": "rate"},
-                   caption="A steep attack-success curve at small rates means the pipeline learns a backdoor from few "
-                           "poisoned samples while clean accuracy, what a user would monitor, hardly moves."),
-        ]
-        accs = ([f"clean accuracy {res[high].accuracy:.3f}"] if res[high].accuracy is not None else []) + (
-            [f"{res[0.0].accuracy:.3f} without poison"] if 0.0 in res else [])
-        summary = (f"Retrained by {how}: poisoning {poisoned(low)} gives "
-                   f"{_asr_text(res[low], 'an attack success rate of ', 'no attack success rate')}, {poisoned(high)} "
-                   f"gives {_asr_text(res[high], '', 'none')}" + (f" ({', '.join(accs)})" if accs else "")
-                   + (f"; {_asr_text(res[0.0], 'without poison the attack already succeeds on ', 'without poison none')}"
-                      if 0.0 in res else "")
-                   + ".")
+        evidence = _evidence(setup, rows, res, rates, how, cfg.target_class)
+        summary = _summary(res, how, unit, n_tr, cfg.target_class, low, high)
         baseline = []
         asr0 = res[0.0].asr if 0.0 in res else None
         if asr0 is not None and asr0 >= 0.1:  # the trigger moves the clean pipeline's model: not a learnt backdoor
