@@ -69,8 +69,10 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
-    """Library raises, CLI translates: bad input → 2, anything unexpected → 3, SIGINT 130, SIGTERM 143."""
+def _translate_errors(skip_pdf: str | None = None) -> Iterator[None]:
+    """Library raises, CLI translates: bad input → 2, anything unexpected → 3, SIGINT 130, SIGTERM 143.
+
+    ``skip_pdf`` is how the command at hand does without the PDF, added to a failed PDF's message."""
     if not os.environ.get("DEEPAUDIT_DEBUG"):
         # Warnings of the underlying libraries (captum, shap, ART) are noise on a CI log.
         import logging
@@ -93,7 +95,10 @@ def _translate_errors() -> Iterator[None]:
         raise typer.Exit(code) from None
     except Exception as exc:  # noqa: BLE001 - the one place exceptions become exit codes
         if isinstance(exc, _input_errors()):
-            _stderr(f"deepaudit: error: {exc}")
+            from reports.pdf import PdfError
+
+            hint = f" To do without the PDF, {skip_pdf}." if skip_pdf and isinstance(exc, PdfError) else ""
+            _stderr(f"deepaudit: error: {exc}{hint}")
             raise typer.Exit(EXIT_USAGE) from None
         if os.environ.get("DEEPAUDIT_DEBUG"):
             raise
@@ -341,7 +346,7 @@ def audit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Audit a model: write results.json, report.html and, if asked, JUnit and Markdown."""
-    with _translate_errors():
+    with _translate_errors(skip_pdf="pass --no-pdf"):
         from audit.config import load_config
         from audit.errors import ConfigError
 
@@ -481,7 +486,7 @@ def report(
     The files go next to RESULTS unless --out names another folder; a folder holding another
     report's files gets the new set whole (files of the other report that the new set does not
     write are removed), never a mix."""
-    with _translate_errors():
+    with _translate_errors(skip_pdf="drop pdf from --format"):
         from audit.errors import InputError
         from reports import write_reports
 

@@ -18,9 +18,9 @@ from .io import atomic_write_text
 from .junit import render_junit
 from .markdown import render_markdown
 from .outputs import StagedSet
-from .pdf import ReportError, render_pdf
+from .pdf import PdfError, ReportError, render_pdf
 
-__all__ = ["ReportError", "StagedSet", "atomic_write_text", "render_card_html", "render_card_markdown",
+__all__ = ["PdfError", "ReportError", "StagedSet", "atomic_write_text", "render_card_html", "render_card_markdown",
            "render_html", "render_junit", "render_markdown", "render_pdf", "write_reports"]
 
 JSON_NAME = "results.json"
@@ -87,7 +87,7 @@ def write_reports(result: AuditResult, out_dir: Path, *, html: bool = True, juni
         written, pdf_error = _stage(own, planned, pdf=pdf, keep_html=html, out_dir=out_dir)
         own.publish()
     if pdf_error is not None:
-        error = ReportError(f"{pdf_error} The rest of the report was written to {out_dir}.")
+        error = PdfError(f"{pdf_error} The rest of the report was written to {out_dir}.")
         error.written = written
         raise error
     return written

@@ -28,8 +28,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 HEADLESS_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-extensions", "--mute-audio")
-INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install chromium), set DEEPAUDIT_CHROMIUM to its path, "
-                "or pass --no-pdf")
+INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install chromium) or set DEEPAUDIT_CHROMIUM to its path"
 
 
 class ReportError(InputError):
@@ -40,6 +39,12 @@ class ReportError(InputError):
     """
 
     written: dict[str, Path] | None = None
+
+
+class PdfError(ReportError):
+    """The PDF could not be printed (no browser, or it failed or timed out). The message names no option to
+    skip the PDF: that depends on the command, and the CLI adds it (``--no-pdf`` for ``audit``, dropping
+    ``pdf`` from ``--format`` for ``report``)."""
 
 
 def find_chromium() -> str | None:
@@ -54,7 +59,7 @@ def require_chromium() -> str:
     """The Chromium binary (:func:`find_chromium`), or :class:`ReportError` saying how to get one."""
     browser = find_chromium()
     if browser is None:
-        raise ReportError(f"PDF export needs headless Chromium, which was not found; {INSTALL_HINT}.")
+        raise PdfError(f"PDF export needs headless Chromium, which was not found; {INSTALL_HINT}.")
     return browser
 
 
@@ -87,7 +92,7 @@ def render_pdf(html_path: Path, pdf_path: Path, *, timeout_s: float = 120.0) -> 
 
     Raises
     ------
-    ReportError
+    PdfError
         When no Chromium is found, or it fails, times out or produces no PDF.
     """
     html_path, pdf_path = Path(html_path).resolve(), Path(pdf_path)
@@ -108,8 +113,7 @@ def render_pdf(html_path: Path, pdf_path: Path, *, timeout_s: float = 120.0) -> 
             returncode, stderr = _run_in_own_group(cmd, env, timeout_s, html_path.name)
         if returncode != 0 or tmp.stat().st_size == 0 or not tmp.read_bytes()[:5] == b"%PDF-":
             last = (stderr.strip().splitlines() or ["no message"])[-1]
-            raise ReportError(f"Chromium failed to print {html_path.name} to PDF (exit {returncode}: {last}); "
-                              "pass --no-pdf to skip the PDF.")
+            raise PdfError(f"Chromium failed to print {html_path.name} to PDF (exit {returncode}: {last}).")
         os.chmod(tmp, _NEW_FILE_MODE)
         os.replace(tmp, pdf_path)
     finally:
@@ -125,7 +129,7 @@ def _run_in_own_group(cmd: list[str], env: dict[str, str], timeout_s: float, nam
         try:
             _, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise ReportError(f"Chromium did not print {name} within {timeout_s:.0f} s; retry, or pass --no-pdf.") from None
+            raise PdfError(f"Chromium did not print {name} within {timeout_s:.0f} s; retry.") from None
         return proc.returncode, stderr or ""
     finally:
         # Chromium's helpers (zygote, GPU, renderer) stay in the group even after the leader exits.

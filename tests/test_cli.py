@@ -189,8 +189,21 @@ def test_missing_browser_for_pdf_exits_2(tmp_path: Path, torchscript_file: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "nothing"))
     code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, tmp_path / "out", "--pdf"))
-    assert code == 2 and "apt-get install chromium" in stderr and "--no-pdf" in stderr
+    assert code == 2 and "apt-get install chromium" in stderr and "To do without the PDF, pass --no-pdf." in stderr
     assert not (tmp_path / "out").exists()  # found before any work: nothing written
+
+
+def test_missing_browser_for_report_pdf_names_report_s_own_way_out(tmp_path: Path, torchscript_file: Path,
+                                                                   image_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report` has no --no-pdf: the advice is to drop pdf from --format."""
+    out = tmp_path / "out"
+    code, _, stderr = invoke(*audit_flags(torchscript_file, image_npz, out, "--checks", "performance"))
+    assert code in (0, 1), stderr
+    monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(tmp_path / "nothing"))
+    code, _, stderr = invoke("report", out / "results.json", "--out", tmp_path / "again", "--format", "pdf")
+    assert code == 2 and "apt-get install chromium" in stderr, stderr
+    assert "To do without the PDF, drop pdf from --format." in stderr and "--no-pdf" not in stderr
+    assert not (tmp_path / "again").exists()
 
 
 # ------------------------------------------------------------------------------------ bad input

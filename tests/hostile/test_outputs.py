@@ -557,7 +557,9 @@ def test_failed_print_publishes_the_rest_and_drops_the_old_pdf(tmp_path: Path, s
     monkeypatch.setenv("DEEPAUDIT_CHROMIUM", str(failing))
     code, _, stderr = invoke("report", _write_results(tmp_path / "new", "r-new"), "--out", out, "--format", "pdf")
     assert code == 2
-    one_line_error(stderr, "Chromium failed to print", "fake chromium crashed", "--no-pdf", f"written to {out}")
+    one_line_error(stderr, "Chromium failed to print", "fake chromium crashed", f"written to {out}",
+                   "To do without the PDF, drop pdf from --format.")
+    assert "--no-pdf" not in stderr, "report has no --no-pdf"
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"], \
         "the new set without its PDF; the old report's PDF and card are gone"
     assert json.loads((out / "results.json").read_text())["provenance"]["report_id"] == "r-new"
