@@ -325,6 +325,22 @@ def _measure(setup: _Setup, train_fn: Any, rates: list[float], target: int
     return rows, metrics, results
 
 
+def _learnt_nothing(by_group: dict[str, Metric], high: float, bound: float) -> str | None:
+    """Why the simulation is not sensitive, or None: the retraining learnt no backdoor even at the highest rate
+    when that rate's attack success rate is, against noise, below ``bound`` (its Wilson upper bound is) or not above
+    the rate-0 baseline (its value is at most the baseline's Wilson upper bound)."""
+    top, base = by_group[f"rate={high:g}"], by_group.get("rate=0")
+    if top.value is None or top.ci_high is None:
+        return None
+    below = top.ci_high < bound
+    flat = base is not None and base.ci_high is not None and top.value <= base.ci_high
+    if not (below or flat):
+        return None
+    return (f"the retraining learnt no backdoor even at the highest poison rate (ASR {top.value:.3f} "
+            f"[{top.ci_low:.3f}, {top.ci_high:.3f}] at {high:g}); the simulation is not sensitive — raise epochs or "
+            "lr, or use the recipe")
+
+
 def _evidence(setup: _Setup, rows: list[list[Any]], res: dict[float, _RateResult], rates: list[float], how: str,
               target: int) -> list[Any]:
     """The per-rate table and the attack-success and clean-accuracy curves."""
@@ -466,8 +482,15 @@ class BackdoorSimulation(Check):
                     "name": name, "group": None,
                     "method": f"at the {which} poison rate {r:g}: " + by_group[f"rate={r:g}"].method})
                 for name, which, r in (("asr_at_lowest_rate", "lowest", low), ("asr_at_highest_rate", "highest", high))]
+        insensitive = _learnt_nothing(by_group, high, self._warn_bound(cfg))
+        if insensitive:
+            head[0] = head[0].model_copy(update={
+                "value": None, "ci_low": None, "ci_high": None, "ci_level": None,
+                "method": f"not judged: {insensitive} ({head[0].method})"})
         evidence = _evidence(setup, rows, res, rates, how, cfg.target_class)
         summary = _summary(res, how, unit, n_tr, cfg.target_class, low, high)
+        if insensitive:
+            summary += f" The lowest rate is not judged: {insensitive}."
         baseline = []
         asr0 = res[0.0].asr if 0.0 in res else None
         if asr0 is not None and asr0 >= 0.1:  # the trigger moves the clean pipeline's model: not a learnt backdoor
@@ -486,14 +509,23 @@ class BackdoorSimulation(Check):
                     f"BadNets and ART evaluate a backdoor): of the evaluation {unit} not of class {cfg.target_class} "
                     "that the retrained model classifies correctly without the trigger, the share it classifies as "
                     f"{cfg.target_class} with it; undefined (null) when it classifies none of them correctly; the "
-                    "rate-0 row is the same measure without poison."),
+                    "rate-0 row is the same measure without poison. The lowest rate is not judged when the "
+                    "retraining learnt no backdoor even at the highest rate: its attack success rate's Wilson upper "
+                    f"bound is below the bound the lowest rate is judged against ({self._warn_bound(cfg):g}), or "
+                    "its attack success rate is not above the rate-0 row's Wilson upper bound."),
             limitations=[
                 "A warning means this pipeline learns a backdoor from the smallest poison rate: whoever can slip that "
                 "share of samples into the training data controls the model's output on triggered inputs.",
                 f"Retrained for {cfg.epochs} epoch(s) on at most {cfg.max_train_samples} {setup.unit} to keep the budget "
                 "small; the full pipeline may learn the backdoor from fewer samples.",
                 *setup.limitations, *baseline, *notes,
+                *([f"Not judged: {insensitive}. A pass at the lowest rate would prove nothing."] if insensitive else []),
             ])
+
+    def _warn_bound(self, cfg: BackdoorSimulationConfig) -> float:
+        """The bound ``asr_at_lowest_rate`` is judged against: the config's threshold, else the built-in one."""
+        spec = cfg.thresholds.get("asr_at_lowest_rate") or self.default_thresholds["asr_at_lowest_rate"]
+        return spec.max if spec.max is not None else self.default_thresholds["asr_at_lowest_rate"].max
 
     def _prepare(self, ctx: AuditContext, cfg: BackdoorSimulationConfig) -> tuple[_Setup, Any, str, list[str]]:
         """Bad input and what does not apply, before any work; then the sampled data, its trigger and the retraining."""

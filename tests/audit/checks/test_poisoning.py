@@ -529,7 +529,11 @@ def test_runner_hands_the_model_json_recipe_to_the_simulation(tmp_path, digits, 
                        "checks.poisoning.backdoor_simulation.include_baseline=false"])
     result = run_audit(cfg).check("poisoning.backdoor_simulation")
     # enough epochs that the retrained model classifies some clean digits correctly: the attack success is defined
-    assert result.status in ("pass", "warn") and "recipe 'digits-lenet5'" in result.summary
+    assert "recipe 'digits-lenet5'" in result.summary
+    m = {x.name: x for x in result.metrics if x.group is None}
+    assert m["asr_at_highest_rate"].value is not None
+    # 6 epochs on 200 digits implant no backdoor that reaches 0.5 at 10%: the lowest rate is not judged, not passed
+    assert result.status == "measured" and m["asr_at_lowest_rate"].value is None
 
 
 def test_scan_of_a_torchscript_model_runs_the_art_defences(digits, planted) -> None:
@@ -594,3 +598,25 @@ def test_scan_parameter_cap_follows_the_budget_so_a_resnet18_is_scanned_under_st
         adapter, 10, resnet18, quick)
     assert _neural_cleanse_blocker(adapter, 10, 25_600_000, BackdoorScanConfig()) is None
     assert "over the budget" in _neural_cleanse_blocker(adapter, 10, 30_000_001, BackdoorScanConfig())
+
+
+@pytest.mark.parametrize("baseline", [True, False])
+def test_a_retraining_that_learnt_no_backdoor_at_the_highest_rate_is_not_judged(baseline: bool) -> None:
+    """Known answer: a fine-tuning with lr 1e-7 for one epoch changes nothing, so no rate implants a backdoor; the
+    old code judged the lowest rate's attack success rate (the clean model's, ~0) and passed. Now it is null with the
+    reason, judged neither way; a retraining that does learn it (the tabular test above) still judges."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    cfg = BackdoorSimulationConfig(rates=[0.05, 0.1], epochs=1, lr=1e-7, target_class=1, include_baseline=baseline)
+    out = BackdoorSimulation(cfg).run(_tabular_ctx(model))
+    m = {(x.name, x.group): x for x in out.metrics}
+    top = m[("asr_at_highest_rate", None)]
+    assert top.value is not None and top.ci_high < 0.5  # measured, and shown
+    low = m[("asr_at_lowest_rate", None)]
+    why = (f"the retraining learnt no backdoor even at the highest poison rate (ASR {top.value:.3f} "
+           f"[{top.ci_low:.3f}, {top.ci_high:.3f}] at 0.1); the simulation is not sensitive — raise epochs or lr")
+    assert low.value is None and why in low.method
+    assert m[("attack_success_rate", "rate=0.05")].value is not None  # the per-rate rows still show the numbers
+    assert any(why in t for t in out.limitations) and why in out.summary
+    status, outcomes = judge(out, {}, BackdoorSimulation.default_thresholds)
+    assert status == "measured" and outcomes[0].observed is None and not outcomes[0].passed
