@@ -106,3 +106,55 @@ def test_bad_input_from_a_check_stops_the_audit() -> None:
     """A config error a check finds is the user's to fix (exit 2), not a crashed check in a report."""
     with pytest.raises(InputError, match="not in"):
         run_check(CounterfactualText(CounterfactualConfig(axes=["nope"])), make_ctx(TEXTS))
+
+
+def bert_ctx(texts: list[str]) -> AuditContext:
+    """The tiny BERT of tests/assets/tiny_text.py: its 16-token vocabulary has no 'he' or 'she' ([UNK] both)."""
+    from tiny_text import tiny_bert
+
+    from models.adapter import HFTextAdapter
+
+    model, tok = tiny_bert(layers=1)
+    ds = AuditDataset(name="eval", inputs=texts, target=None, class_names=None, sensitive_features=None,
+                      feature_names=None, input_kind="text", path="mem", format="csv", sha256="0")
+    return AuditContext(HFTextAdapter(model, tok, device=torch.device("cpu")), {"eval": ds}, seed=0, batch_size=8)
+
+
+def test_swaps_the_tokenizer_cannot_see_are_no_evidence() -> None:
+    """'he good movie' and 'she good movie' are the same input ids: 0 flips of them is not a pass, it is no data."""
+    texts = ["he good movie"] * 20 + ["she good movie"] * 20
+    out = CounterfactualText(CounterfactualConfig(terms=TERMS, n_resamples=50)).run(bert_ctx(texts))
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("counterfactual_flip_rate", None)].value is None
+    assert m[("counterfactual_flip_rate", "gender:male->female")].value is None
+    assert m[("counterfactual_flip_rate", "gender:male->female")].n == 0
+    assert "40 of 40 swapped texts encode identically to their original" in out.summary
+    assert "40 of 40" in m[("counterfactual_flip_rate", None)].method
+    assert out.n_samples == 0
+    assert judge(out, {}, CounterfactualText.default_thresholds)[0] != "pass"
+
+
+def test_only_swaps_the_tokenizer_sees_enter_the_rate() -> None:
+    # 'good'->'bad' changes the ids (both in the vocabulary); 'he'->'she' does not ([UNK] both): 10 of 30 left out.
+    texts = ["good movie"] * 20 + ["he movie"] * 10
+    out = CounterfactualText(CounterfactualConfig(terms={"x": {"a": ["good", "he"], "b": ["bad", "she"]}},
+                                                  n_resamples=20)).run(bert_ctx(texts))
+    pair = {(x.name, x.group): x for x in out.metrics}[("counterfactual_flip_rate", "x:a->b")]
+    assert pair.n == 20
+    assert "10 of 30 swapped texts encode identically" in out.summary
+    assert out.n_samples == 20
+
+
+def test_flip_rate_interval_is_wilson_at_the_configured_level() -> None:
+    # 0 flips of 20: Wilson 95% [0, 0.161], not the bootstrap's degenerate [0, 0].
+    out = CounterfactualText(CounterfactualConfig(terms={"x": {"a": ["cat"], "b": ["dog"]}}, n_resamples=100)).run(
+        make_ctx(["cat is good"] * 20))
+    fr = {(x.name, x.group): x for x in out.metrics}[("counterfactual_flip_rate", None)]
+    assert (fr.value, fr.ci_low, fr.ci_level) == (0.0, 0.0, 0.95)
+    assert fr.ci_high == pytest.approx(0.1611, abs=1e-3)
+    assert "95% CI 0.0%–16.1%" in out.summary
+    # 10 of 20 flips at 80%: Wilson with z = 1.2816 -> [0.3623, 0.6377]; the summary names the level.
+    out = CounterfactualText(CounterfactualConfig(terms=TERMS, n_resamples=0, ci_level=0.8)).run(make_ctx(TEXTS))
+    m2f = {(x.name, x.group): x for x in out.metrics}[("counterfactual_flip_rate", "gender:male->female")]
+    assert (m2f.ci_low, m2f.ci_high) == pytest.approx((0.3623, 0.6377), abs=1e-3)
+    assert "80% CI" in out.summary and "95%" not in out.summary

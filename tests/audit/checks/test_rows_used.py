@@ -112,7 +112,9 @@ def test_text_checks_report_the_rows_they_used(tmp_path) -> None:  # noqa: ANN00
 
     cfg = load_config(None, gendered_text_audit_data(tmp_path),
                       ["energy.track=false", "select=[adversarial, explanations.attention, fairness.counterfactual_text]",
-                       "checks.fairness.counterfactual_text={max_samples: 5, min_texts: 2, n_resamples: 20}",
+                       # words of the tiny BERT's vocabulary: its 'he'/'she' are both [UNK] (swaps left out)
+                       "checks.fairness.counterfactual_text={max_samples: 5, min_texts: 2, n_resamples: 20, "
+                       "terms: {x: {a: [good, great], b: [bad, awful]}}}",
                        "checks.explanations.attention={max_samples: 2, curve_steps: 4}",
                        "checks.adversarial={max_samples: 8, text_recipes: [char_edit]}"])
     result = run_audit(cfg)
