@@ -892,6 +892,8 @@ class BackdoorScan(Check):
         how = ("training samples of suspected classes that both ART's ActivationDefence (smaller cluster) and "
                "SpectralSignatureDefense (top outlier scores) flag")
         not_run = next((t for t in reversed(limitations) if "did not run" in t), "")
+        if not converged and n_flagged is not None:  # no suspected class: the defences had nothing to look at
+            n_flagged, not_run = None, f"no class could be suspected: {not_converged[len('not measured: '):]}"
         metrics.append(Metric(name="flagged_samples", value=None if n_flagged is None else float(n_flagged),
                               n=n_ref,
                               higher_is_better=False,

@@ -492,6 +492,32 @@ def test_scan_without_convergence_has_no_anomaly_verdict(digits, clean, monkeypa
     assert status != "warn" and not outcomes[0].passed and outcomes[0].observed is None
 
 
+def test_scan_without_convergence_flags_no_samples_not_zero(digits, clean, monkeypatch) -> None:
+    """With a training set: when Neural Cleanse did not converge no class is suspected, so the ART defences had
+    nothing to look at; flagged_samples is null with that reason (it read 0 before, and a threshold
+    flagged_samples.max=0 passed)."""
+    import audit.checks.poisoning as scan_module
+    from audit.poisoning import ReverseEngineered
+    from audit.config import ThresholdSpec
+
+    def not_converged(_logits, x, k, **_kw):
+        reached = np.zeros(k, dtype=bool)
+        reached[0] = True
+        return ReverseEngineered(mask_l1=np.full(k, 40.0) + np.arange(k), success=np.where(reached, 0.99, 0.2),
+                                 reached=reached, masks=np.zeros((k, 1, 8, 8)), patterns=np.zeros((k, 1, 8, 8)),
+                                 steps_used=np.full(k, 300))
+
+    monkeypatch.setattr(scan_module, "reverse_engineer_triggers", not_converged)
+    data = {"eval": ds("eval", digits.x_test, digits.y_test), "reference": ds("reference", digits.x_train, digits.y_train)}
+    out = BackdoorScan(SCAN).run(AuditContext(adapter_of(clean, digits), data))
+    m = {(x.name, x.group): x for x in out.metrics}
+    assert m[("suspected_classes", None)].value is None
+    flagged = m[("flagged_samples", None)]
+    assert flagged.value is None and "no class could be suspected: only 1 of 10 classes" in flagged.method
+    status, outcomes = judge(out, {"flagged_samples": ThresholdSpec(max=0)}, BackdoorScan.default_thresholds)
+    assert status != "pass" and not any(o.passed for o in outcomes)
+
+
 def test_scan_says_when_the_art_defences_did_not_run(digits, planted) -> None:
     """Not run is never zero: without a training set the flagged count is null with the reason, and the
     summary does not claim a number of flagged samples."""
