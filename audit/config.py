@@ -7,13 +7,14 @@ key; a test keeps it in step with these models.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
@@ -489,13 +490,24 @@ MISSING_HINTS = {
 _UNION_TAG = re.compile(r"^(constrained-)?(int|float|str|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\])$")
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> str:
-    """One line naming the key, the file and what was expected."""
+#: Where a config came from: one label, or a function of the key at fault (``load_config``: the file, or
+#: the ``--set`` item that gave the key).
+Source = Union[str, Callable[[str], str]]
+
+
+def _where(source: Source, key: str) -> str:
+    """The label of ``source`` for ``key``."""
+    return source(key) if callable(source) else source
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: Source, prefix: str = "") -> str:
+    """One line naming the key, the file (or ``--set`` item) and what was expected."""
     errors = exc.errors()
     # A typo'd key usually also makes a required key "missing": report the typo first.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or _UNION_TAG.match(p))))
     key = prefix + ".".join(str(p) for p in loc)
+    source = _where(source, key.rstrip("."))
     etype = err["type"]
     if etype == "extra_forbidden":
         options = _fields_at(model, loc)
@@ -725,21 +737,41 @@ def load_config(
     paths from flags are relative to the working directory.
     """
     data: dict[str, Any] = {}
-    source = "command line"
     if path is not None:
         data = read_config_file(path)
         _resolve_paths(data, path.parent)
-        source = str(path)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            set_dotted(data, key, value)
-    for item in sets or []:
-        key, value = parse_override(item)
+    given = [(key, value, "command line") for key, value in (overrides or {}).items() if value is not None]
+    given += [(*parse_override(item), f"--set {item[:200]}") for item in sets or []]
+    source = _origin(copy.deepcopy(data), path, [(key, label) for key, _, label in given])
+    for key, value, _ in given:  # in order: flags, then --set items, each over what came before
         set_dotted(data, key, value)
     return validate_config(data, source)
 
 
-def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
+def _in_file(data: Any, key: str) -> bool:
+    """Whether the file's ``data`` holds ``key`` (dotted; a check id may hold dots), or a part of it."""
+    if not isinstance(data, dict):
+        return True  # the file set a value at or above the key
+    return any(key == k or (key.startswith(f"{k}.") and _in_file(v, key[len(k) + 1:])) for k, v in data.items()
+               if isinstance(k, str))
+
+
+def _origin(file_data: dict[str, Any], path: Path | None, given: list[tuple[str, str]]) -> Callable[[str], str]:
+    """Name where a key at fault came from: the ``--set`` item (or flag) that last set it or the section above it,
+    else the file; every source that set a part of the key, when several did; the file or the command line when
+    none did (a missing key)."""
+    def where(key: str) -> str:
+        found = [str(path)] if path is not None and _in_file(file_data, key) else []
+        for set_key, label in given:
+            if key == set_key or key.startswith(f"{set_key}."):
+                found = [label]  # replaces everything under it
+            elif set_key.startswith(f"{key}.") and label not in found:
+                found.append(label)
+        return " and ".join(found) or (str(path) if path is not None else "command line")
+    return where
+
+
+def validate_config(data: dict[str, Any], source: Source = "config") -> AuditConfig:
     """Validate a dict, including each check's own config, with one-line errors."""
     try:
         cfg = AuditConfig.model_validate(data)
@@ -751,7 +783,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> AuditConfig
     known = list_checks()
     for check_id, section in cfg.checks.items():
         if check_id not in known:
-            raise ConfigError(f"{source}: unknown check 'checks.{check_id}'.{_suggest(check_id, known)} Known checks: {', '.join(known)}.")
+            raise ConfigError(f"{_where(source, f'checks.{check_id}')}: unknown check 'checks.{check_id}'.{_suggest(check_id, known)} Known checks: {', '.join(known)}.")
         validate_check_config(check_id, section or {}, source, cfg.budget)
     return cfg
 
@@ -767,14 +799,14 @@ def validate_key(key: str, value: Any, source: str = "config") -> Any:
         raise ConfigError(format_validation_error(exc, one, source)) from None
 
 
-def validate_check_config(check_id: str, section: dict[str, Any], source: str = "config",
+def validate_check_config(check_id: str, section: dict[str, Any], source: Source = "config",
                           budget: str = "standard") -> CheckConfig:
     """One check's config: its section over the preset of ``budget`` (audit.budget), validated."""
     from audit.registry import check_config_class, get_check
 
     config_cls = check_config_class(check_id)
     if budget not in BUDGETS:
-        raise ConfigError(f"{source}: key 'budget': must be one of {', '.join(BUDGETS)}; got {budget!r}.")
+        raise ConfigError(f"{_where(source, 'budget')}: key 'budget': must be one of {', '.join(BUDGETS)}; got {budget!r}.")
     try:
         conf = config_cls.model_validate(with_budget(check_id, section, budget, config_cls.renamed))
     except ValidationError as exc:
@@ -787,11 +819,13 @@ def validate_check_config(check_id: str, section: dict[str, Any], source: str = 
     for metric, spec in conf.thresholds.items():
         if metric not in names:
             raise ConfigError(
-                f"{source}: key 'checks.{check_id}.thresholds.{metric}': {check_id} has no metric {metric!r}."
+                f"{_where(source, f'checks.{check_id}.thresholds.{metric}')}: key 'checks.{check_id}.thresholds.{metric}': "
+                f"{check_id} has no metric {metric!r}."
                 f"{_suggest(metric, list(names))} Metrics: {', '.join(names)}."
             )
         if spec.min is None and spec.max is None:
-            raise ConfigError(f"{source}: key 'checks.{check_id}.thresholds.{metric}': give 'min', 'max' or both.")
+            raise ConfigError(f"{_where(source, f'checks.{check_id}.thresholds.{metric}')}: "
+                              f"key 'checks.{check_id}.thresholds.{metric}': give 'min', 'max' or both.")
     return conf
 
 

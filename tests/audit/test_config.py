@@ -89,6 +89,29 @@ def test_sets_address_check_ids_with_dots(tmp_path: Path) -> None:
         load_config(path, None, ["checks.fairness.nope.x=1"])
 
 
+@pytest.mark.parametrize(
+    ("file_extra", "sets", "blamed", "key"),
+    [
+        ("", ["batch_size=true"], "--set batch_size=true", "batch_size"),  # the file has no batch_size
+        ("batch_size: true\n", ["seed=3"], "{path}", "batch_size"),  # the file's value, a good --set beside it
+        ("batch_size: 8\n", ["batch_size=true"], "--set batch_size=true", "batch_size"),  # --set replaced the file's
+        ("", ["checks.performance={n_bins: 1}"], "--set checks.performance={n_bins: 1}", "checks.performance.n_bins"),
+        ("checks: {performance: {n_bins: 1}}\n", ["checks.performance.n_resamples=50"], "{path}",
+         "checks.performance.n_bins"),
+        ("", ["checks.performance.thresholds.acuracy.min=0.9"], "--set checks.performance.thresholds.acuracy.min=0.9",
+         "checks.performance.thresholds.acuracy"),
+        ("", ["checks.perfomance.n_bins=3"], "--set checks.perfomance.n_bins=3", "checks.perfomance"),
+    ],
+)
+def test_errors_name_the_set_item_or_the_file_that_gave_the_value(tmp_path: Path, file_extra: str, sets: list[str],
+                                                                  blamed: str, key: str) -> None:
+    """A bad value from --set names that item, not the file (which may not hold the key); the file's own, the file."""
+    path = write(tmp_path, BASE + file_extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, None, sets)
+    assert str(info.value).startswith(blamed.replace("{path}", str(path)) + ": ") and f"'{key}'" in str(info.value), str(info.value)
+
+
 def test_flags_alone_without_file() -> None:
     cfg = load_config(None, {"model.path": "m.pt", "data.eval.path": "d.npz", "data.eval.sensitive_features": ["sex"]})
     assert cfg.data.eval.sensitive_features == ["sex"]
