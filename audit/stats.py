@@ -213,12 +213,15 @@ def permutation_p_value(null: np.ndarray, observed: float, greater: bool = True)
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n."""
+    """Wilson score interval for a binomial proportion k/n; exactly 0 below k = 0 and 1 above k = n (where the
+    formula leaves rounding residue such as 1.7e-18 for 0/125 or 0.9999999999999999 for 4/4)."""
     p = k / n
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return float(low), float(high)
 
 
 def stratified_rows(labels: np.ndarray, limit: int, rng: np.random.Generator, min_per_class: int = 2) -> np.ndarray:

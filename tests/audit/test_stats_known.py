@@ -156,6 +156,14 @@ def test_wilson_interval_equals_scipy(k: int, n: int) -> None:
     assert stats.wilson_interval(k, n, z=z99) == pytest.approx((ref99.low, ref99.high), abs=1e-6)
 
 
+@pytest.mark.parametrize(("k", "n"), [(0, 20), (0, 69), (0, 125), (4, 4), (10, 10)])
+def test_wilson_interval_ends_exactly_at_0_and_1(k: int, n: int) -> None:
+    """Known answer: no successes → the lower bound is 0 exactly, all successes → the upper is 1 exactly (the
+    formula's rounding left 1.7e-18 for 0/125 and 0.9999999999999999 for 4/4, printed as such in reports)."""
+    low, high = stats.wilson_interval(k, n)
+    assert (low == 0.0) if k == 0 else (high == 1.0)
+
+
 def test_shuffled_confusion_diagonals_have_the_hypergeometric_margins() -> None:
     """Known answer: under shuffling, the hits of class i are Hypergeom(n, predicted_i, support_i) whatever
     the other classes do; four classes, one absent from the labels, one never predicted; every table keeps
