@@ -250,13 +250,15 @@ def _print_summary(result: Any, written: dict[str, Path], quiet: bool) -> None:
     probe's findings (a non-deterministic model)."""
     from reports import _format as fmt
 
-    if result.summary.exit_code:
-        for line in fmt.gate_lines(result):
-            _stderr(f"deepaudit: {line}")
+    gate = fmt.gate_lines(result) if result.summary.exit_code else []
+    for line in gate:
+        _stderr(f"deepaudit: {line}")
     for finding in result.probe.findings if result.probe is not None else []:
         _stderr(f"deepaudit: WARN model probe: {finding}")
-    if result.summary.exit_code:  # the verdict last, as pytest's summary line
-        _stderr(f"deepaudit: {fmt.verdict(result)}")
+    verdict = fmt.verdict(result)
+    # the verdict last, as pytest's summary line; once: "nothing was judged" is a gate line already, with its fix
+    if result.summary.exit_code and not any(verdict.split(" — ", 1)[-1] in line for line in gate):
+        _stderr(f"deepaudit: {verdict}")
     if quiet:
         return
     from rich.console import Console

@@ -133,6 +133,7 @@ def test_nothing_judged_exits_1_and_measured_never_reads_pass(tmp_path: Path, ba
     assert _check(data, "efficiency")["status"] == "measured"
     assert (data["summary"]["status"], data["summary"]["judged"]) == ("not_judged", [])
     assert "deepaudit: NOT JUDGED: nothing was judged" in stderr
+    assert stderr.count("nothing was judged") == 1, stderr  # the verdict is that line: not printed twice
     for out in (tmp_path / "a",):
         page_one = (out / "report.html").read_text().split('id="traceability"')[0]
         assert 'class="badge badge-pass"' not in page_one and 'class="badge badge-measured"' in page_one
