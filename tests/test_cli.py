@@ -259,6 +259,9 @@ BAD_INPUTS = {
                                                             "checks.poisoning.backdoor_simulation.rates=[0.005, 0.1]"],
                                            r"backdoor_simulation\.rates 0\.005 poison no training sample .*60 drawn .*"
                                            r"smallest rate that poisons one is 0\.0167"),
+    "backdoor duplicate rates": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                  "checks.poisoning.backdoor_simulation.rates=[0.5, 0.5]"],
+                                 r"backdoor_simulation\.rates.*rates must be distinct; 0\.5 is given more than once"),
     "backdoor target outside the classes": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
                                                              "model.class_names=[a, b, c]", "--set",
                                                              "checks.poisoning.backdoor_simulation.target_class=3"],

@@ -34,7 +34,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from audit import text_trigger_scan as tts
 from audit.config import CheckConfig, OpenUnitFloat, ThresholdSpec
@@ -390,7 +390,7 @@ class BackdoorSimulationConfig(CheckConfig):
     renamed: ClassVar[dict[str, str]] = {"n_samples": "max_samples"}
 
     rates: list[OpenUnitFloat] = Field(default=[0.01, 0.05, 0.1], min_length=1,
-                               description="Poison rates: shares of the training samples given the trigger and the target label.")
+                               description="Poison rates, each distinct: shares of the training samples given the trigger and the target label.")
     target_class: int = Field(default=0, ge=0, description="Class index the backdoor sends triggered inputs to.")
     trigger: TriggerOption = Field(
         default="auto", description="auto (images: pattern; tabular: out_of_range; text models: text_trigger; token "
@@ -423,6 +423,14 @@ class BackdoorSimulationConfig(CheckConfig):
         default=False, description="Fine-tuning: also train the parameters the model froze (requires_grad off, e.g. a "
                                    "frozen pretrained encoder under a trained head). Off: only the model's trainable "
                                    "parameters learn, as in its own training; the method text says how many.")
+
+    @field_validator("rates")
+    @classmethod
+    def _distinct_rates(cls, v: list[float]) -> list[float]:
+        twice = sorted({r for r in v if v.count(r) > 1})
+        if twice:  # each rate retrains a model: a repeated one would retrain it again and repeat its rows
+            raise ValueError(f"rates must be distinct; {', '.join(f'{r:g}' for r in twice)} is given more than once")
+        return v
 
 
 @register_check("poisoning.backdoor_simulation")
