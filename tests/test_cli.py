@@ -262,6 +262,13 @@ BAD_INPUTS = {
     "backdoor duplicate rates": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
                                                   "checks.poisoning.backdoor_simulation.rates=[0.5, 0.5]"],
                                  r"backdoor_simulation\.rates.*rates must be distinct; 0\.5 is given more than once"),
+    "backdoor text trigger on an image model": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                                 "checks.poisoning.backdoor_simulation.text_trigger=cf"],
+                                                r"backdoor_simulation\.text_trigger applies to text and token-id models "
+                                                r"only, but the model takes image inputs"),
+    "backdoor token id on an image model": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
+                                                             "checks.poisoning.backdoor_simulation.trigger_token_id=5"],
+                                            r"backdoor_simulation\.trigger_token_id applies to text and token-id"),
     "backdoor target outside the classes": (lambda t, m, d: ["--model", m, "--data", d, "--reference", d, "--set",
                                                              "model.class_names=[a, b, c]", "--set",
                                                              "checks.poisoning.backdoor_simulation.target_class=3"],

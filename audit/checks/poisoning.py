@@ -462,8 +462,13 @@ class BackdoorSimulation(Check):
             if cfg.trigger != "auto":
                 raise InputError(f"{setting}.trigger {cfg.trigger!r} is not a token trigger; token-id models take "
                                  "trigger_token_id; leave trigger at 'auto'.")
-        elif ref is not None and not isinstance(ref.inputs, list) and np.issubdtype(ref.inputs.dtype, np.floating):
-            _check_trigger_option(adapter.input_kind, tuple(ref.inputs.shape), cfg.trigger, setting)
+        else:
+            for key, value in (("text_trigger", cfg.text_trigger), ("trigger_token_id", cfg.trigger_token_id)):
+                if key in cfg.model_fields_set and value is not None:  # would be silently ignored
+                    raise InputError(f"{setting}.{key} applies to text and token-id models only, but the model takes "
+                                     f"{adapter.input_kind} inputs; leave {key} out (trigger chooses this model's).")
+            if ref is not None and not isinstance(ref.inputs, list) and np.issubdtype(ref.inputs.dtype, np.floating):
+                _check_trigger_option(adapter.input_kind, tuple(ref.inputs.shape), cfg.trigger, setting)
         k = len(adapter.class_names or [])  # known before any model call when the model states its classes
         if k and not 0 <= cfg.target_class < k:
             raise InputError(f"{setting}.target_class must be a class index in 0..{k - 1}. Got {cfg.target_class} instead.")
