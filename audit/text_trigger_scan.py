@@ -106,8 +106,33 @@ def search_and_verify(pool: np.ndarray, max_samples: int, search_share: float,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A seeded sample of at most ``max_samples`` of ``pool`` split into disjoint search and verification rows."""
     chosen = rng.permutation(pool)[:max_samples]
-    n_search = min(max(int(round(search_share * len(chosen))), 1), len(chosen) - 1)
+    n_search = split_sizes(len(chosen), search_share)[0]
     return chosen[:n_search], chosen[n_search:]
+
+
+def split_sizes(n: int, search_share: float) -> tuple[int, int]:
+    """How many of ``n`` sampled texts search and how many verify (at least one each)."""
+    n_search = min(max(int(round(search_share * n)), 1), n - 1)
+    return n_search, n - n_search
+
+
+def too_few_samples(max_samples: int, search_share: float, min_flip_rate: float) -> str | None:
+    """Why a class can never be judged even with all ``max_samples`` texts sampled (:func:`unjudgeable` of the
+    verification texts they leave), naming the smallest ``max_samples`` that can be; ``None`` when it can be."""
+    def short(m: int) -> str | None:
+        return unjudgeable(split_sizes(m, search_share)[1], min_flip_rate)
+
+    why = short(max_samples)
+    if why is None:
+        return None
+    lo, hi = max_samples, max_samples * 2  # verification texts grow with max_samples and the bound with them
+    while short(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if short(mid) is None else (mid, hi)
+    return (f"max_samples {max_samples} with search_share {search_share:g} leaves at most {why}; max_samples {hi} "
+            "is needed")
 
 
 def draw_slots(texts: Sequence[str], rng: np.random.Generator) -> np.ndarray:

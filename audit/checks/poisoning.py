@@ -715,7 +715,7 @@ class BackdoorScanConfig(CheckConfig):
     search_steps: int = Field(default=20, ge=0, description="Text models: Adam steps of the relaxed search (a softmax mixture of the candidates' embeddings at the inserted word, DBS/PICCOLO-style) whose best words are re-scored besides the gradient ranking's; 0 turns it off.")
     search_batch: int = Field(default=32, ge=1, description="Text models: search texts per step of the relaxed search.")
     reference_words: int = Field(default=10, ge=3, description="Text models: the best re-scored words the best one is compared with (MAD anomaly index).")
-    min_flip_rate: float = Field(default=0.8, gt=0, lt=1, description="Text models: Wilson 95% lower bound the verified flip rate of a trigger word must reach for its class to be suspected (below 1: a lower bound never reaches 1). A class needs enough verification texts that all of them flipped could reach it (16 at 0.8, 35 at 0.9), else it is not judged.")
+    min_flip_rate: float = Field(default=0.8, gt=0, lt=1, description="Text models: Wilson 95% lower bound the verified flip rate of a trigger word must reach for its class to be suspected (below 1: a lower bound never reaches 1). A class needs enough verification texts that all of them flipped could reach it (16 at 0.8, 35 at 0.9), else it is not judged; a max_samples too small for that is refused before the run.")
     search_share: OpenUnitFloat = Field(default=0.5, description="Text models: share of each class's texts used for the search; the rest verify the word found.")
     min_word_length: int = Field(default=2, ge=1, description="Text models: fewest letters of a candidate trigger word.")
     max_train_samples: int = Field(default=2000, ge=20, description="Seeded subset of data.reference, stratified by label, the ART defences examine (drawn before its features are computed).")
@@ -776,11 +776,15 @@ class BackdoorScan(Check):
                           "suspected_classes": ThresholdSpec(max=0, level="warn")}
 
     def preflight(self, ctx: AuditContext) -> None:
-        """A text model's vocabulary that ``min_word_length`` leaves fewer than two candidate words of."""
+        """A text model's vocabulary that ``min_word_length`` leaves fewer than two candidate words of, and a
+        ``max_samples`` too small for any class's verification texts to reach ``min_flip_rate``."""
         cfg: BackdoorScanConfig = self.config  # type: ignore[assignment]
         adapter = ctx.adapter
         if adapter.input_kind != "text" or not adapter.capabilities.embeddings:
             return
+        few = tts.too_few_samples(cfg.max_samples, cfg.search_share, cfg.min_flip_rate)
+        if few:  # the run-time rule (tts.unjudgeable) would leave every class not judged
+            raise InputError(f"key 'checks.poisoning.backdoor_scan.min_flip_rate': {few}.")
         vocab = adapter.vocabulary()
         short = tts.candidate_shortage(vocab, cfg.min_word_length) if vocab else None
         if short:

@@ -420,6 +420,9 @@ def test_a_cf_backdoor_fine_tuned_into_a_tiny_bert_is_found() -> None:
 @pytest.mark.parametrize(("setting", "pattern"), [
     ("checks.poisoning.backdoor_scan.min_word_length=40", r"min_word_length.*0 candidate word\(s\) of the model's 16-token"),
     ("checks.poisoning.backdoor_scan.min_flip_rate=1", r"min_flip_rate"),
+    ("checks.poisoning.backdoor_scan.min_flip_rate=0.99", r"min_flip_rate': max_samples 300 with search_share 0\.5 "
+                                                          r"leaves at most 150 verification texts: .*0\.975 < min_flip_rate "
+                                                          r"0\.99.*; max_samples 761 is needed\.$"),
 ])
 def test_the_cli_refuses_a_scan_config_that_cannot_work_before_any_check_runs(setting: str, pattern: str, tmp_path,
                                                                               monkeypatch) -> None:  # noqa: ANN001
@@ -441,3 +444,14 @@ def test_the_cli_refuses_a_scan_config_that_cannot_work_before_any_check_runs(se
                                           "--set", setting, "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
     assert result.exit_code == 2 and re.search(pattern, result.stderr) and ran == [], (result.stderr, ran)
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_too_few_samples_names_the_smallest_max_samples_the_run_time_rule_accepts() -> None:
+    """Known answers at search_share 0.5: 16 verification texts are the fewest whose all-flipped Wilson lower bound
+    reaches 0.8, 35 for 0.9, 381 for 0.99 (so max_samples 32, 69, 761)."""
+    from audit.text_trigger_scan import split_sizes, too_few_samples, unjudgeable
+
+    for rate, need in ((0.8, 32), (0.9, 69), (0.99, 761)):
+        assert too_few_samples(need, 0.5, rate) is None and too_few_samples(need - 1, 0.5, rate).endswith(
+            f"max_samples {need} is needed")
+        assert unjudgeable(split_sizes(need, 0.5)[1], rate) is None and unjudgeable(split_sizes(need - 1, 0.5)[1], rate)
