@@ -173,7 +173,8 @@ def test_text_checks_emit_their_declared_metrics(tmp_path: Path) -> None:
     models only."""
     from tiny_text import gendered_text_audit_data
 
+    # the text scan needs max_samples >= 32 to be judgeable at min_flip_rate 0.8 (its preflight refuses 20)
     cfg = load_config(None, gendered_text_audit_data(tmp_path),
-                      FAST + only("adversarial", "explanations.attention", "fairness.counterfactual_text",
+                      FAST + ["checks.poisoning.backdoor_scan.max_samples=32"] + only("adversarial", "explanations.attention", "fairness.counterfactual_text",
                                   "poisoning.backdoor_scan"))
     assert_contract(run_audit(cfg), set(), TEXT_NOT_EMITTED)
