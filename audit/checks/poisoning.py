@@ -73,9 +73,10 @@ TriggerOption = Literal["auto", "pattern", "pixel", "out_of_range"]
 def _float_inputs(ctx: AuditContext, role: str) -> Rows:
     """The set's inputs, unread: the checks take the rows they sample (``x[rows]``)."""
     ds = ctx.dataset(role)
-    if isinstance(ds.inputs, list) or ctx.adapter.input_kind in ("text", "sequence"):
-        raise SkipCheck("backdoor triggers for text and token-id models (an inserted trigger token) are not "
-                        "implemented; only image and tabular models are covered.")
+    if isinstance(ds.inputs, list):
+        raise SkipCheck(f"data.{role} holds raw text but the model takes {ctx.adapter.input_kind} inputs; a "
+                        "text model (a Hugging Face folder, or a model.json naming its tokenizer) gets the "
+                        "text trigger.")
     x = ds.inputs
     if not np.issubdtype(x.dtype, np.floating):
         raise SkipCheck(f"data.{role} holds integer inputs (token ids?): only image and tabular triggers are implemented.")
@@ -550,10 +551,6 @@ class BackdoorSimulation(Check):
         adapter = ctx.adapter  # the trigger options were checked by preflight
         if not adapter.capabilities.raw_text and adapter.input_kind != "sequence":
             for role in ("reference", "eval"):  # inputs no image or tabular trigger fits are skipped first
-                if isinstance(ctx.dataset(role).inputs, list):
-                    raise SkipCheck(f"data.{role} holds raw text but the model takes {adapter.input_kind} inputs; a "
-                                    "text model (a Hugging Face folder, or a model.json naming its tokenizer) gets the "
-                                    "text trigger.")
                 _float_inputs(ctx, role)
         k = _n_classes(ctx)
         if not 0 <= cfg.target_class < k:

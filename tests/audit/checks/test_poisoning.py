@@ -346,6 +346,8 @@ def test_simulation_bad_input(digits, clean) -> None:
                                   "reference": ds("reference", ["a b"] * 4, np.zeros(4, np.int64), "text")})
     with pytest.raises(SkipCheck, match="holds raw text but the model takes image inputs"):
         BackdoorSimulation().run(text)
+    with pytest.raises(SkipCheck, match="holds raw text but the model takes image inputs"):  # the scan says the same
+        BackdoorScan().run(text)
 
 
 # ---------------------------------------------------------------------------------------------- scan
